@@ -1,0 +1,116 @@
+"""`editprobe data ...`: inspect a dataset file, list built-in data."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ..data import EditRecord
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+MAX_PROBLEM_ROWS = 50
+N_EXAMPLES = 2
+
+
+class OnBadRecordChoice(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+def _fail(message: str) -> None:
+    # One line on stderr, never wrapped: scripts and people both read it.
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    file: str = typer.Argument(..., help="dataset file (JSON array or JSON Lines) or a built-in name, e.g. counterfact-sample"),
+    format: str | None = typer.Option(None, "--format", "-f", help="format name; detected from the content by default"),
+    on_bad_record: OnBadRecordChoice = typer.Option(
+        OnBadRecordChoice.error, "--on-bad-record", help="stop at the first bad record, or skip and list them all"
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="read only the first N good entries"),
+) -> None:
+    """Detected format, record counts, two example records and the problems found."""
+    from ..data import DATASET_FORMATS, DataError, load_records
+
+    try:
+        result = load_records(file, format=format, on_bad_record=on_bad_record.value, limit=limit)
+    except DataError as exc:
+        hint = " (use --on-bad-record skip to list every bad record)" if exc.index is not None else ""
+        _fail(f"{exc}{hint}")
+        return
+    records = result.records
+    detected = "given" if format else "detected"
+    console.print(f"[bold]{escape(str(result.path))}[/bold]")
+    description = escape(DATASET_FORMATS[result.format].description)
+    console.print(f"format: [cyan]{escape(result.format)}[/cyan] ({detected}; {description})")
+
+    counts = Table("", "count", title="counts", title_justify="left")
+    counts.add_row("entries in file", str(result.n_total))
+    counts.add_row("records loaded", str(len(records)))
+    counts.add_row("entries skipped", str(result.n_skipped))
+    counts.add_row("with paraphrases", str(sum(bool(r.paraphrase_prompts) for r in records)))
+    counts.add_row("with neighborhood", str(sum(bool(r.neighborhood) for r in records)))
+    counts.add_row("with portability", str(sum(bool(r.portability) for r in records)))
+    counts.add_row("with old target", str(sum(r.target_true is not None for r in records)))
+    counts.add_row("question prompts", str(sum(r.is_question for r in records)))
+    console.print(counts)
+
+    for rec in records[:N_EXAMPLES]:
+        console.print(_example_table(rec))
+
+    if result.skipped:
+        problems = Table("record (0-based)", "field", "message", title="problems", title_justify="left")
+        for bad in result.skipped[:MAX_PROBLEM_ROWS]:
+            problems.add_row(str(bad.index), escape(bad.field), escape(bad.message))
+        console.print(problems)
+        if result.n_skipped > MAX_PROBLEM_ROWS:
+            console.print(f"... and {result.n_skipped - MAX_PROBLEM_ROWS} more")
+    else:
+        console.print("problems: none")
+    if not records:
+        console.print("[yellow]warning:[/yellow] no usable records")
+
+
+def _example_table(rec: EditRecord) -> Table:
+    # Dataset text is escaped: a "[...]" in a prompt must not be read as rich markup.
+    table = Table("field", "value", title=escape(f"record {rec.id}"), title_justify="left", show_header=False)
+    table.add_row("subject", escape(rec.subject))
+    table.add_row("template", escape(rec.template))
+    table.add_row("target_new", escape(rec.target_new))
+    table.add_row("target_true", escape(rec.target_true or "-"))
+    if rec.case_id is not None:
+        table.add_row("case_id", escape(rec.case_id))
+    first_para = f": {rec.paraphrase_prompts[0]}" if rec.paraphrase_prompts else ""
+    table.add_row("paraphrases", escape(f"{len(rec.paraphrase_prompts)}{first_para}"))
+    for label, probes in (("neighborhood", rec.neighborhood), ("portability", rec.portability)):
+        first = f": [{probes[0].kind}] {probes[0].prompt} -> {probes[0].answer}" if probes else ""
+        table.add_row(label, escape(f"{len(probes)}{first}"))
+    return table
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Built-in datasets and corpora, and the dataset formats that are recognised."""
+    from ..data import BUILTIN_CORPORA, BUILTIN_DATASETS, DATASET_FORMATS
+
+    table = Table("name", "kind", "license", "description")
+    for kind, items in (("dataset", BUILTIN_DATASETS), ("corpus", BUILTIN_CORPORA)):
+        for item in items.values():
+            table.add_row(item.name, kind, item.license, item.description)
+    console.print(table)
+    formats = Table("format", "shape (detection order)")
+    for fmt in DATASET_FORMATS.values():
+        formats.add_row(fmt.name, fmt.description)
+    console.print(formats)

@@ -1,0 +1,73 @@
+"""Data shipped inside the package, and ``resolve_data``: a path or a built-in name."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..paths import write_text_atomic
+from .errors import DataError
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+
+@dataclass(frozen=True)
+class BuiltinData:
+    name: str
+    filename: str
+    description: str
+    license: str
+
+    @property
+    def path(self) -> Path:
+        return BUILTIN_DIR / self.filename
+
+
+BUILTIN_DATASETS: dict[str, BuiltinData] = {
+    "counterfact-sample": BuiltinData(
+        name="counterfact-sample",
+        filename="counterfact_sample.json",
+        description="first 300 records of a filtered CounterFact subset (ROME format)",
+        license="MIT",
+    ),
+}
+
+BUILTIN_CORPORA: dict[str, BuiltinData] = {
+    "wikitext-sample": BuiltinData(
+        name="wikitext-sample",
+        filename="wikitext2_sample.txt",
+        description="WikiText-2 valid+test, detokenized, one paragraph per document",
+        license="CC BY-SA 3.0",
+    ),
+}
+
+COUNTERFACT_SAMPLE_SIZE = 300
+
+
+def resolve_data(spec: str | Path) -> Path:
+    """The file behind a data argument: an existing path, else a built-in dataset name.
+
+    An existing path wins over a built-in name, so a local file is never shadowed.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    builtin = BUILTIN_DATASETS.get(str(spec))
+    if builtin is not None:
+        return builtin.path
+    if path.exists():
+        raise DataError(path, "is not a file")
+    known = ", ".join(BUILTIN_DATASETS)
+    raise DataError(path, f"no such file, and not a built-in dataset (built-in: {known})")
+
+
+def build_counterfact_sample(source: str | Path, out: str | Path, n: int = COUNTERFACT_SAMPLE_SIZE) -> Path:
+    """Write the first ``n`` records of a CounterFact file unchanged, one record per line."""
+    source = Path(source)
+    records = json.loads(source.read_text(encoding="utf-8"))
+    if not isinstance(records, list) or len(records) < n:
+        raise DataError(source, f"expected a JSON array of at least {n} records")
+    body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records[:n])
+    write_text_atomic(out, f"[\n{body}\n]\n")
+    return Path(out)

@@ -1,0 +1,159 @@
+"""Plain-text corpora for second-moment (covariance) statistics.
+
+``load_corpus(spec)``: None or "wikitext-sample" -> the built-in WikiText-2 sample; a
+``.txt`` path (documents separated by blank lines); a ``.jsonl`` path (field "text");
+``hf:NAME[:CONFIG[:SPLIT]]`` -> a Hugging Face dataset, streamed (needs ``datasets``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from functools import cached_property
+from itertools import islice
+from pathlib import Path
+
+from .builtin_data import BUILTIN_CORPORA
+from .errors import DataError
+
+DEFAULT_CORPUS = "wikitext-sample"
+IDENTITY_LENGTH = 16
+
+
+class Corpus(ABC):
+    """A named sequence of documents; ``identity`` is a short content hash (a cache key)."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def identity(self) -> str: ...
+
+    @abstractmethod
+    def _documents(self) -> Iterator[str]: ...
+
+    def texts(self, n_docs: int | None = None) -> Iterator[str]:
+        """The first ``n_docs`` non-empty documents (all when None), in file order."""
+        if n_docs is not None and n_docs < 0:
+            raise ValueError(f"n_docs must be >= 0, got {n_docs}")
+        return islice(self._documents(), n_docs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:IDENTITY_LENGTH]
+
+
+class TextFileCorpus(Corpus):
+    """A UTF-8 text file; documents are separated by one or more blank lines."""
+
+    def __init__(self, path: str | Path, name: str | None = None):
+        self.path = Path(path)
+        self.name = name or str(self.path)
+
+    @cached_property
+    def identity(self) -> str:
+        return _hash_file(self.path)
+
+    def _documents(self) -> Iterator[str]:
+        lines: list[str] = []
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    lines.append(line.rstrip("\n"))
+                elif lines:
+                    yield "\n".join(lines).strip()
+                    lines = []
+        if lines:
+            yield "\n".join(lines).strip()
+
+
+class JsonlCorpus(Corpus):
+    """JSON Lines, one document per line in the string field ``text_field``."""
+
+    def __init__(self, path: str | Path, name: str | None = None, text_field: str = "text"):
+        self.path = Path(path)
+        self.name = name or str(self.path)
+        self.text_field = text_field
+
+    @cached_property
+    def identity(self) -> str:
+        return _hash_file(self.path)
+
+    def _documents(self) -> Iterator[str]:
+        with self.path.open(encoding="utf-8") as fh:
+            index = 0
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(self.path, f"not valid JSON: {exc.msg}", index=index) from None
+                text = obj.get(self.text_field) if isinstance(obj, dict) else None
+                if not isinstance(text, str):
+                    raise DataError(self.path, "missing or not a string", index=index, field=self.text_field)
+                index += 1
+                if text.strip():
+                    yield text.strip()
+
+
+class HFCorpus(Corpus):
+    """A Hugging Face dataset streamed in order. ``identity`` hashes the spec, not the
+    content (which is remote): pin a dated config (e.g. ``20231101.en``) for stable caches."""
+
+    def __init__(self, dataset: str, config: str | None = None, split: str = "train", text_field: str = "text"):
+        self.dataset, self.config, self.split, self.text_field = dataset, config, split, text_field
+        self.name = "hf:" + ":".join(p for p in (dataset, config, split) if p)
+
+    @property
+    def identity(self) -> str:
+        key = f"hf:{self.dataset}:{self.config or ''}:{self.split}:{self.text_field}"
+        return hashlib.sha256(key.encode()).hexdigest()[:IDENTITY_LENGTH]
+
+    def _documents(self) -> Iterator[str]:
+        datasets = importlib.import_module("datasets")  # optional dependency, checked in load_corpus
+        stream = datasets.load_dataset(self.dataset, self.config, split=self.split, streaming=True)
+        for example in stream:
+            text = example.get(self.text_field)
+            if isinstance(text, str) and text.strip():
+                yield text.strip()
+
+
+def _hf_corpus(spec: str) -> HFCorpus:
+    parts = spec[len("hf:") :].split(":")
+    if not parts[0] or len(parts) > 3 or any(not p for p in parts):
+        raise DataError(None, f"bad corpus spec {spec!r}: expected hf:NAME[:CONFIG[:SPLIT]]")
+    if importlib.util.find_spec("datasets") is None:
+        raise DataError(None, f"corpus {spec!r} needs the Hugging Face `datasets` package: pip install datasets")
+    name, config, split = (parts + [None, None])[:3]
+    return HFCorpus(name, config, split or "train")
+
+
+def load_corpus(spec: str | Path | None = None) -> Corpus:
+    """A corpus from a spec (see the module docstring); None is the built-in sample."""
+    spec_str = DEFAULT_CORPUS if spec is None else str(spec)
+    builtin = BUILTIN_CORPORA.get(spec_str)
+    if builtin is not None:
+        return TextFileCorpus(builtin.path, name=builtin.name)
+    if spec_str.startswith("hf:"):
+        return _hf_corpus(spec_str)
+    path = Path(spec_str).expanduser()
+    if not path.is_file():
+        known = ", ".join(BUILTIN_CORPORA)
+        raise DataError(path, f"no such file, and not a built-in corpus ({known}) or hf:NAME[:CONFIG[:SPLIT]]")
+    if path.suffix == ".txt":
+        return TextFileCorpus(path)
+    if path.suffix == ".jsonl":
+        return JsonlCorpus(path)
+    raise DataError(path, "unsupported corpus file: expected .txt (documents separated by blank lines) or .jsonl (field 'text')")

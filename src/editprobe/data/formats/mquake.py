@@ -1,0 +1,61 @@
+"""MQuAKE: a case with several ``requested_rewrite``s and multi-hop ``questions``.
+
+Each rewrite becomes one record (id ``{case_id}_{j}``, ``case_id`` links them); the case's
+multi-hop questions, answered by the post-edit answer and its aliases, are the
+portability probes of every record of the case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..fields import RawEntry, template_from_prompt
+from ..records import EditRecord, PromptAnswer
+from .base import DatasetFormat
+
+NAME = "mquake"
+
+
+def matches(raw: Mapping[str, Any]) -> bool:
+    return isinstance(raw.get("requested_rewrite"), list)
+
+
+def convert(entry: RawEntry, index: int) -> list[EditRecord]:
+    case_id = entry.identifier("case_id") or str(index)
+    questions = entry.texts("questions")
+    multi_hop: tuple[PromptAnswer, ...] = ()
+    if questions:
+        answers = (entry.text("new_answer"),) + entry.answers("new_answer_alias")
+        multi_hop = tuple(PromptAnswer(prompt=q, answers=tuple(dict.fromkeys(answers)), kind="multi_hop") for q in questions)
+    rewrites = entry.children("requested_rewrite")
+    records = []
+    for j, rewrite in enumerate(rewrites):
+        subject = rewrite.text("subject")
+        extra: dict[str, Any] = {"edit_index": j, "n_edits": len(rewrites)}
+        question = rewrite.optional_text("question")
+        if question:
+            extra["question"] = question  # a single-hop question about this very edit
+        records.append(
+            EditRecord(
+                id=f"{case_id}_{j}",
+                subject=subject,
+                template=template_from_prompt(rewrite, "prompt", subject),
+                target_new=rewrite.child("target_new").text("str"),
+                target_true=rewrite.child("target_true").text("str") if rewrite.has("target_true") else None,
+                relation_id=rewrite.identifier("relation_id"),
+                portability=multi_hop,
+                case_id=case_id,
+                source_format=NAME,
+                extra=extra,
+            )
+        )
+    return records
+
+
+FORMAT = DatasetFormat(
+    name=NAME,
+    description="MQuAKE: requested_rewrite is a list (one record per rewrite) + multi-hop questions",
+    matches=matches,
+    convert=convert,
+)

@@ -1,0 +1,184 @@
+"""Read a dataset file (JSON array or JSON Lines), detect its format, convert and validate."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .builtin_data import resolve_data
+from .errors import BadRecord, DataError, FieldError
+from .fields import RawEntry
+from .formats import DATASET_FORMATS, DatasetFormat
+from .records import EditRecord
+
+OnBadRecord = Literal["error", "skip"]
+RECORD_FIELD = "(record)"  # the field name used for problems with a record as a whole
+DETECTION_SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """``n_total`` counts the entries in the file; ``records`` may hold more (an MQuAKE case
+    gives one record per rewrite). Every skipped entry is listed in ``skipped``."""
+
+    records: list[EditRecord]
+    format: str
+    n_total: int
+    skipped: list[BadRecord] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+
+def read_entries(path: Path) -> list[Any]:
+    """The top-level items of a JSON array, or the objects of a JSON Lines file.
+
+    A JSON Lines line that does not parse is returned as a :class:`BadRecord`, so skip mode
+    can skip it like any other bad record.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read: {exc.strerror}") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise DataError(path, "is empty")
+    if stripped.startswith("["):
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        if not isinstance(entries, list):  # pragma: no cover - a '[' start always parses to a list
+            raise DataError(path, "expected a JSON array of records")
+        return entries
+    return _read_jsonl(path, text)
+
+
+def _read_jsonl(path: Path, text: str) -> list[Any]:
+    entries: list[Any] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if not entries and _parses_as_one_object(text):
+                raise DataError(
+                    path, "holds a single JSON object; expected an array of records or JSON Lines (one object per line)"
+                ) from None
+            entries.append(BadRecord(len(entries), RECORD_FIELD, f"line {line_no}: not valid JSON: {exc.msg}"))
+    return entries
+
+
+def _parses_as_one_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def detect_format(entries: list[Any], path: str | Path | None = None) -> DatasetFormat:
+    """The registered format that most of the first records match (ties: registry order)."""
+    votes: Counter[str] = Counter()
+    sample = [e for e in entries if isinstance(e, dict)][:DETECTION_SAMPLE]
+    for entry in sample:
+        for fmt in DATASET_FORMATS.values():
+            if fmt.matches(entry):
+                votes[fmt.name] += 1
+                break
+    if not votes:
+        keys = sorted(sample[0]) if sample else []
+        shown = f"record keys {keys}" if sample else "no record is a JSON object"
+        raise DataError(
+            path, f"unrecognised dataset format ({shown}); known formats: {', '.join(DATASET_FORMATS)}", field=None
+        )
+    order = list(DATASET_FORMATS)
+    best = max(votes, key=lambda name: (votes[name], -order.index(name)))
+    return DATASET_FORMATS[best]
+
+
+def _convert(fmt: DatasetFormat, raw: Any, index: int) -> list[EditRecord] | BadRecord:
+    if isinstance(raw, BadRecord):
+        return raw
+    if not isinstance(raw, dict):
+        kind = "array" if isinstance(raw, list) else type(raw).__name__
+        return BadRecord(index, RECORD_FIELD, f"expected a JSON object, got {kind}")
+    try:
+        return fmt.convert(RawEntry(raw), index)
+    except FieldError as exc:
+        return BadRecord(index, exc.field, exc.message)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or RECORD_FIELD
+        return BadRecord(index, where, err["msg"])
+
+
+def load_records(
+    path: str | Path,
+    format: str | None = None,
+    on_bad_record: OnBadRecord = "error",
+    limit: int | None = None,
+) -> LoadResult:
+    """Load a dataset file (or a built-in dataset name) as EditRecords.
+
+    ``format``: a name in ``DATASET_FORMATS``; None detects it from the content.
+    ``on_bad_record``: "error" raises a :class:`DataError` at the first bad record; "skip"
+    leaves it out and lists it in ``LoadResult.skipped``.
+    ``limit``: stop after this many good entries (cases, for MQuAKE: a case is never split).
+    """
+    if on_bad_record not in ("error", "skip"):
+        raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    resolved = resolve_data(path)
+    entries = read_entries(resolved)
+    if format is None:
+        fmt = detect_format(entries, resolved)
+    elif format in DATASET_FORMATS:
+        fmt = DATASET_FORMATS[format]
+    else:
+        raise DataError(resolved, f"unknown format {format!r}; known formats: {', '.join(DATASET_FORMATS)}")
+
+    records: list[EditRecord] = []
+    skipped: list[BadRecord] = []
+    first_seen: dict[str, int] = {}
+    n_good = 0
+    for index, raw in enumerate(entries):
+        if limit is not None and n_good >= limit:
+            break
+        result = _convert(fmt, raw, index)
+        if not isinstance(result, BadRecord):
+            result = _check_unique_ids(result, raw, index, first_seen)
+        if isinstance(result, BadRecord):
+            if on_bad_record == "error":
+                raise result.to_error(resolved)
+            skipped.append(result)
+            continue
+        for rec in result:
+            first_seen[rec.id] = index
+        records.extend(result)
+        n_good += 1
+    return LoadResult(records=records, format=fmt.name, n_total=len(entries), skipped=skipped, path=resolved)
+
+
+def _check_unique_ids(
+    records: list[EditRecord], raw: dict, index: int, first_seen: dict[str, int]
+) -> list[EditRecord] | BadRecord:
+    # Results and checkpoints are keyed by record id, so a duplicate would silently
+    # overwrite another record's results.
+    for rec in records:
+        if rec.id in first_seen:
+            where = "case_id" if "case_id" in raw else "id"
+            return BadRecord(index, where, f"duplicate id {rec.id!r} (first used by record {first_seen[rec.id]})")
+    return records

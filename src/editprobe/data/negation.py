@@ -1,0 +1,285 @@
+"""``negate(template)``: the negated prompt of evaluation-protocol.md §2, with its provenance.
+
+Precedence, highest first: a user table (template -> negated, ``load_negation_table``),
+the curated per-relation table shipped in ``builtin/negation_relations.yaml``, the grammar
+rules of ``negation_rules``. A template none of them can negate comes back with
+``ok=False`` and rule "unnegatable" (``negated`` is None, so it can never be used as if it
+were negated); ``negate_all`` counts and lists those.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import DataError
+from .negation_rules import PLACEHOLDER, negate_by_rules
+
+BUILTIN_RELATIONS = Path(__file__).resolve().parent / "builtin" / "negation_relations.yaml"
+
+
+class NegationTableError(DataError):
+    """A bad negation table; ``str(err)`` names the file and the offending entry."""
+
+    def __init__(self, path: str | Path | None, message: str, entry: str | None = None):
+        self.entry = entry
+        super().__init__(path, f"entry {entry!r}: {message}" if entry is not None else message)
+
+
+class Negation(BaseModel):
+    """The negation of one template; ``negated`` is None exactly when ``ok`` is False.
+
+    ``rule`` is "family:detail". Families: "user-table", "relation-table:P103",
+    "relation-pattern:P103", "aux-insert:is", "do-support:plays->does not play",
+    "participle-insert:developed" ("{}, not developed by"), for questions
+    "question-aux:does" (inverted: "does {} not belong"), "question-aux-insert:is"
+    (declarative order: "The director of {} is not who?"), "question-do-support:...",
+    and "unnegatable" (``reason`` says why)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    template: str
+    negated: str | None
+    rule: str
+    ok: bool
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ok_iff_negated(self) -> "Negation":
+        if self.ok != (self.negated is not None):
+            raise ValueError("ok must be True exactly when there is a negated template")
+        return self
+
+    @property
+    def rule_family(self) -> str:
+        return self.rule.split(":", 1)[0]
+
+
+def _key(template: str) -> str:
+    """Lookup key: tables match templates up to runs of whitespace."""
+    return " ".join(template.split())
+
+
+def _check_pair(template: Any, negated: Any, path: str | Path | None, where: str) -> None:
+    entry = f"{where}{template}" if isinstance(template, str) else f"{where}{template!r}"
+    if not isinstance(template, str) or not isinstance(negated, str):
+        raise NegationTableError(path, "template and negation must both be strings", entry)
+    for side, text in (("template", template), ("negation", negated)):
+        if text.count(PLACEHOLDER) != 1:
+            raise NegationTableError(path, f"the {side} {text!r} must contain exactly one '{{}}'", entry)
+    if _key(template) == _key(negated):
+        raise NegationTableError(path, "the negation is the template unchanged", entry)
+
+
+class NegationTable(BaseModel):
+    """A user table: template -> negated template. Overrides everything else."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entries: dict[str, str] = Field(default_factory=dict)
+    source: str | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[Any, Any], source: str | Path | None = None) -> "NegationTable":
+        for template, negated in mapping.items():
+            _check_pair(template, negated, source, "")
+        return cls(entries={_key(t): n for t, n in mapping.items()}, source=str(source) if source else None)
+
+    def get(self, template: str) -> str | None:
+        return self.entries.get(_key(template))
+
+
+def _read_yaml(path: str | Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise NegationTableError(path, f"cannot read: {err.strerror or err}") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise NegationTableError(path, f"not valid YAML: {err}") from err
+
+
+def load_negation_table(path: str | Path) -> NegationTable:
+    """Read a user YAML table, a mapping ``template: negated``; every entry is checked
+    (strings, exactly one "{}" on each side, the negation differs from the template)."""
+    data = _read_yaml(path)
+    if data is None:
+        return NegationTable(source=str(path))
+    if not isinstance(data, dict):
+        raise NegationTableError(path, f"must be a mapping 'template: negated template', got {type(data).__name__}")
+    return NegationTable.from_mapping(data, source=path)
+
+
+class RelationPattern(BaseModel):
+    """A regex rule for templates of one relation that are not listed literally."""
+
+    model_config = ConfigDict(frozen=True)
+
+    match: str  # re.fullmatch against the template
+    replace: str  # re.Match.expand() template
+
+    def apply(self, template: str) -> str | None:
+        m = re.fullmatch(self.match, template)
+        return m.expand(self.replace) if m else None
+
+
+class RelationEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str = ""
+    templates: dict[str, str] = Field(default_factory=dict)
+    patterns: tuple[RelationPattern, ...] = ()
+
+
+class RelationTable(BaseModel):
+    """relation_id -> curated negations of that relation's templates."""
+
+    model_config = ConfigDict(frozen=True)
+
+    relations: dict[str, RelationEntry] = Field(default_factory=dict)
+    source: str | None = None
+
+    def lookup(self, template: str, relation_id: str | None) -> tuple[str, str] | None:
+        """(negated, rule) from the table, or None. A template listed under another
+        relation is used too: negation depends on the wording, not on the relation."""
+        key = _key(template)
+        entry = self.relations.get(relation_id) if relation_id else None
+        if entry is not None:
+            if key in entry.templates:
+                return entry.templates[key], f"relation-table:{relation_id}"
+            for pattern in entry.patterns:
+                negated = pattern.apply(template)
+                if negated is not None:
+                    _check_pair(template, negated, self.source, f"{relation_id} pattern {pattern.match!r}: ")
+                    return negated, f"relation-pattern:{relation_id}"
+        for rid, other in self.relations.items():
+            if key in other.templates:
+                return other.templates[key], f"relation-table:{rid}"
+        return None
+
+
+def load_relation_table(path: str | Path) -> RelationTable:
+    """Read a per-relation YAML table (the format of ``builtin/negation_relations.yaml``)."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise NegationTableError(path, "must be a mapping 'relation_id: {name, templates, patterns}'")
+    relations: dict[str, RelationEntry] = {}
+    for rid, body in data.items():
+        if not isinstance(body, dict) or not isinstance(body.get("templates", {}), dict):
+            raise NegationTableError(path, "must be a mapping with a 'templates' mapping", str(rid))
+        unknown = set(body) - {"name", "templates", "patterns"}
+        if unknown:
+            raise NegationTableError(path, f"unknown keys {sorted(unknown)}", str(rid))
+        templates = body.get("templates") or {}
+        for template, negated in templates.items():
+            _check_pair(template, negated, path, f"{rid}: ")
+        patterns = []
+        for item in body.get("patterns") or ():
+            if not isinstance(item, dict) or set(item) != {"match", "replace"}:
+                raise NegationTableError(path, "a pattern needs exactly 'match' and 'replace'", str(rid))
+            try:
+                re.compile(item["match"])
+            except re.error as err:
+                raise NegationTableError(path, f"bad regex {item['match']!r}: {err}", str(rid)) from err
+            patterns.append(RelationPattern(match=item["match"], replace=item["replace"]))
+        relations[str(rid)] = RelationEntry(
+            name=str(body.get("name", "")),
+            templates={_key(t): n for t, n in templates.items()},
+            patterns=tuple(patterns),
+        )
+    return RelationTable(relations=relations, source=str(path))
+
+
+@lru_cache(maxsize=1)
+def builtin_relation_table() -> RelationTable:
+    return load_relation_table(BUILTIN_RELATIONS)
+
+
+def negate(
+    template: str,
+    relation_id: str | None = None,
+    overrides: NegationTable | None = None,
+    relations: RelationTable | None = None,
+) -> Negation:
+    """Negate a prompt template holding exactly one "{}" (the subject).
+
+    ``relations`` replaces the built-in per-relation table (tests, experiments)."""
+    if template.count(PLACEHOLDER) != 1:
+        raise ValueError(f"a template must contain exactly one '{{}}': {template!r}")
+    if overrides is not None and (negated := overrides.get(template)) is not None:
+        return Negation(template=template, negated=negated, rule="user-table", ok=True)
+    table = builtin_relation_table() if relations is None else relations
+    found = table.lookup(template, relation_id)
+    if found is not None:
+        return Negation(template=template, negated=found[0], rule=found[1], ok=True)
+    result = negate_by_rules(template)
+    return Negation(template=template, negated=result.negated, rule=result.rule, ok=result.ok, reason=result.reason)
+
+
+class NegationReport(BaseModel):
+    """Negations of distinct (template, relation_id) pairs, in first-seen order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    results: tuple[Negation, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r.ok for r in self.results)
+
+    @property
+    def coverage(self) -> float:
+        return self.n_ok / self.total if self.total else 1.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Templates per rule, e.g. {"aux-insert:is": 40, "unnegatable": 2}."""
+        return dict(Counter(r.rule for r in self.results).most_common())
+
+    @property
+    def family_counts(self) -> dict[str, int]:
+        """Templates per rule family, e.g. {"aux-insert": 55, "do-support": 12}."""
+        return dict(Counter(r.rule_family for r in self.results).most_common())
+
+    @property
+    def failures(self) -> tuple[Negation, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+    def mapping(self) -> dict[str, str]:
+        """template -> negated, for the templates that were negated."""
+        return {r.template: r.negated for r in self.results if r.negated is not None}
+
+    def summary(self, examples: int = 5) -> str:
+        lines = [f"negated {self.n_ok}/{self.total} templates ({100 * self.coverage:.1f}%)"]
+        lines += [f"  {family}: {n}" for family, n in self.family_counts.items()]
+        if self.failures:
+            lines.append(f"unnegatable: {len(self.failures)}, e.g.:")
+            lines += [f"  {f.template!r} ({f.reason})" for f in self.failures[:examples]]
+        return "\n".join(lines)
+
+
+def negate_all(
+    templates: Iterable[str | tuple[str, str | None]],
+    overrides: NegationTable | None = None,
+    relations: RelationTable | None = None,
+) -> NegationReport:
+    """Negate many templates; an item is a template or a (template, relation_id) pair.
+    Duplicates are negated and counted once."""
+    seen: dict[tuple[str, str | None], Negation] = {}
+    for item in templates:
+        template, rid = (item, None) if isinstance(item, str) else item
+        if (template, rid) not in seen:
+            seen[(template, rid)] = negate(template, rid, overrides=overrides, relations=relations)
+    return NegationReport(results=tuple(seen.values()))
