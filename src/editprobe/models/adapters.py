@@ -17,6 +17,12 @@ class UnsupportedModelError(ValueError):
     pass
 
 
+# Module kinds an adapter can locate; the first three are model-level, the rest per block.
+GLOBAL_KINDS = ("final_norm", "lm_head", "embed")
+LAYER_KINDS = ("block", "mlp", "mlp_out", "attn", "attn_out")
+KINDS = LAYER_KINDS + GLOBAL_KINDS
+
+
 @dataclass(frozen=True)
 class ModelAdapter:
     """Where things live in one architecture. Paths are relative to the causal-LM module;
@@ -59,7 +65,9 @@ class ModelAdapter:
     def path(self, kind: str, layer: int | None = None) -> str:
         """Full dotted path of a module kind ('block', 'mlp', 'mlp_out', 'attn',
         'attn_out', 'final_norm', 'lm_head', 'embed')."""
-        if kind in ("final_norm", "lm_head", "embed"):
+        if kind not in KINDS:
+            raise ValueError(f"unknown module kind {kind!r}; use one of {', '.join(KINDS)}")
+        if kind in GLOBAL_KINDS:
             return getattr(self, kind)
         if layer is None:
             raise ValueError(f"module kind {kind!r} needs a layer")
@@ -71,6 +79,29 @@ class ModelAdapter:
         if layer is not None:
             self.block(model, layer)  # range check with a clear message
         return model.get_submodule(self.path(kind, layer))
+
+    def check(self, model: nn.Module) -> "ModelAdapter":
+        """Fail early, naming every path that does not resolve, rather than deep inside an
+        edit (transformers renames modules between versions, e.g. GPT-NeoX's head)."""
+        missing = []
+        for kind in KINDS:
+            try:
+                model.get_submodule(self.path(kind, 0 if kind in LAYER_KINDS else None))
+            except AttributeError:
+                missing.append(f"{kind}={self.path(kind, 0)!r}")
+        if missing:
+            raise UnsupportedModelError(
+                f"the {self.model_type!r} adapter does not fit {type(model).__name__}: no module at "
+                f"{', '.join(missing)}; register a corrected ModelAdapter with register_adapter()"
+            )
+        # The update orientation depends on it, so a wrong flag would silently transpose edits.
+        is_conv1d = type(self.mlp_out_module(model, 0)).__name__ == "Conv1D"
+        if is_conv1d != self.conv1d:
+            raise UnsupportedModelError(
+                f"the {self.model_type!r} adapter says conv1d={self.conv1d} but {self.path('mlp_out', 0)} "
+                f"is a {type(self.mlp_out_module(model, 0)).__name__}"
+            )
+        return self
 
     def mlp_out_module(self, model: nn.Module, layer: int) -> nn.Module:
         return self.module(model, "mlp_out", layer)
@@ -146,7 +177,7 @@ register_adapter(
         attn="attention",
         attn_out="attention.dense",
         final_norm="gpt_neox.final_layer_norm",
-        lm_head="embed_out",
+        lm_head="lm_head",  # `embed_out` before transformers 5
         embed="gpt_neox.embed_in",
     )
 )
@@ -155,13 +186,15 @@ for _mt in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_tex
 
 
 def get_adapter(model_or_type: nn.Module | str) -> ModelAdapter:
-    """The adapter for a model (or a ``model_type`` string)."""
+    """The adapter for a model (or a ``model_type`` string). Given a model, its module
+    paths are checked too."""
     model_type = model_or_type if isinstance(model_or_type, str) else model_or_type.config.model_type
     try:
-        return ADAPTERS[model_type]
+        adapter = ADAPTERS[model_type]
     except KeyError:
         raise UnsupportedModelError(
             f"model_type {model_type!r} has no ModelAdapter; supported: {', '.join(sorted(ADAPTERS))}. "
             "To add one, call editprobe.models.register_adapter(ModelAdapter(model_type, layers=..., "
             "mlp_out=..., ...)) with the module paths printed by print(model)."
         ) from None
+    return adapter if isinstance(model_or_type, str) else adapter.check(model_or_type)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import atomic_path, cache_dir
+from .progress import quiet_progress
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def tied_parameter_names(model) -> set[str]:
+    """Parameters that are views of another one (``lm_head.weight`` when embeddings are
+    tied), as transformers reports them for this model's config."""
+    # transformers 5 resolves this against the config (empty when tie_word_embeddings is off).
+    return set(getattr(model, "all_tied_weights_keys", None) or {})
+
+
+def load_dequantized(model, state: dict) -> None:
+    """``load_state_dict(strict=False)`` that tolerates only missing *tied* weights: any
+    other missing or unexpected key would leave random weights in the cached model."""
+    result = model.load_state_dict(state, strict=False)
+    tied = tied_parameter_names(model)
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise BuiltinModelError(
+            "the dequantized weights do not fit the rebuilt model: "
+            f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+            f"unexpected {result.unexpected_keys[:8]}{' ...' if len(result.unexpected_keys) > 8 else ''}"
+        )
+    model.tie_weights()
+
+
 def pull(name: str, force: bool = False) -> Path:
     """Dequantize the built-in GGUF once and cache it as a safetensors model directory."""
     if name not in BUILTIN_MODELS:
@@ -102,16 +125,19 @@ def pull(name: str, force: bool = False) -> Path:
     spec = BUILTIN_MODELS[name]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, quiet_progress(gguf=True):
         gguf = _find_gguf(spec, Path(work))
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         state = quantized.state_dict()
         config = quantized.config
         del quantized
+        # The weights are plain fp32 now; a leftover GGUF quantization_config would make
+        # the cached directory claim otherwise.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
         rebuilt = AutoModelForCausalLM.from_config(config)
-        rebuilt.load_state_dict(state, strict=False)
-        rebuilt.tie_weights()
+        load_dequantized(rebuilt, state)
         with atomic_path(target) as tmp:
             rebuilt.save_pretrained(tmp)
             tok.save_pretrained(tmp)

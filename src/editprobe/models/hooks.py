@@ -62,10 +62,11 @@ def capture(
     store: dict[str, torch.Tensor] = {}
     handles = []
 
-    def make_hook(path: str):
+    def make_hook(path: str, record: bool):
         def hook(module, args, kwargs, output):
-            value = _module_input(args, kwargs) if what == "input" else first_tensor(output)
-            store[path] = value.detach() if detach else value
+            if record:
+                value = _module_input(args, kwargs) if what == "input" else first_tensor(output)
+                store[path] = value.detach() if detach else value
             if path == stop_after:
                 raise StopForward
 
@@ -73,9 +74,11 @@ def capture(
 
     try:
         for path in dict.fromkeys(paths):
-            handles.append(model.get_submodule(path).register_forward_hook(make_hook(path), with_kwargs=True))
+            handles.append(model.get_submodule(path).register_forward_hook(make_hook(path, True), with_kwargs=True))
         if stop_after is not None and stop_after not in paths:
-            handles.append(model.get_submodule(stop_after).register_forward_hook(make_hook(stop_after), with_kwargs=True))
+            # Only stops: the dict holds exactly what was asked for.
+            stop_hook = make_hook(stop_after, False)
+            handles.append(model.get_submodule(stop_after).register_forward_hook(stop_hook, with_kwargs=True))
         yield store
     finally:
         for h in handles:
@@ -105,12 +108,17 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -
 
 @contextmanager
 def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Replace ``module``'s first positional input by ``fn(input)`` while the context is open."""
+    """Replace ``module``'s hidden-state input by ``fn(input)`` while the context is open:
+    the first positional argument, or ``hidden_states`` when it is passed by keyword."""
 
-    def pre_hook(mod, args):
-        return (fn(args[0]), *args[1:])
+    def pre_hook(mod, args, kwargs):
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        if "hidden_states" in kwargs:
+            return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+        raise TypeError(f"{type(mod).__name__} was called without a positional or hidden_states input")
 
-    handle = module.register_forward_pre_hook(pre_hook)
+    handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
         yield
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from .adapters import ModelAdapter, get_adapter
-from .builtin import BUILTIN_MODELS, pull
+from .builtin import BUILTIN_MODELS, BuiltinModelError, pull
+from .progress import quiet_progress
 
 _DTYPES = {
     "float32": torch.float32,
@@ -49,6 +51,31 @@ def prepare_tokenizer(tok) -> None:
     tok.padding_side = "right"
 
 
+def resolve_source(name_or_path: str) -> tuple[str | Path, bool]:
+    """Where ``load_model`` reads from, and whether that is local. Paths that are clearly
+    meant as paths, and near-misses of built-in names, fail here with a clear message
+    instead of as a confusing hub lookup."""
+    if name_or_path in BUILTIN_MODELS:
+        return pull(name_or_path), True  # pull is a no-op once cached
+    source = Path(name_or_path).expanduser()
+    if source.is_dir():
+        return source, True
+    if source.exists():
+        raise FileNotFoundError(f"model path {name_or_path!r} is a file; give the model's directory")
+    if name_or_path.startswith((".", "/", "~")) or "\\" in name_or_path:
+        raise FileNotFoundError(
+            f"no model directory at {name_or_path!r} (resolved to {source.resolve()}); give a local "
+            f"directory, a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a built-in: "
+            f"{', '.join(BUILTIN_MODELS)}"
+        )
+    close = difflib.get_close_matches(name_or_path.lower(), list(BUILTIN_MODELS), n=1, cutoff=0.8)
+    if close and "/" not in name_or_path:
+        raise BuiltinModelError(
+            f"unknown built-in model {name_or_path!r}; did you mean {close[0]!r}? built-ins: {', '.join(BUILTIN_MODELS)}"
+        )
+    return name_or_path, False  # a hub id
+
+
 def load_model(
     name_or_path: str,
     dtype: str | torch.dtype | None = None,
@@ -64,25 +91,17 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name_or_path in BUILTIN_MODELS:
-        source = pull(name_or_path)  # a no-op once cached
-        local = True
-    else:
-        source = Path(name_or_path).expanduser()
-        local = source.is_dir()
-        if not local:
-            if source.exists() or name_or_path.startswith((".", "/", "~")):
-                raise FileNotFoundError(f"model path {name_or_path!r} is not a model directory")
-            source = name_or_path  # a hub id
+    torch_dtype = parse_dtype(dtype)  # a bad dtype fails before any loading
+    source, local = resolve_source(name_or_path)
     kwargs = dict(trust_remote_code=trust_remote_code, local_files_only=local)
-    tok = AutoTokenizer.from_pretrained(str(source), **kwargs)
     model_kwargs = dict(kwargs)
-    torch_dtype = parse_dtype(dtype)
     if torch_dtype is not None:
         model_kwargs["dtype"] = torch_dtype
     if device_map is not None:
         model_kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(str(source), **model_kwargs)
+    with quiet_progress():
+        tok = AutoTokenizer.from_pretrained(str(source), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(source), **model_kwargs)
     if device is not None and device_map is None:
         model.to(device)
     model.eval()

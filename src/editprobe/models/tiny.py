@@ -20,6 +20,7 @@ London Berlin Rome Tokyo Madrid Moscow Toronto Sydney football soccer hockey pia
 Microsoft Google Nokia Sony Toyota physics chemistry biology mathematics philosophy history
 is was are were has have had does do did not a an the of in on at by for to from with and
 works in the field of located in citizen of plays the position of speaks native language
+Apple , that was developed by Steve Jobs , is Toyota's Sony's Google's ( a ) - : ; ! " 1 2 3 2003
 """.split()
 
 
@@ -57,7 +58,7 @@ def offline_tokenizer(style: str = "bpe", chat_template: bool = False, vocab_siz
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tk.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=vocab_size, special_tokens=specials, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         )
         tk.train_from_iterator(_training_text(), trainer)
         tk.post_processor = processors.ByteLevel(trim_offsets=True)
@@ -66,7 +67,7 @@ def offline_tokenizer(style: str = "bpe", chat_template: bool = False, vocab_siz
         tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
         tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
         tk.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
         tk.train_from_iterator(_training_text(), trainer)
         bos_id = tk.token_to_id("<s>")
         tk.post_processor = processors.TemplateProcessing(
@@ -131,3 +132,53 @@ def tiny_model(model_type: str = "llama", seed: int = 0, tokenizer=None, **confi
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model, tokenizer, get_adapter(model), f"tiny-{model_type}-seed{seed}")
+
+
+# --- a tiny model that has learned facts ------------------------------------------------------
+# Random weights barely route information from the subject to the answer, so edits of a
+# random model say nothing about a method. A few seconds of training on synthetic facts
+# gives a model that recalls them the way real models do: through the subject's tokens.
+FACT_SUBJECTS = (
+    "Danielle Darrieux", "Michael Jordan", "Toko Yasuda", "Pablo Picasso", "Steve Jobs", "Apple", "Nokia",
+    "Sony", "Toyota", "Google", "Microsoft", "Italy", "France", "Berlin", "Madrid", "Moscow", "Toronto",
+    "Sydney", "London", "Rome",
+)
+FACT_RELATIONS = {
+    "language": ("The mother tongue of {} is", ("French", "English", "German", "Spanish", "Russian", "Japanese", "Italian")),
+    "place": ("{} was born in", ("Paris", "London", "Berlin", "Rome", "Tokyo", "Madrid", "Moscow", "Toronto", "Sydney")),
+    "field": ("{} works in the field of", ("physics", "chemistry", "biology", "mathematics", "philosophy", "history")),
+    "plays": ("{} plays", ("basketball", "football", "soccer", "hockey", "piano", "violin", "guitar")),
+}
+
+
+def tiny_facts(seed: int = 0) -> list[tuple[str, str, str]]:
+    """(template, subject, object) for every subject × relation, objects drawn at random."""
+    import random
+
+    rng = random.Random(seed)
+    return [(tmpl, s, rng.choice(objs)) for s in FACT_SUBJECTS for tmpl, objs in FACT_RELATIONS.values()]
+
+
+def trained_tiny_model(model_type: str = "llama", seed: int = 0, steps: int = 150, lr: float = 3e-3, **config_overrides) -> LoadedModel:
+    """A tiny model trained (seeded, CPU, seconds) to recall :func:`tiny_facts`."""
+    from .tokens import encode, make_batch
+
+    loaded = tiny_model(model_type, seed=seed, **config_overrides)
+    model, tok = loaded.model, loaded.tokenizer
+    texts = [t.format(s) + " " + o for t, s, o in tiny_facts(seed)]
+    batch = make_batch(tok, [encode(tok, t) for t in texts], "right")
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    model.requires_grad_(True)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(steps):
+            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    model.requires_grad_(False)
+    loaded.name = f"tiny-trained-{model_type}-seed{seed}"
+    return loaded

