@@ -20,7 +20,9 @@ London Berlin Rome Tokyo Madrid Moscow Toronto Sydney football soccer hockey pia
 Microsoft Google Nokia Sony Toyota physics chemistry biology mathematics philosophy history
 is was are were has have had does do did not a an the of in on at by for to from with and
 works in the field of located in citizen of plays the position of speaks native language
+birthplace sport played work
 Apple , that was developed by Steve Jobs , is Toyota's Sony's Google's ( a ) - : ; ! " 1 2 3 2003
+Alice Bob Carol Dave Erin Frank Grace Heidi Ivan Judy Oscar Peggy Trent Victor Walter Wendy
 """.split()
 
 
@@ -138,16 +140,21 @@ def tiny_model(model_type: str = "llama", seed: int = 0, tokenizer=None, **confi
 # Random weights barely route information from the subject to the answer, so edits of a
 # random model say nothing about a method. A few seconds of training on synthetic facts
 # gives a model that recalls them the way real models do: through the subject's tokens.
+# Single-token subjects: a 4-layer model does not learn to gather a multi-token subject into
+# its last token, which is where locate-then-edit methods write.
 FACT_SUBJECTS = (
-    "Danielle Darrieux", "Michael Jordan", "Toko Yasuda", "Pablo Picasso", "Steve Jobs", "Apple", "Nokia",
-    "Sony", "Toyota", "Google", "Microsoft", "Italy", "France", "Berlin", "Madrid", "Moscow", "Toronto",
-    "Sydney", "London", "Rome",
+    "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Oscar", "Peggy",
+    "Trent", "Victor", "Walter", "Wendy",
 )
+# Templates end with the subject, so the subject's last token is where the next token is
+# predicted: a tiny model reads a subject through early attention rather than gathering it
+# into the subject's last token the way real models do, so a write there would not reach
+# the answer otherwise. Real-model integration tests cover the usual templates.
 FACT_RELATIONS = {
-    "language": ("The mother tongue of {} is", ("French", "English", "German", "Spanish", "Russian", "Japanese", "Italian")),
-    "place": ("{} was born in", ("Paris", "London", "Berlin", "Rome", "Tokyo", "Madrid", "Moscow", "Toronto", "Sydney")),
-    "field": ("{} works in the field of", ("physics", "chemistry", "biology", "mathematics", "philosophy", "history")),
-    "plays": ("{} plays", ("basketball", "football", "soccer", "hockey", "piano", "violin", "guitar")),
+    "language": ("The mother tongue of {}", ("French", "English", "German", "Spanish", "Russian", "Japanese", "Italian")),
+    "place": ("The birthplace of {}", ("Paris", "London", "Berlin", "Rome", "Tokyo", "Madrid", "Moscow", "Toronto", "Sydney")),
+    "field": ("The field of work of {}", ("physics", "chemistry", "biology", "mathematics", "philosophy", "history")),
+    "plays": ("The sport played by {}", ("basketball", "football", "soccer", "hockey", "piano", "violin", "guitar")),
 }
 
 

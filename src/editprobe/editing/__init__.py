@@ -1,0 +1,8 @@
+"""The LTE editing engine and its methods."""
+
+from .engine import EditReport, LTEEditor
+from .hparams import HParamsError, LTEHParams
+from .registry import METHODS, make_editor, method_class, register_method, resolve_hparams
+
+__all__ = ["EditReport", "HParamsError", "LTEEditor", "LTEHParams", "METHODS", "make_editor", "method_class",
+           "register_method", "resolve_hparams"]

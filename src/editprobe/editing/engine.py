@@ -1,0 +1,195 @@
+"""The LTE engine: one editor class holding the machinery every locate-then-edit method
+shares. A method subclasses it and states only its difference (usually ``solve``).
+
+An editor owns its state — context templates, covariance per layer (through its
+CovarianceStore), the preserved-keys accumulator K_p K_pᵀ, the original weights and the
+accumulated deltas — and can save, load and restore it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from pydantic import BaseModel
+
+from ..data.records import EditRequest
+from ..models.adapters import get_adapter
+from .context import ContextTemplates, TemplateSpec, generate_templates
+from .hparams import LTEHParams
+from .keys import compute_keys
+from .prompts import RequestError, validate_request
+from .state import EditorState
+from .targets import Site, TargetOptimizer, TargetResult, TargetSettings
+
+
+class SolveError(FloatingPointError):
+    pass
+
+
+class RequestReport(BaseModel):
+    id: str
+    loss: float
+    target_prob: float
+    steps: int
+
+
+class LayerReport(BaseModel):
+    layer: int
+    residual_norm: float  # mean ‖r_j‖ over requests before this layer's update
+    update_norm: float  # Frobenius norm of this layer's update
+
+
+class EditReport(BaseModel):
+    method: str
+    batch: int
+    n_requests: int
+    requests: list[RequestReport]
+    layers: list[LayerReport]
+    timings: dict[str, float]
+
+
+class LTEEditor(EditorState):
+    """MEMIT-family editor: targets at the last edit layer, residual spread over the layers,
+    a closed-form update per layer (``solve``), applied layer by layer."""
+
+    name = "lte"
+    hparams_cls = LTEHParams
+    site_kind = "block"  # where the free vector of target optimization is added
+    residual_kind = "block"  # which value at the critical layer the residual is measured on
+    spread_power = 1.0  # R_i = (Z - H_cur) / (m - i) ** spread_power
+    needs_covariance = True
+
+    def __init__(self, model, tokenizer, hparams: LTEHParams, adapter=None, stats=None, corpus=None, model_id: str | None = None):
+        self.model, self.tok = model, tokenizer
+        self.adapter = adapter or get_adapter(model)
+        if not isinstance(hparams, self.hparams_cls):
+            hparams = self.hparams_cls.model_validate(hparams.model_dump() if isinstance(hparams, BaseModel) else hparams)
+        hparams.check_model(self.adapter.n_layers(model))
+        self.hp = hparams
+        self.device = next(model.parameters()).device
+        self.model_id = model_id or getattr(model.config, "_name_or_path", "") or model.config.model_type
+        EditorState.__init__(self, stats=stats, corpus=corpus)
+
+    # --- shared pieces ------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return list(self.hp.layers)
+
+    @property
+    def critical_layer(self) -> int:
+        return self.hp.layers[-1]
+
+    def template_spec(self) -> TemplateSpec:
+        return TemplateSpec(groups=tuple(tuple(g) for g in self.hp.template_groups), flat=self.hp.template_flat)
+
+    def templates(self) -> ContextTemplates:
+        if self._templates is None:
+            self._templates = generate_templates(self.model, self.tok, self.template_spec(), seed=self.hp.template_seed)
+        return self._templates
+
+    def target_settings(self) -> TargetSettings:
+        site = Site(self.site_kind, self.hp.clamp_norm_factor, self.hp.v_weight_decay)
+        return TargetSettings(
+            layer=self.critical_layer, sites=(site,), lr=self.hp.v_lr, steps=self.hp.v_num_grad_steps,
+            kl_factor=self.hp.kl_factor, early_stop_loss=self.hp.early_stop_loss, kl_prompt=self.hp.kl_prompt,
+        )
+
+    def target_optimizer(self) -> TargetOptimizer:
+        return TargetOptimizer(self.model, self.tok, self.adapter, self.target_settings())
+
+    def compute_targets(self, requests: list[EditRequest]) -> TargetResult:
+        return self.target_optimizer().run(requests, self.templates().all)
+
+    # --- what a method states -----------------------------------------------------------------
+    def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """The update ``[d, d_ff]`` for ``layer`` from keys ``K [d_ff, n]`` and residuals ``R [d, n]``."""
+        raise NotImplementedError
+
+    def postprocess(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
+        """A method's change to an update before it is written (RECT, AdaEdit)."""
+        return delta
+
+    def preserved(self, layer: int) -> torch.Tensor | None:
+        """K_p K_pᵀ of all earlier batches for the solve, when preserve_previous is on."""
+        if not self.hp.preserve_previous or layer not in self._cp:
+            return None
+        return self._cp[layer]
+
+    # --- the batch ----------------------------------------------------------------------------
+    def validate(self, requests: list[EditRequest]) -> None:
+        if not requests:
+            raise RequestError("empty batch of requests")
+        for req in requests:
+            validate_request(req)
+
+    def apply(self, requests: list[EditRequest]) -> EditReport:
+        """Edit the model in place for one batch. On any error the model is left exactly as
+        before the batch and the error names the request or layer."""
+        requests = [r if isinstance(r, EditRequest) else EditRequest.model_validate(r) for r in requests]
+        self.validate(requests)
+        snapshot = self._snapshot()
+        try:
+            report = self._apply(requests)
+        except BaseException:
+            self._rollback(snapshot)
+            raise
+        self._batches += 1
+        self._n_edits += len(requests)
+        return report
+
+    def _apply(self, requests: list[EditRequest]) -> EditReport:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        self.templates()
+        self.prepare()
+        timings["prepare_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        targets = self.compute_targets(requests)
+        timings["targets_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        layer_reports = self.insert(requests, targets)
+        timings["insert_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self.after_batch(requests)
+        timings["after_batch_s"] = time.perf_counter() - t
+        return EditReport(
+            method=self.name, batch=self._batches, n_requests=len(requests),
+            requests=[RequestReport(id=r.id, loss=l, target_prob=p, steps=s)
+                      for r, l, p, s in zip(requests, targets.loss, targets.target_prob, targets.steps)],
+            layers=layer_reports, timings=timings,
+        )
+
+    def insert(self, requests: list[EditRequest], targets: TargetResult) -> list[LayerReport]:
+        """Spread the residual over the layers and write each layer's update (§1.6)."""
+        z = targets.z[self.site_kind].T.to(self.device)  # [d, n]
+        reports = []
+        m = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            keys, h_cur = compute_keys(
+                self.model, self.tok, self.adapter, requests, self.templates(), [layer],
+                hcur_layer=self.critical_layer, hcur_kind=self.residual_kind,
+            )
+            residual = (z - h_cur) / (m - i) ** self.spread_power
+            delta = self.solve(layer, keys[layer], residual)
+            if not torch.isfinite(delta).all():
+                raise SolveError(f"{self.name}: the update for layer {layer} has NaN/inf")
+            delta = self.postprocess(layer, delta)
+            self.write(layer, delta)
+            reports.append(LayerReport(layer=layer, residual_norm=float(residual.norm(dim=0).mean()),
+                                       update_norm=float(delta.norm())))
+        return reports
+
+    def after_batch(self, requests: list[EditRequest]) -> None:
+        """Add this batch's keys, recomputed on the edited model (the AlphaEdit-repo choice),
+        to K_p K_pᵀ."""
+        keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers)
+        for layer, k in keys.items():
+            k64 = k.to("cpu", self.cp_dtype)
+            self._cp[layer] = self._cp.get(layer, torch.zeros(k64.shape[0], k64.shape[0], dtype=self.cp_dtype)) + k64 @ k64.T
+
+    def prepare(self) -> None:
+        """Load what the solves need before the first batch (covariance, projectors)."""
+        if self.needs_covariance:
+            for layer in self.layers:
+                self.covariance(layer)

@@ -1,0 +1,96 @@
+"""Typed, validated hyperparameters, one YAML per method × model (with its source cited)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+HPARAMS_DIR = Path(__file__).parent / "hparams"
+
+
+class HParamsError(ValueError):
+    pass
+
+
+class LTEHParams(BaseModel):
+    """Settings shared by the MEMIT-style engine (lte-methods.md §1.11)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    source: str = Field("", description="where these values come from (paper, repo:path, or our sweep)")
+    layers: list[int]
+    # target optimization (§1.5)
+    v_lr: float = 0.5
+    v_num_grad_steps: int = 20
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    early_stop_loss: float = 5e-2
+    kl_prompt: str | None = "{} is a"
+    # context templates (§1.2)
+    template_groups: list[tuple[int, int]] = [(10, 5)]
+    template_flat: bool = False
+    template_seed: int = 0
+    # closed form (§1.8)
+    mom2_update_weight: float | list[float] = 15000.0
+    L2: float = 0.0  # alpha·I ridge added by the MEMIT-seq / AlphaEdit solves
+    # covariance statistics (§1.7)
+    mom2_corpus: str | None = None  # None: the built-in WikiText sample
+    mom2_n_samples: int = 10000
+    mom2_max_len: int = 1024
+    mom2_dtype: Literal["float32", "float64"] = "float32"
+    # sequential editing (§1.9)
+    preserve_previous: bool = True
+    # keys rows per forward pass
+    rows_per_pass: int = 128
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_sorted(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one layer")
+        if sorted(set(v)) != v:
+            raise ValueError(f"layers must be strictly increasing, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _lambda_per_layer(self):
+        if isinstance(self.mom2_update_weight, list) and len(self.mom2_update_weight) != len(self.layers):
+            raise ValueError("mom2_update_weight as a list needs one value per layer")
+        return self
+
+    def lam(self, layer: int) -> float:
+        w = self.mom2_update_weight
+        return w[self.layers.index(layer)] if isinstance(w, list) else w
+
+    def check_model(self, n_layers: int) -> None:
+        bad = [l for l in self.layers if not 0 <= l < n_layers]
+        if bad:
+            raise HParamsError(f"{self.method}: edit layers {bad} are outside the model's layers 0..{n_layers - 1}")
+
+
+def load_hparams_file(path: str | Path, cls: type[LTEHParams], overrides: dict | None = None) -> LTEHParams:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise HParamsError(f"{path}: cannot read hyperparameters: {exc}") from None
+    raw.update(overrides or {})
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        raise HParamsError(f"{path}: field {field!r}: {first['msg']}") from None
+
+
+def hparams_path(method: str, model_key: str) -> Path:
+    return HPARAMS_DIR / method / f"{model_key}.yaml"
+
+
+def available(method: str) -> list[str]:
+    return sorted(p.stem for p in (HPARAMS_DIR / method).glob("*.yaml"))

@@ -1,0 +1,87 @@
+"""Keys (inputs of the MLP output projection at the subject's last token) and the current
+hidden state at the critical layer, both averaged/read over the context templates
+(lte-methods.md §1.4, §1.6)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.records import EditRequest
+from ..models.adapters import ModelAdapter
+from ..models.hooks import capture, run_until_stop
+from .context import ContextTemplates
+from .prompts import batch_rows, chunks, key_rows
+
+
+@torch.no_grad()
+def read_at_subject(
+    model,
+    tok,
+    adapter: ModelAdapter,
+    requests: list[EditRequest],
+    templates: list[str],
+    inputs_of: list[int] = (),
+    outputs_of: dict[str, int] | None = None,
+    rows_per_pass: int = 128,
+) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor], list]:
+    """One truncated pass per chunk of rows. Returns, per row (request × template) at the
+    subject's last token: the mlp_out input at each layer in ``inputs_of`` (``[rows, d_ff]``),
+    and the output of each named module ``{kind: layer}`` (``[rows, d]``), in fp32."""
+    outputs_of = outputs_of or {}
+    paths_in = {adapter.path("mlp_out", l): l for l in inputs_of}
+    paths_out = {adapter.path(kind, l): kind for kind, l in outputs_of.items()}
+    depth = max([*inputs_of, *outputs_of.values()])
+    # Stop right after the deepest module we need: the layers above cannot matter.
+    deepest = adapter.path("block", depth)
+    rows = key_rows(tok, requests, templates)
+    got_in: dict[int, list[torch.Tensor]] = {l: [] for l in inputs_of}
+    got_out: dict[str, list[torch.Tensor]] = {k: [] for k in outputs_of}
+    device = next(model.parameters()).device
+    for chunk in chunks(rows, rows_per_pass):
+        rb = batch_rows(tok, chunk, "right")
+        b = rb.batch.to(device)
+        pos = rb.subject_positions().to(device)
+        ar = torch.arange(len(chunk), device=device)
+        with capture(model, list(paths_in), what="input") as ins, capture(
+            model, list(paths_out), what="output", stop_after=deepest
+        ) as outs:
+            run_until_stop(lambda: model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False))
+        for path, l in paths_in.items():
+            got_in[l].append(ins[path][ar, pos].float())
+        for path, kind in paths_out.items():
+            got_out[kind].append(outs[path][ar, pos].float())
+    return (
+        {l: torch.cat(v) for l, v in got_in.items()},
+        {k: torch.cat(v) for k, v in got_out.items()},
+        rows,
+    )
+
+
+def template_mean(per_row: torch.Tensor, rows, n_requests: int, templates: ContextTemplates) -> torch.Tensor:
+    """Average per-row vectors into one column per request with the template weights
+    (two-level mean over groups, or flat). Returns ``[dim, n_requests]``."""
+    weights = torch.tensor(templates.weights(), dtype=per_row.dtype, device=per_row.device)
+    out = torch.zeros(n_requests, per_row.shape[1], dtype=per_row.dtype, device=per_row.device)
+    req = torch.tensor([r.request for r in rows], device=per_row.device)
+    tmpl = torch.tensor([r.template for r in rows], device=per_row.device)
+    out.index_add_(0, req, per_row * weights[tmpl, None])
+    return out.T
+
+
+def bare_rows(per_row: torch.Tensor, rows) -> torch.Tensor:
+    """The rows of the bare template (template 0), one column per request: ``[dim, n]``."""
+    keep = [i for i, r in enumerate(rows) if r.template == 0]
+    return per_row[keep].T
+
+
+def compute_keys(
+    model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: ContextTemplates, layers: list[int],
+    hcur_layer: int | None = None, hcur_kind: str = "block",
+) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+    """Template-averaged keys ``K[l]: [d_ff, n]`` for ``layers`` and, optionally, the current
+    value at ``hcur_layer`` on the bare prompt ``[d, n]`` — in one pass."""
+    outputs = {hcur_kind: hcur_layer} if hcur_layer is not None else {}
+    ins, outs, rows = read_at_subject(model, tok, adapter, requests, templates.all, layers, outputs)
+    keys = {l: template_mean(ins[l], rows, len(requests), templates) for l in layers}
+    h_cur = bare_rows(outs[hcur_kind], rows) if hcur_layer is not None else None
+    return keys, h_cur

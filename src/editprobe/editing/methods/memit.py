@@ -1,0 +1,27 @@
+"""MEMIT (lte-methods.md §3): Δ = R Kᵀ (λ·C0 + [K_p K_pᵀ] + K Kᵀ + α I)⁻¹ per layer.
+
+With ``preserve_previous`` (default) the keys of all earlier batches enter the solve
+(the paper's "improved" MEMIT-seq baseline); off, it is plain MEMIT (Table 6).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..engine import LTEEditor
+from ..hparams import LTEHParams
+from ..solvers import memit_delta
+
+
+class MEMITHParams(LTEHParams):
+    method: str = "memit"
+
+
+class MEMITEditor(LTEEditor):
+    name = "memit"
+    hparams_cls = MEMITHParams
+
+    def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        cp = self.preserved(layer)
+        return memit_delta(R, K, self.covariance(layer).to(K.device), self.hp.lam(layer),
+                           Cp=None if cp is None else cp.to(K.device), alpha=self.hp.L2, layer=layer)

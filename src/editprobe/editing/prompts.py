@@ -1,0 +1,108 @@
+"""Token-exact prompt rows for keys and target optimization.
+
+Each row is built from token ids (never re-tokenized after padding), with the subject's
+last token located through offsets and the target window computed from the row itself,
+so BOS, prefixes and either padding side are all handled the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.records import EditRequest
+from ..models.tokens import Batch, TokenizationError, continuation_ids, encode, make_batch, subject_last_index
+
+
+class RequestError(ValueError):
+    """A request that cannot be edited, named by its id."""
+
+
+@dataclass
+class Row:
+    request: int  # index of the request in the batch
+    ids: list[int]
+    subject_index: int  # in the unpadded row
+    target_positions: list[int] = field(default_factory=list)  # positions whose next token is a label
+    target_labels: list[int] = field(default_factory=list)
+    kind: str = "rewrite"  # "rewrite" | "kl" | "key"
+    template: int = 0  # which context template
+
+
+@dataclass
+class RowBatch:
+    rows: list[Row]
+    batch: Batch
+
+    def subject_positions(self) -> torch.Tensor:
+        return torch.tensor([self.batch.position(i, r.subject_index) for i, r in enumerate(self.rows)])
+
+    def request_index(self) -> torch.Tensor:
+        return torch.tensor([r.request for r in self.rows])
+
+    def select(self, keep: list[int]) -> "RowBatch":
+        rows = [self.rows[i] for i in keep]
+        b = self.batch
+        idx = torch.tensor(keep, dtype=torch.long)
+        sub = Batch(b.input_ids[idx], b.attention_mask[idx], [b.lengths[i] for i in keep], b.padding_side)
+        return RowBatch(rows, sub)
+
+
+def validate_request(req: EditRequest) -> None:
+    if req.subject not in req.template.format(req.subject):
+        raise RequestError(f"request {req.id}: subject {req.subject!r} not in its prompt {req.template!r}")
+
+
+def _subject_row(tok, prefix: str, template: str, subject: str, request: int, req_id: str) -> tuple[str, list[int], int]:
+    text = prefix + template.format(subject)
+    subject_end = len(prefix) + template.index("{}") + len(subject)
+    try:
+        idx = subject_last_index(tok, text, subject_end)
+    except TokenizationError as exc:
+        raise RequestError(f"request {req_id}: {exc}") from None
+    return text, encode(tok, text), idx
+
+
+def rewrite_rows(tok, requests: list[EditRequest], templates: list[str], kl_prompt: str | None = "{} is a") -> list[Row]:
+    """Rows for target optimization: every template-prefixed query teacher-forced on all target
+    tokens but the last, plus one KL ("essence") row per request."""
+    rows: list[Row] = []
+    for r, req in enumerate(requests):
+        validate_request(req)
+        for t, ctx in enumerate(templates):
+            prefix = ctx[: ctx.index("{}")]
+            text, q_ids, idx = _subject_row(tok, prefix, req.template, req.subject, r, req.id)
+            try:
+                target = continuation_ids(tok, text, req.target)
+            except TokenizationError as exc:
+                raise RequestError(f"request {req.id}: {exc}") from None
+            ids = q_ids + target[:-1]
+            # label y_t is predicted at the position of the token just before it
+            positions = list(range(len(q_ids) - 1, len(q_ids) - 1 + len(target)))
+            rows.append(Row(r, ids, idx, positions, list(target), "rewrite", t))
+        if kl_prompt is not None:
+            _, ids, idx = _subject_row(tok, "", kl_prompt, req.subject, r, req.id)
+            rows.append(Row(r, ids, idx, kind="kl"))
+    return rows
+
+
+def key_rows(tok, requests: list[EditRequest], templates: list[str]) -> list[Row]:
+    """Rows for keys: every template-prefixed query, no target."""
+    rows = []
+    for r, req in enumerate(requests):
+        validate_request(req)
+        for t, ctx in enumerate(templates):
+            prefix = ctx[: ctx.index("{}")]
+            _, ids, idx = _subject_row(tok, prefix, req.template, req.subject, r, req.id)
+            rows.append(Row(r, ids, idx, kind="key", template=t))
+    return rows
+
+
+def batch_rows(tok, rows: list[Row], padding_side: str = "right") -> RowBatch:
+    return RowBatch(rows, make_batch(tok, [r.ids for r in rows], padding_side))
+
+
+def chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,65 @@
+"""Registry of editing methods and ``make_editor``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .engine import LTEEditor
+from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
+
+METHODS: dict[str, type[LTEEditor]] = {}
+
+
+def register_method(cls: type[LTEEditor]) -> type[LTEEditor]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _register_builtin() -> None:
+    from .methods.alphaedit import AlphaEditEditor
+    from .methods.emmet import EMMETEditor
+    from .methods.memit import MEMITEditor
+    from .methods.rome import ROMEEditor
+
+    for cls in (ROMEEditor, MEMITEditor, EMMETEditor, AlphaEditEditor):
+        register_method(cls)
+
+
+_register_builtin()
+
+
+def method_class(method: str) -> type[LTEEditor]:
+    try:
+        return METHODS[method.lower()]
+    except KeyError:
+        raise HParamsError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}") from None
+
+
+def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overrides: dict | None = None) -> LTEHParams:
+    """``hparams``: a model key with a shipped YAML (e.g. ``smollm2-135m``), a YAML path,
+    a dict, or an hparams object; ``overrides`` replace single fields."""
+    cls = method_class(method).hparams_cls
+    overrides = dict(overrides or {})
+    if isinstance(hparams, LTEHParams):
+        return cls.model_validate({**hparams.model_dump(), **overrides})
+    if isinstance(hparams, dict):
+        try:
+            return cls.model_validate({"method": method, **hparams, **overrides})
+        except Exception as exc:
+            raise HParamsError(f"{method} hyperparameters: {exc}") from None
+    path = Path(hparams)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_hparams_file(path, cls, overrides)
+    shipped = hparams_path(method, str(hparams))
+    if not shipped.exists():
+        raise HParamsError(
+            f"no {method} hyperparameters for model key {hparams!r}; shipped: {', '.join(available(method)) or 'none'}. "
+            "Pass a YAML path instead."
+        )
+    return load_hparams_file(shipped, cls, overrides)
+
+
+def make_editor(method: str, model, tokenizer, hparams, overrides: dict | None = None, **kwargs) -> LTEEditor:
+    """``make_editor("memit", model, tok, "smollm2-135m")`` -> an editor that owns its state."""
+    cls = method_class(method)
+    return cls(model, tokenizer, resolve_hparams(method, hparams, overrides), **kwargs)

@@ -1,0 +1,166 @@
+"""What an editor owns and how it is written, rolled back, saved, loaded and restored.
+
+Weights are written from an fp32 master: W = (W_original + Σ deltas).to(model dtype), so
+sequential edits of a bf16 model do not accumulate rounding error, and a saved state
+re-applied to a fresh copy of the model gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..paths import atomic_path
+from .context import ContextTemplates
+
+STATE_VERSION = 1
+
+
+class StateError(ValueError):
+    pass
+
+
+class EditorState:
+    cp_dtype = torch.float64  # K_p K_pᵀ sums thousands of outer products
+
+    def __init__(self, stats=None, corpus=None):
+        self.stats = stats  # a CovarianceStore (created on first use when None)
+        self.corpus = corpus  # a Corpus; None: the hparams' corpus or the built-in sample
+        self._templates: ContextTemplates | None = None
+        self._c0: dict[int, torch.Tensor] = {}
+        self._cp: dict[int, torch.Tensor] = {}
+        self._original: dict[int, torch.Tensor] = {}
+        self._accum: dict[int, torch.Tensor] = {}
+        self._batches = 0
+        self._n_edits = 0
+
+    # --- covariance ---------------------------------------------------------------------------
+    def covariance(self, layer: int) -> torch.Tensor:
+        """C0 for ``layer`` (mean uncentred second moment of the edited weight's input),
+        computed for all edit layers in one pass on first use, on the unedited model."""
+        if layer not in self._c0:
+            missing = [l for l in self.layers if l not in self._c0]
+            if layer not in missing:
+                missing.append(layer)
+            if self._accum:
+                raise StateError("covariance statistics must be computed on the unedited model; load or compute "
+                                 "them before the first batch")
+            from ..data import load_corpus
+            from .covariance import CovarianceStore
+
+            if self.stats is None:
+                self.stats = CovarianceStore()
+            corpus = self.corpus or load_corpus(self.hp.mom2_corpus)
+            got = self.stats.get(
+                self.model, self.tok, self.adapter, sorted(missing), corpus.texts, corpus.identity,
+                n_docs=self.hp.mom2_n_samples, max_len=self.hp.mom2_max_len,
+                dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
+            )
+            for l, st in got.items():
+                self._c0[l] = st.mean_second_moment().float().cpu()
+        return self._c0[layer]
+
+    # --- writing weights ----------------------------------------------------------------------
+    def write(self, layer: int, delta_out_in: torch.Tensor) -> None:
+        weight = self.adapter.edit_weight(self.model, layer)
+        with torch.no_grad():
+            if layer not in self._original:
+                self._original[layer] = weight.detach().float().clone()
+                self._accum[layer] = torch.zeros_like(self._original[layer])
+            self._accum[layer] += self.adapter.to_stored(delta_out_in.float(), weight).to(weight.device)
+            weight.copy_((self._original[layer] + self._accum[layer]).to(weight.dtype))
+
+    def _snapshot(self) -> dict:
+        return {
+            "accum": {l: a.clone() for l, a in self._accum.items()},
+            "cp": {l: c.clone() for l, c in self._cp.items()},
+            "original": dict(self._original),
+        }
+
+    def _rollback(self, snap: dict) -> None:
+        with torch.no_grad():
+            for layer, orig in self._original.items():
+                weight = self.adapter.edit_weight(self.model, layer)
+                accum = snap["accum"].get(layer)
+                weight.copy_((orig + accum).to(weight.dtype) if accum is not None else orig.to(weight.dtype))
+        self._accum, self._cp = snap["accum"], snap["cp"]
+        self._original = {l: o for l, o in self._original.items() if l in snap["original"]}
+
+    def restore(self) -> None:
+        """Put the original weights back and forget the edits (templates and C0 are kept)."""
+        with torch.no_grad():
+            for layer, orig in self._original.items():
+                weight = self.adapter.edit_weight(self.model, layer)
+                weight.copy_(orig.to(weight.dtype))
+        self._original, self._accum, self._cp = {}, {}, {}
+        self._batches = self._n_edits = 0
+
+    @property
+    def deltas(self) -> dict[int, torch.Tensor]:
+        """Accumulated updates per layer, in the stored weight's orientation (fp32)."""
+        return dict(self._accum)
+
+    # --- save / load --------------------------------------------------------------------------
+    def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
+        """Templates, hyperparameters, deltas, K_p K_pᵀ and (optionally) C0 and projectors."""
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir(parents=True)
+            meta = {
+                "version": STATE_VERSION,
+                "method": self.name,
+                "model_id": self.model_id,
+                "model_type": self.model.config.model_type,
+                "hparams": self.hp.model_dump(mode="json"),
+                "batches": self._batches,
+                "n_edits": self._n_edits,
+                "templates": self._templates.model_dump(mode="json") if self._templates else None,
+            }
+            (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+            save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
+            save_file({f"cp.{l}": c.contiguous() for l, c in self._cp.items()}, tmp / "preserved.safetensors")
+            extra = self._extra_state() if include_stats else {}
+            if include_stats:
+                extra.update({f"c0.{l}": c.contiguous() for l, c in self._c0.items()})
+            save_file(extra, tmp / "stats.safetensors")
+        return directory
+
+    def load_state(self, directory: str | Path) -> None:
+        """Re-apply a saved state to this editor's (unedited) model."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "state.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StateError(f"{directory}: not an editor state ({exc})") from None
+        if meta.get("method") != self.name:
+            raise StateError(f"{directory}: state of method {meta.get('method')!r}, this editor is {self.name!r}")
+        if meta.get("model_type") != self.model.config.model_type:
+            raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {self.model.config.model_type}")
+        if meta["hparams"]["layers"] != self.layers:
+            raise StateError(f"{directory}: edit layers {meta['hparams']['layers']} differ from {self.layers}")
+        self.restore()
+        self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
+        deltas = load_file(directory / "deltas.safetensors")
+        cps = load_file(directory / "preserved.safetensors")
+        stats = load_file(directory / "stats.safetensors")
+        with torch.no_grad():
+            for key, accum in deltas.items():
+                layer = int(key.split(".")[1])
+                weight = self.adapter.edit_weight(self.model, layer)
+                self._original[layer] = weight.detach().float().clone()
+                self._accum[layer] = accum.to(weight.device)
+                weight.copy_((self._original[layer] + self._accum[layer]).to(weight.dtype))
+        self._cp = {int(k.split(".")[1]): v for k, v in cps.items()}
+        self._c0.update({int(k.split(".")[1]): v for k, v in stats.items() if k.startswith("c0.")})
+        self._load_extra_state(stats)
+        self._batches, self._n_edits = meta["batches"], meta["n_edits"]
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        """Method-specific tensors to save (e.g. AlphaEdit's projectors)."""
+        return {}
+
+    def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass

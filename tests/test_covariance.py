@@ -1,0 +1,251 @@
+"""C0 accumulation against a direct computation, the truncated pass, and the cache keys."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+from editprobe.editing.covariance import CovarianceStore, accumulate_second_moment, model_fingerprint
+from editprobe.editing.solvers import NumericalError, nullspace_projector
+from editprobe.models.loading import LoadedModel
+from editprobe.models.tiny import tiny_model
+
+WORDS = ("The capital of France is Paris . Danielle Darrieux was born in Paris . Michael Jordan plays "
+         "basketball . The official language of Italy is Italian . Apple was developed by Steve Jobs").split()
+
+
+def corpus(n: int = 12, seed: int = 0, min_words: int = 2, max_words: int = 40) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
+
+
+def direct_second_moment(model, tok, adapter, layer: int, docs: list[str], max_len: int) -> tuple[torch.Tensor, int]:
+    """Mean k kᵀ from one full, unpadded forward pass per document with a plain hook."""
+    keys: list[torch.Tensor] = []
+    handle = adapter.mlp_out_module(model, layer).register_forward_pre_hook(lambda m, args: keys.append(args[0][0]))
+    try:
+        with torch.no_grad():
+            for doc in docs:
+                ids = tok(doc, add_special_tokens=True)["input_ids"][:max_len]
+                model(input_ids=torch.tensor([ids]))
+    finally:
+        handle.remove()
+    k = torch.cat(keys).double()
+    return k.T @ k / k.shape[0], k.shape[0]
+
+
+class ForwardCounter:
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        self.calls += 1
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_model("llama")
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_matches_direct_computation_with_padding_and_truncation(model_type):
+    model, tok, adapter = tiny_model(model_type)
+    docs = corpus(12)
+    max_len = 20  # shorter than the longest documents: truncation is exercised too
+    stats = accumulate_second_moment(model, tok, adapter, [1, 2], docs, max_len=max_len, batch_size=4, progress=False)
+    lengths = [len(tok(d)["input_ids"]) for d in docs]
+    assert len(set(lengths)) > 3 and max(lengths) > max_len  # padded batches and truncated documents
+    for layer in (1, 2):
+        expected, n_tok = direct_second_moment(model, tok, adapter, layer, docs, max_len)
+        assert stats[layer].count == n_tok == sum(min(n, max_len) for n in lengths)
+        assert stats[layer].n_docs == len(docs)
+        c0 = stats[layer].mean_second_moment()
+        assert c0.dtype == torch.float32 and c0.shape == (128, 128)
+        torch.testing.assert_close(c0.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_float64_accumulation(llama):
+    model, tok, adapter = llama
+    docs = corpus(6)
+    stats = accumulate_second_moment(model, tok, adapter, [0], docs, dtype=torch.float64, progress=False)
+    expected, _ = direct_second_moment(model, tok, adapter, 0, docs, 1024)
+    assert stats[0].mom2_sum.dtype == torch.float64
+    torch.testing.assert_close(stats[0].mean_second_moment(), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_one_truncated_pass_stops_after_the_deepest_layer(llama):
+    model, tok, adapter = llama
+    deeper = ForwardCounter(adapter.block(model, 3))
+    deepest_requested = ForwardCounter(adapter.block(model, 2))
+    head = ForwardCounter(model.get_submodule(adapter.lm_head))
+    top = ForwardCounter(model)
+    try:
+        accumulate_second_moment(model, tok, adapter, [2, 0, 1], corpus(8), batch_size=4, progress=False)
+    finally:
+        for c in (deeper, deepest_requested, head, top):
+            c.handle.remove()
+    assert deeper.calls == 0 and head.calls == 0
+    assert deepest_requested.calls == top.calls == 2  # every layer from the same passes: 8 docs / 4 rows
+
+
+def test_max_len_and_model_context_cap(llama):
+    model, tok, adapter = llama
+    docs = corpus(3, min_words=300, max_words=300)
+    assert min(len(tok(d)["input_ids"]) for d in docs) > 256  # longer than the tiny model's 256 positions
+    assert accumulate_second_moment(model, tok, adapter, [0], docs, max_len=7, progress=False)[0].count == 21
+    assert accumulate_second_moment(model, tok, adapter, [0], docs, max_len=10**6, progress=False)[0].count == 3 * 256
+
+
+def test_n_docs_limits_the_documents_read(llama):
+    model, tok, adapter = llama
+    docs = ["", "   "] + corpus(10)  # blank documents are skipped, not counted
+    stats = accumulate_second_moment(model, tok, adapter, [0], docs, n_docs=4, progress=False)[0]
+    assert stats.n_docs == 4
+    assert stats.count == sum(len(tok(d)["input_ids"]) for d in docs[2:6])
+
+
+def test_nan_in_the_model_names_the_layer():
+    model, tok, adapter = tiny_model("llama")
+    model.get_submodule(adapter.path("mlp", 1)).up_proj.weight.data[0, 0] = float("nan")
+    with pytest.raises(NumericalError, match="layer 1"):
+        accumulate_second_moment(model, tok, adapter, [1], corpus(3), progress=False)
+
+
+# ------------------------------------------------------------------ fingerprint
+
+
+def test_fingerprint_sees_any_single_weight_change():
+    model = tiny_model("llama").model
+    base = model_fingerprint(model)
+    assert model_fingerprint(model) == base
+    assert model_fingerprint(tiny_model("llama", seed=1).model) != base
+    w = model.get_submodule("model.layers.2.mlp.down_proj").weight
+    for index in [(0, 0), (17, 93), (63, 127)]:  # include entries a strided sample would skip
+        old = w.data[index].clone()
+        w.data[index] = torch.nextafter(old, old + 1)  # the smallest possible change
+        assert model_fingerprint(model) != base, index
+        w.data[index] = old
+    assert model_fingerprint(model) == base
+    emb = model.get_input_embeddings().weight
+    emb.data[123, 45] += 1e-3
+    assert model_fingerprint(model) != base
+    emb.data[123, 45] -= 1e-3
+
+
+def test_fingerprint_sees_the_weight_dtype():
+    model = tiny_model("gpt2").model
+    base = model_fingerprint(model)
+    assert model_fingerprint(model.to(torch.bfloat16)) != base
+    assert model_fingerprint(model.to(torch.float64)) != base
+
+
+# ------------------------------------------------------------------ the store
+
+
+def _get(store, loaded, texts, calls: list[int] | None = None, **overrides):
+    model, tok, adapter = loaded
+
+    def factory():
+        if calls is not None:
+            calls.append(1)
+        return iter(texts)
+
+    kwargs = dict(layers=[1, 2], corpus_id="toy", n_docs=8, max_len=64, batch_size=4)
+    kwargs.update(overrides)
+    return store.get(model, tok, adapter, texts_factory=factory, **kwargs)
+
+
+def test_cache_hit_runs_no_model_and_reads_no_corpus(tmp_path):
+    loaded = tiny_model("llama")
+    store = CovarianceStore(tmp_path, progress=False)
+    texts, calls = corpus(10), []
+    first = _get(store, loaded, texts, calls)
+    counter = ForwardCounter(loaded.model)
+    second = _get(store, loaded, texts, calls)
+    counter.handle.remove()
+    assert counter.calls == 0 and len(calls) == 1
+    for layer in (1, 2):
+        assert torch.equal(first[layer].mom2_sum, second[layer].mom2_sum)
+        assert first[layer].count == second[layer].count > 0 and second[layer].n_docs == 8
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["mom2_layer1_n8_len64_float32.json", "mom2_layer1_n8_len64_float32.safetensors",
+                     "mom2_layer2_n8_len64_float32.json", "mom2_layer2_n8_len64_float32.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(n_docs=6), dict(corpus_id="other"), dict(max_len=32), dict(dtype=torch.float64), dict(model_id="renamed"),
+     "weight", "tokenizer"],
+    ids=["n_docs", "corpus_id", "max_len", "dtype", "model_id", "weight", "tokenizer"],
+)
+def test_any_key_change_misses_the_cache(tmp_path, change):
+    loaded = tiny_model("llama")
+    store = CovarianceStore(tmp_path, progress=False)
+    texts = corpus(10)
+    first = _get(store, loaded, texts)
+    if change == "weight":
+        loaded.adapter.edit_weight(loaded.model, 1).data[5, 7] += 1e-4
+        change = {}
+    elif change == "tokenizer":  # a tokenizer that no longer adds BOS gives other token ids
+        tok = copy.deepcopy(loaded.tokenizer)
+        tok.backend_tokenizer.post_processor = None
+        loaded = LoadedModel(loaded.model, tok, loaded.adapter, loaded.name)
+        change = {}
+    counter = ForwardCounter(loaded.model)
+    second = _get(store, loaded, texts, **change)
+    counter.handle.remove()
+    assert counter.calls > 0
+    assert len(list(tmp_path.rglob("*.json"))) == 4  # a second entry beside the first, not an overwrite
+    if set(change) & {"n_docs", "max_len", "dtype"} or not change:  # these change the statistic itself
+        assert not torch.equal(first[2].mom2_sum.double(), second[2].mom2_sum.double())
+
+
+def test_max_len_beyond_the_context_shares_the_capped_entry(tmp_path):
+    loaded = tiny_model("llama")
+    store = CovarianceStore(tmp_path, progress=False)
+    _get(store, loaded, corpus(10), max_len=256)
+    counter = ForwardCounter(loaded.model)
+    _get(store, loaded, corpus(10), max_len=5000)  # capped at the model's 256 positions: same statistic
+    counter.handle.remove()
+    assert counter.calls == 0
+
+
+def test_only_missing_layers_are_computed(tmp_path):
+    loaded = tiny_model("llama")
+    store = CovarianceStore(tmp_path, progress=False)
+    texts = corpus(8)
+    first = _get(store, loaded, texts, layers=[1])
+    deeper = ForwardCounter(loaded.adapter.block(loaded.model, 3))
+    top = ForwardCounter(loaded.model)
+    both = _get(store, loaded, texts, layers=[1, 2])
+    deeper.handle.remove()
+    top.handle.remove()
+    assert top.calls == 2 and deeper.calls == 0  # one pass over the 8 documents, for layer 2 only
+    assert torch.equal(both[1].mom2_sum, first[1].mom2_sum)
+    direct, _ = direct_second_moment(*loaded, 2, texts, 64)
+    torch.testing.assert_close(both[2].mean_second_moment().double(), direct, atol=1e-5, rtol=1e-4)
+
+
+def test_projector_is_cached_beside_the_statistics(tmp_path):
+    model, tok, adapter = loaded = tiny_model("llama")
+    store = CovarianceStore(tmp_path, progress=False)
+    texts = corpus(10)
+    kw = dict(corpus_id="toy", n_docs=8, max_len=64, texts_factory=lambda: iter(texts))
+    projs = store.projector(model, tok, adapter, [1, 2], threshold=0.05, mode="relative", **kw)
+    stats = _get(store, loaded, texts)
+    P, info = projs[2]
+    P_direct, info_direct = nullspace_projector(stats[2].mean_second_moment(), 0.05, "relative")
+    assert info == info_direct and 0 < info.dim < 128
+    torch.testing.assert_close(P, P_direct)
+    counter = ForwardCounter(model)
+    again = store.projector(model, tok, adapter, [1, 2], threshold=0.05, mode="relative", **kw)
+    other = store.projector(model, tok, adapter, [2], threshold=0.2, mode="relative", **kw)
+    counter.handle.remove()
+    assert counter.calls == 0  # the projector hit, and a new threshold reused the statistics
+    assert torch.equal(again[2][0], P) and again[2][1] == info
+    assert other[2][1].dim > info.dim and other[2][1].threshold == 0.2
+    assert len(list(tmp_path.rglob("proj_*.safetensors"))) == 3
