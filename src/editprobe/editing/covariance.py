@@ -18,6 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -29,15 +30,8 @@ from ..models.tokens import make_batch
 from ..paths import atomic_path, cache_dir, write_json_atomic
 from .solvers import NullSpaceInfo, NumericalError, nullspace_projector
 
-__all__ = [
-    "CovarianceStore",
-    "LayerStats",
-    "StatsKey",
-    "accumulate_second_moment",
-    "model_fingerprint",
-    "model_max_positions",
-    "tokenizer_fingerprint",
-]
+__all__ = ["CovarianceStore", "LayerStats", "StatsKey", "accumulate_second_moment", "model_fingerprint",
+           "model_max_positions", "tokenizer_fingerprint"]
 
 _ACCUM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _FORMAT = 1  # bump when the file layout or the statistic's definition changes
@@ -68,6 +62,13 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().contiguous().view(int_type)
 
 
+def _row_sums(bits: torch.Tensor) -> np.ndarray:
+    # torch's integer reductions on CPU are ~20x slower than numpy's; on GPU stay on device.
+    if bits.device.type == "cpu":
+        return bits.numpy().sum(axis=1, dtype=np.int64)
+    return bits.sum(dim=1, dtype=torch.int64).cpu().numpy()
+
+
 def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
     """A hash of the config and the weights, stable across devices.
 
@@ -85,8 +86,8 @@ def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
         bits = _bits(p).reshape(p.shape[0] if p.dim() > 1 else 1, -1)
         flat = bits.reshape(-1)
         step = max(1, flat.numel() // sample)
-        for part in (flat[::step],):
-            h.update(part.cpu().numpy().tobytes())
+        h.update(flat[::step].cpu().numpy().tobytes())
+        h.update(_row_sums(bits).tobytes())
     return h.hexdigest()
 
 
@@ -95,13 +96,21 @@ def tokenizer_fingerprint(tokenizer) -> str:
     merges, BOS/EOS template) or, for a slow one, its vocabulary, plus a probe encoding."""
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        spec = json.loads(backend.to_str())
-        for per_call in ("truncation", "padding"):  # set by each call's arguments, not the tokenizer's identity
-            spec.pop(per_call, None)
+    if backend is None:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     else:
-        spec = sorted(tokenizer.get_vocab().items())
-    h.update(json.dumps(spec, sort_keys=True).encode())
+        # Truncation and padding are left behind by each call's arguments, not part of the
+        # tokenizer's identity: serialise without them, then put them back.
+        truncation, padding = backend.truncation, backend.padding
+        backend.no_truncation()
+        backend.no_padding()
+        try:
+            h.update(backend.to_str().encode())
+        finally:
+            if truncation:
+                backend.enable_truncation(**truncation)
+            if padding:
+                backend.enable_padding(**padding)
     h.update(json.dumps(tokenizer("The capital of France is Paris.", add_special_tokens=True)["input_ids"]).encode())
     return h.hexdigest()
 
