@@ -18,7 +18,8 @@ from ..models.adapters import get_adapter
 from .context import ContextTemplates, TemplateSpec, generate_templates
 from .hparams import LTEHParams
 from .keys import compute_keys
-from .prompts import RequestError, validate_request
+from .prompts import RequestError, as_request, validate_request
+from .solvers import NumericalError
 from .state import EditorState
 from .targets import Site, TargetOptimizer, TargetResult, TargetSettings
 
@@ -126,7 +127,9 @@ class LTEEditor(EditorState):
     def apply(self, requests: list[EditRequest]) -> EditReport:
         """Edit the model in place for one batch. On any error the model is left exactly as
         before the batch and the error names the request or layer."""
-        requests = [r if isinstance(r, EditRequest) else EditRequest.model_validate(r) for r in requests]
+        if isinstance(requests, (EditRequest, dict, str)):
+            raise RequestError("apply takes a list of requests, not a single one")
+        requests = [as_request(r, i) for i, r in enumerate(requests)]
         self.validate(requests)
         snapshot = self._snapshot()
         try:
@@ -171,7 +174,10 @@ class LTEEditor(EditorState):
                 hcur_layer=self.critical_layer, hcur_kind=self.residual_kind,
             )
             residual = (z - h_cur) / (m - i) ** self.spread_power
-            delta = self.solve(layer, keys[layer], residual)
+            try:
+                delta = self.solve(layer, keys[layer], residual)
+            except NumericalError as exc:
+                raise SolveError(f"{self.name}: the solve for layer {layer} failed: {exc}") from exc
             if not torch.isfinite(delta).all():
                 raise SolveError(f"{self.name}: the update for layer {layer} has NaN/inf")
             delta = self.postprocess(layer, delta)
@@ -182,7 +188,8 @@ class LTEEditor(EditorState):
 
     def after_batch(self, requests: list[EditRequest]) -> None:
         """Add this batch's keys, recomputed on the edited model (the AlphaEdit-repo choice),
-        to K_p K_pᵀ."""
+        to K_p K_pᵀ. The sum is a new tensor, never an in-place update: rollback keeps
+        references to the previous ones."""
         keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers)
         for layer, k in keys.items():
             k64 = k.to("cpu", self.cp_dtype)

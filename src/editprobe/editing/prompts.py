@@ -10,9 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import ValidationError
 
 from ..data.records import EditRequest
-from ..models.tokens import Batch, TokenizationError, continuation_ids, encode, make_batch, subject_last_index
+from ..models.tokens import (
+    Batch,
+    TokenizationError,
+    char_span_of_subject,
+    continuation_ids,
+    encode,
+    make_batch,
+    subject_last_index,
+)
 
 
 class RequestError(ValueError):
@@ -50,14 +59,51 @@ class RowBatch:
 
 
 def validate_request(req: EditRequest) -> None:
-    if req.subject not in req.template.format(req.subject):
-        raise RequestError(f"request {req.id}: subject {req.subject!r} not in its prompt {req.template!r}")
+    """Checks an EditRequest again (one built with ``model_construct`` skips pydantic)."""
+    if not isinstance(req.subject, str) or not req.subject.strip():
+        raise RequestError(f"request {req.id}: empty subject")
+    if not isinstance(req.target, str) or not req.target.strip():
+        raise RequestError(f"request {req.id}: empty target")
+    if not isinstance(req.template, str) or req.template.count("{}") != 1:
+        raise RequestError(f"request {req.id}: template {req.template!r} must contain exactly one '{{}}'")
+    try:
+        char_span_of_subject(req.template, req.subject)
+    except TokenizationError as exc:
+        raise RequestError(f"request {req.id}: {exc}") from None
+
+
+def as_request(item, index: int = 0) -> EditRequest:
+    """An EditRequest from an EditRequest or a dict, with errors that name the request.
+
+    A dict whose template has no ``{}`` gets the subject replaced by ``{}`` (lte-methods.md
+    §1.1); a subject that does not occur in it is an error."""
+    if isinstance(item, EditRequest):
+        validate_request(item)
+        return item
+    if not isinstance(item, dict):
+        raise RequestError(f"request #{index}: expected an EditRequest or a dict, got {type(item).__name__}")
+    name = item.get("id", f"#{index}")
+    data = dict(item)
+    template, subject = data.get("template"), data.get("subject")
+    if isinstance(template, str) and isinstance(subject, str) and "{}" not in template:
+        if not subject.strip() or subject not in template:
+            raise RequestError(f"request {name}: subject {subject!r} not in its prompt {template!r}")
+        data["template"] = template.replace(subject, "{}")
+    try:
+        req = EditRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(x) for x in first["loc"]) or "request"
+        raise RequestError(f"request {name}: {field}: {first['msg']}") from None
+    validate_request(req)
+    return req
 
 
 def _subject_row(tok, prefix: str, template: str, subject: str, request: int, req_id: str) -> tuple[str, list[int], int]:
     text = prefix + template.format(subject)
-    subject_end = len(prefix) + template.index("{}") + len(subject)
     try:
+        # From the parsed template: an escaped brace ("{{") is one character in the text.
+        subject_end = len(prefix) + char_span_of_subject(template, subject)[1]
         idx = subject_last_index(tok, text, subject_end)
     except TokenizationError as exc:
         raise RequestError(f"request {req_id}: {exc}") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .engine import LTEEditor
 from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
 
@@ -40,13 +42,14 @@ def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overri
     a dict, or an hparams object; ``overrides`` replace single fields."""
     cls = method_class(method).hparams_cls
     overrides = dict(overrides or {})
-    if isinstance(hparams, LTEHParams):
-        return cls.model_validate({**hparams.model_dump(), **overrides})
-    if isinstance(hparams, dict):
+    if isinstance(hparams, (LTEHParams, dict)):
+        raw = hparams.model_dump() if isinstance(hparams, LTEHParams) else {"method": method, **hparams}
         try:
-            return cls.model_validate({"method": method, **hparams, **overrides})
-        except Exception as exc:
-            raise HParamsError(f"{method} hyperparameters: {exc}") from None
+            return cls.model_validate({**raw, **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(x) for x in first["loc"])
+            raise HParamsError(f"{method} hyperparameters: field {field!r}: {first['msg']}") from None
     path = Path(hparams)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_hparams_file(path, cls, overrides)

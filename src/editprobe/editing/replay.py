@@ -66,8 +66,11 @@ def replay_from(
             blocks[i] = module
 
 
-def final_hidden(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Last hidden states after the final norm (the base model's output)."""
+def final_hidden(model: nn.Module, batch) -> torch.Tensor:
+    """Last hidden states after the final norm (the base model's output) for a Batch, or a
+    StepBatch (which brings its cache and positions)."""
+    if hasattr(batch, "forward_kwargs"):
+        return model.base_model(**batch.forward_kwargs()).last_hidden_state
     out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     return out.last_hidden_state
 

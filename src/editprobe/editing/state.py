@@ -76,7 +76,9 @@ class EditorState:
     def _snapshot(self) -> dict:
         return {
             "accum": {l: a.clone() for l, a in self._accum.items()},
-            "cp": {l: c.clone() for l, c in self._cp.items()},
+            # K_p K_pᵀ is replaced, never changed in place (``after_batch``), so references
+            # suffice: a clone would double d_ff² float64 per layer (1.6 GB at d_ff = 14336).
+            "cp": dict(self._cp),
             "original": dict(self._original),
         }
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..data.records import EditRequest
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, edit_output
+from .layout import StepBatch, full_layout, prefix_cached_layout
 from .prompts import RowBatch, batch_rows, rewrite_rows
 from .replay import block_output_arity, final_hidden, logits_at, replay_from
 
@@ -48,6 +49,7 @@ class TargetSettings:
     early_stop_loss: float = 5e-2
     kl_prompt: str | None = "{} is a"
     padding_side: str = "right"
+    prefix_cache: bool = True  # run tokens before the subject once (see layout.py)
 
 
 @dataclass
@@ -103,7 +105,7 @@ class TargetOptimizer:
         rows = rewrite_rows(self.tok, requests, templates, self.s.kl_prompt)
         return batch_rows(self.tok, rows, self.s.padding_side)
 
-    def losses(self, rb: RowBatch, hidden: torch.Tensor, active: torch.Tensor, ctx: dict) -> dict[str, torch.Tensor]:
+    def losses(self, rb: StepBatch, hidden: torch.Tensor, active: torch.Tensor, ctx: dict) -> dict[str, torch.Tensor]:
         """Per-active-request loss terms from the final hidden states of ``rb``'s rows."""
         n = len(active)
         local = {int(r): i for i, r in enumerate(active.tolist())}
@@ -145,37 +147,39 @@ class TargetOptimizer:
         t0 = time.perf_counter()
         s, model, adapter, dev = self.s, self.model, self.adapter, self.device
         full = self.build_rows(requests, templates)
+        layout = prefix_cached_layout(model, self.tok, full, dev) if s.prefix_cache else full_layout(full, dev)
         n = len(requests)
         d = adapter.d_model(model)
-        subj_pos = full.subject_positions().to(dev)
-        req_of_row = full.request_index().to(dev)
-        first_row = torch.tensor([next(i for i, r in enumerate(full.rows) if r.request == j) for j in range(n)], device=dev)
+        subj_pos = layout.subject_positions().to(dev)
+        req_of_row = layout.request_index().to(dev)
+        first_row = torch.tensor([next(i for i, r in enumerate(layout.rows) if r.request == j) for j in range(n)], device=dev)
         only_block = all(site.kind == "block" for site in s.sites)
         start = s.layer if only_block else s.layer - 1
 
         # One plain pass: the start state, the anchors, P_0 at the KL rows, the block arity.
-        b = full.batch.to(dev)
         paths = [_site_path(adapter, site.kind, s.layer) for site in s.sites]
         start_path = [adapter.path("block", start)] if start >= 0 else []
         arity_holder: list[int] = []
 
         def plain():
-            return final_hidden(model, b)
+            out = final_hidden(model, layout)
+            layout.after_step()
+            return out
 
         with torch.no_grad(), capture(model, paths + start_path, what="output") as got:
             arity_holder.append(block_output_arity(adapter.block(model, max(start, 0)), lambda: got.setdefault("h", plain())))
         hidden0 = got["h"]
-        ar = torch.arange(len(full.rows), device=dev)
+        ar = torch.arange(len(layout.rows), device=dev)
         anchor = {site.kind: got[p][ar, subj_pos][first_row].float() for site, p in zip(s.sites, paths)}
         h_start = got[start_path[0]].detach() if start_path else None
         ctx = {"anchor": anchor, "first_row": first_row}
-        kl_rows = [i for i, r in enumerate(full.rows) if r.kind == "kl"]
+        kl_rows = [i for i, r in enumerate(layout.rows) if r.kind == "kl"]
         p0 = torch.zeros(n, logits_at(model, hidden0[:1, 0]).shape[-1], device=dev)
         if kl_rows:
             kpos = subj_pos[kl_rows]
-            p0[[full.rows[i].request for i in kl_rows]] = torch.log_softmax(logits_at(model, hidden0[kl_rows, kpos]), -1)
+            p0[[layout.rows[i].request for i in kl_rows]] = torch.log_softmax(logits_at(model, hidden0[kl_rows, kpos]), -1)
         ctx["kl_p0"] = p0
-        self.prepare(full, hidden0, ctx)
+        self.prepare(layout, hidden0, ctx)
 
         deltas = {site.kind: torch.zeros(n, d, device=dev) for site in s.sites}
         adams = {site.kind: _Adam((n, d), s.lr, dev) for site in s.sites}
@@ -185,9 +189,12 @@ class TargetOptimizer:
         active = torch.arange(n, device=dev)
         history: list[float] = []
         tokens = 0
+        rb, keep = layout, list(range(len(layout.rows)))  # rows still optimized (indices into layout)
         for step in range(s.steps):
-            keep = [i for i, r in enumerate(full.rows) if r.request in set(active.tolist())]
-            rb = full if len(keep) == len(full.rows) else full.select(keep)
+            live_requests = set(active.tolist())
+            still = [i for i, g in enumerate(keep) if layout.rows[g].request in live_requests]
+            if len(still) < len(keep):
+                rb, keep = rb.select(still), [keep[i] for i in still]
             keep_t = torch.tensor(keep, device=dev)
             rows_req = req_of_row[keep_t]
             rows_pos = subj_pos[keep_t]
@@ -210,11 +217,12 @@ class TargetOptimizer:
                 for cm in stack + hooks:
                     cm.__enter__()
                 try:
-                    hidden = final_hidden(model, rb.batch.to(dev))
+                    hidden = final_hidden(model, rb)
                 finally:
+                    rb.after_step()
                     for cm in reversed(stack + hooks):
                         cm.__exit__(None, None, None)
-                tokens += int(rb.batch.attention_mask.sum())
+                tokens += int(rb.batch.attention_mask.sum())  # tokens fed this step (cached prefixes excluded)
                 terms = self.losses(rb, hidden, active, ctx)
                 wd = torch.zeros(len(active), device=dev)
                 for site in s.sites:
@@ -224,9 +232,10 @@ class TargetOptimizer:
             if not torch.isfinite(loss).all():
                 bad = [requests[int(active[i])].id for i in range(len(active)) if not torch.isfinite(loss[i])]
                 raise OptimizationError(f"non-finite target loss for request(s) {', '.join(bad)} at step {step}")
-            history.append(float(loss.sum()))
+            loss_d, nll_d = loss.detach(), terms["nll"].detach()
+            history.append(float(loss_d.sum()))
             for i, j in enumerate(active.tolist()):
-                loss_out[j], nll_out[j], steps_out[j] = float(loss[i]), float(terms["nll"][i]), step
+                loss_out[j], nll_out[j], steps_out[j] = float(loss_d[i]), float(nll_d[i]), step
             cont = (loss >= s.early_stop_loss) if step < s.steps - 1 else torch.zeros_like(loss, dtype=torch.bool)
             if not cont.any():
                 break
@@ -253,7 +262,7 @@ class TargetOptimizer:
             history=history,
         )
 
-    def prepare(self, full: RowBatch, hidden0: torch.Tensor, ctx: dict) -> None:
+    def prepare(self, layout: StepBatch, hidden0: torch.Tensor, ctx: dict) -> None:
         """Hook for objectives that need extra reference values (e.g. a teacher pass)."""
 
     @staticmethod

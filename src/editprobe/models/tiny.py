@@ -189,3 +189,28 @@ def trained_tiny_model(model_type: str = "llama", seed: int = 0, steps: int = 15
     model.requires_grad_(False)
     loaded.name = f"tiny-trained-{model_type}-seed{seed}"
     return loaded
+
+
+def tiny_corpus(n_docs: int = 200, seed: int = 1):
+    """General text for covariance statistics of tiny models: the tokenizer's words without
+    the fact subjects, so (as with real corpora) edited keys are not what C0 preserves."""
+    import hashlib
+    import random
+
+    from ..data.corpus import Corpus
+
+    words = [w for w in _WORDS if w not in FACT_SUBJECTS]
+    rng = random.Random(seed)
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 40))) for _ in range(n_docs)]
+
+    class _TinyCorpus(Corpus):
+        name = "tiny-words"
+
+        @property
+        def identity(self) -> str:
+            return hashlib.sha256("\n\n".join(docs).encode()).hexdigest()[:16]
+
+        def _documents(self):
+            return iter(docs)
+
+    return _TinyCorpus()

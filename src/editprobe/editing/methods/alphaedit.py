@@ -51,7 +51,15 @@ class AlphaEditEditor(LTEEditor):
                                alpha=self.hp.L2, layer=layer)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
-        return {f"projector.{l}": p.contiguous() for l, p in self._projectors.items()}
+        out = {f"projector.{l}": p.contiguous() for l, p in self._projectors.items()}
+        for l, info in self.nullspace.items():  # what the projector kept, reported per layer
+            out[f"nullspace.{l}"] = torch.tensor([info.dim, info.energy_fraction, info.threshold], dtype=torch.float64)
+        return out
 
     def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self._projectors.update({int(k.split(".")[1]): v for k, v in tensors.items() if k.startswith("projector.")})
+        for key, v in tensors.items():
+            if key.startswith("nullspace."):
+                dim, fraction, threshold = v.tolist()
+                self.nullspace[int(key.split(".")[1])] = NullSpaceInfo(
+                    dim=int(dim), energy_fraction=fraction, threshold=threshold, mode=self.hp.nullspace_mode)

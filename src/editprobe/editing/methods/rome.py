@@ -17,7 +17,7 @@ from ...data.records import EditRequest
 from ..engine import EditReport, LayerReport, LTEEditor, RequestReport, SolveError
 from ..hparams import LTEHParams
 from ..keys import bare_rows, read_at_subject, template_mean
-from ..solvers import rome_delta
+from ..solvers import NumericalError, rome_delta
 
 
 class ROMEHParams(LTEHParams):
@@ -60,7 +60,10 @@ class ROMEEditor(LTEEditor):
             else:
                 k_plain, m_plain = bare_rows(ins[layer], rows)[:, 0], bare_rows(outs["mlp_out"], rows)[:, 0]
             C = self.covariance(layer).to(k_mean.device) if self.hp.mom2_adjustment else None
-            delta = rome_delta(k_mean, k_plain, target.z["mlp"][0], m_plain, C=C, layer=layer)
+            try:
+                delta = rome_delta(k_mean, k_plain, target.z["mlp"][0], m_plain, C=C, layer=layer)
+            except NumericalError as exc:
+                raise SolveError(f"rome: the update for layer {layer} (request {req.id}) failed: {exc}") from exc
             if not torch.isfinite(delta).all():
                 raise SolveError(f"rome: the update for layer {layer} (request {req.id}) has NaN/inf")
             self.write(layer, delta)

@@ -1,0 +1,1 @@
+"""Probes: every metric says how it was computed."""
