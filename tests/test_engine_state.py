@@ -37,7 +37,8 @@ def stats(tmp_path_factory):
 
 
 def _editor(method, lm, stats, **overrides):
-    return make_editor(method, lm.model, lm.tokenizer, "tiny", overrides=overrides or None, stats=stats, corpus=corpus())
+    return make_editor(method, lm.model, lm.tokenizer, "tiny", overrides=overrides or None, stats=stats,
+                       corpus=corpus())
 
 
 def _state(editor) -> dict:

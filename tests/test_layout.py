@@ -1,0 +1,34 @@
+"""The prefix-cached step layout gives the same targets as full rows, with fewer tokens."""
+
+import pytest
+import torch
+
+from editprobe.data.records import EditRequest
+from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.models.tiny import tiny_model
+
+REQUESTS = [
+    EditRequest(id="0", subject="Danielle Darrieux", template="The mother tongue of {} is", target="English"),
+    EditRequest(id="1", subject="Michael Jordan", template="{} plays", target="piano football"),
+    EditRequest(id="2", subject="Toko Yasuda", template="{} was born in", target="Tokyo"),
+]
+TEMPLATES = ["{}", "The cat is. {}", "Because I. {}"]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gptj", "qwen2"])
+@pytest.mark.parametrize("sites", [("block",), ("mlp", "attn_out")])
+@pytest.mark.parametrize("early_stop", [0.0, 6.6])
+def test_prefix_cache_matches_full_rows(model_type, sites, early_stop):
+    torch.set_num_threads(1)
+    m, tok, adapter = tiny_model(model_type, initializer_range=0.2)
+    results = {}
+    for cached in (False, True):
+        settings = TargetSettings(layer=1, sites=tuple(Site(k, 4.0, 0.5) for k in sites), lr=0.1, steps=6,
+                                  prefix_cache=cached, early_stop_loss=early_stop)
+        results[cached] = TargetOptimizer(m, tok, adapter, settings).run(REQUESTS, TEMPLATES)
+    full, cached = results[False], results[True]
+    for kind in full.z:
+        torch.testing.assert_close(cached.z[kind], full.z[kind], rtol=1e-4, atol=1e-4)
+    assert cached.steps == full.steps
+    assert cached.loss == pytest.approx(full.loss, rel=1e-4)
+    assert cached.forward_tokens < full.forward_tokens / 2
