@@ -29,7 +29,7 @@ def edit(
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
     from ..data import load_records
-    from ..editing import HParamsError, make_editor
+    from ..editing import HParamsError, make_editor, resolve_hparams
     from ..editing.keys_model import hparams_key
     from ..models import load_model
     from ..paths import write_json_atomic
@@ -39,10 +39,11 @@ def edit(
     if preserve_previous is not None:
         overrides["preserve_previous"] = preserve_previous
     try:
+        # Cheap checks first: a typo should not cost a model load.
+        hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
         records = load_records(data, limit=n).records
         loaded = load_model(model, dtype=dtype, device=device)
-        key = hparams or hparams_key(model)
-        editor = make_editor(method, loaded.model, loaded.tokenizer, key, overrides=overrides, model_id=model)
+        editor = make_editor(method, loaded.model, loaded.tokenizer, hp, model_id=model)
     except (ValueError, OSError, HParamsError) as exc:
         fail(exc)
     requests = [r.request() for r in records]

@@ -24,6 +24,7 @@ class TemplateSpec(BaseModel):
     flat: bool = False
     seed_words: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
     top_k: int = 5
+    temperature: float = 1.0  # NAMET samples at 0.5 (with top-k 100)
 
 
 class ContextTemplates(BaseModel):
@@ -70,7 +71,7 @@ def generate_templates(model, tok, spec: TemplateSpec, seed: int = 0) -> Context
                 do_sample=True,
                 top_k=spec.top_k,
                 top_p=1.0,
-                temperature=1.0,
+                temperature=spec.temperature,
                 max_new_tokens=new_tokens,
                 min_new_tokens=new_tokens,
                 pad_token_id=tok.pad_token_id,

@@ -165,17 +165,11 @@ class LTEEditor(EditorState):
 
     def insert(self, requests: list[EditRequest], targets: TargetResult) -> list[LayerReport]:
         """Spread the residual over the layers and write each layer's update (§1.6)."""
-        z = targets.z[self.site_kind].T.to(self.device)  # [d, n]
         reports = []
-        m = len(self.layers)
         for i, layer in enumerate(self.layers):
-            keys, h_cur = compute_keys(
-                self.model, self.tok, self.adapter, requests, self.templates(), [layer],
-                hcur_layer=self.critical_layer, hcur_kind=self.residual_kind,
-            )
-            residual = (z - h_cur) / (m - i) ** self.spread_power
+            keys, residual = self.layer_inputs(requests, targets, i, layer)
             try:
-                delta = self.solve(layer, keys[layer], residual)
+                delta = self.solve(layer, keys, residual)
             except NumericalError as exc:
                 raise SolveError(f"{self.name}: the solve for layer {layer} failed: {exc}") from exc
             if not torch.isfinite(delta).all():
@@ -185,6 +179,18 @@ class LTEEditor(EditorState):
             reports.append(LayerReport(layer=layer, residual_norm=float(residual.norm(dim=0).mean()),
                                        update_norm=float(delta.norm())))
         return reports
+
+    def layer_inputs(self, requests: list[EditRequest], targets: TargetResult, i: int, layer: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys ``[d_ff, n]`` at ``layer`` and residuals ``[d, n]`` for the i-th edit layer, on
+        the current model: R_i = (Z − H_cur) / (m − i)^spread_power (§1.6). NAMET's official
+        residual differs (a mean over prompts)."""
+        z = targets.z[self.site_kind].T.to(self.device)  # [d, n]
+        keys, h_cur = compute_keys(
+            self.model, self.tok, self.adapter, requests, self.templates(), [layer],
+            hcur_layer=self.critical_layer, hcur_kind=self.residual_kind,
+        )
+        return keys[layer], (z - h_cur) / (len(self.layers) - i) ** self.spread_power
 
     def after_batch(self, requests: list[EditRequest]) -> None:
         """Add this batch's keys, recomputed on the edited model (the AlphaEdit-repo choice),

@@ -18,12 +18,19 @@ def register_method(cls: type[LTEEditor]) -> type[LTEEditor]:
 
 
 def _register_builtin() -> None:
+    from .methods.adaedit import AdaEditEditor
     from .methods.alphaedit import AlphaEditEditor
     from .methods.emmet import EMMETEditor
+    from .methods.lti import LTIEditor
     from .methods.memit import MEMITEditor
+    from .methods.namet import NAMETEditor
+    from .methods.pmet import PMETEditor
+    from .methods.prune import PRUNEEditor
+    from .methods.rect import RECTEditor
     from .methods.rome import ROMEEditor
 
-    for cls in (ROMEEditor, MEMITEditor, EMMETEditor, AlphaEditEditor):
+    for cls in (ROMEEditor, MEMITEditor, EMMETEditor, AlphaEditEditor, RECTEditor, PRUNEEditor, PMETEditor,
+                AdaEditEditor, NAMETEditor, LTIEditor):
         register_method(cls)
 
 

@@ -120,6 +120,7 @@ class EditorState:
                 "batches": self._batches,
                 "n_edits": self._n_edits,
                 "templates": self._templates.model_dump(mode="json") if self._templates else None,
+                "extra": self._extra_meta(),
             }
             (tmp / "state.json").write_text(json.dumps(meta, indent=2))
             save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
@@ -159,10 +160,19 @@ class EditorState:
         self._c0.update({int(k.split(".")[1]): v for k, v in stats.items() if k.startswith("c0.")})
         self._load_extra_state(stats)
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]
+        self._load_extra_meta(meta.get("extra") or {})
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Method-specific tensors to save (e.g. AlphaEdit's projectors)."""
         return {}
 
     def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def _extra_meta(self) -> dict:
+        """Method-specific small JSON state, saved even without stats (e.g. PRUNE's
+        "already finalized" mark, which must survive a reload to keep finalize idempotent)."""
+        return {}
+
+    def _load_extra_meta(self, meta: dict) -> None:
         pass

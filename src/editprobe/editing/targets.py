@@ -36,6 +36,9 @@ class Site:
     kind: str = "block"
     clamp_norm_factor: float = 0.75
     weight_decay: float = 0.5
+    # The value whose norm the clamp is relative to: None = this site's own anchor; 'block'
+    # = the block output at the same layer (FE's PMET/AdaEdit clamp δ_mlp that way).
+    clamp_to: str | None = None
 
 
 @dataclass
@@ -135,12 +138,24 @@ class TargetOptimizer:
         nll = nll.index_add(0, req_local, -per_row)
         count = count.index_add(0, req_local, is_rw.float())
         nll = nll / count
+        # per request: every target token of every rewriting row is the argmax (PMET's test)
+        with torch.no_grad():
+            miss = (logp.argmax(-1) != torch.tensor(tgt_lab, device=self.device)).float()
+            row_miss = torch.zeros(n_rows, device=self.device).index_add(0, row_of_tok, miss)
+            top1 = torch.zeros(n, device=self.device).index_add(0, req_local, row_miss) == 0
         if kl_rows and self.s.kl_factor:
             kl_logp = torch.log_softmax(logits_at(self.model, hidden[kl_rows, kl_pos]), -1)
             p0 = ctx["kl_p0"][[rb.rows[i].request for i in kl_rows]]
             kl_each = (kl_logp.exp() * (kl_logp - p0)).sum(-1)  # KL(P_delta || P_0)
             kl = kl.index_add(0, req_local[kl_rows], kl_each)
-        return {"nll": nll, "kl": kl}
+        return {"nll": nll, "kl": kl, "top1": top1}
+
+    def norms(self, site: Site, ctx: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per request: the norm a site's δ is clamped relative to, and the divisor of its
+        weight decay w·‖δ‖/divisor (§1.5: ‖h0‖ and ‖h0‖²). Methods may change both."""
+        own = ctx["anchor"][site.kind].norm(dim=-1)
+        ref = ctx["reference"][site.clamp_to].norm(dim=-1) if site.clamp_to else own
+        return ref, own.pow(2)
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, requests: list[EditRequest], templates: list[str]) -> TargetResult:
@@ -158,6 +173,8 @@ class TargetOptimizer:
 
         # One plain pass: the start state, the anchors, P_0 at the KL rows, the block arity.
         paths = [_site_path(adapter, site.kind, s.layer) for site in s.sites]
+        ref_kinds = sorted({site.clamp_to for site in s.sites if site.clamp_to})
+        ref_paths = [_site_path(adapter, k, s.layer) for k in ref_kinds]
         start_path = [adapter.path("block", start)] if start >= 0 else []
         arity_holder: list[int] = []
 
@@ -166,13 +183,16 @@ class TargetOptimizer:
             layout.after_step()
             return out
 
-        with torch.no_grad(), capture(model, paths + start_path, what="output") as got:
+        with torch.no_grad(), capture(model, paths + ref_paths + start_path, what="output") as got:
             arity_holder.append(block_output_arity(adapter.block(model, max(start, 0)), lambda: got.setdefault("h", plain())))
         hidden0 = got["h"]
         ar = torch.arange(len(layout.rows), device=dev)
         anchor = {site.kind: got[p][ar, subj_pos][first_row].float() for site, p in zip(s.sites, paths)}
         h_start = got[start_path[0]].detach() if start_path else None
-        ctx = {"anchor": anchor, "first_row": first_row}
+        # per row (not only the first): methods with per-prompt anchors (NAMET) read these
+        row_values = {site.kind: got[p][ar, subj_pos].float() for site, p in zip(s.sites, paths)}
+        reference = {k: got[p][ar, subj_pos][first_row].float() for k, p in zip(ref_kinds, ref_paths)}
+        ctx = {"anchor": anchor, "first_row": first_row, "row_values": row_values, "reference": reference}
         kl_rows = [i for i, r in enumerate(layout.rows) if r.kind == "kl"]
         p0 = torch.zeros(n, logits_at(model, hidden0[:1, 0]).shape[-1], device=dev)
         if kl_rows:
@@ -180,6 +200,9 @@ class TargetOptimizer:
             p0[[layout.rows[i].request for i in kl_rows]] = torch.log_softmax(logits_at(model, hidden0[kl_rows, kpos]), -1)
         ctx["kl_p0"] = p0
         self.prepare(layout, hidden0, ctx)
+        clamp_norm, decay_div = {}, {}
+        for site in s.sites:
+            clamp_norm[site.kind], decay_div[site.kind] = self.norms(site, ctx)
 
         deltas = {site.kind: torch.zeros(n, d, device=dev) for site in s.sites}
         adams = {site.kind: _Adam((n, d), s.lr, dev) for site in s.sites}
@@ -226,9 +249,10 @@ class TargetOptimizer:
                 terms = self.losses(rb, hidden, active, ctx)
                 wd = torch.zeros(len(active), device=dev)
                 for site in s.sites:
-                    a = anchor[site.kind][active]
-                    wd = wd + site.weight_decay * live[site.kind][active].norm(dim=-1) / a.norm(dim=-1).pow(2)
-                loss = s.nll_factor * terms["nll"] + s.kl_factor * terms["kl"] + wd + terms.get("extra", 0.0)
+                    wd = wd + site.weight_decay * live[site.kind][active].norm(dim=-1) / decay_div[site.kind][active]
+                # nll_weight: a per-request factor a method may set per step (PMET's adaptive NLL)
+                nll_w = terms.get("nll_weight", 1.0)
+                loss = s.nll_factor * nll_w * terms["nll"] + s.kl_factor * terms["kl"] + wd + terms.get("extra", 0.0)
             if not torch.isfinite(loss).all():
                 bad = [requests[int(active[i])].id for i in range(len(active)) if not torch.isfinite(loss[i])]
                 raise OptimizationError(f"non-finite target loss for request(s) {', '.join(bad)} at step {step}")
@@ -237,6 +261,8 @@ class TargetOptimizer:
             for i, j in enumerate(active.tolist()):
                 loss_out[j], nll_out[j], steps_out[j] = float(loss_d[i]), float(nll_d[i]), step
             cont = (loss >= s.early_stop_loss) if step < s.steps - 1 else torch.zeros_like(loss, dtype=torch.bool)
+            if "stop" in terms:  # a method's own stopping rule (PMET: target top-1 and KL small)
+                cont = cont & ~terms["stop"]
             if not cont.any():
                 break
             loss.sum().backward()
@@ -244,7 +270,7 @@ class TargetOptimizer:
             for site in s.sites:
                 k = site.kind
                 adams[k].step(deltas[k], live[k].grad, moving)
-                max_norm = site.clamp_norm_factor * anchor[k][moving].norm(dim=-1)
+                max_norm = site.clamp_norm_factor * clamp_norm[k][moving]
                 norms = deltas[k][moving].norm(dim=-1)
                 scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
                 deltas[k][moving] *= scale[:, None]

@@ -1,1 +1,61 @@
-"""Probes: every metric says how it was computed."""
+"""Probes: every metric says how it was computed (a registered, versioned definition with
+a protocol label, carried by every result and sample).
+
+- exact match, fast (teacher-forced) and generate() paths — ``exact``
+- negated queries: plan, PP/PN/NN/NP, discrepancies — ``negation``; no-edit row — ``baseline``
+- fact-checking queries — ``factcheck``
+- paraphrase efficacy, neighborhood specificity — ``classic``
+"""
+
+from .baseline import NoEditBaseline, no_edit_baseline
+from .classic import (
+    ClassicResult,
+    NeighborhoodReference,
+    neighborhood_reference,
+    neighborhood_specificity,
+    paraphrase_efficacy,
+)
+from .exact import (
+    FAST_LABEL,
+    GENERATE_LABEL,
+    Decoded,
+    decode_targets,
+    exact_match_batch,
+    exact_match_ids,
+    generate_exact_match,
+)
+from .factcheck import (
+    FactCheckConfig,
+    FactCheckNoEdit,
+    FactCheckReply,
+    FactCheckResult,
+    ask_records,
+    ask_statements,
+    fact_check_prompt,
+    fact_check_result,
+    make_statement,
+    no_edit_fact_check,
+    parse_answer,
+)
+from .generation import greedy_decode
+from .negation import (
+    ExcludedRecord,
+    NegationPlan,
+    NegationRun,
+    NegationScores,
+    build_negation_plan,
+    negation_scores,
+    score_negation_run,
+)
+from .registry import PROBES, ProbeDefinition, get_probe, register_probe
+from .results import ProbeSample, Score
+
+__all__ = [
+    "FAST_LABEL", "GENERATE_LABEL", "PROBES", "ClassicResult", "Decoded", "ExcludedRecord", "FactCheckConfig",
+    "FactCheckNoEdit", "FactCheckReply", "FactCheckResult", "NegationPlan", "NegationRun", "NegationScores",
+    "NeighborhoodReference", "NoEditBaseline", "ProbeDefinition", "ProbeSample", "Score", "ask_records",
+    "ask_statements", "build_negation_plan", "decode_targets", "exact_match_batch", "exact_match_ids",
+    "fact_check_prompt", "fact_check_result", "generate_exact_match", "get_probe", "greedy_decode",
+    "make_statement", "negation_scores", "neighborhood_reference", "neighborhood_specificity", "no_edit_baseline",
+    "no_edit_fact_check", "paraphrase_efficacy", "parse_answer", "register_probe", "score_negation_run",
+]

@@ -2,47 +2,102 @@
 the query yields exactly target_ids. Greedy decoding is deterministic, so this equals one
 teacher-forced pass over query + target in which the argmax at every target position is
 the next target token — the fast path here. ``generate_exact_match`` is the slow
-``generate()`` path the fast one is tested against.
+``generate()`` path the fast one is tested against; ``decode_targets`` decodes a few tokens
+more than the target for per-sample records (what did the model say instead?).
+
+``target_ids`` are always the target as a continuation of the query
+(``continuation_ids``: encode(query + " " + target) minus encode(query), prefix checked),
+never the target encoded alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from pydantic import BaseModel, ConfigDict
 
-from ..models.tokens import continuation_ids, encode, make_batch
+from ..models.tokens import continuation_ids, make_batch
+from .generation import decode_text, greedy_decode, query_ids
+from .registry import EXACT_FAST, EXACT_GENERATE
 
-FAST_LABEL = "exact-match (teacher-forced greedy, argmax at every target token)"
-GENERATE_LABEL = "exact-match (generate(), greedy, len(target) new tokens)"
+FAST_LABEL = EXACT_FAST.label
+GENERATE_LABEL = EXACT_GENERATE.label
+
+IdPair = tuple[Sequence[int], Sequence[int]]
+
+
+def target_pair_ids(tok, query: str, target: str) -> tuple[list[int], list[int]]:
+    """(query ids, target ids as the query's continuation); raises TokenizationError when
+    the query's last token would merge with the target."""
+    return query_ids(tok, query), continuation_ids(tok, query, target)
 
 
 @torch.no_grad()
-def exact_match_batch(model, tok, pairs: list[tuple[str, str]], batch_size: int = 64) -> list[bool]:
-    """For each (query, target): does greedy decoding after the query produce the target?"""
+def exact_match_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32) -> list[bool]:
+    """Teacher-forced exact match on ids: for each (query_ids, target_ids), is the argmax
+    after query_ids + target_ids[:i] equal to target_ids[i] for every i?"""
     device = next(model.parameters()).device
-    results: list[bool] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+    # Similar lengths share a batch, so little compute goes into padding.
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    results: dict[int, bool] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
         seqs, spans = [], []
-        for query, target in chunk:
-            q = encode(tok, query)
-            t = continuation_ids(tok, query, target)
+        for i in idx:
+            q, t = list(pairs[i][0]), list(pairs[i][1])
+            if not q or not t:
+                raise ValueError(f"pair {i}: query and target ids must both be non-empty")
             seqs.append(q + t[:-1])
             spans.append((len(q) - 1, t))
+        # Right padding: in a causal model no real token attends to the pads after it, so
+        # every row computes exactly what it would alone.
         b = make_batch(tok, seqs, "right").to(device)
         logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
-        for i, (first, target) in enumerate(spans):
-            pred = logits[i, first : first + len(target)].argmax(-1).tolist()
-            results.append(pred == target)
-    return results
+        for row, (i, (first, target)) in enumerate(zip(idx, spans)):
+            pred = logits[row, first : first + len(target)].argmax(-1).tolist()
+            results[i] = pred == target
+    return [results[i] for i in range(len(pairs))]
+
+
+def exact_match_batch(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[bool]:
+    """For each (query, target): does greedy decoding after the query produce the target?"""
+    return exact_match_ids(model, tok, [target_pair_ids(tok, q, t) for q, t in pairs], batch_size)
 
 
 @torch.no_grad()
 def generate_exact_match(model, tok, query: str, target: str) -> tuple[bool, str]:
-    """The generate() path: returns (match, generated text)."""
-    device = next(model.parameters()).device
-    target_ids = continuation_ids(tok, query, target)
-    ids = torch.tensor([encode(tok, query)], device=device)
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(target_ids),
-                         do_sample=False, pad_token_id=tok.pad_token_id)
-    new = out[0, ids.shape[1] :].tolist()
-    return new == target_ids, tok.decode(new)
+    """The generate() path, one query at a time, no padding: (match, generated text)."""
+    q, target_ids = target_pair_ids(tok, query, target)
+    # stop_at_eos=False: exactly len(target_ids) tokens, as the definition says.
+    new = greedy_decode(model, tok, [q], max_new_tokens=len(target_ids), batch_size=1, stop_at_eos=False)[0]
+    return new == target_ids, decode_text(tok, new)
+
+
+class Decoded(BaseModel):
+    """A greedy continuation of len(target) + extra tokens after a query."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    ids: tuple[int, ...]
+    match: bool  # its first len(target_ids) tokens are target_ids (the generate() path)
+
+
+def decode_targets(
+    model, tok, pairs: Sequence[tuple[str, str]], extra_tokens: int = 3, batch_size: int = 16
+) -> list[Decoded]:
+    """Greedy (batched, left-padded) continuation of len(target_ids) + ``extra_tokens``
+    tokens after each query, stopping at EOS, for per-sample records."""
+    ids = [target_pair_ids(tok, q, t) for q, t in pairs]
+    out: list[Decoded | None] = [None] * len(pairs)
+    # One generate() call per distinct length, so no row decodes more than it needs.
+    by_len: dict[int, list[int]] = {}
+    for i, (_, t) in enumerate(ids):
+        by_len.setdefault(len(t) + extra_tokens, []).append(i)
+    for n_new, rows in by_len.items():
+        gen = greedy_decode(model, tok, [ids[i][0] for i in rows], n_new, batch_size=batch_size)
+        for i, new in zip(rows, gen):
+            target = ids[i][1]
+            out[i] = Decoded(text=decode_text(tok, new), ids=tuple(new), match=new[: len(target)] == target)
+    return [d for d in out if d is not None]

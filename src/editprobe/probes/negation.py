@@ -1,0 +1,292 @@
+"""Negated queries (evaluation-protocol.md §2): the four settings PP, PN, NN, NP.
+
+Flow: ``build_negation_plan(records)`` negates every record's template and yields the
+positive requests (p, s, o*) and the negative requests (neg(p), s, o*); records whose
+template cannot be negated are excluded and reported (count + reasons), never kept
+positive. Edit one model with ``plan.positive_requests()`` and another with
+``plan.negative_requests()``; ``score_negation_run`` queries each edited model with both
+p(s) and neg(p)(s), always scoring exact match of o*; ``negation_scores`` combines the two
+runs into PP/PN/NN/NP efficacies and the discrepancies PP−PN, PP−NP, NN−PN, NN−NP, Avg.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from ..data.negation import Negation, negate
+from ..data.records import EditRecord, EditRequest
+from .exact import decode_targets, exact_match_batch
+from .registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, ProbeDefinition
+from .results import ProbeSample, Score, one_decimal
+
+# A negation function: (template, relation_id) -> Negation. A plain string (the negated
+# template) or None (cannot negate) is accepted too, for quick user-supplied functions.
+NegateFn = Callable[[str, str | None], "Negation | str | None"]
+EditedWith = Literal["positive", "negative"]
+QueryRow = tuple[str, str, str, str]  # (record_id, setting, query, target)
+
+# (edited with) -> ((setting, query kind), ...): which query each setting asks.
+RUN_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "positive": (("PP", "positive"), ("PN", "negated")),
+    "negative": (("NN", "negated"), ("NP", "positive")),
+}
+DISCREPANCIES = (("PP", "PN"), ("PP", "NP"), ("NN", "PN"), ("NN", "NP"))
+DECODE_EXTRA = 3  # [choice] tokens decoded beyond the target for per-sample text
+
+
+class ExcludedRecord(BaseModel):
+    """A record left out of the negation settings, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: str
+    template: str
+    relation_id: str | None
+    rule: str
+    reason: str
+
+
+class NegationItem(BaseModel):
+    """A record with its negated template; both requests share subject and target o*."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record: EditRecord
+    negation: Negation
+
+    @property
+    def negated_template(self) -> str:
+        assert self.negation.negated is not None  # guaranteed by build_negation_plan
+        return self.negation.negated
+
+    def query(self, kind: str) -> str:
+        template = self.record.template if kind == "positive" else self.negated_template
+        return template.format(self.record.subject)
+
+    def request(self, kind: str) -> EditRequest:
+        return self.record.request(template=self.record.template if kind == "positive" else self.negated_template)
+
+
+class NegationPlan(BaseModel):
+    """The records that take part in the negation settings, and those that cannot."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: tuple[NegationItem, ...]
+    excluded: tuple[ExcludedRecord, ...]
+
+    @property
+    def n_records(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_excluded(self) -> int:
+        return len(self.excluded)
+
+    @property
+    def record_ids(self) -> tuple[str, ...]:
+        return tuple(item.record.id for item in self.items)
+
+    def positive_requests(self) -> list[EditRequest]:
+        return [item.request("positive") for item in self.items]
+
+    def negative_requests(self) -> list[EditRequest]:
+        return [item.request("negative") for item in self.items]
+
+    def rule_counts(self) -> dict[str, int]:
+        """Records per negation rule family, e.g. {"relation-table": 80, "aux-insert": 12}."""
+        return dict(Counter(item.negation.rule_family for item in self.items).most_common())
+
+    def summary(self, examples: int = 5) -> str:
+        total = self.n_records + self.n_excluded
+        lines = [f"negation settings: {self.n_records}/{total} records kept, {self.n_excluded} excluded"]
+        lines += [f"  {rule}: {n}" for rule, n in self.rule_counts().items()]
+        lines += [f"  excluded {e.record_id}: {e.template!r} ({e.reason})" for e in self.excluded[:examples]]
+        return "\n".join(lines)
+
+
+def _as_negation(template: str, result: Negation | str | None) -> Negation:
+    if isinstance(result, Negation):
+        return result
+    if result is None:
+        return Negation(template=template, negated=None, rule="unnegatable", ok=False,
+                        reason="the negation function returned None")
+    return Negation(template=template, negated=result, rule="custom-function", ok=True)
+
+
+def _problem(negation: Negation) -> str | None:
+    """Why a negation cannot be used, or None. Checked here too because a user function
+    may return anything."""
+    if not negation.ok or negation.negated is None:
+        return negation.reason or "no rule could negate the template"
+    if negation.negated.count("{}") != 1:
+        return f"the negated template {negation.negated!r} must contain exactly one '{{}}'"
+    if " ".join(negation.negated.split()) == " ".join(negation.template.split()):
+        return "the negated template equals the template"
+    return None
+
+
+def build_negation_plan(records: Iterable[EditRecord], negate_fn: NegateFn | None = None) -> NegationPlan:
+    """Negate each record's template (``negate`` of data/negation.py by default: user table,
+    curated relation table, grammar rules) and split the records into kept and excluded."""
+    fn: NegateFn = negate_fn or negate
+    items: list[NegationItem] = []
+    excluded: list[ExcludedRecord] = []
+    for record in records:
+        negation = _as_negation(record.template, fn(record.template, record.relation_id))
+        problem = _problem(negation)
+        if problem is None:
+            items.append(NegationItem(record=record, negation=negation))
+        else:
+            excluded.append(ExcludedRecord(record_id=record.id, template=record.template,
+                                           relation_id=record.relation_id, rule=negation.rule, reason=problem))
+    return NegationPlan(items=tuple(items), excluded=tuple(excluded))
+
+
+def score_queries(
+    model, tok, rows: Sequence[QueryRow], probes: Mapping[str, ProbeDefinition],
+    decode_extra: int | None = DECODE_EXTRA, batch_size: int = 32,
+) -> list[ProbeSample]:
+    """Exact match for (record_id, setting, query, target) rows, each tagged with the probe
+    ``probes[setting]``; with ``decode_extra`` the samples carry a greedy decode of
+    len(target) + decode_extra tokens."""
+    pairs = [(q, t) for _, _, q, t in rows]
+    matches = exact_match_batch(model, tok, pairs, batch_size=batch_size)
+    decoded = decode_targets(model, tok, pairs, decode_extra, batch_size=min(batch_size, 16)) if decode_extra is not None else None
+    return [
+        ProbeSample(
+            record_id=rid, setting=setting, probe=probes[setting].name, query=q, expected=t, match=m,
+            generated=decoded[i].text if decoded else None, decode_match=decoded[i].match if decoded else None,
+        )
+        for i, ((rid, setting, q, t), m) in enumerate(zip(rows, matches))
+    ]
+
+
+class NegationRun(BaseModel):
+    """One edited model (edited with all positive, or all negative, requests) queried with
+    both the positive and the negated template."""
+
+    model_config = ConfigDict(frozen=True)
+
+    edited_with: EditedWith
+    record_ids: tuple[str, ...]
+    scores: dict[str, Score]
+    samples: tuple[ProbeSample, ...]
+
+
+def score_negation_run(
+    model, tok, plan: NegationPlan, edited_with: EditedWith,
+    decode_extra: int | None = DECODE_EXTRA, batch_size: int = 32,
+) -> NegationRun:
+    """Score the model edited with ``plan.<edited_with>_requests()``: exact match of o*
+    after the positive and after the negated query of every kept record."""
+    if edited_with not in RUN_SETTINGS:
+        raise ValueError(f"edited_with must be 'positive' or 'negative', not {edited_with!r}")
+    rows = [
+        (item.record.id, setting, item.query(kind), item.record.target_new)
+        for setting, kind in RUN_SETTINGS[edited_with]
+        for item in plan.items
+    ]
+    samples = score_queries(model, tok, rows, NEGATION_SETTINGS, decode_extra, batch_size)
+    scores = {
+        setting: Score.of(NEGATION_SETTINGS[setting], (s.match for s in samples if s.setting == setting))
+        for setting, _ in RUN_SETTINGS[edited_with]
+    }
+    return NegationRun(edited_with=edited_with, record_ids=plan.record_ids, scores=scores, samples=tuple(samples))
+
+
+class NegationScores(BaseModel):
+    """PP/PN/NN/NP efficacies (%, one decimal) and the discrepancies of §2.
+
+    Either run may be missing (RLEdit is evaluated with PP and PN only); settings and
+    discrepancies that need a missing run are None, and Avg needs all four."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settings: dict[str, Score]
+    n_records: int
+    n_excluded: int
+    excluded: tuple[ExcludedRecord, ...]
+    samples: tuple[ProbeSample, ...]
+    discrepancy_label: str = NEGATION_DISCREPANCY.label
+
+    def _exact(self, setting: str) -> float | None:
+        score = self.settings.get(setting)
+        return score.exact if score is not None else None
+
+    def _value(self, setting: str) -> float | None:
+        return one_decimal(self._exact(setting))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def PP(self) -> float | None:  # noqa: N802 - the paper's names
+        return self._value("PP")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def PN(self) -> float | None:  # noqa: N802
+        return self._value("PN")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def NN(self) -> float | None:  # noqa: N802
+        return self._value("NN")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def NP(self) -> float | None:  # noqa: N802
+        return self._value("NP")
+
+    def _differences(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for a, b in DISCREPANCIES:
+            x, y = self._exact(a), self._exact(b)
+            out[f"{a}-{b}"] = None if x is None or y is None else x - y
+        return out
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def discrepancies(self) -> dict[str, float | None]:
+        """PP−PN, PP−NP, NN−PN, NN−NP from the unrounded efficacies, then rounded."""
+        return {k: one_decimal(v) for k, v in self._differences().items()}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def avg(self) -> float | None:
+        values = list(self._differences().values())
+        if any(v is None for v in values):
+            return None
+        return one_decimal(sum(v for v in values if v is not None) / len(values))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_disagreements(self) -> int:
+        """Samples where the fast path and the decoded text's generate() verdict differ."""
+        return sum(s.decode_match is not None and s.decode_match != s.match for s in self.samples)
+
+    def row(self) -> dict[str, float | None]:
+        """The table row of the paper: PP, PN, NN, NP, the four discrepancies, Avg."""
+        return {"PP": self.PP, "PN": self.PN, "NN": self.NN, "NP": self.NP, **self.discrepancies, "Avg": self.avg}
+
+
+def negation_scores(plan: NegationPlan, positive: NegationRun | None, negative: NegationRun | None) -> NegationScores:
+    """Combine the runs of one plan (either may be None) into the §2 table row."""
+    settings: dict[str, Score] = {}
+    samples: list[ProbeSample] = []
+    for expected, run in (("positive", positive), ("negative", negative)):
+        if run is None:
+            continue
+        if run.edited_with != expected:
+            raise ValueError(f"the {expected} run was edited with {run.edited_with!r} requests")
+        if run.record_ids != plan.record_ids:
+            raise ValueError(f"the {expected} run scored other records than the plan holds")
+        settings.update(run.scores)
+        samples.extend(run.samples)
+    if not settings:
+        raise ValueError("no run given: pass the positive run, the negative run or both")
+    return NegationScores(settings=settings, n_records=plan.n_records, n_excluded=plan.n_excluded,
+                          excluded=plan.excluded, samples=tuple(samples))

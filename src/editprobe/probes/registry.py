@@ -1,0 +1,137 @@
+"""Registered, versioned probe definitions (the lm-eval-harness lesson of architecture.md).
+
+A probe definition is declarative: a name, a version and a protocol *label* saying exactly
+how the number is computed (decoding, ground truth, query, model state). Every result and
+every per-sample record carries the name, version and label of the probe that made it, so
+a number can never lose the protocol it was measured under. Bump a probe's version
+whenever the way it is computed changes (prompt wording, decoding, inclusion rule).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class ProbeDefinition(BaseModel):
+    """How one metric is computed; ``label`` is what reports print beside the number."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # "negation/PN"
+    version: int = 1
+    label: str  # "exact-match, teacher-forced greedy, target = new object o*, ..."
+    protocol: str = ""  # where the definition comes from, e.g. "evaluation-protocol.md §2"
+    higher_is_better: bool | None = None  # None: a diagnostic with no preferred direction
+    unit: str = "%"
+
+    @field_validator("name", "label")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @property
+    def tag(self) -> dict[str, str | int]:
+        """What every result built by this probe records about it."""
+        return {"probe": self.name, "probe_version": self.version, "label": self.label}
+
+
+PROBES: dict[str, ProbeDefinition] = {}
+
+
+def register_probe(definition: ProbeDefinition, replace: bool = False) -> ProbeDefinition:
+    """Add a probe. Re-registering an identical definition is a no-op; a different one under
+    a taken name is refused unless ``replace``: two meanings under one name would make
+    stored results ambiguous."""
+    old = PROBES.get(definition.name)
+    if old is not None and old != definition and not replace:
+        raise ValueError(
+            f"probe {definition.name!r} is already registered (version {old.version}: {old.label!r}); "
+            "pass replace=True or choose another name"
+        )
+    PROBES[definition.name] = definition
+    return definition
+
+
+def get_probe(name: str) -> ProbeDefinition:
+    try:
+        return PROBES[name]
+    except KeyError:
+        raise KeyError(f"unknown probe {name!r}; registered: {', '.join(sorted(PROBES))}") from None
+
+
+# --- the built-in probes ----------------------------------------------------------------------
+
+_EM = "exact-match, teacher-forced greedy (argmax = target at every target token)"
+_EM_DOC = "evaluation-protocol.md §1"
+_NEG_DOC = "evaluation-protocol.md §2"
+_FC_DOC = "evaluation-protocol.md §3"
+
+EXACT_FAST = register_probe(ProbeDefinition(
+    name="exact-match/fast", label=f"{_EM}, len(target_ids) tokens after the query", protocol=_EM_DOC,
+    higher_is_better=True))
+EXACT_GENERATE = register_probe(ProbeDefinition(
+    name="exact-match/generate", label="exact-match, generate() greedy, len(target_ids) new tokens after the query",
+    protocol=_EM_DOC, higher_is_better=True))
+
+# The four negation settings: (edited with, queried with, meaning).
+_SETTINGS = {
+    "PP": ("positive", "positive", True),
+    "PN": ("positive", "negated", False),
+    "NN": ("negated", "negated", True),
+    "NP": ("negated", "positive", False),
+}
+NEGATION_SETTINGS: dict[str, ProbeDefinition] = {
+    name: register_probe(ProbeDefinition(
+        name=f"negation/{name}",
+        label=f"{_EM}, target = new object o*, edited with {edited} requests, query = {queried} template",
+        protocol=_NEG_DOC, higher_is_better=better))
+    for name, (edited, queried, better) in _SETTINGS.items()
+}
+NEGATION_DISCREPANCY = register_probe(ProbeDefinition(
+    name="negation/discrepancy",
+    label="efficacy - hallucination (PP-PN, PP-NP, NN-PN, NN-NP) and Avg = their mean, from exact-match of o*",
+    protocol=_NEG_DOC, higher_is_better=True, unit="points"))
+NO_EDIT_KNOWN = register_probe(ProbeDefinition(
+    name="negation/no-edit-known",
+    label=f"{_EM}, unedited model, target = old object o, query = positive template, over all records with "
+          "an old object (what share of the facts the model knows; selects the baseline's records)",
+    protocol=_NEG_DOC, higher_is_better=None))
+NO_EDIT_PP = register_probe(ProbeDefinition(
+    name="negation/no-edit-PP",
+    label=f"{_EM}, unedited model, target = old object o, query = positive template "
+          "(records kept only where it matches, so 100 by construction)",
+    protocol=_NEG_DOC, higher_is_better=True))
+NO_EDIT_PN = register_probe(ProbeDefinition(
+    name="negation/no-edit-PN",
+    label=f"{_EM}, unedited model, target = old object o, query = negated template, over records whose "
+          "positive query exact-matches o",
+    protocol=_NEG_DOC, higher_is_better=False))
+
+FACTCHECK_ACCURACY = register_probe(ProbeDefinition(
+    name="factcheck/accuracy",
+    label="fact-check via chat template, greedy, first word true/false/other; % 'true' after the edit for the "
+          "new-object statement, over records the unedited model answered true/false and not 'true' both before and after",
+    protocol=_FC_DOC, higher_is_better=True))
+FACTCHECK_NO_EDIT = register_probe(ProbeDefinition(
+    name="factcheck/no-edit",
+    label="fact-check via chat template, greedy, first word; unedited model, old-object statement, % 'true' "
+          "over records with an old object",
+    protocol=_FC_DOC, higher_is_better=True))
+FACTCHECK_CONTROL = register_probe(ProbeDefinition(
+    name="factcheck/control",
+    label="fact-check via chat template, greedy, first word; edited model, old-object statement, % 'true' over "
+          "the included records (a model answering 'true' to everything scores high here too)",
+    protocol=_FC_DOC, higher_is_better=None))
+
+PARAPHRASE = register_probe(ProbeDefinition(
+    name="classic/paraphrase-efficacy",
+    label=f"{_EM}, target = new object o*, query = each paraphrase prompt; mean over a record's prompts, "
+          "then over records",
+    protocol="classic (ROME/MEMIT)", higher_is_better=True))
+NEIGHBORHOOD = register_probe(ProbeDefinition(
+    name="classic/neighborhood-specificity",
+    label=f"{_EM}, target = the unedited model's own greedy continuation (len(dataset answer) tokens), "
+          "query = each neighborhood prompt; mean over a record's prompts, then over records",
+    protocol="classic (ROME/MEMIT)", higher_is_better=True))

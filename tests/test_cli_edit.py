@@ -1,0 +1,54 @@
+"""`editprobe edit` end to end on a tiny local model: state, deltas and report written."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from editprobe.cli import app
+from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+
+
+def _counterfact_file(path, n=6):
+    facts = tiny_facts()
+    objects = sorted({o for t, _, o in facts if t == facts[0][0]})
+    records = []
+    for i, (template, subject, obj) in enumerate([f for f in facts if f[0] == facts[0][0]][:n]):
+        new = next(o for o in objects if o != obj)
+        records.append({
+            "case_id": i,
+            "requested_rewrite": {"prompt": template, "subject": subject, "relation_id": "P103",
+                                   "target_new": {"str": new}, "target_true": {"str": obj}},
+            "paraphrase_prompts": [], "neighborhood_prompts": [],
+        })
+    path.write_text(json.dumps(records))
+
+
+def test_edit_command_writes_state_and_report(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EDITPROBE_CACHE", str(tmp_path / "cache"))
+    loaded = trained_tiny_model("llama", steps=60)
+    model_dir = tmp_path / "model"
+    loaded.model.save_pretrained(model_dir)
+    loaded.tokenizer.save_pretrained(model_dir)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(tiny_corpus().texts(100)))
+    data = tmp_path / "cf.json"
+    _counterfact_file(data)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "edit", "--model", str(model_dir), "--method", "memit", "--data", str(data), "--n", "6",
+        "--batch-size", "3", "--out", str(out), "--hparams", "tiny", "--set", f"mom2_corpus={corpus}",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 6 and len(report["batches"]) == 2
+    assert report["efficacy_after"] > report["efficacy_before"]
+    assert (out / "state" / "deltas.safetensors").is_file()
+    assert "PP efficacy" in result.output
+
+
+def test_edit_command_bad_method_is_one_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["edit", "--method", "nope", "--out", str(tmp_path / "o"), "--n", "1"])
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.output
