@@ -114,12 +114,16 @@ def efficacy_with_delta(model, tok, adapter, request, layer: int, delta: torch.T
 
 
 def run(model_name: str = "smollm2-135m", n: int = 20, layer: int = 8, steps: int = 20, lr: float = 0.5,
-        device: str | None = None, dtype: str | None = None) -> dict:
-    model, tok, adapter = load_model(model_name, device=device, dtype=dtype)
+        device: str | None = None, dtype: str | None = None, loaded=None, early_stop_loss: float = 5e-2) -> dict:
+    """``loaded``: an already loaded (model, tokenizer, adapter), e.g. a random model of a
+    real architecture where the weights cannot be had (then pass early_stop_loss=0 so both
+    sides run every step)."""
+    model, tok, adapter = loaded if loaded is not None else load_model(model_name, device=device, dtype=dtype)
     dev = next(model.parameters()).device
     requests = [r.request() for r in load_records("counterfact-sample", limit=n).records]
     templates = generate_templates(model, tok, TemplateSpec(), seed=0).all
-    s = TargetSettings(layer=layer, sites=(Site("block", 0.75, 0.5),), lr=lr, steps=steps)
+    s = TargetSettings(layer=layer, sites=(Site("block", 0.75, 0.5),), lr=lr, steps=steps,
+                       early_stop_loss=early_stop_loss)
     n_layers = adapter.n_layers(model)
     params_above = sum(p.numel() for i in range(layer + 1, n_layers) for p in adapter.block(model, i).parameters())
     params_all = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
