@@ -48,20 +48,27 @@ class EditorState:
             if self._accum:
                 raise StateError("covariance statistics must be computed on the unedited model; load or compute "
                                  "them before the first batch")
-            from ..data import load_corpus
-            from .covariance import CovarianceStore
-
-            if self.stats is None:
-                self.stats = CovarianceStore()
-            corpus = self.corpus or load_corpus(self.hp.mom2_corpus)
-            got = self.stats.get(
-                self.model, self.tok, self.adapter, sorted(missing), corpus.texts, corpus.identity,
-                n_docs=self.hp.mom2_n_samples, max_len=self.hp.mom2_max_len,
-                dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
-            )
+            got = self.stats_store().get(self.model, self.tok, self.adapter, **self._stats_request(sorted(missing)))
             for l, st in got.items():
                 self._c0[l] = st.mean_second_moment().float().cpu()
         return self._c0[layer]
+
+    def stats_store(self):
+        if self.stats is None:
+            from .covariance import CovarianceStore
+
+            self.stats = CovarianceStore()
+        return self.stats
+
+    def _stats_request(self, layers: list[int]) -> dict:
+        """Everything that identifies this editor's statistics (the store's cache key)."""
+        from ..data import load_corpus
+
+        corpus = self.corpus or load_corpus(self.hp.mom2_corpus)
+        return dict(
+            layers=layers, texts_factory=corpus.texts, corpus_id=corpus.identity, n_docs=self.hp.mom2_n_samples,
+            max_len=self.hp.mom2_max_len, dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
+        )
 
     # --- writing weights ----------------------------------------------------------------------
     def write(self, layer: int, delta_out_in: torch.Tensor) -> None:
