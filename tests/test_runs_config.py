@@ -1,0 +1,53 @@
+"""RunConfig: defaults of the paper, YAML with flags on top, one clear error per bad field."""
+
+from __future__ import annotations
+
+import pytest
+
+from editprobe.runs import RunConfig, RunConfigError, dataset_key
+from editprobe.runs.loop import batch_seed
+
+
+def test_paper_defaults():
+    c = RunConfig()
+    assert (c.n, c.batch_size, c.eval) == (2000, 100, "final")
+    assert c.hparams_overrides() == {}
+
+
+def test_yaml_with_flags_on_top(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: tiny\nmethods: [memit, alphaedit]\nn: 10\nout: runs/x\noverrides: {v_lr: 0.1}\n")
+    c = RunConfig.from_yaml(path, n=4, seed=None, preserve_previous=False)
+    assert c.methods == ("memit", "alphaedit") and c.n == 4 and c.seed == 0
+    assert c.hparams_overrides() == {"v_lr": 0.1, "preserve_previous": False}
+    assert "out" not in c.identity()
+    # How often to checkpoint does not change results: a resume may choose another value.
+    assert "checkpoint_every" not in c.identity()
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"n": 0}, "'n'"), ({"batch_size": -1}, "'batch_size'"), ({"checkpoint_every": 0}, "'checkpoint_every'"), ({"methods": []}, "'methods'"),
+    ({"methods": ["memit", "memit"]}, "'methods'"), ({"eval": "every-batch"}, "'eval'"), ({"nope": 1}, "'nope'"),
+    ({"datasets": ["a/mcf.json", "b/mcf.json"]}, "distinct names"),
+])
+def test_bad_fields_name_the_field(fields, field):
+    with pytest.raises(RunConfigError, match=field):
+        RunConfig.build(fields)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(RunConfigError, match="mapping"):
+        RunConfig.from_yaml(path)
+
+
+def test_dataset_key():
+    assert dataset_key("data/mcf_2000.json") == "mcf_2000"
+    assert dataset_key("counterfact-sample") == "counterfact-sample"
+
+
+def test_batch_seed_is_stable_and_distinct():
+    assert batch_seed(0, "cf__memit__positive", 1) == batch_seed(0, "cf__memit__positive", 1)
+    seeds = {batch_seed(s, st, b) for s in (0, 1) for st in ("a", "b") for b in range(3)}
+    assert len(seeds) == 12

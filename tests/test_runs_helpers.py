@@ -1,0 +1,59 @@
+"""Shared pieces of the run tests (test_runs_*.py): a trained tiny model saved to a local
+directory, a CounterFact-style file of its facts, a negation table for its verb-less
+templates, a corpus file. No tests live here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+from editprobe.runs import RunConfig
+
+# The tiny facts' templates have no verb, so no rule negates them: a user table does (§2).
+NEGATIONS = {"The mother tongue of {}": "Not the mother tongue of {}",
+             "The birthplace of {}": "Never the birthplace of {}"}
+
+
+def counterfact_records(n: int) -> list[dict]:
+    facts = [f for f in tiny_facts(0) if f[0] in NEGATIONS]
+    objects = {t: sorted({o for tt, _, o in tiny_facts(0) if tt == t}) for t in NEGATIONS}
+    out = []
+    for i, (template, subject, obj) in enumerate(facts[:n]):
+        new = next(o for o in objects[template] if o != obj)
+        out.append({"case_id": i, "requested_rewrite": {
+            "prompt": template, "subject": subject, "relation_id": None,
+            "target_new": {"str": new}, "target_true": {"str": obj}},
+            "paraphrase_prompts": [], "neighborhood_prompts": []})
+    return out
+
+
+def workspace(root: Path, n: int = 6) -> dict[str, Path]:
+    """Model dir, dataset, negation table and corpus under ``root`` (built once per root)."""
+    torch.set_num_threads(1)
+    paths = {"model": root / "model", "data": root / "cf.json", "negations": root / "neg.yaml",
+             "corpus": root / "corpus.txt"}
+    if not paths["model"].is_dir():
+        loaded = trained_tiny_model("llama", seed=0)
+        loaded.model.save_pretrained(paths["model"])
+        loaded.tokenizer.save_pretrained(paths["model"])
+        paths["data"].write_text(json.dumps(counterfact_records(n)))
+        paths["negations"].write_text("".join(f'"{k}": "{v}"\n' for k, v in NEGATIONS.items()))
+        paths["corpus"].write_text("\n\n".join(tiny_corpus().texts(100)))
+    return paths
+
+
+def config(ws: dict[str, Path], out: Path, **fields) -> RunConfig:
+    base = dict(model=str(ws["model"]), methods=("memit",), datasets=(str(ws["data"]),), n=6, batch_size=3,
+                out=out, hparams="tiny", overrides={"mom2_corpus": str(ws["corpus"])},
+                negation_table=str(ws["negations"]), seed=0)
+    return RunConfig.build({**base, **fields})
+
+
+def comparable(summary: dict) -> dict:
+    """A summary without what may differ between equal runs: timings, the out dir."""
+    out = {k: v for k, v in summary.items() if k != "timings"}
+    out["config"] = {k: v for k, v in summary["config"].items() if k != "out"}
+    return out

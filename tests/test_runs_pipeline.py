@@ -1,0 +1,141 @@
+"""The whole experiment end to end on a trained tiny model: baseline, positive and negated
+editing runs, fact-checking, per-sample records, summary, and the refusal rules."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+import typer
+from test_runs_helpers import config, workspace
+from typer.testing import CliRunner
+
+from editprobe.cli.run import register
+from editprobe.models import load_model
+from editprobe.runs import RunDir, RunExistsError, read_samples, read_summary, run_experiment
+
+SAMPLE_FIELDS = {"query", "expected", "generated", "match", "setting", "record_id", "method", "dataset"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    ws = workspace(root)
+    out = root / "out"
+    loaded = load_model(str(ws["model"]))
+    weights = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
+        summary = run_experiment(config(ws, out, methods=("memit", "alphaedit")), loaded=loaded, progress=False)
+    after = loaded.model.state_dict()
+    restored = all(torch.equal(after[k], v) for k, v in weights.items())
+    return {"ws": ws, "out": out, "summary": summary, "root": root, "restored": restored}
+
+
+def _cli():
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_summary_has_config_versions_and_metrics(finished):
+    s = read_summary(finished["out"])
+    assert s == json.loads(json.dumps(finished["summary"]))
+    assert s["config"]["methods"] == ["memit", "alphaedit"] and s["seed"] == 0
+    assert {"python", "torch", "transformers", "editprobe"} <= set(s["versions"])
+    assert [r["method"] for r in s["results"]] == ["memit", "alphaedit"]
+    assert set(s["timings"]["batches"]) == {f"cf__{m}__{k}" for m in ("memit", "alphaedit")
+                                            for k in ("positive", "negative")}
+    assert all(len(b) == 2 for b in s["timings"]["batches"].values())  # 6 records, batches of 3
+    d = s["datasets"]["cf"]
+    assert d["n_records"] == 6 and d["negation_rules"] == {"user-table": 6}
+    assert d["no_edit"]["available"] and d["no_edit"]["PP"] == 100.0  # the trained model knows its facts
+    for r in s["results"]:
+        assert r["negation"]["PP"] >= 50.0  # the edits took
+        assert r["factcheck"]["Eff"] == r["negation"]["PP"]
+        assert len(r["edit_reports"]["positive"]) == 2
+
+
+def test_metrics_agree_with_the_per_sample_records(finished):
+    samples = read_samples(finished["out"])
+    assert all(SAMPLE_FIELDS <= set(x) for x in samples)
+    for r in finished["summary"]["results"]:
+        mine = [x for x in samples if x["method"] == r["method"]]
+        by_setting = Counter(x["setting"] for x in mine)
+        assert {k: by_setting[k] for k in ("PP", "PN", "NN", "NP")} == {"PP": 6, "PN": 6, "NN": 6, "NP": 6}
+        for setting in ("PP", "PN", "NN", "NP"):
+            rows = [x for x in mine if x["setting"] == setting]
+            assert r["counts"][setting] == [sum(x["match"] for x in rows), 6]
+            assert r["negation"][setting] == round(100 * sum(x["match"] for x in rows) / 6, 1)
+        # PP/PN come from the positively edited model, NN/NP from the negatively edited one.
+        assert {x["edited_with"] for x in mine if x["setting"] in ("PP", "PN")} == {"positive"}
+        assert {x["edited_with"] for x in mine if x["setting"] in ("NN", "NP")} == {"negative"}
+        assert by_setting["factcheck-after"] == 6 and by_setting["factcheck-control"] == 6
+    assert Counter(x["setting"] for x in samples if x["method"] == "none")["factcheck-before"] == 6
+
+
+def test_model_is_restored_after_every_editing_run(finished):
+    """Four editing runs went through the same model object: each started from, and left,
+    the unedited weights."""
+    assert finished["restored"]
+
+
+def test_checkpoints_are_removed_when_finished(finished):
+    assert not (finished["out"] / "checkpoints").exists()
+    assert (finished["out"] / "samples.jsonl").is_file()
+
+
+def test_finished_run_is_refused(finished):
+    with pytest.raises(RunExistsError, match="finished run"):
+        run_experiment(config(finished["ws"], finished["out"], methods=("memit", "alphaedit")), resume=True)
+
+
+def test_unfinished_run_needs_resume_and_the_same_config(tmp_path):
+    ws = {"model": tmp_path, "data": tmp_path / "d.json", "corpus": tmp_path / "c", "negations": tmp_path / "n"}
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.open(config(ws, tmp_path / "run"), resume=False)
+    with pytest.raises(RunExistsError, match="--resume"):
+        run_dir.open(config(ws, tmp_path / "run"), resume=False)
+    with pytest.raises(RunExistsError, match="differs in seed"):
+        run_dir.open(config(ws, tmp_path / "run", seed=1), resume=True)
+    run_dir.open(config(ws, tmp_path / "run"), resume=True)  # same config: fine
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunExistsError, match="not a run directory"):
+        RunDir(other).open(config(ws, other), resume=False)
+
+
+def test_report_command_on_the_run(finished, tmp_path):
+    result = CliRunner().invoke(_cli(), ["report", str(finished["out"]), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "| No edit |" in result.output and "| memit |" in result.output
+    for name in ("negation", "factcheck"):
+        for ext in ("md", "csv", "tex"):
+            assert (tmp_path / "rep" / f"{name}.{ext}").is_file()
+    assert not (tmp_path / "rep" / "ablation.md").exists()  # the run has one preserve setting
+
+
+def test_run_command_rejects_a_bad_config_before_loading(tmp_path):
+    result = CliRunner().invoke(_cli(), ["run", "--method", "nope", "--out", str(tmp_path / "o"), "--n", "1"])
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.output
+    assert not (tmp_path / "o").exists()
+    result = CliRunner().invoke(_cli(), ["run", "--n", "0", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "'n'" in result.output
+
+
+def test_cli_resume_reads_the_saved_config_and_yaml_configs_work(finished, tmp_path):
+    """`run --resume --out DIR` takes the run's own config; a YAML config with --out works
+    the same; both stop at the finished run without touching it."""
+    before = (finished["out"] / "summary.json").read_bytes()
+    result = CliRunner().invoke(_cli(), ["run", "--resume", "--out", str(finished["out"])])
+    assert result.exit_code == 2 and "finished run" in " ".join(result.output.split())
+    cfg = config(finished["ws"], finished["out"], methods=("memit", "alphaedit"))
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
+    result = CliRunner().invoke(_cli(), ["run", "--config", str(path)])
+    assert result.exit_code == 2 and "finished run" in " ".join(result.output.split())
+    assert (finished["out"] / "summary.json").read_bytes() == before

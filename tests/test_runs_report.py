@@ -1,0 +1,104 @@
+"""Report tables on synthetic run directories: layout, values, no-edit rows, the ablation."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from editprobe.cli.run import register
+from editprobe.report import ablation_table, factcheck_table, load_summaries, negation_table, to_latex, to_markdown
+
+NEG = {"PP": 98.2, "PN": 69.4, "NN": 97.8, "NP": 81.5, "PP-PN": 28.8, "PP-NP": 16.7, "NN-PN": 28.4, "NN-NP": 16.3,
+       "Avg": 22.6}
+
+
+def _summary(preserve: bool, pp: float = 98.2, methods=("memit",), model="m") -> dict:
+    return {
+        "config": {"model": model},
+        "datasets": {"mcf": {"no_edit": {"PP": 100.0, "PN": 15.4}, "factcheck_no_edit": {"Acc": 91.1, "n": 90}}},
+        "results": [{"dataset": "mcf", "method": m, "preserve_previous": preserve, "negation": {**NEG, "PP": pp},
+                     "factcheck": {"Eff": pp, "Acc": 64.6, "n": 80, "Control": None}} for m in methods],
+    }
+
+
+def _write(tmp_path, name, summary):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def test_negation_table_layout_and_values(tmp_path):
+    runs = [_write(tmp_path, "a", _summary(True, methods=("memit", "alphaedit")))]
+    df = negation_table(load_summaries(runs))
+    assert list(df.columns) == ["Model", "Dataset", "Method", "PP", "PN", "NN", "NP", "PP−PN", "PP−NP", "NN−PN",
+                                "NN−NP", "Avg"]
+    assert list(df["Method"]) == ["No edit", "memit", "alphaedit"]
+    assert df.iloc[0]["PN"] == 15.4 and pd.isna(df.iloc[0]["NN"])
+    assert df.iloc[1]["PP−NP"] == 16.7 and df.iloc[1]["Avg"] == 22.6
+
+
+def test_no_edit_row_once_per_model_and_dataset(tmp_path):
+    runs = [_write(tmp_path, "a", _summary(True)), _write(tmp_path, "b", _summary(True, methods=("rect",))),
+            _write(tmp_path, "c", _summary(True, model="other"))]
+    df = negation_table(load_summaries(runs))
+    assert list(zip(df["Model"], df["Method"])) == [("m", "No edit"), ("other", "No edit"), ("m", "memit"),
+                                                    ("m", "rect"), ("other", "memit")]
+
+
+def test_factcheck_table(tmp_path):
+    df = factcheck_table(load_summaries([_write(tmp_path, "a", _summary(True))]))
+    assert list(df.columns) == ["Model", "Dataset", "Method", "Eff", "Acc", "n", "Control"]
+    assert df.iloc[0]["Acc"] == 91.1 and pd.isna(df.iloc[0]["Eff"])
+    assert (df.iloc[1]["Eff"], df.iloc[1]["Acc"], df.iloc[1]["n"]) == (98.2, 64.6, 80)
+    md = to_markdown(df)
+    assert "| m | mcf | No edit | – | 91.1 | 90 | – |" in md  # n stays an integer, missing is "–"
+
+
+def test_ablation_only_when_runs_differ_in_preserve_previous(tmp_path):
+    same = load_summaries([_write(tmp_path, "a", _summary(True)), _write(tmp_path, "b", _summary(True))])
+    assert ablation_table(same) is None
+    both = load_summaries([_write(tmp_path, "c", _summary(True)), _write(tmp_path, "d", _summary(False, pp=23.2))])
+    df = ablation_table(both)
+    assert list(zip(df["K_p"], df["PP"])) == [("with", 98.2), ("without", 23.2)]
+    assert set(negation_table(both)["Method"]) == {"No edit", "memit (with K_p)", "memit (no K_p)"}
+
+
+def test_latex_escapes_and_marks_missing(tmp_path):
+    df = negation_table(load_summaries([_write(tmp_path, "a", _summary(True, model="my_model"))]))
+    tex = to_latex(df, "Negation (%)")
+    assert r"my\_model" in tex and r"PP$-$PN" in tex and r"\caption{Negation (\%)}" in tex
+    assert "No edit & 100.0 & 15.4 & -- &" in tex
+    assert tex.count(r"\\") == 1 + len(df)  # header + one line per row
+
+
+def test_report_cli_writes_all_formats_and_prints_markdown(tmp_path):
+    app = typer.Typer()
+    register(app)
+    runs = [_write(tmp_path, "a", _summary(True)), _write(tmp_path, "b", _summary(False, pp=23.2))]
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("negation", "factcheck", "ablation"):
+        for ext in ("md", "csv", "tex"):
+            assert (out / f"{name}.{ext}").is_file()
+    assert (out / "negation.md").read_text() in result.output
+    csv = pd.read_csv(out / "ablation.csv")
+    assert list(csv["PP"]) == [98.2, 23.2]
+
+
+def test_report_cli_on_a_non_run_directory(tmp_path):
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "summary.json" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("bad", [[], None])
+def test_load_summaries_needs_a_directory(bad):
+    with pytest.raises(ValueError):
+        load_summaries(bad or [])
