@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.editprobe-installed
 
-.PHONY: setup demo test test-fast bench clean-venv
+.PHONY: setup demo test test-fast test-slow bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,10 +23,14 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/editprobe models pull smollm2-135m
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration"
+
+test-slow: setup
+	$(VENV)/bin/editprobe models pull smollm2-135m
+	$(PY) -m pytest -q -s -m slow
 
 bench: setup
 	$(VENV)/bin/editprobe models pull smollm2-135m

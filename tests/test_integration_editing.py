@@ -9,7 +9,8 @@ from editprobe.editing import make_editor
 from editprobe.editing.covariance import CovarianceStore
 from editprobe.probes.exact import exact_match_batch
 
-pytestmark = pytest.mark.integration
+# Slow on CPU (two editors × 100 target optimizations of a 135M model): `make test-slow`.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
