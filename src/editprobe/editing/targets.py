@@ -187,10 +187,10 @@ class TargetOptimizer:
             arity_holder.append(block_output_arity(adapter.block(model, max(start, 0)), lambda: got.setdefault("h", plain())))
         hidden0 = got["h"]
         ar = torch.arange(len(layout.rows), device=dev)
-        anchor = {site.kind: got[p][ar, subj_pos][first_row].float() for site, p in zip(s.sites, paths)}
-        h_start = got[start_path[0]].detach() if start_path else None
-        # per row (not only the first): methods with per-prompt anchors (NAMET) read these
+        # per row (the anchor is the first row's); methods with per-prompt anchors (NAMET) read them
         row_values = {site.kind: got[p][ar, subj_pos].float() for site, p in zip(s.sites, paths)}
+        anchor = {k: v[first_row] for k, v in row_values.items()}
+        h_start = got[start_path[0]].detach() if start_path else None
         reference = {k: got[p][ar, subj_pos][first_row].float() for k, p in zip(ref_kinds, ref_paths)}
         ctx = {"anchor": anchor, "first_row": first_row, "row_values": row_values, "reference": reference}
         kl_rows = [i for i, r in enumerate(layout.rows) if r.kind == "kl"]

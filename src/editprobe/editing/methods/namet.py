@@ -71,10 +71,14 @@ class NAMETTargetOptimizer(TargetOptimizer):
         rb = super().build_rows(requests, templates)
         if not self.official:
             return rb
-        # Unshifted indices: pad-aware code adds the pad count to the index, so subtract it
-        # here and the padded position is the unpadded index itself (the official behaviour).
-        width = rb.batch.input_ids.shape[1]
-        rows = [replace(r, subject_index=r.subject_index - (width - rb.batch.lengths[i])) for i, r in enumerate(rb.rows)]
+        # The official code pads each request's P+1 prompts on their own and indexes them
+        # with the unpadded subject index, i.e. shifted left by the row's pad count within
+        # that request. Pad-aware code adds this batch's pad count to an index, so subtract
+        # the request's own pad count: the position lands on the token the official one does.
+        width = {}
+        for r in rb.rows:
+            width[r.request] = max(width.get(r.request, 0), len(r.ids))
+        rows = [replace(r, subject_index=r.subject_index - (width[r.request] - len(r.ids))) for r in rb.rows]
         return RowBatch(rows, rb.batch)
 
     def prepare(self, layout, hidden0, ctx: dict) -> None:
