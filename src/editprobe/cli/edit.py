@@ -59,6 +59,7 @@ def edit(
             except (ValueError, ArithmeticError) as exc:
                 fail(exc)
             progress.advance(task, len(batch))
+    editor.finalize()  # e.g. PRUNE restrains the accumulated edit once, after the last batch
     after = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
     editor.save_state(out / "state")
     eff_before = 100 * sum(before) / len(before)

@@ -201,6 +201,10 @@ class LTEEditor(EditorState):
             k64 = k.to("cpu", self.cp_dtype)
             self._cp[layer] = self._cp.get(layer, torch.zeros(k64.shape[0], k64.shape[0], dtype=self.cp_dtype)) + k64 @ k64.T
 
+    def finalize(self) -> dict:
+        """Work a method does once after the last batch (PRUNE's restraint); a no-op here."""
+        return {}
+
     def prepare(self) -> None:
         """Load what the solves need before the first batch (covariance, projectors)."""
         if self.needs_covariance:

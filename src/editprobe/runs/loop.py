@@ -206,6 +206,7 @@ class Experiment:
                     editor.save_state(self.dir.checkpoint(stage), include_stats=False)
                     self.dir.record_checkpoint(stage, b, timings, reports)
                     self._crash.tick()
+            editor.finalize()  # once after the last batch (PRUNE); idempotent, so resume-safe
             self.console.print(f"{dk} {method} {kind}: scoring {plan.n_records} records")
             run = score_negation_run(model, tok, plan, kind)  # type: ignore[arg-type]
             result: dict[str, Any] = {"run": run.model_dump(mode="json"), "hparams": editor.hp.model_dump(mode="json"),
