@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.editprobe-installed
 
-.PHONY: setup demo test test-fast test-slow bench clean-venv
+.PHONY: setup browser demo test test-fast test-slow bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,14 @@ demo: setup
 	$(VENV)/bin/editprobe models pull smollm2-135m
 	$(VENV)/bin/editprobe demo
 
-test: setup
+# The HTML report's browser test drives headless Chromium (Debian packages); without them
+# that one test skips with a message.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "chromium could not be installed: the HTML report's browser test will skip"
+
+test: setup browser
 	$(VENV)/bin/editprobe models pull smollm2-135m
 	$(PY) -m pytest -q -m "not slow"
 

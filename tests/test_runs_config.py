@@ -29,6 +29,7 @@ def test_yaml_with_flags_on_top(tmp_path):
     ({"n": 0}, "'n'"), ({"batch_size": -1}, "'batch_size'"), ({"checkpoint_every": 0}, "'checkpoint_every'"), ({"methods": []}, "'methods'"),
     ({"methods": ["memit", "memit"]}, "'methods'"), ({"eval": "every-batch"}, "'eval'"), ({"nope": 1}, "'nope'"),
     ({"datasets": ["a/mcf.json", "b/mcf.json"]}, "distinct names"),
+    ({"factcheck": {"statement_template": "{query}"}}, "factcheck.statement_template"),
 ])
 def test_bad_fields_name_the_field(fields, field):
     with pytest.raises(RunConfigError, match=field):
@@ -51,3 +52,11 @@ def test_batch_seed_is_stable_and_distinct():
     assert batch_seed(0, "cf__memit__positive", 1) == batch_seed(0, "cf__memit__positive", 1)
     seeds = {batch_seed(s, st, b) for s in (0, 1) for st in ("a", "b") for b in range(3)}
     assert len(seeds) == 12
+
+
+def test_factcheck_wording_is_part_of_the_run_identity():
+    default = RunConfig()
+    assert default.factcheck.statement_template == "{query} {target}"  # §3: no full stop
+    dotted = RunConfig.build({"factcheck": {"statement_template": "{query} {target}."}})
+    assert dotted.factcheck.statement_template == "{query} {target}."
+    assert dotted.identity() != default.identity()  # --resume refuses to mix wordings

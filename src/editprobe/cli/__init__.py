@@ -16,7 +16,7 @@ def _attach() -> None:
 
     app.add_typer(model_cmds.app, name="models", help="Built-in models and the model cache.")
     app.add_typer(data_cmds.app, name="data", help="Inspect and check datasets.")
-    for module_name in ("edit", "demo", "run"):
+    for module_name in ("edit", "demo", "run", "trace", "analyze"):
         try:
             module = __import__(f"editprobe.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

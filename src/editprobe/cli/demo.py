@@ -1,40 +1,106 @@
-"""`editprobe demo`: the main job on a fresh machine (built-in model and data)."""
+"""`editprobe demo`: the main job on a fresh machine — edit the built-in model with MEMIT
+and AlphaEdit, evaluate on positive and negated queries and by fact-checking, print the
+paper's tables (evaluation-protocol.md §2-4) and say where everything is.
+
+The run directory is reused: an unfinished demo run is resumed, a finished one with the
+same settings is reported again without recomputing; ``--fresh`` starts over."""
 
 from __future__ import annotations
 
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from .common import fail
 
 console = Console()
 
 
+def demo_config_fields(path: Path | None = None) -> dict:
+    """The shipped demo settings (runs/builtin/demo.yaml), or a user's run config YAML."""
+    import yaml
+
+    if path is None:
+        return yaml.safe_load(resources.files("editprobe.runs").joinpath("builtin/demo.yaml").read_text())
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read run config {path}: {exc}")
+    if not isinstance(raw, dict):
+        fail(f"{path}: a run config must be a mapping of fields")
+    return raw
+
+
 def demo(
-    n: int = typer.Option(10, help="records to show"),
-    model: str = typer.Option("smollm2-135m", help="model (built-in by default)"),
-    data: str = typer.Option("counterfact-sample", help="dataset (built-in sample by default)"),
-    max_new_tokens: int = typer.Option(6, help="tokens generated per query"),
+    out: Path = typer.Option(Path("runs/demo"), help="run directory (resumed or re-reported when it exists)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run config YAML instead of the shipped demo settings"),
+    n: Optional[int] = typer.Option(None, help="records (default 40)"),
+    batch_size: Optional[int] = typer.Option(None, help="requests per sequential batch (default 20)"),
+    method: list[str] = typer.Option([], "--method", help="editing method; repeat for several (default memit, alphaedit)"),
+    model: Optional[str] = typer.Option(None, help="model (default: the built-in smollm2-135m)"),
+    data: Optional[str] = typer.Option(None, help="dataset (default: the built-in counterfact-sample)"),
+    fresh: bool = typer.Option(False, "--fresh", help="delete the run directory's earlier demo run first"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
-    """Load the built-in model and CounterFact sample; show queries, greedy answers, old targets."""
-    import torch
+    """Edit the built-in model (MEMIT, AlphaEdit), evaluate negation and fact-checking, print the tables."""
+    from ..report import load_summaries, write_tables
+    from ..runs import RunConfig, RunExistsError, run_experiment
+    from ..runs.store import RunDir, read_summary
 
-    from ..data import load_records
-    from ..models import load_model
-    from ..probes.exact import exact_match_batch
+    fields = demo_config_fields(config)
+    flags = {"n": n, "batch_size": batch_size, "methods": tuple(method) or None, "model": model,
+             "datasets": (data,) if data else None}
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    fields["out"] = out
+    if threads is not None:
+        import torch
 
-    loaded = load_model(model)
-    records = load_records(data, limit=n).records
-    known = exact_match_batch(loaded.model, loaded.tokenizer, [(r.query, r.target_true) for r in records])
-    table = Table("query", "greedy answer", "old target", "knows it", title=f"{model} on {data}")
-    for record, ok in zip(records, known):
-        ids = loaded.tokenizer(record.query, return_tensors="pt")
-        with torch.no_grad():
-            out = loaded.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=loaded.tokenizer.pad_token_id)
-        answer = loaded.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        table.add_row(record.query, answer.strip().replace("\n", " "), record.target_true or "-", "yes" if ok else "no")
-    console.print(table)
-    console.print(f"{sum(known)}/{len(records)} old targets exact-matched (teacher-forced greedy).")
+        torch.set_num_threads(threads)
+    try:
+        cfg = RunConfig.build(fields)
+    except ValueError as exc:
+        fail(exc)
+    run_dir = RunDir(out)
+    if fresh and out.exists():
+        if not (out / "config.json").is_file():
+            fail(f"{out} is not a run directory; refusing to delete it")
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    if run_dir.finished:
+        saved = read_summary(out)["config"]
+        if RunConfig.build(saved).identity() != cfg.identity():
+            fail(f"{out} holds a finished run with other settings; pass --fresh or another --out")
+        console.print(f"[bold]{out}[/bold] already holds this finished demo run; reporting it (--fresh recomputes)")
+    else:
+        console.print(f"editing {cfg.model} with {', '.join(cfg.methods)}: {cfg.n} records of "
+                      f"{', '.join(cfg.datasets)} in batches of {cfg.batch_size} -> {out}")
+        try:
+            run_experiment(cfg, resume=(out / "config.json").is_file())
+        except (RunExistsError, ValueError, ArithmeticError, OSError) as exc:
+            fail(exc)
+    report_dir = out / "report"
+    text = write_tables(load_summaries([out]), report_dir)
+    typer.echo("")
+    typer.echo(text)
+    typer.echo(_reading_guide())
+    typer.echo(f"run: {out}/summary.json (config, versions, timings), {out}/samples.jsonl (every query and answer)")
+    typer.echo(f"tables: {report_dir}/negation.md|csv|tex, {report_dir}/factcheck.md|csv|tex")
+    typer.echo(f"wall time: {time.perf_counter() - started:.0f} s")
+
+
+def _reading_guide() -> str:
+    return (
+        "\nHow to read it: PP is the usual edit success (positive query after a positive edit). PN is\n"
+        "how often the *negated* query also yields the new target — a real change of meaning keeps it\n"
+        "low; a subject->target shortcut drives it up with PP. Fact-check Acc is how often the edited\n"
+        "model, asked in its chat template, judges the edited statement true; far below Eff (= PP)\n"
+        "means the edit did not change what the model believes.\n"
+    )
 
 
 def register(app: typer.Typer) -> None:

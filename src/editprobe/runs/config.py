@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..probes.factcheck import FactCheckConfig
+
 
 class RunConfigError(ValueError):
     pass
@@ -33,6 +35,10 @@ class RunConfig(BaseModel):
     hparams: str | None = None  # model key or YAML path; None: the model's shipped key
     overrides: dict[str, Any] = Field(default_factory=dict)  # single hparams fields
     negation_table: str | None = None  # user YAML "template: negated", overrides the rules (§2)
+    # The fact-check probe's wording (§3 defaults: statement "{query} {target}", no full stop).
+    # E.g. {statement_template: "{query} {target}."} — SmolLM2-135M judges 4% of true
+    # CounterFact statements true without the full stop and 42% with it.
+    factcheck: FactCheckConfig = Field(default_factory=FactCheckConfig)
     # [choice, matches the AlphaEdit driver] evaluate once, on the final model. Evaluating
     # after every batch is not implemented yet; the field exists so results say which.
     eval: Literal["final"] = "final"

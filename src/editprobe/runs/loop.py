@@ -148,8 +148,9 @@ class Experiment:
         model, tok = self.loaded.model, self.loaded.tokenizer
         self.console.print(f"[bold]{dk}[/bold]: no-edit baseline on {plan.n_records} records")
         neg = no_edit_baseline(model, tok, plan)
-        fc_none = no_edit_fact_check(model, tok, _records_of(plan))
-        before = ask_records(model, tok, _records_of(plan), "new")
+        fc_cfg = self.config.factcheck
+        fc_none = no_edit_fact_check(model, tok, _records_of(plan), fc_cfg)
+        before = ask_records(model, tok, _records_of(plan), "new", fc_cfg)
         rows = [_sample(dk, "none", "none", s.model_dump(mode="json")) for s in neg.samples]
         rows += [_fc_sample(dk, "none", "none", "factcheck-no-edit", r) for r in fc_none.replies]
         rows += [_fc_sample(dk, "none", "none", "factcheck-before", r) for r in before]
@@ -214,8 +215,9 @@ class Experiment:
                                       "edit_reports": [reports.get(str(b)) for b in range(n_batches)]}
             if kind == "positive":  # fact-checking is run on the positively edited model (§3)
                 records = _records_of(plan)
-                result["after"] = _fc_dump(ask_records(model, tok, records, "new"))
-                result["control"] = _fc_dump(ask_records(model, tok, records, "old"))
+                fc_cfg = self.config.factcheck
+                result["after"] = _fc_dump(ask_records(model, tok, records, "new", fc_cfg))
+                result["control"] = _fc_dump(ask_records(model, tok, records, "old", fc_cfg))
         finally:
             editor.restore()
         self.dir.save_stage(stage, result)
@@ -230,7 +232,7 @@ class Experiment:
         pos, neg = (NegationRun.model_validate(runs[k]["run"]) for k in KINDS)
         scores = negation_scores(plan, pos, neg)
         fc = fact_check_result(_fc_load(base["before"]), _fc_load(runs["positive"]["after"]), eff=scores.PP,
-                               control=_fc_load(runs["positive"]["control"]))
+                               control=_fc_load(runs["positive"]["control"]), config=self.config.factcheck)
         hp = runs["positive"]["hparams"]
         result = {
             "dataset": dk, "method": method, "preserve_previous": hp.get("preserve_previous"),

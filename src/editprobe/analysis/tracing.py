@@ -1,0 +1,408 @@
+"""Causal tracing (Meng et al., ROME §2): which hidden states carry a fact.
+
+For every record the clean model knows, the subject's input embeddings are corrupted with
+Gaussian noise (``samples`` noisy copies, one batch); then the clean hidden state of one
+module kind at one (layer, token) is put back and the true object's first-token
+probability is measured again. Indirect effect = p_restored - p_corrupted.
+
+Kinds: ``block`` (a block's output, the residual stream) restores one layer; ``mlp`` and
+``attn`` (the sublayer outputs) restore a window of ``layers_window`` layers around the
+layer, clipped at the ends, because one sublayer alone barely moves the output.
+
+Restorations are packed: every (kind, layer, position) job is ``samples`` rows of one
+batched forward, and each module's hook restores only the rows whose job covers it, so a
+record costs a few large forwards instead of 3 × layers × positions small ones.
+
+Probabilities are computed in fp32 from the logits; the CLI also loads the model in fp32.
+Prompts are traced as plain text (no chat template), as in ROME.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.records import EditRecord
+from ..models.adapters import ModelAdapter
+from ..models.hooks import capture, edit_output
+from ..models.tokens import (
+    TokenizationError,
+    char_span_of_subject,
+    continuation_ids,
+    subject_last_index,
+    token_index_at_char,
+)
+from ..probes.exact import exact_match_ids
+from ..probes.generation import query_ids
+
+KINDS = ("block", "mlp", "attn")
+BUCKETS = (
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first subsequent token",
+    "further tokens",
+    "last token",
+)
+LAST_SUBJECT = BUCKETS.index("last subject token")
+MEMIT_WINDOW = 5
+RECOMMENDATION_RULE = (
+    "peak_layer: the layer whose MLP restoration has the largest average indirect effect at the "
+    "last subject token; window: the 5 consecutive layers ending at the peak (shifted right when "
+    "that would start before layer 0, all layers when the model has fewer than 5), since MEMIT "
+    "spreads an edit over the MLPs that feed the decisive state"
+)
+
+
+class TraceError(ValueError):
+    """Bad tracing settings or nothing to trace."""
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    samples: int = 10
+    noise: float = 3.0  # multiple of the subject-embedding std
+    layers_window: int = 10
+    seed: int = 0
+    max_rows: int = 512  # rows per packed forward; a job (samples rows) is never split
+
+    def check(self) -> "TraceSettings":
+        if self.samples < 1:
+            raise TraceError(f"samples must be at least 1, got {self.samples}")
+        if self.layers_window < 1:
+            raise TraceError(f"layers window must be at least 1, got {self.layers_window}")
+        if not self.noise >= 0:  # also rejects NaN
+            raise TraceError(f"noise must be a non-negative multiple of the embedding std, got {self.noise}")
+        if self.max_rows < 1:
+            raise TraceError(f"max_rows must be at least 1, got {self.max_rows}")
+        return self
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A record tokenized for tracing: ids of the query, the subject's token range
+    (inclusive, in those ids) and the true object's first token."""
+
+    index: int  # in the loaded records
+    record: EditRecord
+    ids: list[int]
+    subject_first: int
+    subject_last: int
+    target_id: int
+
+
+@dataclass
+class RecordTrace:
+    prepared: Prepared
+    p_clean: float
+    p_corrupted: float
+    effects: dict[str, np.ndarray]  # kind -> [positions, layers] indirect effects
+
+    def buckets(self, kind: str) -> np.ndarray:
+        return bucket_means(self.effects[kind], self.prepared.subject_first, self.prepared.subject_last)
+
+
+@dataclass
+class TraceResult:
+    traces: list[RecordTrace]
+    n_requested: int
+    noise_std: float
+    num_layers: int
+    settings: TraceSettings
+    skipped: list[str] = field(default_factory=list)  # why a record was left out
+
+    def buckets_by_layer(self, kind: str) -> np.ndarray:
+        """[6, layers]: per-record bucket means averaged over records; NaN where no record
+        has a token in the bucket (e.g. no token after a subject that ends the prompt)."""
+        stacked = np.stack([t.buckets(kind) for t in self.traces])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+            return np.nanmean(stacked, axis=0)
+
+    @property
+    def low(self) -> float:
+        return float(np.mean([t.p_corrupted for t in self.traces]))
+
+    @property
+    def high(self) -> float:
+        return float(np.mean([t.p_clean for t in self.traces]))
+
+    def recommendation(self) -> dict:
+        return recommend(self.buckets_by_layer("mlp"))
+
+
+# --- tokens and buckets ------------------------------------------------------------------
+def prepare_record(tok, record: EditRecord, index: int) -> Prepared:
+    """Locate the subject's tokens through the offset mapping (the package's helpers) and
+    the true object's first token as a continuation of the query."""
+    if not record.target_true or not record.target_true.strip():
+        raise TokenizationError(f"record {record.id}: no true object (target_true) to trace")
+    query = record.query
+    start, end = char_span_of_subject(record.template, record.subject)
+    last = subject_last_index(tok, query, end)
+    enc = tok(query, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+    first = token_index_at_char(enc["offset_mapping"], start, enc["special_tokens_mask"])
+    ids = query_ids(tok, query)
+    if not 0 <= first <= last < len(ids):
+        raise TokenizationError(f"record {record.id}: subject tokens {first}..{last} outside the query's {len(ids)}")
+    target = continuation_ids(tok, query, record.target_true)[0]
+    return Prepared(index, record, ids, first, last, target)
+
+
+def bucket_positions(first: int, last: int, length: int) -> list[list[int]]:
+    """Token positions of each bucket, ROME's convention: a one-token subject is both the
+    first and the last subject token; the first subsequent token may be the last token."""
+    return [
+        [first],
+        list(range(first + 1, last)),
+        [last],
+        [last + 1] if last + 1 < length else [],
+        list(range(last + 2, length - 1)),
+        [length - 1],
+    ]
+
+
+def bucket_means(effects: np.ndarray, first: int, last: int) -> np.ndarray:
+    """[positions, layers] -> [6, layers]; an empty bucket is a row of NaN."""
+    out = np.full((len(BUCKETS), effects.shape[1]), np.nan, dtype=np.float64)
+    for b, positions in enumerate(bucket_positions(first, last, effects.shape[0])):
+        if positions:
+            out[b] = effects[positions].mean(axis=0)
+    return out
+
+
+def recommend(mlp_buckets: np.ndarray, size: int = MEMIT_WINDOW) -> dict:
+    curve = mlp_buckets[LAST_SUBJECT]
+    if np.all(np.isnan(curve)):
+        raise TraceError("no MLP effect at the last subject token to recommend layers from")
+    num_layers = len(curve)
+    peak = int(np.nanargmax(curve))
+    size = min(size, num_layers)
+    start = min(max(0, peak - size + 1), num_layers - size)
+    return {"kind": "mlp", "peak_layer": peak, "window": list(range(start, start + size)), "rule": RECOMMENDATION_RULE}
+
+
+# --- forwards ----------------------------------------------------------------------------
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _target_probs(model: nn.Module, ids: torch.Tensor, target_id: int) -> torch.Tensor:
+    """p(target | each row) at the last position, in fp32."""
+    kwargs = {"use_cache": False}
+    # Only the last position's logits are needed; a full vocab × positions × rows tensor
+    # would dominate memory for real vocabularies.
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1
+    logits = model(input_ids=ids, **kwargs).logits[:, -1].float()
+    return logits.softmax(-1)[:, target_id]
+
+
+def _restore_fn(rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        h = h.clone()  # the module's own output may be reused by the caller
+        h[rows, positions] = values.to(h.dtype)
+        return h
+
+    return fn
+
+
+def _noise_fn(noise: torch.Tensor, first: int, last: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    samples = noise.shape[0]
+
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        # Rows come in groups of `samples`, so row r always gets noise sample r % samples.
+        h = h.clone()
+        h[:, first : last + 1] += noise.repeat(h.shape[0] // samples, 1, 1).to(h.dtype)
+        return h
+
+    return fn
+
+
+def window_layers(kind: str, layer: int, window: int, num_layers: int) -> range:
+    """The layers restored for a job at ``layer``: itself for ``block``, else ``window``
+    layers starting ``window // 2`` below it, clipped to the model."""
+    if kind == "block":
+        return range(layer, layer + 1)
+    start = layer - window // 2
+    return range(max(0, start), min(num_layers, start + window))
+
+
+def record_seed(seed: int, index: int) -> int:
+    # Per record, so a record's noise does not depend on which other records are known.
+    return (seed * 1_000_003 + index) % (2**63)
+
+
+@torch.no_grad()
+def subject_embedding_std(model: nn.Module, adapter: ModelAdapter, prepared: Sequence[Prepared]) -> float:
+    """Std of the embedding module's outputs over every subject token of ``prepared``."""
+    embed = adapter.module(model, "embed")
+    device = _device(model)
+    rows = [
+        embed(torch.tensor([p.ids], device=device))[0, p.subject_first : p.subject_last + 1].float()
+        for p in prepared
+    ]
+    return float(torch.cat(rows).std().item())
+
+
+@torch.no_grad()
+def trace_record(
+    model: nn.Module, adapter: ModelAdapter, prep: Prepared, noise_std: float, settings: TraceSettings
+) -> RecordTrace:
+    settings.check()
+    device, S = _device(model), settings.samples
+    num_layers, length = adapter.n_layers(model), len(prep.ids)
+    ids = torch.tensor([prep.ids], device=device)
+    paths = {(k, layer): adapter.path(k, layer) for k in KINDS for layer in range(num_layers)}
+    with capture(model, list(paths.values())) as store:
+        p_clean = float(_target_probs(model, ids, prep.target_id)[0])
+    clean = {key: store[path][0] for key, path in paths.items()}  # [positions, d]
+
+    gen = torch.Generator().manual_seed(record_seed(settings.seed, prep.index))
+    n_subject = prep.subject_last - prep.subject_first + 1
+    # Drawn on the CPU so the same seed gives the same noise on every device.
+    noise = torch.randn(S, n_subject, adapter.d_model(model), generator=gen) * (settings.noise * noise_std)
+    noise = noise.to(device)
+    embed = adapter.module(model, "embed")
+    corrupt = _noise_fn(noise, prep.subject_first, prep.subject_last)
+
+    with edit_output(embed, corrupt):
+        p_corrupted = float(_target_probs(model, ids.repeat(S, 1), prep.target_id).mean())
+
+    jobs = [(k, layer, t) for k in KINDS for layer in range(num_layers) for t in range(length)]
+    effects = {k: np.zeros((length, num_layers), dtype=np.float32) for k in KINDS}
+    per_forward = max(1, settings.max_rows // S)
+    sample_offsets = torch.arange(S, device=device)
+    for start in range(0, len(jobs), per_forward):
+        chunk = jobs[start : start + per_forward]
+        # module -> (jobs that restore it, their positions)
+        restores: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+        for j, (k, layer, t) in enumerate(chunk):
+            for covered in window_layers(k, layer, settings.layers_window, num_layers):
+                js, ts = restores.setdefault((k, covered), ([], []))
+                js.append(j)
+                ts.append(t)
+        with ExitStack() as stack:
+            stack.enter_context(edit_output(embed, corrupt))
+            for (k, layer), (js, ts) in restores.items():
+                rows = (torch.tensor(js, device=device)[:, None] * S + sample_offsets).flatten()
+                positions = torch.tensor(ts, device=device).repeat_interleave(S)
+                fn = _restore_fn(rows, positions, clean[(k, layer)][positions])
+                stack.enter_context(edit_output(adapter.module(model, k, layer), fn))
+            probs = _target_probs(model, ids.repeat(len(chunk) * S, 1), prep.target_id)
+        restored = probs.view(len(chunk), S).mean(dim=1).cpu().numpy()
+        for (k, layer, t), p in zip(chunk, restored):
+            effects[k][t, layer] = p - p_corrupted
+    return RecordTrace(prep, p_clean, p_corrupted, effects)
+
+
+@torch.no_grad()
+def run_trace(
+    model: nn.Module,
+    tok,
+    adapter: ModelAdapter,
+    records: Sequence[EditRecord],
+    settings: TraceSettings = TraceSettings(),
+    on_known: Callable[[int], None] | None = None,
+    on_record: Callable[[RecordTrace], None] | None = None,
+) -> TraceResult:
+    """Trace every record the model knows. ``on_known(n)`` is called once the known
+    records are counted, ``on_record`` after each traced record (progress bars)."""
+    settings.check()
+    if not records:
+        raise TraceError("no records to trace")
+    prepared, skipped = [], []
+    for i, record in enumerate(records):
+        try:
+            prepared.append(prepare_record(tok, record, i))
+        except TokenizationError as exc:
+            skipped.append(str(exc))
+    if not prepared:
+        raise TraceError(f"none of the {len(records)} records could be tokenized for tracing: {skipped[0]}")
+    noise_std = subject_embedding_std(model, adapter, prepared)
+    # Known = the greedy next token is the true object's first token.
+    known_flags = exact_match_ids(model, tok, [(p.ids, [p.target_id]) for p in prepared])
+    known = [p for p, ok in zip(prepared, known_flags) if ok]
+    skipped += [f"record {p.record.id}: not known (greedy next token is not the true object's)"
+                for p, ok in zip(prepared, known_flags) if not ok]
+    if not known:
+        raise TraceError(
+            f"the model knows none of the {len(records)} records (its greedy next token is never the "
+            "true object's first token); nothing to trace"
+        )
+    if on_known is not None:
+        on_known(len(known))
+    traces = []
+    for prep in known:
+        traces.append(trace_record(model, adapter, prep, noise_std, settings))
+        if on_record is not None:
+            on_record(traces[-1])
+    return TraceResult(traces, len(records), noise_std, adapter.n_layers(model), settings, skipped)
+
+
+# --- output ------------------------------------------------------------------------------
+FIGURES = {"block": "trace_block.png", "mlp": "trace_mlp.png", "attn": "trace_attn.png", "summary": "trace_summary.png"}
+ARRAYS_FILE = "trace_records.safetensors"
+
+
+def _json_floats(values: np.ndarray) -> list:
+    """Nested lists with NaN as null: JSON has no NaN and browsers reject it."""
+    if values.ndim == 1:
+        return [None if np.isnan(v) else float(v) for v in values]
+    return [_json_floats(row) for row in values]
+
+
+def trace_summary(result: TraceResult, model_name: str, data: str, tok=None) -> dict:
+    """The trace.json document (keys read by the HTML report)."""
+    s = result.settings
+    records = []
+    for i, t in enumerate(result.traces):
+        p = t.prepared
+        entry = {
+            "record_id": p.record.id, "query": p.record.query, "subject": p.record.subject,
+            "answer": p.record.target_true, "p_clean": t.p_clean, "p_corrupted": t.p_corrupted,
+            "index": i, "subject_tokens": [p.subject_first, p.subject_last], "num_positions": len(p.ids),
+        }
+        if tok is not None:
+            entry["tokens"] = [tok.decode([x]) for x in p.ids]
+            entry["answer_token"] = tok.decode([p.target_id])
+        records.append(entry)
+    return {
+        "model": model_name, "data": data, "n_requested": result.n_requested, "n_known": len(result.traces),
+        "samples": s.samples, "noise": float(s.noise), "noise_std": result.noise_std,
+        "layers_window": s.layers_window, "num_layers": result.num_layers, "buckets": list(BUCKETS),
+        "kinds": {k: {"buckets_by_layer": _json_floats(result.buckets_by_layer(k)), "low": result.low,
+                      "high": result.high} for k in KINDS},
+        "recommendation": result.recommendation(), "figures": dict(FIGURES), "records": records,
+    }
+
+
+def save_trace(result: TraceResult, out_dir: str | Path, model_name: str, data: str, tok=None) -> dict:
+    """Write arrays, figures and, last, trace.json (each atomically), so a trace.json on
+    disk always comes with everything it names."""
+    from safetensors.numpy import save_file
+
+    from ..paths import atomic_path, write_json_atomic
+    from .trace_figures import draw_heatmap, draw_summary
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = trace_summary(result, model_name, data, tok)
+    arrays = {f"{k}/{i}": np.ascontiguousarray(t.effects[k]) for i, t in enumerate(result.traces) for k in KINDS}
+    with atomic_path(out / ARRAYS_FILE) as tmp:
+        save_file(arrays, str(tmp), metadata={"layout": "[positions, layers]", "value": "indirect effect"})
+    by_kind = {k: result.buckets_by_layer(k) for k in KINDS}
+    for k in KINDS:
+        draw_heatmap(by_kind[k], k, out / FIGURES[k], model_name, len(result.traces), result.settings.layers_window)
+    draw_summary({k: v[LAST_SUBJECT] for k, v in by_kind.items()}, out / FIGURES["summary"], model_name,
+                 summary["recommendation"])
+    write_json_atomic(out / "trace.json", summary)
+    return summary

@@ -1,0 +1,126 @@
+"""Bar charts of the report tables, as PNG data URIs for a self-contained HTML page.
+
+Each chart is drawn from the DataFrames of :mod:`editprobe.report.tables` (so the charts
+and the tables can never disagree), one chart per (model, dataset). Matplotlib is driven
+through ``Figure`` + the Agg canvas directly: no pyplot, so no global figure registry and
+no GUI backend is ever touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .tables import SETTINGS
+
+# Okabe–Ito colours: distinguishable under the common colour-vision deficiencies.
+_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+_DPI = 110
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One rendered chart: a title, alt text for the <img>, and the PNG as a data URI."""
+
+    kind: str  # "negation" or "factcheck"
+    title: str
+    alt: str
+    data_uri: str
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _png_data_uri(fig: Figure) -> str:
+    buf = io.BytesIO()
+    # No Software/date metadata: the same tables give byte-identical pages.
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def grouped_bars(
+    groups: Sequence[str],
+    series: Sequence[str],
+    values: Sequence[Sequence[Any]],
+    title: str,
+    ylabel: str = "%",
+    ymax: float = 100.0,
+) -> Figure:
+    """Bars of ``values[g][s]`` (group g, series s); a missing value draws no bar (and is
+    labelled "–" so that an absent bar is not read as 0)."""
+    n_series = max(len(series), 1)
+    width = 0.8 / n_series
+    fig = Figure(figsize=(max(4.8, 1.2 + 0.3 * len(groups) * n_series), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for j, name in enumerate(series):
+        xs = [i + (j - (n_series - 1) / 2) * width for i in range(len(groups))]
+        ys = [float("nan") if _missing(row[j]) else float(row[j]) for row in values]
+        bars = ax.bar(xs, [0.0 if math.isnan(y) else y for y in ys], width * 0.95,
+                      color=_COLOURS[j % len(_COLOURS)])
+        for bar, y in zip(bars, ys):
+            bar.set_visible(not math.isnan(y))
+            at = (bar.get_x() + bar.get_width() / 2, 0.0 if math.isnan(y) else y)
+            ax.annotate("–" if math.isnan(y) else f"{y:.0f}", at,
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    tilt = len(groups) > 4  # long method labels overlap when there are many groups
+    ax.set_xticks(range(len(groups)), list(groups), rotation=20 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_ylim(0, ymax * 1.12)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    # Own handles: a series whose first bar is missing (hidden) would get a blank legend entry.
+    # Outside the axes: bars reach 100 % and a legend inside would cover them.
+    handles = [Patch(color=_COLOURS[j % len(_COLOURS)], label=name) for j, name in enumerate(series)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=n_series, fontsize=8, frameon=False)
+    return fig
+
+
+def _per_model_dataset(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per (model, dataset), in first-seen order; the model is named only when
+    the report holds several."""
+    several = df["Model"].nunique() > 1
+    out = []
+    for (model, dataset), rows in df.groupby(["Model", "Dataset"], sort=False):
+        out.append((f"{model} — {dataset}" if several else str(dataset), rows))
+    return out
+
+
+def _render(kind: str, title: str, alt: str, groups: list[str], series: Sequence[str],
+            values: list[list[Any]]) -> Chart:
+    fig = grouped_bars(groups, series, values, title)
+    return Chart(kind=kind, title=title, alt=alt, data_uri=_png_data_uri(fig))
+
+
+def negation_charts(negation: pd.DataFrame) -> list[Chart]:
+    """PP/PN/NN/NP exact match per method (the "No edit" group has PP and PN only)."""
+    charts = []
+    for name, rows in _per_model_dataset(negation):
+        title = f"Exact match (%) on positive and negated queries: {name}"
+        values = [[row[s] for s in SETTINGS] for _, row in rows.iterrows()]
+        charts.append(_render("negation", title, f"Bar chart of PP, PN, NN, NP per method for {name}",
+                              [str(m) for m in rows["Method"]], SETTINGS, values))
+    return charts
+
+
+def factcheck_charts(factcheck: pd.DataFrame) -> list[Chart]:
+    """Efficacy (Eff = PP) beside fact-check accuracy (Acc) per method."""
+    charts = []
+    for name, rows in _per_model_dataset(factcheck):
+        title = f"Efficacy (Eff) vs fact-check accuracy (Acc), %: {name}"
+        values = [[row["Eff"], row["Acc"]] for _, row in rows.iterrows()]
+        charts.append(_render("factcheck", title, f"Bar chart of Eff and Acc per method for {name}",
+                              [str(m) for m in rows["Method"]], ("Eff", "Acc"), values))
+    return charts

@@ -1,0 +1,283 @@
+"""One self-contained HTML report of finished runs, causal traces and analyses.
+
+The page references no URL: CSS and JS are inlined from ``assets/``, charts and figures are
+base64 data URIs, and the per-sample records are a JSON ``<script>`` block that the inlined
+JS renders into a filterable table. Argument directories are told apart by the file they
+hold: ``summary.json`` (a finished run), ``trace.json`` (a causal trace), ``analysis.json``
+(a representation analysis); a directory may hold several of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+
+from ..paths import write_text_atomic
+from ..runs.store import SAMPLES, SUMMARY, read_samples
+from .tables import NO_EDIT, ablation_table, factcheck_table, negation_table
+
+TRACE = "trace.json"
+ANALYSIS = "analysis.json"
+MAX_ROWS = 500  # sample rows put into the DOM at once; the rest are counted, not drawn
+# Fields of a samples.jsonl row that the browser shows or filters on; the rest stay out of
+# the page to keep it small.
+SAMPLE_FIELDS = ("dataset", "method", "edited_with", "setting", "record_id", "query", "expected", "generated",
+                 "match", "answer")
+_MIME = MappingProxyType({".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+                          ".svg": "image/svg+xml", ".webp": "image/webp"})
+SAMPLES_NOTE = (
+    "Every scored query of the runs. Match is the verdict the metrics count: exact match of the expected "
+    "object (teacher-forced) for query settings, a “true” answer for fact-check rows. Generated is a greedy "
+    "decode for reading (fact-check rows: the reply, → the parsed answer). Settings: PP/PN come from the "
+    "positively edited model, NN/NP from the negatively edited one, no-edit-* and factcheck-* from the "
+    "baseline and fact-checking.")
+HALLUCINATION_NOTE = (
+    "“Hallucinated under negation” = setting PN with match ✓: the model was edited with the positive "
+    "request (s r → o*), then asked the negated query (s not-r), and it still completes it with the new "
+    "object o* (exact match of o*, teacher-forced). The edit leaked into a statement that denies it. "
+    "NN rows are not included: there o* after the negated query is the requested edit itself.")
+
+
+class ReportInputError(ValueError):
+    """An argument directory that the report cannot use (none of the known files, bad JSON)."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The argument directories, by what they hold (argument order kept within each kind)."""
+
+    runs: list[Path] = field(default_factory=list)
+    traces: list[Path] = field(default_factory=list)
+    analyses: list[Path] = field(default_factory=list)
+
+
+def classify_dirs(dirs: Sequence[str | Path]) -> Sources:
+    if not dirs:
+        raise ReportInputError("give at least one run, trace or analysis directory")
+    out = Sources()
+    for d in map(Path, dirs):
+        buckets = [bucket for name, bucket in ((SUMMARY, out.runs), (TRACE, out.traces), (ANALYSIS, out.analyses))
+                   if (d / name).is_file()]
+        if not buckets:
+            raise ReportInputError(f"{d}: holds none of {SUMMARY}, {TRACE}, {ANALYSIS} (not a finished run, "
+                                   "trace or analysis directory; an unfinished run has no summary.json yet)")
+        for bucket in buckets:
+            bucket.append(d)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportInputError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ReportInputError(f"{path}: expected a JSON object")
+    return obj
+
+
+def _asset(name: str) -> str:
+    return (resources.files("editprobe.report") / "assets" / name).read_text(encoding="utf-8")
+
+
+def embed_json(obj: Any) -> str:
+    """JSON safe inside <script>: every < > & is written as a \\u escape (they can only occur
+    in strings), so neither </script> nor <!-- in the data can end or bend the block."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# --- small pieces ---------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _kv_table(pairs: Iterable[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(_fmt(v))}</td></tr>" for k, v in pairs)
+    return f'<table class="ep-table ep-kv"><tbody>{body}</tbody></table>'
+
+
+def _df_table(df: pd.DataFrame, name: str) -> str:
+    html = df.to_html(index=False, border=0, na_rep="–", float_format=lambda v: f"{v:.1f}", escape=True,
+                      classes=["ep-table", f"ep-{name}"], table_id=f"ep-table-{name}")
+    return f'<div class="table-wrap">{_mark_no_edit(html)}</div>'
+
+
+def _mark_no_edit(html: str) -> str:
+    """Give each "No edit" row class="no-edit" for the stylesheet (pandas can style single
+    rows only through its Styler, which needs jinja2)."""
+    head, *rows = html.split("<tr>")
+    cell = f"<td>{NO_EDIT}</td>"
+    return head + "".join(('<tr class="no-edit">' if cell in r.split("</tr>", 1)[0] else "<tr>") + r for r in rows)
+
+
+def _image(path: Path, caption: str) -> str:
+    if not path.is_file():
+        return f'<p class="missing">figure missing: {escape(caption)} ({escape(str(path))} not found)</p>'
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None:
+        return f'<p class="missing">figure not embedded: {escape(str(path))} (unknown image type)</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:{mime};base64,{data}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _figures(root: Path, figures: Any, what: str) -> str:
+    if not isinstance(figures, Mapping) or not figures:
+        return f'<p class="missing">no figures listed in {escape(what)}</p>'
+    items = [_image(root / str(name), f"{key}: {name}") for key, name in figures.items()]
+    return f'<div class="figures">{"".join(items)}</div>'
+
+
+# --- sections -------------------------------------------------------------------------------
+def _tables_section(summaries: Sequence[dict[str, Any]]) -> str:
+    parts = ['<section id="tables"><h2>Tables</h2>',
+             "<h3>Negated queries: exact match (%) and discrepancies</h3>",
+             _df_table(negation_table(summaries), "negation"),
+             "<h3>Fact-checking: efficacy (PP) and accuracy (%)</h3>",
+             _df_table(factcheck_table(summaries), "factcheck")]
+    ablation = ablation_table(summaries)
+    if ablation is not None:
+        parts += ["<h3>With and without the preserved keys K<sub>p</sub>K<sub>p</sub><sup>T</sup></h3>",
+                  _df_table(ablation, "ablation")]
+    parts.append('<p class="note">– = not applicable or not computed (never 0).</p></section>')
+    return "".join(parts)
+
+
+def _charts_section(summaries: Sequence[dict[str, Any]]) -> str:
+    from .charts import factcheck_charts, negation_charts  # matplotlib only when drawing
+
+    charts = negation_charts(negation_table(summaries)) + factcheck_charts(factcheck_table(summaries))
+    # No caption: the title is drawn in the image, which then stands alone when saved.
+    figs = "".join(f'<figure class="chart chart-{c.kind}"><img src="{c.data_uri}" alt="{escape(c.alt)}" '
+                   f'title="{escape(c.title)}"></figure>' for c in charts)
+    return f'<section id="charts"><h2>Charts</h2><div class="charts">{figs}</div></section>'
+
+
+def _trace_panel(root: Path) -> str:
+    t = _read_json(root / TRACE)
+    rec = t.get("recommendation") if isinstance(t.get("recommendation"), Mapping) else {}
+    info = _kv_table([("model", t.get("model")), ("data", t.get("data")), ("records known (n_known)", t.get("n_known")),
+                      ("layers", t.get("num_layers"))])
+    advice = _kv_table([("kind", rec.get("kind")), ("peak layer", rec.get("peak_layer")),
+                        ("window", rec.get("window")), ("rule", rec.get("rule"))])
+    return (f'<div class="panel trace"><h3>Causal trace: {escape(_fmt(t.get("model")))} on '
+            f'{escape(_fmt(t.get("data")))}</h3><p class="sources"><code>{escape(str(root))}</code></p>'
+            f'<div class="figures">{info}<div><strong>Recommended edit layers</strong>{advice}</div></div>'
+            f'{_figures(root, t.get("figures"), TRACE)}</div>')
+
+
+def _analysis_panel(root: Path) -> str:
+    a = _read_json(root / ANALYSIS)
+    summary = a.get("summary") if isinstance(a.get("summary"), Mapping) else {}
+    info = _kv_table([("model", a.get("model")), ("method", a.get("method")), ("data", a.get("data")),
+                      ("layer", a.get("layer")), ("records selected", a.get("n_selected"))])
+    return (f'<div class="panel analysis"><h3>Analysis: {escape(_fmt(a.get("method")))} on '
+            f'{escape(_fmt(a.get("model")))}, layer {escape(_fmt(a.get("layer")))}</h3>'
+            f'<p class="sources"><code>{escape(str(root))}</code></p>'
+            f'<div class="figures">{info}<div><strong>Summary</strong>{_kv_table(summary.items())}</div></div>'
+            f'{_figures(root, a.get("figures"), ANALYSIS)}</div>')
+
+
+def _run_labels(runs: Sequence[Path]) -> list[str]:
+    names = [p.resolve().name or str(p) for p in runs]
+    return names if len(set(names)) == len(names) else [str(p) for p in runs]
+
+
+def collect_samples(runs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The browser's rows (trimmed to SAMPLE_FIELDS, tagged with the run) and notes on runs
+    without per-sample records."""
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for label, root in zip(_run_labels(runs), runs):
+        if not (root / SAMPLES).is_file():
+            notes.append(f"{root}: no {SAMPLES}; its samples are not shown")
+            continue
+        try:
+            samples = read_samples(root)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReportInputError(f"cannot read {root / SAMPLES}: {exc}") from exc
+        for s in samples:
+            rows.append({"run": label, **{k: s.get(k) for k in SAMPLE_FIELDS if k in s}})
+    return rows, notes
+
+
+def _samples_section(runs: Sequence[Path]) -> str:
+    rows, notes = collect_samples(runs)
+    note_html = "".join(f'<p class="missing">{escape(n)}</p>' for n in notes)
+    heads = ("Run", "Dataset", "Method", "Edited with", "Setting", "Record", "Query", "Expected", "Generated", "Match")
+    select = ('<label>{label}<select id="ep-f-{key}"><option value="">all</option>{extra}</select></label>')
+    controls = "".join([
+        select.format(label="Method", key="method", extra=""),
+        select.format(label="Dataset", key="dataset", extra=""),
+        select.format(label="Setting", key="setting", extra=""),
+        select.format(label="Match", key="match",
+                      extra='<option value="yes">matched</option><option value="no">not matched</option>'),
+        '<label>Search (query, expected, generated, record)<input type="search" id="ep-f-search" '
+        'placeholder="text…"></label>',
+        '<button type="button" class="preset" id="ep-preset-hallucinated" aria-pressed="false">'
+        "Hallucinated under negation</button>",
+        '<button type="button" id="ep-reset">Reset</button>',
+    ])
+    return (f'<section id="samples"><h2>Samples</h2>{note_html}'
+            f'<p class="note">{escape(SAMPLES_NOTE)} {escape(HALLUCINATION_NOTE)} '
+            f"At most {MAX_ROWS} rows are drawn at once.</p>"
+            f'<div class="controls">{controls}</div><div id="ep-count" aria-live="polite"></div>'
+            f'<div class="samples-wrap"><table class="ep-samples" id="ep-samples" data-max-rows="{MAX_ROWS}">'
+            f'<thead><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr></thead><tbody></tbody></table></div>'
+            f'<script type="application/json" id="ep-samples-data">{embed_json(rows)}</script></section>')
+
+
+# --- the page -------------------------------------------------------------------------------
+def build_html(sources: Sources, summaries: Sequence[dict[str, Any]] = (), title: str = "editprobe report") -> str:
+    """The page for ``sources``; ``summaries`` are the runs' summary.json (as loaded by
+    :func:`editprobe.report.load_summaries`, in the order of ``sources.runs``)."""
+    sections, nav = [], []
+    if summaries:
+        sections += [_tables_section(summaries), _charts_section(summaries)]
+        nav += [("tables", "Tables"), ("charts", "Charts")]
+    if sources.traces:
+        sections.append('<section id="traces"><h2>Causal tracing</h2>'
+                        + "".join(_trace_panel(d) for d in sources.traces) + "</section>")
+        nav.append(("traces", "Causal tracing"))
+    if sources.analyses:
+        sections.append('<section id="analyses"><h2>Analyses</h2>'
+                        + "".join(_analysis_panel(d) for d in sources.analyses) + "</section>")
+        nav.append(("analyses", "Analyses"))
+    if sources.runs:
+        sections.append(_samples_section(sources.runs))
+        nav.append(("samples", "Samples"))
+    by_kind = (("run", sources.runs), ("trace", sources.traces), ("analysis", sources.analyses))
+    listed = "".join(f"<li>{kind}: <code>{escape(str(d))}</code></li>" for kind, dirs in by_kind for d in dirs)
+    links = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in nav)
+    # The script goes last so that the elements it fills exist when it runs.
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head><body>"
+            f'<header><h1>{escape(title)}</h1><nav>{links}</nav><ul class="sources">{listed}</ul></header>'
+            f'{"".join(sections)}<script>{_asset("report.js")}</script></body></html>\n')
+
+
+def write_html(path: str | Path, sources: Sources, summaries: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write the page atomically (a reader never sees half a report); return its path."""
+    path = Path(path)
+    write_text_atomic(path, build_html(sources, summaries))
+    return path
