@@ -1,8 +1,10 @@
 """Causal tracing on tiny trained models: buckets, restoration identities, determinism,
-the `editprobe trace` command and its errors."""
+the replayed computation against the straightforward one, the `editprobe trace` command
+and its errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -23,6 +25,7 @@ from editprobe.analysis.tracing import (
     prepare_record,
     recommend,
     run_trace,
+    subject_embedding_std,
     trace_record,
     trace_summary,
     window_layers,
@@ -50,6 +53,12 @@ def _records(n: int = 6, template: str | None = None, wrong: bool = False) -> li
 def llama():
     torch.set_num_threads(1)
     return trained_tiny_model("llama", seed=0, steps=40)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    torch.set_num_threads(1)
+    return trained_tiny_model("gpt2", seed=0, steps=40)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +154,16 @@ def test_restoring_the_clean_state_gives_back_the_clean_probability(llama):
     assert abs(full) > 1e-3
     assert t.effects["block"][-1, -1] == pytest.approx(full, abs=1e-5)
     assert t.effects["block"][prep.subject_last, 0] != pytest.approx(full, abs=1e-4)
+    # Positions before the subject are skipped and written as exact zeros; computing them
+    # (replayed, or with full forwards) gives zero too, which is what justifies the skip.
+    settings = TraceSettings(samples=4, noise=5.0, max_rows=20)
+    computed = trace_record(model, adapter, prep, 0.05, settings, _skip_before_subject=False)
+    ref = trace_record(model, adapter, prep, 0.05, settings, reference=True)
     for kind in KINDS:
-        np.testing.assert_allclose(t.effects[kind][: prep.subject_first], 0.0, atol=1e-5)
+        assert not t.effects[kind][: prep.subject_first].any()
+        for other in (computed, ref):
+            np.testing.assert_allclose(other.effects[kind][: prep.subject_first], 0.0, atol=1e-5)
+            np.testing.assert_allclose(other.effects[kind], t.effects[kind], atol=1e-5)
 
 
 def test_last_layer_last_token_identity_on_known_records(llama):
@@ -167,15 +184,45 @@ def test_zero_noise_has_no_effect(llama):
             np.testing.assert_allclose(t.effects[kind], 0.0, atol=1e-5)
 
 
-def test_gpt2_conv1d_model_traces():
-    torch.set_num_threads(1)
-    model, tok, adapter = trained_tiny_model("gpt2", seed=0, steps=40)
+def test_gpt2_conv1d_model_traces(gpt2):
+    model, tok, adapter = gpt2
     result = run_trace(model, tok, adapter, _records(8), TraceSettings(samples=3, layers_window=2))
     assert result.traces and any("not known" in s for s in result.skipped)
     for t in result.traces:
         assert t.effects["mlp"].shape == (len(t.prepared.ids), 4)
         assert t.effects["block"][-1, -1] == pytest.approx(t.p_clean - t.p_corrupted, abs=1e-5)
     assert 0 <= result.recommendation()["peak_layer"] < 4
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_replayed_computation_equals_the_straightforward_one(arch, request):
+    """Starting each forward at its first restored layer and position (from the corrupted
+    run's states and keys/values) gives the full forwards' effects. Subjects in the middle
+    (one and three tokens) and, where there is no BOS, at the start; the target is the
+    clean argmax so the effects are large. gemma2's sliding-window cache takes the path
+    that feeds every position."""
+    torch.set_num_threads(1)
+    model, tok, adapter = request.getfixturevalue(arch) if arch != "gemma2" else trained_tiny_model(arch, steps=40)
+    cases = [("The mother tongue of {} French is", "Alice"), ("The mother tongue of {} French is", "Alice Bob Carol"),
+             ("{} plays the", "Dave Erin")]
+    largest = 0.0
+    for template, subject in cases:
+        record = EditRecord(id="x", subject=subject, template=template, target_new="x", target_true="French")
+        prep = prepare_record(tok, record, 0)
+        prep = dataclasses.replace(prep, target_id=int(model(torch.tensor([prep.ids])).logits[0, -1].argmax()))
+        std = subject_embedding_std(model, adapter, [prep])
+        for window, max_rows in ((2, 8), (3, 512)):
+            settings = TraceSettings(samples=3, noise=3.0, layers_window=window, max_rows=max_rows)
+            fast = trace_record(model, adapter, prep, std, settings)
+            ref = trace_record(model, adapter, prep, std, settings, reference=True)
+            assert (fast.p_clean, fast.p_corrupted) == (ref.p_clean, ref.p_corrupted)
+            for kind in KINDS:
+                np.testing.assert_allclose(fast.effects[kind], ref.effects[kind], atol=1e-5,
+                                           err_msg=f"{kind}, subject {subject!r}")
+                largest = max(largest, float(np.abs(ref.effects[kind]).max()))
+    assert largest > 0.01  # the comparison is not between near-zero effects
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(type(b).__name__ != "_StandIn" for b in adapter.block_list(model))  # blocks put back
 
 
 def test_settings_and_unknown_records_are_errors(llama):

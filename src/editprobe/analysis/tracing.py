@@ -9,9 +9,27 @@ Kinds: ``block`` (a block's output, the residual stream) restores one layer; ``m
 ``attn`` (the sublayer outputs) restore a window of ``layers_window`` layers around the
 layer, clipped at the ends, because one sublayer alone barely moves the output.
 
-Restorations are packed: every (kind, layer, position) job is ``samples`` rows of one
-batched forward, and each module's hook restores only the rows whose job covers it, so a
-record costs a few large forwards instead of 3 × layers × positions small ones.
+Restorations are packed: every (kind, layer, position) job is ``samples`` rows of a
+batched forward, and each module's hook restores only the rows whose job covers it. Three
+exact savings (the results equal the straightforward computation up to float rounding;
+``trace_record(..., reference=True)`` keeps that computation for tests):
+
+* positions before the first subject token are never computed: the noise touches only the
+  subject's embeddings, so in a causal LM every hidden state before the subject is the
+  same in the clean and the corrupted run, restoring it changes nothing, and its indirect
+  effect is exactly 0;
+* layers below a restoration are not run: up to its earliest restored module (a block
+  job's own block, the first layer of an mlp/attn window) a job computes exactly what the
+  plain corrupted run computes. The corrupted run is done once per record, keeping every
+  block's output and the keys/values of every layer; jobs are grouped by where they start
+  and each group's forward starts there (``editing.replay``), with the block output
+  restored in the emitted state for block jobs;
+* positions before the restored one are not run either: a restoration at position t
+  changes nothing at earlier positions, so those come from the corrupted run's KV cache
+  and a job feeds only positions t.. (for caches that are not plain dynamic ones, e.g.
+  sliding windows, every position is fed).
+
+Only the last position's logits are computed.
 
 Probabilities are computed in fp32 from the logits; the CLI also loads the model in fp32.
 Prompts are traced as plain text (no chat template), as in ROME.
@@ -31,6 +49,7 @@ import torch
 from torch import nn
 
 from ..data.records import EditRecord
+from ..editing.replay import block_output_arity, final_hidden, logits_at, replay_from
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, edit_output
 from ..models.tokens import (
@@ -255,8 +274,20 @@ def subject_embedding_std(model: nn.Module, adapter: ModelAdapter, prepared: Seq
 
 @torch.no_grad()
 def trace_record(
-    model: nn.Module, adapter: ModelAdapter, prep: Prepared, noise_std: float, settings: TraceSettings
+    model: nn.Module,
+    adapter: ModelAdapter,
+    prep: Prepared,
+    noise_std: float,
+    settings: TraceSettings,
+    *,
+    reference: bool = False,
+    _skip_before_subject: bool = True,
 ) -> RecordTrace:
+    """Indirect effects of one record. ``reference=True`` computes every job, positions
+    before the subject included, with full forwards from the embeddings (slow; the
+    straightforward computation the default one is tested against).
+    ``_skip_before_subject=False`` (tests) makes the default computation run the positions
+    before the subject too instead of writing their exact 0."""
     settings.check()
     device, S = _device(model), settings.samples
     num_layers, length = adapter.n_layers(model), len(prep.ids)
@@ -277,31 +308,156 @@ def trace_record(
     with edit_output(embed, corrupt):
         p_corrupted = float(_target_probs(model, ids.repeat(S, 1), prep.target_id).mean())
 
-    jobs = [(k, layer, t) for k in KINDS for layer in range(num_layers) for t in range(length)]
     effects = {k: np.zeros((length, num_layers), dtype=np.float32) for k in KINDS}
-    per_forward = max(1, settings.max_rows // S)
+    if reference:
+        jobs = [(k, layer, t) for k in KINDS for layer in range(num_layers) for t in range(length)]
+        restored = _restored_reference(model, adapter, prep, ids, corrupt, clean, jobs, settings)
+    else:
+        # Positions before the first subject token are left at their exact 0 (module docstring).
+        first = prep.subject_first if _skip_before_subject else 0
+        jobs = [(k, layer, t) for k in KINDS for layer in range(num_layers) for t in range(first, length)]
+        restored = _restored_replayed(model, adapter, prep, ids, corrupt, clean, jobs, settings)
+    for (k, layer, t), p in zip(jobs, restored):
+        effects[k][t, layer] = p - p_corrupted
+    return RecordTrace(prep, p_clean, p_corrupted, effects)
+
+
+Job = tuple[str, int, int]  # (kind, layer, position)
+
+
+def _restore_hooks(
+    stack: ExitStack, model: nn.Module, adapter: ModelAdapter, chunk: Sequence[Job], clean: dict,
+    settings: TraceSettings, num_layers: int, offset: int, skip_kinds: tuple[str, ...] = (),
+) -> None:
+    """Enter hooks restoring, for each job of ``chunk`` (``samples`` rows each), the clean
+    output of every module it covers at its position (``offset`` = the first position fed)."""
+    device, S = _device(model), settings.samples
+    restores: dict[tuple[str, int], tuple[list[int], list[int]]] = {}  # module -> (jobs, positions)
+    for j, (k, layer, t) in enumerate(chunk):
+        if k in skip_kinds:
+            continue
+        for covered in window_layers(k, layer, settings.layers_window, num_layers):
+            js, ts = restores.setdefault((k, covered), ([], []))
+            js.append(j)
+            ts.append(t)
     sample_offsets = torch.arange(S, device=device)
+    for (k, layer), (js, ts) in restores.items():
+        rows = (torch.tensor(js, device=device)[:, None] * S + sample_offsets).flatten()
+        positions = torch.tensor(ts, device=device).repeat_interleave(S)
+        fn = _restore_fn(rows, positions - offset, clean[(k, layer)][positions])
+        stack.enter_context(edit_output(adapter.module(model, k, layer), fn))
+
+
+def _restored_reference(
+    model: nn.Module, adapter: ModelAdapter, prep: Prepared, ids: torch.Tensor, corrupt: Callable,
+    clean: dict, jobs: Sequence[Job], settings: TraceSettings,
+) -> list[float]:
+    """Mean restored probability of each job: full forwards from the embeddings."""
+    S, num_layers = settings.samples, adapter.n_layers(model)
+    embed = adapter.module(model, "embed")
+    per_forward = max(1, settings.max_rows // S)
+    out: list[float] = []
     for start in range(0, len(jobs), per_forward):
         chunk = jobs[start : start + per_forward]
-        # module -> (jobs that restore it, their positions)
-        restores: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
-        for j, (k, layer, t) in enumerate(chunk):
-            for covered in window_layers(k, layer, settings.layers_window, num_layers):
-                js, ts = restores.setdefault((k, covered), ([], []))
-                js.append(j)
-                ts.append(t)
         with ExitStack() as stack:
             stack.enter_context(edit_output(embed, corrupt))
-            for (k, layer), (js, ts) in restores.items():
-                rows = (torch.tensor(js, device=device)[:, None] * S + sample_offsets).flatten()
-                positions = torch.tensor(ts, device=device).repeat_interleave(S)
-                fn = _restore_fn(rows, positions, clean[(k, layer)][positions])
-                stack.enter_context(edit_output(adapter.module(model, k, layer), fn))
+            _restore_hooks(stack, model, adapter, chunk, clean, settings, num_layers, 0)
             probs = _target_probs(model, ids.repeat(len(chunk) * S, 1), prep.target_id)
-        restored = probs.view(len(chunk), S).mean(dim=1).cpu().numpy()
-        for (k, layer, t), p in zip(chunk, restored):
-            effects[k][t, layer] = p - p_corrupted
-    return RecordTrace(prep, p_clean, p_corrupted, effects)
+        out += probs.view(len(chunk), S).mean(dim=1).tolist()
+    return out
+
+
+@dataclass
+class _Step:
+    """One replayed forward's inputs, in the form ``replay.final_hidden`` takes."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    cache: object | None
+
+    def forward_kwargs(self) -> dict:
+        kw = dict(input_ids=self.input_ids, position_ids=self.position_ids, use_cache=self.cache is not None)
+        if self.cache is not None:
+            kw["past_key_values"] = self.cache
+        return kw
+
+
+def _start_layer(kind: str, layer: int, window: int, num_layers: int) -> int:
+    """The block whose (corrupted) output a job's forward starts from, -1 = the embeddings:
+    a block job restores that block's own output in the emitted state; an mlp/attn job
+    runs from its window's first layer."""
+    return layer if kind == "block" else window_layers(kind, layer, window, num_layers).start - 1
+
+
+def _restored_replayed(
+    model: nn.Module, adapter: ModelAdapter, prep: Prepared, ids: torch.Tensor, corrupt: Callable,
+    clean: dict, jobs: Sequence[Job], settings: TraceSettings,
+) -> list[float]:
+    """Mean restored probability of each job, each forward starting at its jobs' first
+    restored layer and position from the corrupted run's states (module docstring)."""
+    from transformers import DynamicCache
+
+    device, S = _device(model), settings.samples
+    num_layers, length = adapter.n_layers(model), ids.shape[1]
+    embed = adapter.module(model, "embed")
+
+    # The corrupted run once: the embedding output (noise included), every block's output
+    # and every layer's keys/values; the block arity is observed under the same settings.
+    def new_cache():
+        return DynamicCache(config=model.config)
+
+    cacheable = all(type(layer).__name__ == "DynamicLayer" for layer in new_cache().layers)
+    cache = new_cache() if cacheable else None
+    stored_paths = [adapter.path("embed")] + [adapter.path("block", layer) for layer in range(num_layers)]
+    run = _Step(ids.repeat(S, 1), torch.arange(length, device=device)[None], cache)
+    with edit_output(embed, corrupt), capture(model, stored_paths) as got:  # noise first, then capture
+        arity = block_output_arity(adapter.block(model, 0), lambda: final_hidden(model, run))
+    states = [got[p] for p in stored_paths]  # states[r + 1]: block r's output, [S, positions, d]
+    # per layer: keys, values [S, heads, positions, head dim]
+    prefix_kv = [(layer.keys, layer.values) for layer in cache.layers] if cacheable else []
+
+    # Group by (start layer, first position fed), so each forward starts at one layer and
+    # feeds one suffix; a job's own position is its group's first without a cache.
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (k, layer, t) in enumerate(jobs):
+        r = _start_layer(k, layer, settings.layers_window, num_layers)
+        groups.setdefault((r, t if cacheable else 0), []).append(i)
+
+    out = [0.0] * len(jobs)
+    per_forward = max(1, settings.max_rows // S)
+    sample_offsets = torch.arange(S, device=device)
+    for (r, offset), members in sorted(groups.items()):
+        for start in range(0, len(members), per_forward):
+            idx = members[start : start + per_forward]
+            chunk = [jobs[i] for i in idx]
+            n = len(chunk)
+            emitted = states[r + 1][:, offset:].repeat(n, 1, 1)
+            block_jobs = [(j, t) for j, (k, _, t) in enumerate(chunk) if k == "block"]
+            if block_jobs:  # their own block's output, restored in the emitted state
+                js = torch.tensor([j for j, _ in block_jobs], device=device)
+                ts = torch.tensor([t for _, t in block_jobs], device=device).repeat_interleave(S)
+                rows = (js[:, None] * S + sample_offsets).flatten()
+                emitted[rows, ts - offset] = clean[("block", r)][ts].to(emitted.dtype)
+            step_cache = None
+            if cacheable:
+                step_cache = cache if offset else new_cache()
+                if offset:
+                    for layer, (keys, values) in zip(cache.layers, prefix_kv):
+                        layer.keys = keys[:, :, :offset].repeat(n, 1, 1, 1)
+                        layer.values = values[:, :, :offset].repeat(n, 1, 1, 1)
+            positions = torch.arange(offset, length, device=device)[None]
+            step = _Step(ids[:, offset:].repeat(n * S, 1), positions, step_cache)
+            with ExitStack() as stack:
+                if r < 0:
+                    stack.enter_context(edit_output(embed, lambda _h, e=emitted: e))
+                else:
+                    stack.enter_context(replay_from(model, adapter, r, arity, lambda _h, e=emitted: e))
+                _restore_hooks(stack, model, adapter, chunk, clean, settings, num_layers, offset, skip_kinds=("block",))
+                hidden = final_hidden(model, step)[:, -1]
+            probs = logits_at(model, hidden).softmax(-1)[:, prep.target_id]
+            for i, p in zip(idx, probs.view(n, S).mean(dim=1).tolist()):
+                out[i] = p
+    return out
 
 
 @torch.no_grad()
