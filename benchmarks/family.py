@@ -22,10 +22,10 @@ from editprobe.models import load_model
 from editprobe.probes.exact import exact_match_batch
 
 
-def run_method(method: str, loaded, requests, batch_size: int, model_id: str) -> dict:
+def run_method(method: str, loaded, requests, batch_size: int, model_id: str, overrides: dict | None = None) -> dict:
     pairs = [(r.query, r.target) for r in requests]
     before = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
-    editor = make_editor(method, loaded.model, loaded.tokenizer, model_id, model_id=model_id)
+    editor = make_editor(method, loaded.model, loaded.tokenizer, model_id, overrides=overrides, model_id=model_id)
     batch_seconds = []
     for start in range(0, len(requests), batch_size):
         t = time.perf_counter()
@@ -37,7 +37,7 @@ def run_method(method: str, loaded, requests, batch_size: int, model_id: str) ->
     after = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
     editor.restore()
     return {
-        "method": method, "n": len(requests), "batch_size": batch_size,
+        "method": method, "overrides": overrides or {}, "n": len(requests), "batch_size": batch_size,
         "efficacy_before": 100 * sum(before) / len(before), "efficacy_after": 100 * sum(after) / len(after),
         "failed": [i for i, ok in enumerate(after) if not ok],
         "batch_seconds": batch_seconds, "finalize_s": finalize_s,
@@ -53,14 +53,18 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--set", nargs="*", default=[], help="hparam overrides for every method, key=value (YAML)")
     args = ap.parse_args()
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.manual_seed(0)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     requests = [r.request() for r in load_records("counterfact-sample", limit=args.n).records]
     print(f"{'method':<10} {'before':>7} {'after':>7}  seconds per batch", flush=True)
     rows = []
     for method in args.methods:
-        row = run_method(method, loaded, requests, args.batch_size, args.model)
+        row = run_method(method, loaded, requests, args.batch_size, args.model, overrides)
         rows.append(row)
         per_batch = " ".join(f"{s:7.1f}" for s in row["batch_seconds"])
         print(f"{method:<10} {row['efficacy_before']:7.1f} {row['efficacy_after']:7.1f}  {per_batch}", flush=True)
