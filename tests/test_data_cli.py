@@ -92,3 +92,33 @@ def test_list_shows_builtin_data_and_formats():
     assert result.exit_code == 0, result.output
     for name in ("counterfact-sample", "wikitext-sample", "CC BY-SA 3.0", "mquake", "knowedit", "easyedit"):
         assert name in result.output
+
+
+def test_negate_lists_every_distinct_template_with_its_rule(tmp_path):
+    data = tmp_path / "cf.json"
+    data.write_text(json.dumps([
+        {"case_id": i, "requested_rewrite": {"prompt": prompt, "subject": "Danielle Darrieux", "relation_id": rid,
+                                             "target_new": {"str": "English"}, "target_true": {"str": "French"}}}
+        for i, (prompt, rid) in enumerate([("The mother tongue of {} is", "P103"), ("The mother tongue of {} is", "P103"),
+                                           ("{} speaks", None), ("Zorp {} glorp", None)])
+    ]))
+    table = tmp_path / "neg.yaml"
+    table.write_text('"{} speaks": "{} never speaks"\n')
+    out_csv = tmp_path / "neg.csv"
+    result = CliRunner().invoke(main_app, ["data", "negate", str(data), "--table", str(table), "--csv", str(out_csv)],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "3 distinct templates" in result.output
+    rows = out_csv.read_text().splitlines()
+    assert rows[0] == "template,relation,negated,rule,reason" and len(rows) == 4
+    assert rows[1].startswith("The mother tongue of {} is,P103,The mother tongue of {} is not,")
+    assert rows[2].startswith("{} speaks,,{} never speaks,user-table")
+    assert ",,unnegatable" in rows[3] or "not negated" in result.output  # reported, not kept positive
+    assert "not negated" in result.output
+
+
+def test_negate_bad_table_is_one_clear_error(tmp_path):
+    table = tmp_path / "neg.yaml"
+    table.write_text("- not a mapping\n")
+    result = CliRunner().invoke(main_app, ["data", "negate", "counterfact-sample", "--table", str(table)])
+    assert result.exit_code == 2 and str(table) in result.output

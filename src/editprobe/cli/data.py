@@ -100,6 +100,47 @@ def _example_table(rec: EditRecord) -> Table:
     return table
 
 
+@app.command("negate")
+def negate_cmd(
+    file: str = typer.Argument(..., help="dataset file or built-in name, e.g. counterfact-sample"),
+    table: str | None = typer.Option(None, "--table", help="user YAML 'template: negated template' (overrides the rules)"),
+    format: str | None = typer.Option(None, "--format", "-f", help="format name; detected from the content by default"),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="read only the first N good entries"),
+    csv: str | None = typer.Option(None, "--csv", help="also write template, relation, negated, rule, reason here"),
+) -> None:
+    """Every distinct template with its negation and the rule that made it; the templates no
+    rule can negate are listed (they leave the negation settings, never kept positive)."""
+    import pandas as pd
+
+    from ..data import DataError, load_records
+    from ..data.negation import load_negation_table, negate_all
+    from ..paths import write_text_atomic
+
+    try:
+        overrides = load_negation_table(table) if table else None
+        records = load_records(file, format=format, limit=limit).records
+    except DataError as exc:
+        _fail(str(exc))
+        return
+    report = negate_all(((r.template, r.relation_id) for r in records), overrides=overrides)
+    rows = [{"template": n.template, "relation": rid or "", "negated": n.negated or "", "rule": n.rule, "reason": n.reason}
+            for (_, rid), n in zip(_distinct(records), report.results)]
+    out = Table("template", "relation", "negated", "rule", title=f"{len(rows)} distinct templates", title_justify="left")
+    for row in rows:
+        negated = escape(row["negated"]) if row["negated"] else f"[red]not negated: {escape(row['reason'])}[/red]"
+        out.add_row(escape(row["template"]), escape(row["relation"]), negated, escape(row["rule"]))
+    console.print(out)
+    console.print(escape(report.summary()))
+    if csv:
+        write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
+        console.print(f"written: {escape(csv)}")
+
+
+def _distinct(records) -> list[tuple[str, str | None]]:
+    """(template, relation_id) pairs in first-seen order — negate_all's order."""
+    return list(dict.fromkeys((r.template, r.relation_id) for r in records))
+
+
 @app.command("list")
 def list_cmd() -> None:
     """Built-in datasets and corpora, and the dataset formats that are recognised."""
