@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .common import fail
+from .common import fail, read_run_config
 
 console = Console()
 
@@ -27,13 +27,7 @@ def demo_config_fields(path: Path | None = None) -> dict:
 
     if path is None:
         return yaml.safe_load(resources.files("editprobe.runs").joinpath("builtin/demo.yaml").read_text())
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"cannot read run config {path}: {exc}")
-    if not isinstance(raw, dict):
-        fail(f"{path}: a run config must be a mapping of fields")
-    return raw
+    return read_run_config(path)
 
 
 def demo(

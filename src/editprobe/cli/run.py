@@ -10,23 +10,15 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from .common import fail, parse_overrides
+from .common import fail, parse_overrides, read_run_config
 
 console = Console()
 
 
 def _fields(config: Optional[Path], out: Optional[Path], resume: bool) -> dict[str, Any]:
     """The base fields: the YAML config, else (on --resume) the run's saved config, else none."""
-    import yaml
-
     if config is not None:
-        try:
-            raw = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            fail(f"cannot read run config {config}: {exc}")
-        if not isinstance(raw, dict):
-            fail(f"{config}: a run config must be a mapping of fields")
-        return raw
+        return read_run_config(config)
     saved = out / "config.json" if out is not None else None
     if resume and saved is not None and saved.is_file():
         return json.loads(saved.read_text())
