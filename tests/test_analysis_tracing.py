@@ -13,6 +13,7 @@ import torch
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
+from editprobe.analysis.trace_output import trace_summary
 from editprobe.analysis.tracing import (
     BUCKETS,
     KINDS,
@@ -27,7 +28,6 @@ from editprobe.analysis.tracing import (
     run_trace,
     subject_embedding_std,
     trace_record,
-    trace_summary,
     window_layers,
 )
 from editprobe.cli import app

@@ -28,7 +28,8 @@ def trace(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
 ) -> None:
     """Corrupt the subject, restore one hidden state at a time, and report where the fact lives."""
-    from ..analysis.tracing import TraceError, TraceSettings, run_trace, save_trace
+    from ..analysis.trace_output import save_trace
+    from ..analysis.tracing import TraceError, TraceSettings, run_trace
     from ..data import load_records
     from ..models import load_model
 
