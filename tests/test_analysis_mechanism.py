@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from test_runs_helpers import NEGATIONS, counterfact_records
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
 from editprobe.analysis import mechanism
 from editprobe.analysis.mechanism import (
@@ -26,7 +26,6 @@ from editprobe.analysis.mechanism import (
     weights_unchanged,
 )
 from editprobe.analysis.mechanism_figures import tsne_perplexity
-from editprobe.cli import app
 from editprobe.data.records import EditRecord
 from editprobe.editing import make_editor, resolve_hparams
 from editprobe.models.tiny import trained_tiny_model
@@ -223,7 +222,7 @@ def test_no_qualifying_record_is_an_error(ws):
 # --- the command --------------------------------------------------------------------------------
 def _cli(ws, out, *extra):
     root = ws["root"]
-    return CliRunner().invoke(app, [
+    return invoke([
         "analyze", "--model", str(root / "model"), "--method", "memit", "--data", str(root / "cf.json"),
         "--out", str(out), "--hparams", "tiny", "--negation-table", str(root / "neg.yaml"), "--threads", "1",
         *extra])
@@ -264,7 +263,7 @@ def test_cli_bad_input_is_one_clear_error(ws, tmp_path, args, message):
 
 def test_cli_no_negatable_record_is_one_clear_error(ws, tmp_path):
     root = ws["root"]
-    result = CliRunner().invoke(app, [  # no table: no rule negates the verb-less tiny templates
+    result = invoke([  # no table: no rule negates the verb-less tiny templates
         "analyze", "--model", str(root / "model"), "--data", str(root / "cf.json"), "--out", str(tmp_path / "o"),
         "--hparams", "tiny", "--n", "2"])
     assert result.exit_code == 2 and "no record qualifies" in result.output

@@ -4,23 +4,15 @@ re-reports a finished run without recomputing, and starts over with --fresh."""
 
 from __future__ import annotations
 
-import typer
 import yaml
 from test_runs_helpers import config, workspace
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from editprobe.cli.demo import demo_config_fields, register
+from editprobe.cli.demo import demo_config_fields
 
 
 def _flat(text: str) -> str:
     return " ".join(text.split())  # rich wraps long lines at the terminal width
-
-
-def _cli():
-    app = typer.Typer()
-    register(app)
-    app.command("unused")(lambda: None)  # two commands, so typer keeps the subcommand name
-    return app
 
 
 def test_shipped_demo_settings_are_the_issue_s():
@@ -36,23 +28,22 @@ def test_demo_prints_tables_and_reuses_a_finished_run(tmp_path, monkeypatch):
     cfg_path = tmp_path / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump(fields))
     out = tmp_path / "demo"
-    runner = CliRunner()
-    first = runner.invoke(_cli(), ["demo", "--config", str(cfg_path), "--out", str(out), "--threads", "1"])
+    first = invoke(["demo", "--config", str(cfg_path), "--out", str(out), "--threads", "1"])
     assert first.exit_code == 0, first.output
     assert "No edit" in first.output and "Fact-checking" in first.output and "PN" in first.output
     assert (out / "summary.json").is_file() and (out / "report" / "negation.md").is_file()
     assert "samples.jsonl" in first.output
     stamp = (out / "summary.json").stat().st_mtime_ns
 
-    again = runner.invoke(_cli(), ["demo", "--config", str(cfg_path), "--out", str(out)])
+    again = invoke(["demo", "--config", str(cfg_path), "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert "already holds this finished demo run" in _flat(again.output)
     assert (out / "summary.json").stat().st_mtime_ns == stamp  # not recomputed
 
-    other = runner.invoke(_cli(), ["demo", "--config", str(cfg_path), "--out", str(out), "--n", "3"])
+    other = invoke(["demo", "--config", str(cfg_path), "--out", str(out), "--n", "3"])
     assert other.exit_code != 0 and "other settings" in _flat(other.output)
 
-    fresh = runner.invoke(_cli(), ["demo", "--config", str(cfg_path), "--out", str(out), "--n", "3", "--fresh"])
+    fresh = invoke(["demo", "--config", str(cfg_path), "--out", str(out), "--n", "3", "--fresh"])
     assert fresh.exit_code == 0, fresh.output
     assert yaml.safe_load((out / "config.json").read_text())["n"] == 3
 
@@ -61,6 +52,6 @@ def test_fresh_refuses_to_delete_a_directory_that_is_not_a_run(tmp_path):
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    result = CliRunner().invoke(_cli(), ["demo", "--out", str(out), "--fresh"])
+    result = invoke(["demo", "--out", str(out), "--fresh"])
     assert result.exit_code != 0 and "not a run directory" in _flat(result.output)
     assert (out / "notes.txt").is_file()

@@ -3,9 +3,8 @@
 import json
 
 import torch
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from editprobe.cli import app
 from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
 
 
@@ -36,7 +35,7 @@ def test_edit_command_writes_state_and_report(tmp_path, monkeypatch):
     data = tmp_path / "cf.json"
     _counterfact_file(data)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, [
+    result = invoke([
         "edit", "--model", str(model_dir), "--method", "memit", "--data", str(data), "--n", "6",
         "--batch-size", "3", "--out", str(out), "--hparams", "tiny", "--set", f"mom2_corpus={corpus}",
     ])
@@ -49,6 +48,6 @@ def test_edit_command_writes_state_and_report(tmp_path, monkeypatch):
 
 
 def test_edit_command_bad_method_is_one_clear_error(tmp_path):
-    result = CliRunner().invoke(app, ["edit", "--method", "nope", "--out", str(tmp_path / "o"), "--n", "1"])
+    result = invoke(["edit", "--method", "nope", "--out", str(tmp_path / "o"), "--n", "1"])
     assert result.exit_code == 2
     assert "unknown method 'nope'" in result.output

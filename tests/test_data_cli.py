@@ -1,4 +1,4 @@
-"""`editprobe data inspect` and `editprobe data list` through typer's CliRunner."""
+"""`editprobe data inspect` and `editprobe data list` through the real command line (cli_helpers.invoke)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from editprobe.cli import app as main_app
-from editprobe.cli.data import app
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-runner = CliRunner()
 
 
 def bad_file(tmp_path: Path) -> Path:
@@ -27,7 +24,7 @@ def bad_file(tmp_path: Path) -> Path:
 
 
 def test_inspect_builtin_sample_via_main_app():
-    result = runner.invoke(main_app, ["data", "inspect", "counterfact-sample"])
+    result = invoke(["data", "inspect", "counterfact-sample"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "format: counterfact (detected" in out
@@ -40,7 +37,7 @@ def test_inspect_builtin_sample_via_main_app():
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is absent")
 def test_inspect_mquake_counts_cases_and_records():
-    result = runner.invoke(app, ["inspect", str(SHARED / "mquake/MQuAKE-hard.json")])
+    result = invoke(["data", "inspect", str(SHARED / "mquake/MQuAKE-hard.json")])
     assert result.exit_code == 0, result.output
     assert "format: mquake" in result.output
     assert "entries in file   │ 429" in result.output and "records loaded    │ 1716" in result.output
@@ -49,7 +46,7 @@ def test_inspect_mquake_counts_cases_and_records():
 
 def test_bad_record_exits_2_with_one_error_line(tmp_path):
     path = bad_file(tmp_path)
-    result = runner.invoke(app, ["inspect", str(path)])
+    result = invoke(["data", "inspect", str(path)])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -59,7 +56,7 @@ def test_bad_record_exits_2_with_one_error_line(tmp_path):
 
 
 def test_skip_mode_prints_the_problems_table(tmp_path):
-    result = runner.invoke(app, ["inspect", str(bad_file(tmp_path)), "--on-bad-record", "skip"])
+    result = invoke(["data", "inspect", str(bad_file(tmp_path)), "--on-bad-record", "skip"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "records loaded    │ 1" in out and "entries skipped   │ 2" in out
@@ -75,20 +72,20 @@ def test_skip_mode_prints_the_problems_table(tmp_path):
     ],
 )
 def test_file_level_errors_exit_2(args, message):
-    result = runner.invoke(app, args)
+    result = invoke(["data", *args])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.output
 
 
 def test_explicit_format_and_limit(tmp_path):
-    result = runner.invoke(app, ["inspect", "counterfact-sample", "--format", "counterfact", "--limit", "5"])
+    result = invoke(["data", "inspect", "counterfact-sample", "--format", "counterfact", "--limit", "5"])
     assert result.exit_code == 0, result.output
     assert "(given;" in result.output and "records loaded    │ 5" in result.output
 
 
 def test_list_shows_builtin_data_and_formats():
-    result = runner.invoke(app, ["list"])
+    result = invoke(["data", "list"])
     assert result.exit_code == 0, result.output
     for name in ("counterfact-sample", "wikitext-sample", "CC BY-SA 3.0", "mquake", "knowedit", "easyedit"):
         assert name in result.output
@@ -105,8 +102,8 @@ def test_negate_lists_every_distinct_template_with_its_rule(tmp_path):
     table = tmp_path / "neg.yaml"
     table.write_text('"{} speaks": "{} never speaks"\n')
     out_csv = tmp_path / "neg.csv"
-    result = CliRunner().invoke(main_app, ["data", "negate", str(data), "--table", str(table), "--csv", str(out_csv)],
-                                terminal_width=200)
+    result = invoke(["data", "negate", str(data), "--table", str(table), "--csv", str(out_csv)],
+                    env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "3 distinct templates" in result.output
     rows = out_csv.read_text().splitlines()
@@ -120,5 +117,5 @@ def test_negate_lists_every_distinct_template_with_its_rule(tmp_path):
 def test_negate_bad_table_is_one_clear_error(tmp_path):
     table = tmp_path / "neg.yaml"
     table.write_text("- not a mapping\n")
-    result = CliRunner().invoke(main_app, ["data", "negate", "counterfact-sample", "--table", str(table)])
+    result = invoke(["data", "negate", "counterfact-sample", "--table", str(table)])
     assert result.exit_code == 2 and str(table) in result.output

@@ -10,6 +10,7 @@ import torch
 from editprobe.models import LoadedModel, builtin_cache_path, encode, is_cached, load_model, parse_dtype, pull
 from editprobe.models import builtin as builtin_mod
 from editprobe.models.builtin import BuiltinModelError, load_dequantized, tied_parameter_names
+from editprobe.errors import ModelReferenceError
 from editprobe.models.progress import quiet_progress
 
 
@@ -23,24 +24,24 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("path", ["./no-such-model", "/no/such/model", "~/no-such-model-dir", "../nope"])
-def test_missing_local_path_is_a_clear_file_not_found(path):
-    with pytest.raises(FileNotFoundError) as info:
+def test_missing_local_path_is_a_clear_error_not_a_hub_lookup(path):
+    with pytest.raises(ModelReferenceError) as info:
         load_model(path)
     message = str(info.value)
-    assert repr(path) in message and "no model directory" in message
+    assert repr(path) in message and "no such directory" in message
     assert "smollm2-135m" in message  # says what else would work
 
 
 def test_a_file_instead_of_a_directory(tmp_path):
     f = tmp_path / "model.safetensors"
     f.write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="is a file"):
+    with pytest.raises(ModelReferenceError, match="is a file"):
         load_model(str(f))
 
 
 @pytest.mark.parametrize("name", ["smollm2-135", "smollm2-135M", "smolm2-135m"])
 def test_near_miss_of_a_builtin_name_is_not_sent_to_the_hub(name):
-    with pytest.raises(BuiltinModelError, match=r"did you mean 'smollm2-135m'"):
+    with pytest.raises(ModelReferenceError, match=r"did you mean 'smollm2-135m'"):
         load_model(name)
 
 
@@ -51,7 +52,7 @@ def test_pull_of_an_unknown_builtin_lists_the_builtins(cache):
 
 
 def test_bad_dtype_fails_before_loading():
-    with pytest.raises(ValueError, match="unknown dtype 'float8'.*bf16"):
+    with pytest.raises(ValueError, match="--dtype 'float8': unknown dtype.*bf16"):
         load_model("./no-such-model", dtype="float8")
 
 
@@ -124,7 +125,7 @@ def test_cache_location_follows_editprobe_cache(cache):
 def test_pull_reads_the_cache_once_it_exists(cache, monkeypatch):
     target = builtin_cache_path("smollm2-135m")
     target.mkdir(parents=True)
-    (target / "editprobe-source.json").write_text(json.dumps({"name": "smollm2-135m"}))
+    (target / "editprobe-source.json").write_text(json.dumps({"name": "smollm2-135m", "gguf_sha256": builtin_mod.BUILTIN_MODELS["smollm2-135m"].gguf_sha256}))
 
     def no_rebuild(*_a, **_k):
         raise AssertionError("pull rebuilt a cached model")

@@ -12,12 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import typer
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from editprobe.cli.run import register
 from editprobe.report.html import embed_json
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -121,9 +119,7 @@ def _analysis_dir(root: Path) -> Path:
 
 
 def _cli(args: list[str]):
-    app = typer.Typer()
-    register(app)
-    return CliRunner().invoke(app, ["report", *args])
+    return invoke(["report", *args])
 
 
 @pytest.fixture(scope="module")

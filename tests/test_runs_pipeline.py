@@ -8,11 +8,9 @@ from collections import Counter
 
 import pytest
 import torch
-import typer
 from test_runs_helpers import config, workspace
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from editprobe.cli.run import register
 from editprobe.models import load_model
 from editprobe.runs import RunDir, RunExistsError, read_samples, read_summary, run_experiment
 
@@ -32,12 +30,6 @@ def finished(tmp_path_factory):
     after = loaded.model.state_dict()
     restored = all(torch.equal(after[k], v) for k, v in weights.items())
     return {"ws": ws, "out": out, "summary": summary, "root": root, "restored": restored}
-
-
-def _cli():
-    app = typer.Typer()
-    register(app)
-    return app
 
 
 def test_summary_has_config_versions_and_metrics(finished):
@@ -96,6 +88,9 @@ def test_unfinished_run_needs_resume_and_the_same_config(tmp_path):
     ws = {"model": tmp_path, "data": tmp_path / "d.json", "corpus": tmp_path / "c", "negations": tmp_path / "n"}
     run_dir = RunDir(tmp_path / "run")
     run_dir.open(config(ws, tmp_path / "run"), resume=False)
+    run_dir.open(config(ws, tmp_path / "run"), resume=False)  # a config but no work yet: no obstacle
+    (run_dir.root / "stages").mkdir()
+    (run_dir.root / "stages" / "cf__baseline.json").write_text("{}")
     with pytest.raises(RunExistsError, match="--resume"):
         run_dir.open(config(ws, tmp_path / "run"), resume=False)
     with pytest.raises(RunExistsError, match="differs in seed"):
@@ -109,7 +104,7 @@ def test_unfinished_run_needs_resume_and_the_same_config(tmp_path):
 
 
 def test_report_command_on_the_run(finished, tmp_path):
-    result = CliRunner().invoke(_cli(), ["report", str(finished["out"]), "--out", str(tmp_path / "rep")])
+    result = invoke(["report", str(finished["out"]), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     assert "| No edit |" in result.output and "| memit |" in result.output
     for name in ("negation", "factcheck"):
@@ -119,11 +114,11 @@ def test_report_command_on_the_run(finished, tmp_path):
 
 
 def test_run_command_rejects_a_bad_config_before_loading(tmp_path):
-    result = CliRunner().invoke(_cli(), ["run", "--method", "nope", "--out", str(tmp_path / "o"), "--n", "1"])
+    result = invoke(["run", "--method", "nope", "--out", str(tmp_path / "o"), "--n", "1"])
     assert result.exit_code == 2
     assert "unknown method 'nope'" in result.output
     assert not (tmp_path / "o").exists()
-    result = CliRunner().invoke(_cli(), ["run", "--n", "0", "--out", str(tmp_path / "o")])
+    result = invoke(["run", "--n", "0", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "'n'" in result.output
 
 
@@ -131,11 +126,11 @@ def test_cli_resume_reads_the_saved_config_and_yaml_configs_work(finished, tmp_p
     """`run --resume --out DIR` takes the run's own config; a YAML config with --out works
     the same; both stop at the finished run without touching it."""
     before = (finished["out"] / "summary.json").read_bytes()
-    result = CliRunner().invoke(_cli(), ["run", "--resume", "--out", str(finished["out"])])
+    result = invoke(["run", "--resume", "--out", str(finished["out"])])
     assert result.exit_code == 2 and "finished run" in " ".join(result.output.split())
     cfg = config(finished["ws"], finished["out"], methods=("memit", "alphaedit"))
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
-    result = CliRunner().invoke(_cli(), ["run", "--config", str(path)])
+    result = invoke(["run", "--config", str(path)])
     assert result.exit_code == 2 and "finished run" in " ".join(result.output.split())
     assert (finished["out"] / "summary.json").read_bytes() == before

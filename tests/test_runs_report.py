@@ -6,10 +6,8 @@ import json
 
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from editprobe.cli.run import register
 from editprobe.report import ablation_table, factcheck_table, load_summaries, negation_table, to_latex, to_markdown
 
 NEG = {"PP": 98.2, "PN": 69.4, "NN": 97.8, "NP": 81.5, "PP-PN": 28.8, "PP-NP": 16.7, "NN-PN": 28.4, "NN-NP": 16.3,
@@ -77,11 +75,9 @@ def test_latex_escapes_and_marks_missing(tmp_path):
 
 
 def test_report_cli_writes_all_formats_and_prints_markdown(tmp_path):
-    app = typer.Typer()
-    register(app)
     runs = [_write(tmp_path, "a", _summary(True)), _write(tmp_path, "b", _summary(False, pp=23.2))]
     out = tmp_path / "rep"
-    result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out)])
+    result = invoke(["report", *map(str, runs), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for name in ("negation", "factcheck", "ablation"):
         for ext in ("md", "csv", "tex"):
@@ -92,9 +88,7 @@ def test_report_cli_writes_all_formats_and_prints_markdown(tmp_path):
 
 
 def test_report_cli_on_a_non_run_directory(tmp_path):
-    app = typer.Typer()
-    register(app)
-    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    result = invoke(["report", str(tmp_path)])
     assert result.exit_code == 2 and "summary.json" in " ".join(result.output.split())
 
 

@@ -1,25 +1,28 @@
-"""A run killed hard mid-way (os._exit after a checkpoint, in a subprocess running the CLI),
-then resumed, equals an uninterrupted run: summary metrics and per-sample records."""
+"""A run killed hard mid-way (SIGKILL right after a checkpoint, in a subprocess running the
+CLI), then resumed, equals an uninterrupted run: summary metrics and per-sample records."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+from kill_driver import command
 from test_runs_helpers import comparable, config, workspace
 
 from editprobe.runs import read_samples, read_summary, run_experiment
-from editprobe.runs.loop import CRASH_ENV
 
 METHODS = ("memit", "alphaedit")
-CLI = "import typer; from editprobe.cli.run import register; app = typer.Typer(); register(app); app()"
+# The 7th checkpoint's progress entry is written, then the process is killed.
+KILL_AFTER_7TH_CHECKPOINT = "editprobe.runs.store:RunDir.record_checkpoint:7:after"
 
 
-def _cli(ws, out, env, *extra):
-    args = [sys.executable, "-c", CLI, "run", "--model", str(ws["model"]), "--method", "memit",
+def _cli(ws, out, env, *extra, kill=None):
+    cli = command(kill, []) if kill else [sys.executable, "-m", "editprobe"]
+    args = [*cli, "run", "--model", str(ws["model"]), "--method", "memit",
             "--method", "alphaedit",
             "--data", str(ws["data"]), "--n", "6", "--batch-size", "3", "--out", str(out), "--hparams", "tiny",
             "--set", f"mom2_corpus={ws['corpus']}", "--negation-table", str(ws["negations"]), "--seed", "0",
@@ -31,7 +34,8 @@ def _cli(ws, out, env, *extra):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     ws = workspace(root)
-    env = {**os.environ, "EDITPROBE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "EDITPROBE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
     reference = root / "reference"
     with pytest.MonkeyPatch.context() as mp:  # the in-process run shares the subprocesses' stats cache
         mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
@@ -41,7 +45,7 @@ def runs(tmp_path_factory):
     # 7 checkpoints: memit's two stages and AlphaEdit's positive one (two batches each),
     # then AlphaEdit's first negative batch: the resume must skip three finished stages and
     # continue the fourth mid-way (AlphaEdit: its projectors must be rebuilt, too).
-    first = _cli(ws, killed, {**env, CRASH_ENV: "7"})
+    first = _cli(ws, killed, env, kill=KILL_AFTER_7TH_CHECKPOINT)
     state = {
         "rc": first.returncode, "stderr": first.stderr,
         "summary_after_kill": (killed / "summary.json").exists(),
@@ -58,7 +62,7 @@ def runs(tmp_path_factory):
 
 def test_kill_left_an_unfinished_run_with_checkpoints(runs):
     s = runs["state"]
-    assert s["rc"] == 75, s["stderr"]
+    assert s["rc"] == -signal.SIGKILL, s["stderr"]
     assert not s["summary_after_kill"]
     assert s["positive_stage"] and s["negative_ckpt"] == 1
 

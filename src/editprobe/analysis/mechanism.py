@@ -41,13 +41,14 @@ from ..editing.hparams import LTEHParams
 from ..editing.keys import read_at_subject
 from ..probes.generation import decode_text, greedy_decode, query_ids
 from ..probes.negation import NegateFn, build_negation_plan
+from ..errors import UserError
 
 SITE_PREFERENCE = ("mlp", "block")  # the MLP-output site when a method has one, else the block's
 ANSWER_TOKENS = 4  # [choice] enough for the first word of most answers
 NEG_SUFFIX = "::neg"  # request ids of neg(p), so a batch never holds one id twice
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError, ValueError):
     """Bad input for the analysis (n < 1, no qualifying record, unknown site)."""
 
 

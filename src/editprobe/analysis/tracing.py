@@ -60,6 +60,7 @@ from ..models.tokens import (
 )
 from ..probes.exact import exact_match_ids
 from ..probes.generation import query_ids
+from ..errors import UserError
 
 KINDS = ("block", "mlp", "attn")
 BUCKETS = (
@@ -80,7 +81,7 @@ RECOMMENDATION_RULE = (
 )
 
 
-class TraceError(ValueError):
+class TraceError(UserError, ValueError):
     """Bad tracing settings or nothing to trace."""
 
 

@@ -1,33 +1,84 @@
 """Command line: thin wrappers that parse, call the package and print.
 
-Each command group lives in its own module and is attached here.
+Each command group lives in its own module and is attached here. :func:`main` is the one
+error path: an expected failure (:class:`~editprobe.errors.UserError`, a usage error) prints
+one plain ``error: ...`` line and exits with code 2; anything else is a bug: one line saying
+so, exit code 1, and the traceback with ``editprobe --debug ...``.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+
+import click
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Knowledge editing, evaluated beyond the literal target string.")
+from ..errors import UserError
+from . import analyze, data, demo, edit, models, report, run, trace
+from .common import print_error
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Knowledge editing, evaluated beyond the literal target string.")
+
+DEBUG_ENV = "EDITPROBE_DEBUG"
 
 
-def _attach() -> None:
-    from . import data as data_cmds
-    from . import models as model_cmds
-
-    app.add_typer(model_cmds.app, name="models", help="Built-in models and the model cache.")
-    app.add_typer(data_cmds.app, name="data", help="Inspect and check datasets.")
-    for module_name in ("edit", "demo", "run", "trace", "analyze"):
-        try:
-            module = __import__(f"editprobe.cli.{module_name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"editprobe.cli.{module_name}":
-                raise
-            continue
-        module.register(app)
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback")) -> None:
+    """Knowledge editing, evaluated beyond the literal target string."""
 
 
-_attach()
+app.add_typer(models.app, name="models", help="Built-in models and the model cache.")
+app.add_typer(data.app, name="data", help="Inspect and check datasets.")
+for _module in (edit, demo, run, report, trace, analyze):
+    _module.register(app)
 
 
-def main() -> None:
-    app()
+def _debug_requested(args: list[str]) -> bool:
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        return True
+    for arg in args:  # --debug belongs to the root, before the command name
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = _debug_requested(args)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="editprobe", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 2
+    except click.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+        print_error(f"{where}{exc.format_message()}{hint}")
+        return 2
+    except click.ClickException as exc:
+        print_error(exc.format_message())
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print_error("aborted")
+        return 1
+    except UserError as exc:
+        print_error(exc)
+        return 2
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said so plainly
+        if debug:
+            traceback.print_exc()
+        detail = f"{type(exc).__name__}: {exc}"
+        tail = "(traceback above)" if debug else "(run it again as editprobe --debug ... for the traceback)"
+        print_error(f"internal error, please report it: {detail} {tail}")
+        return 1

@@ -9,10 +9,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from .common import fail, parse_overrides
+from .common import fail, parse_overrides, set_threads, warn
 
 console = Console()
 
@@ -42,54 +43,54 @@ def analyze(
     """Targets for "X is o*" vs "X is not o*": ‖m¹−m²‖/‖m¹−m⁰‖, cos(m¹−m⁰, m²−m⁰), PCA and t-SNE."""
     import torch
 
-    from ..analysis.mechanism import AnalysisError, analyze_mechanism, hparams_for_layer, write_analysis
-    from ..data import load_records
+    from ..analysis.mechanism import analyze_mechanism, hparams_for_layer, write_analysis
     from ..data.negation import load_negation_table, negate
-    from ..editing import HParamsError, make_editor, resolve_hparams
+    from ..editing import make_editor, resolve_hparams
     from ..editing.keys_model import hparams_key
     from ..models import load_model
+    from ..paths import check_writable
+    from ..runs.preflight import check_datasets, check_model_and_device
 
     if n < 1:
         fail(f"--n must be at least 1, not {n}")
     if batch_size < 1:
         fail(f"--batch-size must be at least 1, not {batch_size}")
-    if threads is not None:
-        if threads < 1:
-            fail(f"--threads must be at least 1, not {threads}")
-        torch.set_num_threads(threads)
+    set_threads(threads)
     torch.manual_seed(seed)
     overrides = parse_overrides(set_)
     negate_fn = None
-    try:
-        # Cheap checks first: a typo should not cost a model load.
-        hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
-        records = load_records(data).records
-        if negation_table is not None:
-            table = load_negation_table(negation_table)
-            negate_fn = lambda template, relation_id: negate(template, relation_id, overrides=table)  # noqa: E731
+    # Cheap checks first: a typo should not cost a model load.
+    hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
+    records, warnings = check_datasets([data], 10**9)
+    records = records[data]
+    for line in warnings:
+        warn(line)
+    if negation_table is not None:
+        table = load_negation_table(negation_table)
+        negate_fn = lambda template, relation_id: negate(template, relation_id, overrides=table)  # noqa: E731
+    check_writable(out)
+    check_model_and_device(model, device)
 
-        loaded = load_model(model, dtype=dtype, device=device)
-        n_layers = loaded.adapter.n_layers(loaded.model)
-        target_layer = hp.layers[-1] if layer is None else layer
-        if not 0 <= target_layer < n_layers:
-            fail(f"--layer {target_layer} is outside the model's layers 0..{n_layers - 1}")
-        hp = hparams_for_layer(hp, target_layer)
-        editor = make_editor(method, loaded.model, loaded.tokenizer, hp, model_id=model)
-    except (ValueError, OSError, HParamsError) as exc:
-        fail(exc)
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"{method}: targets at layer {editor.critical_layer}", total=None)
+    loaded = load_model(model, dtype=dtype, device=device)
+    n_layers = loaded.adapter.n_layers(loaded.model)
+    target_layer = hp.layers[-1] if layer is None else layer
+    if not 0 <= target_layer < n_layers:
+        fail(f"--layer {target_layer} is outside the model's layers 0..{n_layers - 1}")
+    hp = hparams_for_layer(hp, target_layer)
+    editor = make_editor(method, loaded.model, loaded.tokenizer, hp, model_id=model)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(escape(f"{method}: targets at layer {editor.critical_layer}"), total=None)
 
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
 
+        try:
             result = analyze_mechanism(editor, records, n, negate_fn=negate_fn, batch_size=batch_size,
                                        on_progress=advance)
-        paths = write_analysis(result, out, model=model, data=data, n_requested=n, seed=seed,
-                               extra_metadata={"model": model, "data": data})
-    except (AnalysisError, ValueError, ArithmeticError, OSError) as exc:
-        fail(exc)
+        except (FloatingPointError, ArithmeticError) as exc:
+            fail(f"{method}: target optimization failed: {exc}")
+    paths = write_analysis(result, out, model=model, data=data, n_requested=n, seed=seed,
+                           extra_metadata={"model": model, "data": data})
     s = result.summary()
     sel = result.selection
     table = Table(title=f"{method} on {model}, layer {result.layer} ({result.site} site)")

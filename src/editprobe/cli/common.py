@@ -1,19 +1,29 @@
-"""Shared CLI helpers: one clear error line, hparam overrides, run-config files."""
+"""Shared CLI helpers: the error line, hparam overrides, run-config files, threads."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import typer
 import yaml
-from rich.console import Console
 
-err = Console(stderr=True)
+from ..errors import OptionError, one_line
 
 
-def fail(exc: BaseException | str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {exc}", highlight=False)
-    raise typer.Exit(code)
+def print_error(message: object) -> None:
+    """``error: ...`` on stderr: one line, no markup interpretation, no wrapping."""
+    sys.stderr.write(f"error: {one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def warn(message: object) -> None:
+    sys.stderr.write(f"warning: {one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def fail(message: object) -> None:
+    """Stop with one error line (exit code 2): the CLI's main prints it."""
+    raise OptionError(one_line(message))
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -22,16 +32,27 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             fail(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        if not key.strip():
+            fail(f"--set {item!r}: the key is empty")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            fail(f"--set {item!r}: the value is not YAML: {exc}")
     return out
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        fail(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def read_run_config(path: Path) -> dict:
     """A run config YAML's fields; one clear error when it is unreadable or not a mapping."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"cannot read run config {path}: {exc}")
-    if not isinstance(raw, dict):
-        fail(f"{path}: a run config must be a mapping of fields")
-    return raw
+    from ..runs.config import read_config_file
+
+    return read_config_file(path)

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .common import fail
+
 if TYPE_CHECKING:
     from ..data import EditRecord
 
@@ -27,9 +29,7 @@ class OnBadRecordChoice(str, Enum):
 
 
 def _fail(message: str) -> None:
-    # One line on stderr, never wrapped: scripts and people both read it.
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    fail(message)  # one plain line on stderr, exit code 2
 
 
 @app.command("inspect")

@@ -7,7 +7,6 @@ same settings is reported again without recomputing; ``--fresh`` starts over."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from importlib import resources
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from .common import fail, read_run_config
+from .common import fail, set_threads, warn
 
 console = Console()
 
@@ -25,9 +25,11 @@ def demo_config_fields(path: Path | None = None) -> dict:
     """The shipped demo settings (runs/builtin/demo.yaml), or a user's run config YAML."""
     import yaml
 
+    from ..runs.config import read_config_file
+
     if path is None:
         return yaml.safe_load(resources.files("editprobe.runs").joinpath("builtin/demo.yaml").read_text())
-    return read_run_config(path)
+    return read_config_file(path)
 
 
 def demo(
@@ -43,40 +45,28 @@ def demo(
 ) -> None:
     """Edit the built-in model (MEMIT, AlphaEdit), evaluate negation and fact-checking, print the tables."""
     from ..report import load_summaries, write_tables
-    from ..runs import RunConfig, RunExistsError, run_experiment
-    from ..runs.store import RunDir, read_summary
+    from ..runs import Experiment, RunConfig, RunDir
 
-    fields = demo_config_fields(config)
     flags = {"n": n, "batch_size": batch_size, "methods": tuple(method) or None, "model": model,
-             "datasets": (data,) if data else None}
-    fields.update({k: v for k, v in flags.items() if v is not None})
-    fields["out"] = out
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    try:
-        cfg = RunConfig.build(fields)
-    except ValueError as exc:
-        fail(exc)
+             "datasets": (data,) if data else None, "out": out}
+    cfg = RunConfig.from_sources(None, flags, base=demo_config_fields(config))
+    set_threads(threads)
     run_dir = RunDir(out)
-    if fresh and out.exists():
-        if not (out / "config.json").is_file():
-            fail(f"{out} is not a run directory; refusing to delete it")
-        shutil.rmtree(out)
+    experiment = Experiment(cfg)
+    warnings = experiment.check_inputs()  # before --fresh deletes anything
+    if fresh:
+        run_dir.reset()
     started = time.perf_counter()
     if run_dir.finished:
-        saved = read_summary(out)["config"]
-        if RunConfig.build(saved).identity() != cfg.identity():
+        if not run_dir.matches(cfg):
             fail(f"{out} holds a finished run with other settings; pass --fresh or another --out")
-        console.print(f"[bold]{out}[/bold] already holds this finished demo run; reporting it (--fresh recomputes)")
+        typer.echo(f"{out} already holds this finished demo run; reporting it (--fresh recomputes)")
     else:
-        console.print(f"editing {cfg.model} with {', '.join(cfg.methods)}: {cfg.n} records of "
-                      f"{', '.join(cfg.datasets)} in batches of {cfg.batch_size} -> {out}")
-        try:
-            run_experiment(cfg, resume=(out / "config.json").is_file())
-        except (RunExistsError, ValueError, ArithmeticError, OSError) as exc:
-            fail(exc)
+        for line in warnings:
+            warn(line)
+        console.print(escape(f"editing {cfg.model} with {', '.join(cfg.methods)}: {cfg.n} records of "
+                             f"{', '.join(cfg.datasets)} in batches of {cfg.batch_size} -> {out}"))
+        experiment.run(resume=run_dir.has_config)
     report_dir = out / "report"
     text = write_tables(load_summaries([out]), report_dir)
     typer.echo("")

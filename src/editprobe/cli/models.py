@@ -13,14 +13,10 @@ console = Console()
 @app.command("pull")
 def pull_cmd(name: str = typer.Argument(..., help="built-in model name, e.g. smollm2-135m"), force: bool = False) -> None:
     """Dequantize a built-in model once and cache it as safetensors."""
-    from ..models.builtin import BuiltinModelError, is_cached, pull
+    from ..models.builtin import is_cached, pull
 
     was_cached = is_cached(name)
-    try:
-        path = pull(name, force=force)
-    except BuiltinModelError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
+    path = pull(name, force=force)
     console.print(f"{name}: {'already cached' if was_cached and not force else 'cached'} at {path}")
 
 

@@ -1,28 +1,16 @@
-"""`editprobe run` (the experiment of evaluation-protocol.md §2–4, checkpointed) and
-`editprobe report RUN_DIR...` (its tables)."""
+"""`editprobe run`: the experiment of evaluation-protocol.md §2–4, checkpointed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 
-from .common import fail, parse_overrides, read_run_config
+from .common import fail, parse_overrides, set_threads, warn
 
 console = Console()
-
-
-def _fields(config: Optional[Path], out: Optional[Path], resume: bool) -> dict[str, Any]:
-    """The base fields: the YAML config, else (on --resume) the run's saved config, else none."""
-    if config is not None:
-        return read_run_config(config)
-    saved = out / "config.json" if out is not None else None
-    if resume and saved is not None and saved.is_file():
-        return json.loads(saved.read_text())
-    return {}
 
 
 def run(
@@ -46,80 +34,30 @@ def run(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
-    from ..data.errors import DataError
-    from ..editing import HParamsError
-    from ..runs import RunConfig, RunConfigError, RunExistsError, run_experiment
+    from ..runs import Experiment, RunConfig, RunDir
+    from ..runs.config import read_config_file
 
-    fields = _fields(config, out, resume)
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
              "hparams": hparams, "negation_table": negation_table, "dtype": dtype, "device": device,
              "checkpoint_every": checkpoint_every}
-    fields.update({k: v for k, v in flags.items() if v is not None})
-    if set_:
-        fields["overrides"] = {**fields.get("overrides", {}), **parse_overrides(set_)}
-    if "out" not in fields:
+    if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    try:
-        cfg = RunConfig.build(fields)
-        summary = run_experiment(cfg, resume=resume)
-    except (RunConfigError, RunExistsError, HParamsError, DataError, ValueError, ArithmeticError, OSError) as exc:
-        fail(exc)
+    base = None
+    if resume and config is None:  # the run's own saved config, unless the user restates one
+        base = RunDir(out).saved_fields()
+    cfg = RunConfig.from_sources(config, flags, parse_overrides(set_), base=base)
+    set_threads(threads)
+    experiment = Experiment(cfg)
+    for line in experiment.preflight(resume):
+        warn(line)
+    summary = experiment.run(resume=resume)
     for r in summary["results"]:
         neg, fc = r["negation"], r["factcheck"]
-        console.print(f"{r['dataset']} {r['method']}: PP {neg['PP']} PN {neg['PN']} NN {neg['NN']} NP {neg['NP']} "
-                      f"Avg {neg['Avg']} | fact-check Eff {fc['Eff']} Acc {fc['Acc']} (n={fc['n']})")
-    console.print(f"results in {cfg.out} (summary.json, samples.jsonl); tables: editprobe report {cfg.out}")
-
-
-def report(
-    run_dirs: list[Path] = typer.Argument(..., help="finished run directories (with --html also trace and analysis "
-                                                    "directories)"),
-    out: Path = typer.Option(Path("report"), help="where the .md/.csv/.tex tables go"),
-    html: Optional[Path] = typer.Option(None, "--html", help="also write one self-contained HTML report (tables, "
-                                                             "charts, trace/analysis figures, sample browser)"),
-) -> None:
-    """Negation, fact-check and (when runs differ in it) preserve-previous ablation tables;
-    with --html also one self-contained page of them, charts, traces, analyses and samples."""
-    from ..report import load_summaries, write_tables
-    from ..report.html import ReportInputError, classify_dirs, write_html
-
-    try:
-        sources = classify_dirs(run_dirs)
-    except ReportInputError as exc:
-        fail(exc)
-    if not sources.runs and html is None:
-        fail("no finished run directory (summary.json) among the arguments; trace and analysis directories "
-             "are shown only with --html")
-    summaries: list[dict[str, Any]] = []
-    if sources.runs:
-        try:
-            summaries = load_summaries(sources.runs)
-        except (OSError, ValueError, KeyError) as exc:
-            fail(exc)
-        try:
-            text = write_tables(summaries, out)
-        except KeyError as exc:
-            fail(f"a run summary lacks the field {exc}; was it written by this version?")
-        # Plain echo: rich would wrap wide table lines and break the Markdown.
-        typer.echo(text)
-        typer.echo(f"tables (md, csv, tex) in {out}")
-    if html is not None:
-        try:
-            write_html(html, sources, summaries)
-        except ReportInputError as exc:
-            fail(exc)
-        except KeyError as exc:
-            fail(f"a run summary or sample lacks the field {exc}; was it written by this version?")
-        except (OSError, ValueError) as exc:
-            fail(f"cannot write the HTML report: {exc}")
-        typer.echo(f"HTML report in {html}")
+        typer.echo(f"{r['dataset']} {r['method']}: PP {neg['PP']} PN {neg['PN']} NN {neg['NN']} NP {neg['NP']} "
+                   f"Avg {neg['Avg']} | fact-check Eff {fc['Eff']} Acc {fc['Acc']} (n={fc['n']})")
+    typer.echo(f"results in {cfg.out} (summary.json, samples.jsonl); tables: editprobe report {cfg.out}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
-    app.command("report")(report)

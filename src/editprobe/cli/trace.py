@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import fail
+from .common import fail, set_threads, warn
 
 console = Console()
 
@@ -29,31 +29,24 @@ def trace(
 ) -> None:
     """Corrupt the subject, restore one hidden state at a time, and report where the fact lives."""
     from ..analysis.trace_output import save_trace
-    from ..analysis.tracing import TraceError, TraceSettings, run_trace
-    from ..data import load_records
+    from ..analysis.tracing import TraceSettings, run_trace
     from ..models import load_model
+    from ..paths import check_writable
+    from ..runs.preflight import check_datasets, check_model_and_device
 
     # Cheap checks first: a typo should not cost a model load.
     if n < 1:
         fail(f"--n must be at least 1, got {n}")
-    if threads is not None and threads < 1:
-        fail(f"--threads must be at least 1, got {threads}")
-    try:
-        settings = TraceSettings(samples=samples, noise=noise, layers_window=layers_window, seed=seed).check()
-        records = load_records(data, limit=n).records
-        if not records:
-            fail(f"no records in {data}")
-    except (ValueError, OSError) as exc:
-        fail(exc)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    try:
-        # fp32: the effects are differences of probabilities, too small for bf16.
-        loaded = load_model(model, dtype="float32", device=device)
-    except (ValueError, OSError, RuntimeError) as exc:
-        fail(f"cannot load model {model!r}: {exc}")
+    settings = TraceSettings(samples=samples, noise=noise, layers_window=layers_window, seed=seed).check()
+    records, warnings = check_datasets([data], n)
+    for line in warnings:
+        warn(line)
+    check_writable(out)
+    check_model_and_device(model, device)
+    set_threads(threads)
+    # fp32: the effects are differences of probabilities, too small for bf16.
+    loaded = load_model(model, dtype="float32", device=device)
+    records = records[data]
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("causal tracing: finding known records", total=None)
@@ -61,11 +54,8 @@ def trace(
         def on_known(count: int) -> None:
             progress.update(task, description="causal tracing", total=count, completed=0)
 
-        try:
-            result = run_trace(loaded.model, loaded.tokenizer, loaded.adapter, records, settings,
-                               on_known=on_known, on_record=lambda _: progress.advance(task))
-        except TraceError as exc:
-            fail(exc)
+        result = run_trace(loaded.model, loaded.tokenizer, loaded.adapter, records, settings,
+                           on_known=on_known, on_record=lambda _: progress.advance(task))
     summary = save_trace(result, out, model, data, loaded.tokenizer)
     rec = summary["recommendation"]
     curve = summary["kinds"]["mlp"]["buckets_by_layer"][2]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from ..errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data. ``str(err)`` is one line: ``FILE: record I: field F: message``.
 
     ``index`` is the 0-based position of the record in the file (the line number minus

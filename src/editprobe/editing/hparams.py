@@ -7,11 +7,12 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ..errors import UserError, one_line
 
 HPARAMS_DIR = Path(__file__).parent / "hparams"
 
 
-class HParamsError(ValueError):
+class HParamsError(UserError, ValueError):
     pass
 
 
@@ -78,8 +79,10 @@ def load_hparams_file(path: str | Path, cls: type[LTEHParams], overrides: dict |
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise HParamsError(f"{path}: cannot read hyperparameters: {exc}") from None
-    raw.update(overrides or {})
+        raise HParamsError(f"{path}: cannot read hyperparameters: {one_line(exc)}") from None
+    if not isinstance(raw, dict):
+        raise HParamsError(f"{path}: hyperparameters must be a mapping of fields, got a {type(raw).__name__}")
+    raw = {**raw, **(overrides or {})}
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:

@@ -22,9 +22,10 @@ from ..models.tokens import (
     make_batch,
     subject_last_index,
 )
+from ..errors import UserError
 
 
-class RequestError(ValueError):
+class RequestError(UserError, ValueError):
     """A request that cannot be edited, named by its id."""
 
 

@@ -15,11 +15,12 @@ from safetensors.torch import load_file, save_file
 
 from ..paths import atomic_path
 from .context import ContextTemplates
+from ..errors import UserError
 
 STATE_VERSION = 1
 
 
-class StateError(ValueError):
+class StateError(UserError, ValueError):
     pass
 
 

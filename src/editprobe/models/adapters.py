@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from ..errors import UserError
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(UserError, ValueError):
     pass
 
 

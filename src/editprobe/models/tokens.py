@@ -15,9 +15,10 @@ import string
 from dataclasses import dataclass
 
 import torch
+from ..errors import UserError
 
 
-class TokenizationError(ValueError):
+class TokenizationError(UserError, ValueError):
     pass
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from ..paths import write_text_atomic
 from ..runs.store import SAMPLES, SUMMARY, read_samples
 from .tables import NO_EDIT, ablation_table, factcheck_table, negation_table
+from ..errors import UserError
 
 TRACE = "trace.json"
 ANALYSIS = "analysis.json"
@@ -48,7 +49,7 @@ HALLUCINATION_NOTE = (
     "NN rows are not included: there o* after the negated query is the requested edit itself.")
 
 
-class ReportInputError(ValueError):
+class ReportInputError(UserError, ValueError):
     """An argument directory that the report cannot use (none of the known files, bad JSON)."""
 
 

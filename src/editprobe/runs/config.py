@@ -15,9 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..probes.factcheck import FactCheckConfig
+from ..errors import UserError, one_line, validation_message
 
 
-class RunConfigError(ValueError):
+class RunConfigError(UserError, ValueError):
     pass
 
 
@@ -72,6 +73,14 @@ class RunConfig(BaseModel):
             raise ValueError(f"datasets must have distinct names (file stems), got {keys}")
         return v
 
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str | None) -> str | None:
+        from ..models.loading import parse_dtype
+
+        parse_dtype(v)  # raises with the list of dtypes
+        return v
+
     def hparams_overrides(self) -> dict[str, Any]:
         """The overrides handed to ``make_editor``: the explicit switch wins over ``overrides``."""
         out = dict(self.overrides)
@@ -86,13 +95,20 @@ class RunConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **flags: Any) -> "RunConfig":
         """A YAML file's fields, with ``flags`` (those not None) taking precedence."""
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RunConfigError(f"cannot read run config {path}: {exc}") from None
-        if not isinstance(raw, dict):
-            raise RunConfigError(f"{path}: a run config must be a mapping of fields")
-        return cls.build({**raw, **{k: v for k, v in flags.items() if v is not None}})
+        return cls.from_sources(path, flags)
+
+    @classmethod
+    def from_sources(cls, path: str | Path | None, flags: dict[str, Any], overrides: dict[str, Any] | None = None,
+                     base: dict[str, Any] | None = None) -> "RunConfig":
+        """The config the CLI runs: ``base`` (a resumed run's saved fields), then the YAML file's
+        fields, then the flags that are not None; ``overrides`` add to the hparams overrides."""
+        fields = dict(base or {})
+        if path is not None:
+            fields.update(read_config_file(path))
+        fields.update({k: v for k, v in flags.items() if v is not None})
+        if overrides:
+            fields["overrides"] = {**fields.get("overrides", {}), **overrides}
+        return cls.build(fields)
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "RunConfig":
@@ -100,9 +116,19 @@ class RunConfig(BaseModel):
         try:
             return cls.model_validate(fields)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "config"
-            raise RunConfigError(f"run config: field {where!r}: {first['msg']}") from None
+            where, message = validation_message(exc)
+            raise RunConfigError(f"run config: field {where or 'config'!r}: {message}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A run config YAML's fields; one clear error when it is unreadable or not a mapping."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunConfigError(f"cannot read run config {path}: {one_line(exc)}") from None
+    if not isinstance(raw, dict):
+        raise RunConfigError(f"{path}: a run config must be a mapping of fields")
+    return raw
 
 
 def dataset_key(spec: str) -> str:

@@ -9,44 +9,26 @@ resumed run replays nothing and equals an uninterrupted one.
 
 from __future__ import annotations
 
-import os
-import random
 import time
-import zlib
 from typing import Any
 
-import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from ..probes import (
     FactCheckReply, NegationPlan, NegationRun, ask_records, build_negation_plan, fact_check_result,
     negation_scores, no_edit_baseline, no_edit_fact_check, score_negation_run,
 )
+from ..errors import UserError
 from .config import RunConfig, dataset_key
-from .store import RunDir, package_versions
+from .preflight import check_datasets, check_model_and_device
+from .sequential import batch_seed, edit_sequentially, n_batches
+from .store import RunDir, RunFailedError, package_versions
 
-# Test hook (hidden on purpose): exit hard, as a kill would, after this many checkpoints
-# written by this process. Only the resume test sets it.
-CRASH_ENV = "EDITPROBE_RUN_EXIT_AFTER_CHECKPOINTS"
+__all__ = ["Experiment", "batch_seed", "run_experiment"]
+
 KINDS = ("positive", "negative")
-
-
-def batch_seed(seed: int, stage: str, batch: int) -> int:
-    """A stable seed per batch (crc32, not hash(): that one is salted per process)."""
-    return zlib.crc32(f"{seed}:{stage}:{batch}".encode())
-
-
-class _Crash:
-    def __init__(self) -> None:
-        raw = os.environ.get(CRASH_ENV)
-        self.left = int(raw) if raw else None
-
-    def tick(self) -> None:
-        if self.left is not None:
-            self.left -= 1
-            if self.left <= 0:
-                os._exit(75)
 
 
 def _records_of(plan: NegationPlan):
@@ -70,7 +52,8 @@ class Experiment:
         self._loaded = loaded  # a LoadedModel, for callers (tests) that already hold one
         self.progress = progress
         self.console = console or Console(stderr=True)
-        self._crash = _Crash()
+        self._records: dict[str, list] | None = None
+        self._warnings: list[str] = []
 
     @property
     def loaded(self):
@@ -87,15 +70,25 @@ class Experiment:
         return resolve_hparams(method, self.config.hparams or hparams_key(self.config.model),
                                self.config.hparams_overrides())
 
-    def check(self) -> None:
-        """Cheap checks before any model load: methods, hparams, datasets."""
-        from ..data import load_records
-
+    def check_inputs(self) -> list[str]:
+        """Everything that can be checked before a model is loaded or a directory touched:
+        methods and hparams, every record of every dataset, the negation table, the device
+        and the model reference. Returns warnings about suspicious data (counts, not rows)."""
+        if self._records is not None:
+            return self._warnings
         for method in self.config.methods:
             self._hparams(method)
-        for spec in self.config.datasets:
-            load_records(spec, limit=1)
         self._negate_fn()  # a bad table fails here, not after the baseline
+        self._records, self._warnings = check_datasets(self.config.datasets, self.config.n)
+        if self._loaded is None:
+            check_model_and_device(self.config.model, self.config.device)
+        return self._warnings
+
+    def preflight(self, resume: bool) -> list[str]:
+        """:meth:`check_inputs` and the run directory's rules, still writing nothing."""
+        warnings = self.check_inputs()
+        self.dir.check(self.config, resume)
+        return warnings
 
     def _negate_fn(self):
         """The default negation, with the config's user table (if any) taking precedence."""
@@ -108,17 +101,30 @@ class Experiment:
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
-        self.check()
+        self.preflight(resume)
+        loaded = self.loaded  # before the directory is touched: a failed load leaves none
+        n_layers = loaded.adapter.n_layers(loaded.model)
+        for method in self.config.methods:
+            self._hparams(method).check_model(n_layers)
         self.dir.open(self.config, resume)
-        from ..data import load_records
+        try:
+            return self._run()
+        except BaseException as exc:
+            self.dir.abandon()  # no work saved: nothing left behind to block the next run
+            if isinstance(exc, UserError) and self.dir.has_work:
+                raise RunFailedError(f"{exc} (the work done is kept: editprobe run --out {self.config.out} "
+                                "--resume continues it)") from exc
+            raise
 
+    def _run(self) -> dict[str, Any]:
         started = time.perf_counter()
         datasets: dict[str, Any] = {}
         results: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
+        assert self._records is not None
         for spec in self.config.datasets:
             dk = dataset_key(spec)
-            plan = build_negation_plan(load_records(spec, limit=self.config.n).records, self._negate_fn())
+            plan = build_negation_plan(self._records[spec], self._negate_fn())
             base = self._baseline(dk, plan)
             datasets[dk] = self._dataset_summary(plan, base)
             samples += base["samples"]
@@ -146,7 +152,7 @@ class Experiment:
         if done is not None:
             return done
         model, tok = self.loaded.model, self.loaded.tokenizer
-        self.console.print(f"[bold]{dk}[/bold]: no-edit baseline on {plan.n_records} records")
+        self.console.print(f"[bold]{escape(dk)}[/bold]: no-edit baseline on {plan.n_records} records")
         neg = no_edit_baseline(model, tok, plan)
         fc_cfg = self.config.factcheck
         fc_none = no_edit_fact_check(model, tok, _records_of(plan), fc_cfg)
@@ -178,7 +184,7 @@ class Experiment:
         editor = make_editor(method, model, tok, self._hparams(method), model_id=self.config.model)
         requests = plan.positive_requests() if kind == "positive" else plan.negative_requests()
         bs = self.config.batch_size
-        n_batches = (len(requests) + bs - 1) // bs
+        total = n_batches(len(requests), bs)
         start = self.dir.batches_checkpointed(stage)
         if start:
             # C0 (and AlphaEdit's projectors) must come from the unedited model, before the
@@ -190,29 +196,28 @@ class Experiment:
         timings = dict(progress["timings"].get(stage, {}))
         try:
             with Progress(console=self.console, disable=not self.progress, transient=True) as bar:
-                task = bar.add_task(f"{dk} {method} {kind}: editing", total=n_batches, completed=start)
-                for b in range(start, n_batches):
-                    torch.manual_seed(batch_seed(self.config.seed, stage, b))
-                    random.seed(batch_seed(self.config.seed, stage, b))
-                    t = time.perf_counter()
-                    report = editor.apply(requests[b * bs:(b + 1) * bs])
+                task = bar.add_task(escape(f"{dk} {method} {kind}: editing"), total=total, completed=start)
+
+                def after_batch(b: int, report, seconds: float) -> None:
                     # Losses are kept (they are deterministic); the timings go to progress.
                     reports[str(b)] = [r.model_dump() for r in report.requests]
-                    timings[str(b)] = time.perf_counter() - t
+                    timings[str(b)] = seconds
                     bar.advance(task)
-                    if (b + 1) % self.config.checkpoint_every and b + 1 < n_batches:
-                        continue
+                    if (b + 1) % self.config.checkpoint_every and b + 1 < total:
+                        return
                     # Without stats: C0 (d_ff² per layer, GBs for 8B models) is read back from
                     # the covariance cache, not rewritten with every batch.
                     editor.save_state(self.dir.checkpoint(stage), include_stats=False)
                     self.dir.record_checkpoint(stage, b, timings, reports)
-                    self._crash.tick()
+
+                edit_sequentially(editor, requests, bs, seed=self.config.seed, stage=stage, start=start,
+                                  on_batch=after_batch)
             editor.finalize()  # once after the last batch (PRUNE); idempotent, so resume-safe
-            self.console.print(f"{dk} {method} {kind}: scoring {plan.n_records} records")
+            self.console.print(escape(f"{dk} {method} {kind}: scoring {plan.n_records} records"))
             run = score_negation_run(model, tok, plan, kind)  # type: ignore[arg-type]
             result: dict[str, Any] = {"run": run.model_dump(mode="json"), "hparams": editor.hp.model_dump(mode="json"),
                                       # None: a kill fell between a checkpoint and its progress entry.
-                                      "edit_reports": [reports.get(str(b)) for b in range(n_batches)]}
+                                      "edit_reports": [reports.get(str(b)) for b in range(total)]}
             if kind == "positive":  # fact-checking is run on the positively edited model (§3)
                 records = _records_of(plan)
                 fc_cfg = self.config.factcheck

@@ -22,15 +22,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..paths import write_json_atomic, write_text_atomic
+from ..paths import check_writable, write_json_atomic, write_text_atomic
 from .config import RunConfig
+from ..errors import UserError, one_line
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(UserError, FileExistsError):
     pass
+
+
+class RunDirError(UserError, ValueError):
+    """A run directory that cannot be opened as asked (nothing to resume, unreadable config)."""
+
+
+class RunFailedError(UserError):
+    """A run that failed after saving work; the message says how to continue it."""
 
 
 def package_versions() -> dict[str, str]:
@@ -44,32 +53,113 @@ def package_versions() -> dict[str, str]:
 
 
 class RunDir:
+    """Opens, checks, resets and finishes one run directory. Its rules: a finished run is
+    never rewritten; an unfinished run with work in it continues only with ``resume`` under
+    the same config; a directory left with a config but no work (a run that failed or was
+    killed before its first result) is no obstacle to a new run; anything else already
+    there is not ours to touch."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._created = False
 
-    # --- opening --------------------------------------------------------------------------------
+    # --- what is here ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
     @property
     def finished(self) -> bool:
         return (self.root / SUMMARY).is_file()
 
+    @property
+    def has_config(self) -> bool:
+        return self.config_path.is_file()
+
+    @property
+    def has_work(self) -> bool:
+        """Results a resume would keep: a stage result or a checkpoint."""
+        for sub in ("stages", "checkpoints"):
+            folder = self.root / sub
+            if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
+                return True
+        return False
+
+    def saved_fields(self) -> dict[str, Any]:
+        """The config saved by the run here (to resume it without restating it)."""
+        if self.finished:
+            raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
+        if not self.has_config:
+            raise RunDirError(f"{self.root}: no run to resume here (no config.json); drop --resume to start a new run")
+        try:
+            fields = json.loads(self.config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{self.config_path}: unreadable ({one_line(exc)}); the run cannot be resumed: "
+                              f"remove {self.root} to start over") from None
+        if not isinstance(fields, dict):
+            raise RunDirError(f"{self.config_path}: not a JSON object; the run cannot be resumed: remove {self.root} "
+                              "to start over")
+        return fields
+
+    def matches(self, config: RunConfig) -> bool:
+        """Whether the finished run here was made under ``config`` (out dir aside)."""
+        saved = read_summary(self.root)["config"]
+        try:
+            return RunConfig.model_validate(saved).identity() == config.identity()
+        except ValueError:
+            return False
+
+    # --- opening --------------------------------------------------------------------------------
+    def check(self, config: RunConfig, resume: bool) -> None:
+        """Every rule of :meth:`open`, without writing anything."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunExistsError(f"--out {self.root}: is a file, not a directory")
+        if self.finished:
+            raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
+        if resume:
+            saved = self.saved_fields()
+            if saved != config.identity():
+                ident = config.identity()
+                diff = sorted(k for k in set(saved) | set(ident) if saved.get(k) != ident.get(k))
+                raise RunExistsError(f"{self.root}: cannot resume under another config (differs in {', '.join(diff)})")
+        elif self.has_config:
+            if self.has_work:
+                raise RunExistsError(f"{self.root} holds an unfinished run; pass --resume to continue it "
+                                     "or choose a new out dir")
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise RunExistsError(f"{self.root} exists and is not a run directory; choose a new out dir")
+        check_writable(self.root)
+
     def open(self, config: RunConfig, resume: bool) -> None:
         """Start a new run here, or (``resume``) continue the one already here under the same
         config. A finished run is refused either way: results are never silently replaced."""
-        if self.finished:
-            raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
-        config_path = self.root / "config.json"
-        if config_path.is_file():
-            if not resume:
-                raise RunExistsError(f"{self.root} holds an unfinished run; pass --resume to continue it "
-                                     "or choose a new out dir")
-            saved = json.loads(config_path.read_text())
-            if saved != config.identity():
-                diff = sorted(k for k in set(saved) | set(config.identity()) if saved.get(k) != config.identity().get(k))
-                raise RunExistsError(f"{self.root}: cannot resume under another config (differs in {', '.join(diff)})")
+        self.check(config, resume)
+        if resume and self.has_work:
             return
-        if self.root.exists() and any(self.root.iterdir()):
-            raise RunExistsError(f"{self.root} exists and is not a run directory; choose a new out dir")
-        write_json_atomic(config_path, config.identity())
+        self._created = not self.root.exists()
+        for leftover in ("progress.json",):  # of a run that left no work: start clean
+            (self.root / leftover).unlink(missing_ok=True)
+        write_json_atomic(self.config_path, config.identity())
+
+    def abandon(self) -> None:
+        """After a failure: a directory with no work in it goes back to how it was found
+        (removed if this open created it), so it never blocks the next run."""
+        if self.finished or self.has_work:
+            return
+        for name in ("config.json", "progress.json"):
+            (self.root / name).unlink(missing_ok=True)
+        for sub in ("stages", "checkpoints"):
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+        if self._created and self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
+
+    def reset(self) -> None:
+        """Delete the run here (finished or not) to start over; refuses anything else."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir() or not (self.has_config or self.finished):
+            raise RunDirError(f"{self.root} is not a run directory; refusing to delete it")
+        shutil.rmtree(self.root)
 
     # --- stages ---------------------------------------------------------------------------------
     def stage_path(self, stage: str) -> Path:
@@ -118,8 +208,14 @@ class RunDir:
 def read_summary(root: str | Path) -> dict[str, Any]:
     path = Path(root) / SUMMARY
     if not path.is_file():
-        raise FileNotFoundError(f"{root}: no {SUMMARY} (not a run directory, or the run is unfinished)")
-    return json.loads(path.read_text())
+        raise RunDirError(f"{root}: no {SUMMARY} (not a run directory, or the run is unfinished)")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({one_line(exc)})") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path}: not a JSON object")
+    return summary
 
 
 def read_samples(root: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,50 @@
+"""`editprobe report RUN_DIR...`: the tables of finished runs, and the HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .common import fail
+
+
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="finished run directories (with --html also trace and analysis "
+                                                    "directories)"),
+    out: Path = typer.Option(Path("report"), help="where the .md/.csv/.tex tables go"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write one self-contained HTML report (tables, "
+                                                             "charts, trace/analysis figures, sample browser)"),
+) -> None:
+    """Negation, fact-check and (when runs differ in it) preserve-previous ablation tables;
+    with --html also one self-contained page of them, charts, traces, analyses and samples."""
+    from ..report import load_summaries, write_tables
+    from ..report.html import classify_dirs, write_html
+
+    sources = classify_dirs(run_dirs)
+    if not sources.runs and html is None:
+        fail("no finished run directory (summary.json) among the arguments; trace and analysis directories "
+             "are shown only with --html")
+    summaries: list[dict[str, Any]] = []
+    if sources.runs:
+        try:
+            summaries = load_summaries(sources.runs)
+            text = write_tables(summaries, out)
+        except KeyError as exc:
+            fail(f"a run summary lacks the field {exc}; was it written by this version?")
+        except ValueError as exc:
+            fail(exc)
+        # Plain echo: rich would wrap wide table lines and break the Markdown.
+        typer.echo(text)
+        typer.echo(f"tables (md, csv, tex) in {out}")
+    if html is not None:
+        try:
+            write_html(html, sources, summaries)
+        except KeyError as exc:
+            fail(f"a run summary or sample lacks the field {exc}; was it written by this version?")
+        typer.echo(f"HTML report in {html}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)

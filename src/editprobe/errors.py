@@ -1,0 +1,48 @@
+"""The one family of expected failures.
+
+A :class:`UserError` is something the user caused and can fix: a bad option, file, record,
+model reference, device or output location. ``str(err)`` is one line that names the culprit
+and says what to do. The command line prints it as ``error: ...`` and exits with code 2;
+any other exception is a bug and exits with code 1 (its traceback behind ``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An expected failure: one line naming the file, record, field or option."""
+
+
+class OptionError(UserError, ValueError):
+    """A command-line option or config field with a value that cannot work."""
+
+
+class OutputError(UserError, OSError):
+    """The output location cannot be written (missing, a file, read-only, disk full)."""
+
+
+class ModelReferenceError(UserError, ValueError):
+    """A model reference that names no loadable model: missing path, unknown name, offline hub id."""
+
+
+class DeviceError(UserError, ValueError):
+    """A device that does not exist on this machine."""
+
+
+class EditFailedError(UserError, ArithmeticError):
+    """A batch whose edit failed numerically (NaN, a singular solve); the editor rolled it back."""
+
+
+def one_line(message: object) -> str:
+    """The message on one line: scripts read stderr line by line."""
+    return " ".join(str(message).split())
+
+
+def validation_message(exc) -> tuple[str, str]:
+    """(where, message) of a pydantic ValidationError's first error, for one error line."""
+    first = exc.errors()[0]
+    where = ".".join(str(x) for x in first["loc"])
+    message = first["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return where, message

@@ -1,0 +1,138 @@
+"""The ``edit`` job: edit N records sequentially, save the editor state, measure efficacy.
+
+Its output directory is written once, at the end, atomically (state/ and report.json appear
+together or not at all), and an earlier result there is replaced only when asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import OptionError, OutputError, validation_message
+from ..paths import atomic_path, check_writable, write_json_atomic
+from .preflight import check_datasets, check_model_and_device
+from .sequential import edit_sequentially
+
+REPORT = "report.json"
+STATE = "state"
+
+
+class EditConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "smollm2-135m"
+    method: str = "memit"
+    data: str = "counterfact-sample"
+    n: int = 100
+    batch_size: int = 50
+    out: Path
+    hparams: str | None = None  # model key or YAML path; None: the model's shipped key
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    dtype: str | None = None
+    device: str | None = None
+    seed: int = 0
+    overwrite: bool = False
+
+    @field_validator("n", "batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str | None) -> str | None:
+        from ..models.loading import parse_dtype
+
+        parse_dtype(v)
+        return v
+
+    @classmethod
+    def build(cls, fields: dict[str, Any]) -> "EditConfig":
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            where, message = validation_message(exc)
+            raise OptionError(f"--{where.replace('_', '-')}: {message}") from None
+
+
+def check_edit_output(out: Path, overwrite: bool) -> None:
+    """``out`` may be new, empty, or (with ``overwrite``) an earlier edit result; never a file,
+    a run directory or anything else that is not ours."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / REPORT).is_file():
+            raise OutputError(f"--out {out}: exists and holds something other than an edit result; choose another "
+                              "--out")
+        if not overwrite:
+            raise OutputError(f"--out {out}: holds an earlier edit result (report.json); pass --overwrite to replace "
+                              "it, or choose another --out")
+    check_writable(out)
+
+
+class EditJob:
+    """``EditJob(config).preflight()`` (no model loaded, nothing written), then ``.run()``."""
+
+    def __init__(self, config: EditConfig, loaded=None) -> None:
+        self.config = config
+        self._loaded = loaded
+        self._records = None
+        self._hp = None
+
+    def preflight(self) -> list[str]:
+        """Hparams, every record, the output location, the device and the model reference;
+        returns warnings about suspicious data."""
+        from ..editing import resolve_hparams
+        from ..editing.keys_model import hparams_key
+
+        cfg = self.config
+        self._hp = resolve_hparams(cfg.method, cfg.hparams or hparams_key(cfg.model), cfg.overrides)
+        records, warnings = check_datasets([cfg.data], cfg.n)
+        self._records = records[cfg.data]
+        check_edit_output(cfg.out, cfg.overwrite)
+        if self._loaded is None:
+            check_model_and_device(cfg.model, cfg.device)
+        return warnings
+
+    def run(self, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Edit, measure, write; returns the report. ``on_progress(done, total)`` after each batch."""
+        from ..editing import make_editor
+        from ..models import load_model
+        from ..probes.exact import FAST_LABEL, exact_match_batch
+
+        if self._records is None:
+            self.preflight()
+        cfg = self.config
+        loaded = self._loaded or load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
+        requests = [r.request() for r in self._records]
+        pairs = [(r.query, r.target) for r in requests]
+        before = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
+        reports: list[dict[str, Any]] = []
+
+        def after_batch(b: int, report, seconds: float) -> None:
+            reports.append(report.model_dump())
+            if on_progress is not None:
+                on_progress(min((b + 1) * cfg.batch_size, len(requests)), len(requests))
+
+        edit_sequentially(editor, requests, cfg.batch_size, seed=cfg.seed, stage=f"edit__{cfg.method}",
+                          on_batch=after_batch)
+        editor.finalize()  # e.g. PRUNE restrains the accumulated edit once, after the last batch
+        after = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
+        report = {
+            "model": cfg.model, "method": cfg.method, "data": cfg.data, "n": len(requests),
+            "batch_size": cfg.batch_size, "seed": cfg.seed, "hparams": editor.hp.model_dump(mode="json"),
+            "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),
+            "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
+        }
+        with atomic_path(cfg.out) as tmp:  # state and report appear together or not at all
+            tmp.mkdir()
+            editor.save_state(tmp / STATE)
+            write_json_atomic(tmp / REPORT, report)
+        return report

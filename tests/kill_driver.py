@@ -1,0 +1,50 @@
+"""Runs the editprobe CLI in a subprocess that SIGKILLs itself at a chosen point: the k-th
+call of a named function, before or after it runs. A real kill -9 (no cleanup, no finally,
+no atexit), at a deterministic place, with no test hook in the product.
+
+    python tests/kill_driver.py MODULE:QUALNAME:K:before|after -- editprobe args...
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import signal
+import sys
+
+
+def arm(spec: str) -> None:
+    module_name, qualname, k, when = spec.split(":")
+    owner = importlib.import_module(module_name)
+    *parents, attr = qualname.split(".")
+    for name in parents:
+        owner = getattr(owner, name)
+    original = getattr(owner, attr)
+    calls = {"n": 0}
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if when == "before" and calls["n"] == int(k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if when == "after" and calls["n"] == int(k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, attr, wrapper)
+
+
+def command(spec: str, args: list[str]) -> list[str]:
+    """The argv that runs ``editprobe ARGS`` killed at ``spec``."""
+    return [sys.executable, __file__, spec, "--", *args]
+
+
+if __name__ == "__main__":
+    split = sys.argv.index("--")
+    for spec in sys.argv[1:split]:
+        arm(spec)
+    from editprobe.cli import main
+
+    sys.exit(main(sys.argv[split + 1:]))
