@@ -52,7 +52,7 @@ def test_pull_of_an_unknown_builtin_lists_the_builtins(cache):
 
 
 def test_bad_dtype_fails_before_loading():
-    with pytest.raises(ValueError, match="--dtype 'float8': unknown dtype.*bf16"):
+    with pytest.raises(ValueError, match="unknown dtype 'float8'.*bf16"):
         load_model("./no-such-model", dtype="float8")
 
 

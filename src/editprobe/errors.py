@@ -18,7 +18,15 @@ class OptionError(UserError, ValueError):
 
 
 class OutputError(UserError, OSError):
-    """The output location cannot be written (missing, a file, read-only, disk full)."""
+    """The output location cannot be written (missing, a file, read-only, disk full).
+    ``reason`` is the bare cause (e.g. "No space left on device")."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ModelReferenceError(UserError, ValueError):

@@ -47,7 +47,7 @@ def atomic_path(target: str | Path):
         except UserError:
             raise
         except OSError as exc:
-            raise OutputError(f"cannot write {target}: {_reason(exc)}") from None
+            raise OutputError(f"cannot write {target}: {_reason(exc)}", _reason(exc)) from None
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 

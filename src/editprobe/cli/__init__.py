@@ -12,8 +12,10 @@ import os
 import sys
 import traceback
 
-import click
 import typer
+
+# typer (pinned) ships its own copy of click; its usage errors are of that copy's classes.
+from typer._click import exceptions as click
 
 from ..errors import UserError
 from . import analyze, data, demo, edit, models, report, run, trace
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="editprobe", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.NoArgsIsHelpError as exc:
+    except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return 2
     except click.UsageError as exc:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         print_error(exc.format_message())
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print_error("aborted")
         return 1
     except UserError as exc:

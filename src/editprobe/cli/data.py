@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .common import fail
+from ..data.checks import suspicious_records
+from .common import fail, warn
 
 if TYPE_CHECKING:
     from ..data import EditRecord
@@ -81,6 +82,8 @@ def inspect_cmd(
         console.print("problems: none")
     if not records:
         console.print("[yellow]warning:[/yellow] no usable records")
+    for line in suspicious_records(records, str(result.path)):
+        warn(line)
 
 
 def _example_table(rec: EditRecord) -> Table:

@@ -7,7 +7,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from ..errors import UserError, one_line
+from ..errors import UserError, one_line, validation_message
 
 HPARAMS_DIR = Path(__file__).parent / "hparams"
 
@@ -79,16 +79,21 @@ def load_hparams_file(path: str | Path, cls: type[LTEHParams], overrides: dict |
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise HParamsError(f"{path}: cannot read hyperparameters: {one_line(exc)}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise HParamsError(f"{path}: cannot read hyperparameters: {reason}") from None
     if not isinstance(raw, dict):
         raise HParamsError(f"{path}: hyperparameters must be a mapping of fields, got a {type(raw).__name__}")
     raw = {**raw, **(overrides or {})}
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(x) for x in first["loc"])
-        raise HParamsError(f"{path}: field {field!r}: {first['msg']}") from None
+        field, message = validation_message(exc)
+        top = field.split(".")[0]
+        if overrides and top in overrides:  # the culprit is the user's --set, not the file
+            raise HParamsError(f"--set {top}={overrides[top]!r}: {message}") from None
+        if not field:  # a check of the whole file (e.g. one value per layer)
+            raise HParamsError(f"{path}: {message}") from None
+        raise HParamsError(f"{path}: field {field!r}: {message}") from None
 
 
 def hparams_path(method: str, model_key: str) -> Path:

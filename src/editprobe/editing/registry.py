@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ..errors import validation_message
 from .engine import LTEEditor
 from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
 
@@ -54,9 +55,8 @@ def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overri
         try:
             return cls.model_validate({**raw, **overrides})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(x) for x in first["loc"])
-            raise HParamsError(f"{method} hyperparameters: field {field!r}: {first['msg']}") from None
+            field, message = validation_message(exc)
+            raise HParamsError(f"{method} hyperparameters: field {field!r}: {message}") from None
     path = Path(hparams)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_hparams_file(path, cls, overrides)

@@ -31,7 +31,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
-        raise OptionError(f"--dtype {dtype!r}: unknown dtype; use one of {', '.join(_DTYPES)}") from None
+        raise OptionError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}") from None
 
 
 @dataclass

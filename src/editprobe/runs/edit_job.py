@@ -131,8 +131,11 @@ class EditJob:
             "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),
             "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
         }
-        with atomic_path(cfg.out) as tmp:  # state and report appear together or not at all
-            tmp.mkdir()
-            editor.save_state(tmp / STATE)
-            write_json_atomic(tmp / REPORT, report)
+        try:
+            with atomic_path(cfg.out) as tmp:  # state and report appear together or not at all
+                tmp.mkdir()
+                editor.save_state(tmp / STATE)
+                write_json_atomic(tmp / REPORT, report)
+        except OutputError as exc:  # name the user's --out, not the temporary sibling
+            raise OutputError(f"--out {cfg.out}: cannot write: {exc.reason}; nothing was written") from None
         return report

@@ -31,3 +31,12 @@ def check_model_and_device(model: str, device: str | None) -> None:
 
     check_device(device)
     resolve_model_reference(model)
+    check_cache_writable()
+
+
+def check_cache_writable() -> None:
+    """The statistics and model cache: created now, and writable (jobs write C0 there)."""
+    from ..paths import cache_dir, check_writable
+
+    root = cache_dir()
+    check_writable(root, option="cache directory (EDITPROBE_CACHE)")
