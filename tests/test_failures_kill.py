@@ -12,15 +12,14 @@ import subprocess
 import pytest
 from cli_helpers import invoke
 from kill_driver import command
-from test_runs_helpers import workspace
+from test_runs_helpers import subprocess_env, workspace
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("kills")
     paths = workspace(root)
-    env = {**os.environ, "EDITPROBE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    env = subprocess_env(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
         yield {**paths, "env": env}

@@ -5,6 +5,7 @@ templates, a corpus file. No tests live here."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -43,6 +44,14 @@ def workspace(root: Path, n: int = 6) -> dict[str, Path]:
         paths["negations"].write_text("".join(f'"{k}": "{v}"\n' for k, v in NEGATIONS.items()))
         paths["corpus"].write_text("\n\n".join(tiny_corpus().texts(100)))
     return paths
+
+
+def subprocess_env(root: Path) -> dict[str, str]:
+    """The environment of a CLI subprocess: the workspace's stats cache, one thread, and
+    this folder importable (kill_driver.py)."""
+    here = str(Path(__file__).parent)
+    return {**os.environ, "EDITPROBE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
 
 
 def config(ws: dict[str, Path], out: Path, **fields) -> RunConfig:

@@ -4,14 +4,13 @@ CLI), then resumed, equals an uninterrupted run: summary metrics and per-sample 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 from kill_driver import command
-from test_runs_helpers import comparable, config, workspace
+from test_runs_helpers import comparable, config, subprocess_env, workspace
 
 from editprobe.runs import read_samples, read_summary, run_experiment
 
@@ -34,8 +33,7 @@ def _cli(ws, out, env, *extra, kill=None):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     ws = workspace(root)
-    env = {**os.environ, "EDITPROBE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    env = subprocess_env(root)
     reference = root / "reference"
     with pytest.MonkeyPatch.context() as mp:  # the in-process run shares the subprocesses' stats cache
         mp.setenv("EDITPROBE_CACHE", str(root / "cache"))

@@ -76,6 +76,17 @@ def check_writable(path: str | Path, option: str = "--out") -> None:
         raise OutputError(f"{option} {path}: cannot write under {ancestor}: {_reason(exc)}") from None
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file that must hold an object; ValueError (with the reason) otherwise."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(" ".join(str(exc).split())) from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ..errors import ModelReferenceError
+from ..paths import read_json_object
 from .builtin import BUILTIN_MODELS
 
 HUB_TIMEOUT_S = 8.0
@@ -38,12 +38,9 @@ def _builtins() -> str:
 
 def _model_type(config_path: Path, ref: str) -> str | None:
     try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
+        return read_json_object(config_path).get("model_type")
+    except ValueError as exc:
         raise ModelReferenceError(f"model {ref!r}: cannot read {config_path}: {exc}") from None
-    if not isinstance(config, dict):
-        raise ModelReferenceError(f"model {ref!r}: {config_path} is not a JSON object")
-    return config.get("model_type")
 
 
 def _check_adapter(ref: str, model_type: str | None) -> None:

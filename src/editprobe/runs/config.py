@@ -9,10 +9,10 @@ can refuse to continue a run under a different one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..probes.factcheck import FactCheckConfig
 from ..errors import UserError, one_line, validation_message
@@ -22,14 +22,32 @@ class RunConfigError(UserError, ValueError):
     pass
 
 
+def _at_least_one(v: int) -> int:
+    if v < 1:
+        raise ValueError("must be >= 1")
+    return v
+
+
+def _known_dtype(v: str | None) -> str | None:
+    from ..models.loading import parse_dtype
+
+    parse_dtype(v)  # raises with the list of dtypes
+    return v
+
+
+# Field types shared by the job configs (run, edit).
+Count = Annotated[int, AfterValidator(_at_least_one)]
+DType = Annotated[str | None, AfterValidator(_known_dtype)]
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "smollm2-135m"  # built-in name, local directory or hub id
     methods: tuple[str, ...] = ("memit",)
     datasets: tuple[str, ...] = ("counterfact-sample",)  # dataset files or built-in names
-    n: int = 2000  # records per dataset (paper: 2000)
-    batch_size: int = 100  # requests per sequential batch (paper: 100)
+    n: Count = 2000  # records per dataset (paper: 2000)
+    batch_size: Count = 100  # requests per sequential batch (paper: 100)
     preserve_previous: bool | None = None  # None: the hparams file's setting (Table 6 switch)
     seed: int = 0  # seeds every batch, so a resumed run equals an uninterrupted one
     out: Path = Path("runs/run")
@@ -45,8 +63,8 @@ class RunConfig(BaseModel):
     eval: Literal["final"] = "final"
     # Checkpoint after every k-th batch (and the last). A checkpoint holds K_p K_pᵀ: d_ff²
     # float64 per edit layer, ~8 GB for Llama-3-8B, so k > 1 trades redone batches for disk.
-    checkpoint_every: int = 1
-    dtype: str | None = None
+    checkpoint_every: Count = 1
+    dtype: DType = None
     device: str | None = None
 
     @field_validator("methods", "datasets")
@@ -58,27 +76,12 @@ class RunConfig(BaseModel):
             raise ValueError(f"duplicate entries in {list(v)}")
         return tuple(v)
 
-    @field_validator("n", "batch_size", "checkpoint_every")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
-
     @field_validator("datasets")
     @classmethod
     def _distinct_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         keys = [dataset_key(d) for d in v]
         if len(set(keys)) != len(keys):  # results and stages are keyed by it
             raise ValueError(f"datasets must have distinct names (file stems), got {keys}")
-        return v
-
-    @field_validator("dtype")
-    @classmethod
-    def _known_dtype(cls, v: str | None) -> str | None:
-        from ..models.loading import parse_dtype
-
-        parse_dtype(v)  # raises with the list of dtypes
         return v
 
     def hparams_overrides(self) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import OptionError, OutputError, validation_message
 from ..paths import atomic_path, check_writable, write_json_atomic
+from .config import Count, DType
 from .preflight import check_datasets, check_model_and_device
 from .sequential import edit_sequentially
 
@@ -26,30 +27,15 @@ class EditConfig(BaseModel):
     model: str = "smollm2-135m"
     method: str = "memit"
     data: str = "counterfact-sample"
-    n: int = 100
-    batch_size: int = 50
+    n: Count = 100
+    batch_size: Count = 50
     out: Path
     hparams: str | None = None  # model key or YAML path; None: the model's shipped key
     overrides: dict[str, Any] = Field(default_factory=dict)
-    dtype: str | None = None
+    dtype: DType = None
     device: str | None = None
     seed: int = 0
     overwrite: bool = False
-
-    @field_validator("n", "batch_size")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
-
-    @field_validator("dtype")
-    @classmethod
-    def _known_dtype(cls, v: str | None) -> str | None:
-        from ..models.loading import parse_dtype
-
-        parse_dtype(v)
-        return v
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":

@@ -22,9 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..paths import check_writable, write_json_atomic, write_text_atomic
+from ..paths import check_writable, read_json_object, write_json_atomic, write_text_atomic
 from .config import RunConfig
-from ..errors import UserError, one_line
+from ..errors import UserError
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
@@ -92,14 +92,10 @@ class RunDir:
         if not self.has_config:
             raise RunDirError(f"{self.root}: no run to resume here (no config.json); drop --resume to start a new run")
         try:
-            fields = json.loads(self.config_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"{self.config_path}: unreadable ({one_line(exc)}); the run cannot be resumed: "
-                              f"remove {self.root} to start over") from None
-        if not isinstance(fields, dict):
-            raise RunDirError(f"{self.config_path}: not a JSON object; the run cannot be resumed: remove {self.root} "
-                              "to start over")
-        return fields
+            return read_json_object(self.config_path)
+        except ValueError as exc:
+            raise RunDirError(f"{self.config_path}: unreadable ({exc}); the run cannot be resumed: remove {self.root} "
+                              "to start over") from None
 
     def matches(self, config: RunConfig) -> bool:
         """Whether the finished run here was made under ``config`` (out dir aside)."""
@@ -210,12 +206,9 @@ def read_summary(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunDirError(f"{root}: no {SUMMARY} (not a run directory, or the run is unfinished)")
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: unreadable ({one_line(exc)})") from None
-    if not isinstance(summary, dict):
-        raise RunDirError(f"{path}: not a JSON object")
-    return summary
+        return read_json_object(path)
+    except ValueError as exc:
+        raise RunDirError(f"{path}: unreadable ({exc})") from None
 
 
 def read_samples(root: str | Path) -> list[dict[str, Any]]:
