@@ -1,4 +1,4 @@
-"""Registry of editing methods and ``make_editor``."""
+"""``make_editor`` and hyperparameter resolution over the registered methods (plugins.py)."""
 
 from __future__ import annotations
 
@@ -8,41 +8,15 @@ from pydantic import ValidationError
 
 from ..errors import validation_message
 from .engine import LTEEditor
+from .plugins import METHODS, register_method
+from . import methods  # noqa: F401  (registers the built-in methods)
 from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
 
-METHODS: dict[str, type[LTEEditor]] = {}
-
-
-def register_method(cls: type[LTEEditor]) -> type[LTEEditor]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def _register_builtin() -> None:
-    from .methods.adaedit import AdaEditEditor
-    from .methods.alphaedit import AlphaEditEditor
-    from .methods.emmet import EMMETEditor
-    from .methods.lti import LTIEditor
-    from .methods.memit import MEMITEditor
-    from .methods.namet import NAMETEditor
-    from .methods.pmet import PMETEditor
-    from .methods.prune import PRUNEEditor
-    from .methods.rect import RECTEditor
-    from .methods.rome import ROMEEditor
-
-    for cls in (ROMEEditor, MEMITEditor, EMMETEditor, AlphaEditEditor, RECTEditor, PRUNEEditor, PMETEditor,
-                AdaEditEditor, NAMETEditor, LTIEditor):
-        register_method(cls)
-
-
-_register_builtin()
+__all__ = ["METHODS", "make_editor", "method_class", "register_method", "resolve_hparams"]
 
 
 def method_class(method: str) -> type[LTEEditor]:
-    try:
-        return METHODS[method.lower()]
-    except KeyError:
-        raise HParamsError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}") from None
+    return METHODS[method.lower()]
 
 
 def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overrides: dict | None = None) -> LTEHParams:

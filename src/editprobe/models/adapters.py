@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from ..errors import UserError
+from ..registry import Registry
 
 
 class UnsupportedModelError(UserError, ValueError):
@@ -134,12 +135,12 @@ _LLAMA_LIKE = dict(
     embed="model.embed_tokens",
 )
 
-ADAPTERS: dict[str, ModelAdapter] = {}
+ADAPTERS: Registry[ModelAdapter] = Registry("model adapter", key=lambda adapter: adapter.model_type)
 
 
-def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
-    ADAPTERS[adapter.model_type] = adapter
-    return adapter
+def register_adapter(adapter: ModelAdapter, replace: bool = False) -> ModelAdapter:
+    """Add the adapter of a ``config.model_type`` (registry rules: see editprobe/registry.py)."""
+    return ADAPTERS.register(adapter, replace=replace)
 
 
 register_adapter(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ..registry import Registry
+
 
 class ProbeDefinition(BaseModel):
     """How one metric is computed; ``label`` is what reports print beside the number."""
@@ -37,28 +39,16 @@ class ProbeDefinition(BaseModel):
         return {"probe": self.name, "probe_version": self.version, "label": self.label}
 
 
-PROBES: dict[str, ProbeDefinition] = {}
+PROBES: Registry[ProbeDefinition] = Registry("probe", key=lambda definition: definition.name)
 
 
 def register_probe(definition: ProbeDefinition, replace: bool = False) -> ProbeDefinition:
-    """Add a probe. Re-registering an identical definition is a no-op; a different one under
-    a taken name is refused unless ``replace``: two meanings under one name would make
-    stored results ambiguous."""
-    old = PROBES.get(definition.name)
-    if old is not None and old != definition and not replace:
-        raise ValueError(
-            f"probe {definition.name!r} is already registered (version {old.version}: {old.label!r}); "
-            "pass replace=True or choose another name"
-        )
-    PROBES[definition.name] = definition
-    return definition
+    """Add a probe (registry rules: see editprobe/registry.py)."""
+    return PROBES.register(definition, replace=replace)
 
 
 def get_probe(name: str) -> ProbeDefinition:
-    try:
-        return PROBES[name]
-    except KeyError:
-        raise KeyError(f"unknown probe {name!r}; registered: {', '.join(sorted(PROBES))}") from None
+    return PROBES[name]
 
 
 # --- the built-in probes ----------------------------------------------------------------------

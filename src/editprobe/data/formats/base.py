@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...registry import Registry
 from ..fields import RawEntry
 from ..records import EditRecord
 
@@ -37,3 +38,13 @@ def record_id(entry: RawEntry, index: int) -> str:
 
 def is_question(prompt: str) -> bool:
     return prompt.rstrip().endswith("?")
+
+
+# name -> format, in detection order (see formats/__init__.py).
+DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format", key=lambda fmt: fmt.name)
+
+
+def register_format(fmt: DatasetFormat, *, first: bool = True, replace: bool = False) -> DatasetFormat:
+    """Add a format. ``first``: try it before the built-in ones during detection, since a
+    user's format is usually more specific than the generic built-in shapes."""
+    return DATASET_FORMATS.register(fmt, first=first, replace=replace)

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import FieldError
 from ..fields import RawEntry, template_from_prompt
 from ..records import EditRecord, PromptAnswer
-from .base import DatasetFormat
+from .base import DatasetFormat, register_format
 
 NAME = "counterfact"
 
@@ -56,3 +56,4 @@ FORMAT = DatasetFormat(
     matches=matches,
     convert=convert,
 )
+register_format(FORMAT, first=False)

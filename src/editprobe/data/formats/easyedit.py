@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import FieldError
 from ..fields import RawEntry, flatten_answers, template_from_prompt
 from ..records import EditRecord, PromptAnswer
-from .base import DatasetFormat, is_question, record_id
+from .base import DatasetFormat, is_question, record_id, register_format
 
 NAME = "easyedit"
 
@@ -67,3 +67,4 @@ FORMAT = DatasetFormat(
     matches=matches,
     convert=convert,
 )
+register_format(FORMAT, first=False)

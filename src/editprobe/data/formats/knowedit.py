@@ -8,7 +8,7 @@ from typing import Any
 
 from ..fields import RawEntry, prompt_answers, template_from_prompt
 from ..records import EditRecord
-from .base import DatasetFormat, is_question, record_id
+from .base import DatasetFormat, is_question, record_id, register_format
 
 NAME = "knowedit"
 
@@ -52,3 +52,4 @@ FORMAT = DatasetFormat(
     matches=matches,
     convert=convert,
 )
+register_format(FORMAT, first=False)

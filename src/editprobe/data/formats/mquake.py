@@ -12,7 +12,7 @@ from typing import Any
 
 from ..fields import RawEntry, template_from_prompt
 from ..records import EditRecord, PromptAnswer
-from .base import DatasetFormat
+from .base import DatasetFormat, register_format
 
 NAME = "mquake"
 
@@ -59,3 +59,4 @@ FORMAT = DatasetFormat(
     matches=matches,
     convert=convert,
 )
+register_format(FORMAT, first=False)

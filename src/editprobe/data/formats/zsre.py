@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import FieldError
 from ..fields import RawEntry, prompt_answers, template_from_prompt
 from ..records import EditRecord, PromptAnswer
-from .base import DatasetFormat, record_id
+from .base import DatasetFormat, record_id, register_format
 
 NAME = "zsre"
 
@@ -69,3 +69,4 @@ FORMAT = DatasetFormat(
     matches=matches,
     convert=convert,
 )
+register_format(FORMAT, first=False)

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from ..solvers import memit_delta
 from .pmet import PMETEditor, PMETHParams
+from ..plugins import register_method
 
 
 class AdaEditHParams(PMETHParams):
@@ -77,6 +78,7 @@ def adaedit_sparsify(delta_out_in: torch.Tensor, topr: float = 0.6, topk: float 
     return ((Us * Sr) @ Vs).T.to(delta_out_in.dtype)
 
 
+@register_method
 class AdaEditEditor(PMETEditor):
     name = "adaedit"
     hparams_cls = AdaEditHParams

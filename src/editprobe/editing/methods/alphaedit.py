@@ -16,6 +16,7 @@ import torch
 from ..engine import LTEEditor
 from ..hparams import LTEHParams
 from ..solvers import NullSpaceInfo, alphaedit_delta, nullspace_projector
+from ..plugins import register_method
 
 
 class AlphaEditHParams(LTEHParams):
@@ -25,6 +26,7 @@ class AlphaEditHParams(LTEHParams):
     nullspace_mode: Literal["absolute", "relative", "energy"] = "absolute"
 
 
+@register_method
 class AlphaEditEditor(LTEEditor):
     name = "alphaedit"
     hparams_cls = AlphaEditHParams

@@ -9,6 +9,7 @@ import torch
 from ..engine import LTEEditor
 from ..hparams import LTEHParams
 from ..solvers import emmet_delta
+from ..plugins import register_method
 
 
 class EMMETHParams(LTEHParams):
@@ -17,6 +18,7 @@ class EMMETHParams(LTEHParams):
     update_norm_lambda: float = 0.0
 
 
+@register_method
 class EMMETEditor(LTEEditor):
     name = "emmet"
     hparams_cls = EMMETHParams

@@ -38,6 +38,7 @@ from ..prompts import RowBatch, batch_rows, rewrite_rows
 from ..replay import final_hidden, logits_at
 from ..targets import TargetOptimizer, TargetResult, TargetSettings
 from .memit import MEMITEditor, MEMITHParams
+from ..plugins import register_method
 
 
 class LTIHParams(MEMITHParams):
@@ -165,6 +166,7 @@ class LTITargetOptimizer(TargetOptimizer):
         return total / count.clamp(min=1)
 
 
+@register_method
 class LTIEditor(MEMITEditor):
     name = "memit_lti"
     hparams_cls = LTIHParams

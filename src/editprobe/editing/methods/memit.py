@@ -11,12 +11,14 @@ import torch
 from ..engine import LTEEditor
 from ..hparams import LTEHParams
 from ..solvers import memit_delta
+from ..plugins import register_method
 
 
 class MEMITHParams(LTEHParams):
     method: str = "memit"
 
 
+@register_method
 class MEMITEditor(LTEEditor):
     name = "memit"
     hparams_cls = MEMITHParams

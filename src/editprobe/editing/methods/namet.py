@@ -37,6 +37,7 @@ from ..keys import read_at_subject, template_mean
 from ..prompts import RowBatch
 from ..targets import TargetOptimizer, TargetResult, TargetSettings
 from .memit import MEMITEditor, MEMITHParams
+from ..plugins import register_method
 
 NAMET_SEED_WORDS = ["The", "Therefore", "Because", "I", "You", "However", "Also", "Nevertheless", "He", "It",
                     "Can", "Because"]
@@ -111,6 +112,7 @@ class NAMETTargetOptimizer(TargetOptimizer):
         return out
 
 
+@register_method
 class NAMETEditor(MEMITEditor):
     name = "namet"
     hparams_cls = NAMETHParams

@@ -28,6 +28,7 @@ import torch
 
 from ..targets import Site, TargetOptimizer, TargetSettings
 from .memit import MEMITEditor, MEMITHParams
+from ..plugins import register_method
 
 
 class PMETHParams(MEMITHParams):
@@ -60,6 +61,7 @@ class PMETTargetOptimizer(TargetOptimizer):
         return terms
 
 
+@register_method
 class PMETEditor(MEMITEditor):
     name = "pmet"
     hparams_cls = PMETHParams

@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 
 from .memit import MEMITEditor, MEMITHParams
+from ..plugins import register_method
 
 _BASES = {"log": math.e, "log2": 2.0, "log1_5": 1.5, "log1_2": 1.2}
 
@@ -87,6 +88,7 @@ def sigma_max(matrix: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(matrix.double(), ord=2))
 
 
+@register_method
 class PRUNEEditor(MEMITEditor):
     name = "prune"
     hparams_cls = PRUNEHParams

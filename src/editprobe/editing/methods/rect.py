@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 
 from .memit import MEMITEditor, MEMITHParams
+from ..plugins import register_method
 
 
 class RECTHParams(MEMITHParams):
@@ -58,6 +59,7 @@ def rect_mask(delta: torch.Tensor, weight: torch.Tensor, keep: float, score: str
     return mask.view_as(delta)
 
 
+@register_method
 class RECTEditor(MEMITEditor):
     name = "rect"
     hparams_cls = RECTHParams

@@ -18,6 +18,7 @@ from ..engine import EditReport, LayerReport, LTEEditor, RequestReport, SolveErr
 from ..hparams import LTEHParams
 from ..keys import bare_rows, read_at_subject, template_mean
 from ..solvers import NumericalError, rome_delta
+from ..plugins import register_method
 
 
 class ROMEHParams(LTEHParams):
@@ -29,6 +30,7 @@ class ROMEHParams(LTEHParams):
     preserve_previous: bool = False
 
 
+@register_method
 class ROMEEditor(LTEEditor):
     name = "rome"
     hparams_cls = ROMEHParams

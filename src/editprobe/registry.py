@@ -1,0 +1,83 @@
+"""One registry type for every kind of plug-in (methods, model adapters, dataset formats,
+probes), with one set of rules:
+
+- a thing registers where it is defined (a decorator or a call beside its definition);
+- registering the same object (or an equal one) again under its name is a no-op;
+- a different object under a taken name is an error unless ``replace=True``: two meanings
+  under one name would make stored results ambiguous;
+- looking up an unknown name raises :class:`UnknownNameError`, which lists the known names;
+- iteration follows registration order (``first=True`` puts an entry before the others,
+  e.g. a user's dataset format that detection should try first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, TypeVar
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+class RegistryError(UserError, ValueError):
+    """A name already taken by a different object."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A lookup of a name nobody registered; the message lists the registered ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    def __init__(self, kind: str, key: Callable[[T], str] | None = None) -> None:
+        self.kind = kind  # "method", "model adapter", ... for messages
+        self._key = key  # how an object names itself, for register(obj) without a name
+        self._items: dict[str, T] = {}
+
+    # --- registering ------------------------------------------------------------------------------
+    def register(self, obj: T, name: str | None = None, *, replace: bool = False, first: bool = False) -> T:
+        """Add ``obj`` under ``name`` (default: the registry's key of ``obj``); returns ``obj``,
+        so it works as a decorator."""
+        if name is None:
+            if self._key is None:
+                raise TypeError(f"the {self.kind} registry needs a name")
+            name = self._key(obj)
+        old = self._items.get(name)
+        if old is not None and not replace and old is not obj and old != obj:
+            raise RegistryError(f"{self.kind} {name!r} is already registered as a different {self.kind}; "
+                                "pass replace=True to replace it, or choose another name")
+        if first:
+            self._items = {name: obj, **{k: v for k, v in self._items.items() if k != name}}
+        else:
+            self._items[name] = obj
+        return obj
+
+    def unregister(self, name: str) -> T | None:
+        return self._items.pop(name, None)
+
+    def pop(self, name: str, default: T | None = None) -> T | None:
+        """dict-style removal (tests clean up with it)."""
+        return self._items.pop(name, default)
+
+    # --- looking up -------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {list(self._items)})"
