@@ -165,12 +165,12 @@ def _inject_bug(mp: pytest.MonkeyPatch) -> None:
 
 
 def _inject_bug_in_run(mp: pytest.MonkeyPatch) -> None:
-    import editprobe.runs.loop as loop
+    from editprobe.probes.builtin.negation import NegationProbe
 
     def broken(*_a, **_k):
         raise RuntimeError("an injected bug")
 
-    mp.setattr(loop, "no_edit_baseline", broken)
+    mp.setattr(NegationProbe, "measure", broken)
 
 
 def _inject_unreachable_hub(mp: pytest.MonkeyPatch) -> None:

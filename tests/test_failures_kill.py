@@ -70,7 +70,7 @@ def test_run_killed_between_a_checkpoint_and_its_progress_entry(ws, tmp_path):
     resumed = invoke(["run", "--out", str(out), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["results"][0]["negation"]["PP"] is not None
+    assert summary["results"][0]["probes"]["negation"]["metrics"]["PP"]["value"] is not None
 
 
 def test_run_killed_mid_rename_of_a_checkpoint(ws, tmp_path):

@@ -10,7 +10,10 @@ import torch
 from editprobe.data import load_records
 from editprobe.data.negation import negate
 from editprobe.models.tiny import offline_tokenizer, tiny_facts, tiny_model, trained_tiny_model
-from editprobe.probes import PROBES, ProbeDefinition, get_probe, register_probe
+from editprobe.probes.registry import DEFINITIONS as PROBES
+from editprobe.probes.registry import ProbeDefinition
+from editprobe.probes.registry import get_definition as get_probe
+from editprobe.probes.registry import register_definition as register_probe
 from editprobe.probes.exact import (
     decode_targets,
     exact_match_batch,
@@ -153,7 +156,7 @@ def test_register_probe_keeps_one_meaning_per_name():
             register_probe(ProbeDefinition(name="test/dummy", version=2, label="something else"))
         newer = register_probe(ProbeDefinition(name="test/dummy", version=2, label="something else"), replace=True)
         assert get_probe("test/dummy") == newer
-        with pytest.raises(KeyError, match="unknown probe"):
+        with pytest.raises(KeyError, match="unknown probe definition"):
             get_probe("test/none")
     finally:
         PROBES.pop("test/dummy", None)

@@ -10,7 +10,7 @@ from editprobe.data import DATASET_FORMATS, register_format
 from editprobe.editing import METHODS, register_method
 from editprobe.editing.methods.memit import MEMITEditor
 from editprobe.models import ADAPTERS, register_adapter
-from editprobe.probes import PROBES, ProbeDefinition, register_probe
+from editprobe.probes.registry import DEFINITIONS, ProbeDefinition, register_definition
 from editprobe.registry import Registry, RegistryError, UnknownNameError
 
 
@@ -41,11 +41,12 @@ def _every_registry():
     yield "dataset format", DATASET_FORMATS, lambda: register_format(fmt), lambda: register_format(
         DATASET_FORMATS["zsre"], first=False)
     probe = ProbeDefinition(name="negation/PP", label="something else")
-    yield "probe", PROBES, lambda: register_probe(probe), lambda: register_probe(PROBES["negation/PP"])
+    yield "probe definition", DEFINITIONS, lambda: register_definition(probe), lambda: register_definition(
+        DEFINITIONS["negation/PP"])
 
 
 @pytest.mark.parametrize("kind,registry,conflict,same", list(_every_registry()),
-                         ids=["methods", "adapters", "formats", "probes"])
+                         ids=["methods", "adapters", "formats", "definitions"])
 def test_every_registry_follows_the_rules(kind, registry, conflict, same):
     before = list(registry.items())
     same()  # registering the same object again: nothing changes

@@ -43,10 +43,17 @@ def test_summary_has_config_versions_and_metrics(finished):
     assert all(len(b) == 2 for b in s["timings"]["batches"].values())  # 6 records, batches of 3
     d = s["datasets"]["cf"]
     assert d["n_records"] == 6 and d["negation_rules"] == {"user-table": 6}
-    assert d["no_edit"]["available"] and d["no_edit"]["PP"] == 100.0  # the trained model knows its facts
+    assert s["schema_version"] == 1 and d["probes"] == ["negation", "factcheck"]
+    neg = d["no_edit"]["negation"]
+    assert neg["details"]["available"] and neg["metrics"]["PP"]["value"] == 100.0  # the model knows its facts
+    assert neg["metrics"]["Avg"]["value"] == neg["metrics"]["PP-PN"]["value"]  # the only discrepancy there
+    fc = d["no_edit"]["factcheck"]["metrics"]
+    assert fc["Eff"]["value"] == 100.0 and fc["Acc"]["n"] == neg["details"]["n_known"]  # restricted as negation's
     for r in s["results"]:
-        assert r["negation"]["PP"] >= 50.0  # the edits took
-        assert r["factcheck"]["Eff"] == r["negation"]["PP"]
+        metrics = r["probes"]["negation"]["metrics"]
+        assert metrics["PP"]["value"] >= 50.0  # the edits took
+        assert r["probes"]["factcheck"]["metrics"]["Eff"]["value"] == metrics["PP"]["value"]
+        assert "exact-match" in metrics["PN"]["label"]
         assert len(r["edit_reports"]["positive"]) == 2
 
 
@@ -59,8 +66,9 @@ def test_metrics_agree_with_the_per_sample_records(finished):
         assert {k: by_setting[k] for k in ("PP", "PN", "NN", "NP")} == {"PP": 6, "PN": 6, "NN": 6, "NP": 6}
         for setting in ("PP", "PN", "NN", "NP"):
             rows = [x for x in mine if x["setting"] == setting]
-            assert r["counts"][setting] == [sum(x["match"] for x in rows), 6]
-            assert r["negation"][setting] == round(100 * sum(x["match"] for x in rows) / 6, 1)
+            negation = r["probes"]["negation"]
+            assert negation["details"]["counts"][setting] == [sum(x["match"] for x in rows), 6]
+            assert negation["metrics"][setting]["value"] == round(100 * sum(x["match"] for x in rows) / 6, 1)
         # PP/PN come from the positively edited model, NN/NP from the negatively edited one.
         assert {x["edited_with"] for x in mine if x["setting"] in ("PP", "PN")} == {"positive"}
         assert {x["edited_with"] for x in mine if x["setting"] in ("NN", "NP")} == {"negative"}

@@ -36,6 +36,7 @@ def run(
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
     from ..runs import Experiment, RunConfig, RunDir
     from ..runs.config import read_config_file
+    from ..runs.summary import parse_summary
 
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
@@ -51,12 +52,30 @@ def run(
     experiment = Experiment(cfg)
     for line in experiment.preflight(resume):
         warn(line)
-    summary = experiment.run(resume=resume)
-    for r in summary["results"]:
-        neg, fc = r["negation"], r["factcheck"]
-        typer.echo(f"{r['dataset']} {r['method']}: PP {neg['PP']} PN {neg['PN']} NN {neg['NN']} NP {neg['NP']} "
-                   f"Avg {neg['Avg']} | fact-check Eff {fc['Eff']} Acc {fc['Acc']} (n={fc['n']})")
+    summary = parse_summary(experiment.run(resume=resume))
+    for r in summary.results:
+        typer.echo(result_line(r))
     typer.echo(f"results in {cfg.out} (summary.json, samples.jsonl); tables: editprobe report {cfg.out}")
+
+
+def _shown(value) -> str:
+    return "–" if value is None else f"{value}"
+
+
+def result_line(r) -> str:
+    """One line per method and dataset: the negation row, fact-checking, the classic metrics."""
+    parts = [f"{r.dataset} {r.method}:"]
+    if "negation" in r.probes:
+        parts.append(" ".join(f"{k} {_shown(r.value('negation', k))}" for k in ("PP", "PN", "NN", "NP", "Avg")))
+    if "factcheck" in r.probes:
+        fc = r.probes["factcheck"]
+        n = fc.metrics["Acc"].n if "Acc" in fc.metrics else None
+        parts.append(f"| fact-check Eff {_shown(fc.value('Eff'))} Acc {_shown(fc.value('Acc'))} (n={n})")
+    classic = [f"{name} {key} {_shown(m.value)}" for name, o in r.probes.items() if o.table == "classic"
+               for key, m in o.metrics.items()]
+    if classic:
+        parts.append("| " + ", ".join(classic))
+    return " ".join(parts)
 
 
 def register(app: typer.Typer) -> None:

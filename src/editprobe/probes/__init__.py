@@ -1,5 +1,6 @@
 """Probes: every metric says how it was computed (a registered, versioned definition with
-a protocol label, carried by every result and sample).
+a protocol label, carried by every result and sample). A run's probes are plug-ins
+(``base.Probe``, registered in ``PROBES``); the built-in ones live in ``builtin/``.
 
 - exact match, fast (teacher-forced) and generate() paths — ``exact``
 - negated queries: plan, PP/PN/NN/NP, discrepancies — ``negation``; no-edit row — ``baseline``
@@ -47,15 +48,18 @@ from .negation import (
     negation_scores,
     score_negation_run,
 )
-from .registry import PROBES, ProbeDefinition, get_probe, register_probe
+from .base import PROBES, Metric, Probe, ProbeContext, ProbeOutcome, default_probes, register_probe, resolve_probe
+from .registry import DEFINITIONS, ProbeDefinition, get_definition, register_definition
 from .results import ProbeSample, Score
+from . import builtin  # noqa: E402,F401,I001  (registers the built-in probes)  isort: skip
 
 __all__ = [
-    "FAST_LABEL", "GENERATE_LABEL", "PROBES", "ClassicResult", "Decoded", "ExcludedRecord", "FactCheckConfig",
+    "DEFINITIONS", "FAST_LABEL", "GENERATE_LABEL", "PROBES", "Metric", "Probe", "ProbeContext", "ProbeOutcome",
+    "default_probes", "get_definition", "register_definition", "resolve_probe", "ClassicResult", "Decoded", "ExcludedRecord", "FactCheckConfig",
     "FactCheckNoEdit", "FactCheckReply", "FactCheckResult", "NegationPlan", "NegationRun", "NegationScores",
     "NeighborhoodReference", "NoEditBaseline", "ProbeDefinition", "ProbeSample", "Score", "ask_records",
     "ask_statements", "build_negation_plan", "decode_targets", "exact_match_batch", "exact_match_ids",
-    "fact_check_prompt", "fact_check_result", "generate_exact_match", "get_probe", "greedy_decode",
+    "fact_check_prompt", "fact_check_result", "generate_exact_match", "greedy_decode",
     "make_statement", "negation_scores", "neighborhood_reference", "neighborhood_specificity", "no_edit_baseline",
     "no_edit_fact_check", "paraphrase_efficacy", "parse_answer", "register_probe", "score_negation_run",
 ]

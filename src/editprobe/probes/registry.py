@@ -1,4 +1,4 @@
-"""Registered, versioned probe definitions (the lm-eval-harness lesson of architecture.md).
+"""Registered, versioned metric definitions (the lm-eval-harness lesson of architecture.md).
 
 A probe definition is declarative: a name, a version and a protocol *label* saying exactly
 how the number is computed (decoding, ground truth, query, model state). Every result and
@@ -39,16 +39,16 @@ class ProbeDefinition(BaseModel):
         return {"probe": self.name, "probe_version": self.version, "label": self.label}
 
 
-PROBES: Registry[ProbeDefinition] = Registry("probe", key=lambda definition: definition.name)
+DEFINITIONS: Registry[ProbeDefinition] = Registry("probe definition", key=lambda definition: definition.name)
 
 
-def register_probe(definition: ProbeDefinition, replace: bool = False) -> ProbeDefinition:
-    """Add a probe (registry rules: see editprobe/registry.py)."""
-    return PROBES.register(definition, replace=replace)
+def register_definition(definition: ProbeDefinition, replace: bool = False) -> ProbeDefinition:
+    """Add a metric definition (registry rules: see editprobe/registry.py)."""
+    return DEFINITIONS.register(definition, replace=replace)
 
 
-def get_probe(name: str) -> ProbeDefinition:
-    return PROBES[name]
+def get_definition(name: str) -> ProbeDefinition:
+    return DEFINITIONS[name]
 
 
 # --- the built-in probes ----------------------------------------------------------------------
@@ -58,10 +58,10 @@ _EM_DOC = "evaluation-protocol.md §1"
 _NEG_DOC = "evaluation-protocol.md §2"
 _FC_DOC = "evaluation-protocol.md §3"
 
-EXACT_FAST = register_probe(ProbeDefinition(
+EXACT_FAST = register_definition(ProbeDefinition(
     name="exact-match/fast", label=f"{_EM}, len(target_ids) tokens after the query", protocol=_EM_DOC,
     higher_is_better=True))
-EXACT_GENERATE = register_probe(ProbeDefinition(
+EXACT_GENERATE = register_definition(ProbeDefinition(
     name="exact-match/generate", label="exact-match, generate() greedy, len(target_ids) new tokens after the query",
     protocol=_EM_DOC, higher_is_better=True))
 
@@ -73,54 +73,54 @@ _SETTINGS = {
     "NP": ("negated", "positive", False),
 }
 NEGATION_SETTINGS: dict[str, ProbeDefinition] = {
-    name: register_probe(ProbeDefinition(
+    name: register_definition(ProbeDefinition(
         name=f"negation/{name}",
         label=f"{_EM}, target = new object o*, edited with {edited} requests, query = {queried} template",
         protocol=_NEG_DOC, higher_is_better=better))
     for name, (edited, queried, better) in _SETTINGS.items()
 }
-NEGATION_DISCREPANCY = register_probe(ProbeDefinition(
+NEGATION_DISCREPANCY = register_definition(ProbeDefinition(
     name="negation/discrepancy",
     label="efficacy - hallucination (PP-PN, PP-NP, NN-PN, NN-NP) and Avg = their mean, from exact-match of o*",
     protocol=_NEG_DOC, higher_is_better=True, unit="points"))
-NO_EDIT_KNOWN = register_probe(ProbeDefinition(
+NO_EDIT_KNOWN = register_definition(ProbeDefinition(
     name="negation/no-edit-known",
     label=f"{_EM}, unedited model, target = old object o, query = positive template, over all records with "
           "an old object (what share of the facts the model knows; selects the baseline's records)",
     protocol=_NEG_DOC, higher_is_better=None))
-NO_EDIT_PP = register_probe(ProbeDefinition(
+NO_EDIT_PP = register_definition(ProbeDefinition(
     name="negation/no-edit-PP",
     label=f"{_EM}, unedited model, target = old object o, query = positive template "
           "(records kept only where it matches, so 100 by construction)",
     protocol=_NEG_DOC, higher_is_better=True))
-NO_EDIT_PN = register_probe(ProbeDefinition(
+NO_EDIT_PN = register_definition(ProbeDefinition(
     name="negation/no-edit-PN",
     label=f"{_EM}, unedited model, target = old object o, query = negated template, over records whose "
           "positive query exact-matches o",
     protocol=_NEG_DOC, higher_is_better=False))
 
-FACTCHECK_ACCURACY = register_probe(ProbeDefinition(
+FACTCHECK_ACCURACY = register_definition(ProbeDefinition(
     name="factcheck/accuracy",
     label="fact-check via chat template, greedy, first word true/false/other; % 'true' after the edit for the "
           "new-object statement, over records the unedited model answered true/false and not 'true' both before and after",
     protocol=_FC_DOC, higher_is_better=True))
-FACTCHECK_NO_EDIT = register_probe(ProbeDefinition(
+FACTCHECK_NO_EDIT = register_definition(ProbeDefinition(
     name="factcheck/no-edit",
     label="fact-check via chat template, greedy, first word; unedited model, old-object statement, % 'true' "
           "over records with an old object",
     protocol=_FC_DOC, higher_is_better=True))
-FACTCHECK_CONTROL = register_probe(ProbeDefinition(
+FACTCHECK_CONTROL = register_definition(ProbeDefinition(
     name="factcheck/control",
     label="fact-check via chat template, greedy, first word; edited model, old-object statement, % 'true' over "
           "the included records (a model answering 'true' to everything scores high here too)",
     protocol=_FC_DOC, higher_is_better=None))
 
-PARAPHRASE = register_probe(ProbeDefinition(
+PARAPHRASE = register_definition(ProbeDefinition(
     name="classic/paraphrase-efficacy",
     label=f"{_EM}, target = new object o*, query = each paraphrase prompt; mean over a record's prompts, "
           "then over records",
     protocol="classic (ROME/MEMIT)", higher_is_better=True))
-NEIGHBORHOOD = register_probe(ProbeDefinition(
+NEIGHBORHOOD = register_definition(ProbeDefinition(
     name="classic/neighborhood-specificity",
     label=f"{_EM}, target = the unedited model's own greedy continuation (len(dataset answer) tokens), "
           "query = each neighborhood prompt; mean over a record's prompts, then over records",

@@ -24,7 +24,8 @@ import pandas as pd
 
 from ..paths import write_text_atomic
 from ..runs.store import SAMPLES, SUMMARY, read_samples
-from .tables import NO_EDIT, ablation_table, factcheck_table, negation_table
+from ..runs.summary import RunSummary
+from .tables import NO_EDIT, all_tables, factcheck_table, negation_table
 from ..errors import UserError
 
 TRACE = "trace.json"
@@ -149,21 +150,22 @@ def _figures(root: Path, figures: Any, what: str) -> str:
 
 
 # --- sections -------------------------------------------------------------------------------
-def _tables_section(summaries: Sequence[dict[str, Any]]) -> str:
-    parts = ['<section id="tables"><h2>Tables</h2>',
-             "<h3>Negated queries: exact match (%) and discrepancies</h3>",
-             _df_table(negation_table(summaries), "negation"),
-             "<h3>Fact-checking: efficacy (PP) and accuracy (%)</h3>",
-             _df_table(factcheck_table(summaries), "factcheck")]
-    ablation = ablation_table(summaries)
-    if ablation is not None:
-        parts += ["<h3>With and without the preserved keys K<sub>p</sub>K<sub>p</sub><sup>T</sup></h3>",
-                  _df_table(ablation, "ablation")]
+def _tables_section(summaries: Sequence[RunSummary]) -> str:
+    parts = ['<section id="tables"><h2>Tables</h2>']
+    for name, caption, df, legend in all_tables(summaries):
+        if name == "ablation":
+            caption = "With and without the preserved keys K<sub>p</sub>K<sub>p</sub><sup>T</sup>"
+        else:
+            caption = escape(caption)
+        parts += [f"<h3>{caption}</h3>", _df_table(df, name)]
+        if legend:
+            items = "".join(f"<li><strong>{escape(c)}</strong>: {escape(label)}</li>" for c, label in legend.items())
+            parts.append(f'<ul class="legend ep-legend-{name}">{items}</ul>')
     parts.append('<p class="note">– = not applicable or not computed (never 0).</p></section>')
     return "".join(parts)
 
 
-def _charts_section(summaries: Sequence[dict[str, Any]]) -> str:
+def _charts_section(summaries: Sequence[RunSummary]) -> str:
     from .charts import factcheck_charts, negation_charts  # matplotlib only when drawing
 
     charts = negation_charts(negation_table(summaries)) + factcheck_charts(factcheck_table(summaries))
@@ -248,7 +250,7 @@ def _samples_section(runs: Sequence[Path]) -> str:
 
 
 # --- the page -------------------------------------------------------------------------------
-def build_html(sources: Sources, summaries: Sequence[dict[str, Any]] = (), title: str = "editprobe report") -> str:
+def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: str = "editprobe report") -> str:
     """The page for ``sources``; ``summaries`` are the runs' summary.json (as loaded by
     :func:`editprobe.report.load_summaries`, in the order of ``sources.runs``)."""
     sections, nav = [], []
@@ -277,7 +279,7 @@ def build_html(sources: Sources, summaries: Sequence[dict[str, Any]] = (), title
             f'{"".join(sections)}<script>{_asset("report.js")}</script></body></html>\n')
 
 
-def write_html(path: str | Path, sources: Sources, summaries: Sequence[dict[str, Any]] = ()) -> Path:
+def write_html(path: str | Path, sources: Sources, summaries: Sequence[RunSummary] = ()) -> Path:
     """Write the page atomically (a reader never sees half a report); return its path."""
     path = Path(path)
     write_text_atomic(path, build_html(sources, summaries))

@@ -16,7 +16,9 @@ from typing import Any
 import pandas as pd
 
 from ..paths import write_text_atomic
+from ..probes.base import ProbeOutcome
 from ..runs.store import read_summary
+from ..runs.summary import ResultRow, RunSummary, parse_summary
 
 SETTINGS = ("PP", "PN", "NN", "NP")
 DISCREPANCY_KEYS = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
@@ -24,75 +26,123 @@ DISCREPANCY_KEYS = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
 DISCREPANCY_COLUMNS = tuple(k.replace("-", "−") for k in DISCREPANCY_KEYS)
 NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMNS, "Avg")
 FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
-ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "Avg")
+ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
+CLASSIC_KEYS = ("Model", "Dataset", "Method")
 NO_EDIT = "No edit"
 
 
-def load_summaries(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+def load_summaries(run_dirs: Sequence[str | Path]) -> list[RunSummary]:
     if not run_dirs:
         raise ValueError("give at least one run directory")
-    return [read_summary(d) for d in run_dirs]
+    return [parse_summary(read_summary(d), where=str(Path(d) / "summary.json")) for d in run_dirs]
 
 
-def _preserve_differs(summaries: Sequence[dict[str, Any]]) -> bool:
-    return len({r.get("preserve_previous") for s in summaries for r in s["results"]}) > 1
+def _preserve_differs(summaries: Sequence[RunSummary]) -> bool:
+    return len({r.preserve_previous for s in summaries for r in s.results}) > 1
 
 
-def _method_label(result: dict[str, Any], mark_preserve: bool) -> str:
+def _method_label(result: ResultRow, mark_preserve: bool) -> str:
     if not mark_preserve:
-        return result["method"]
-    return f"{result['method']} ({'with' if result.get('preserve_previous') else 'no'} K_p)"
+        return result.method
+    return f"{result.method} ({'with' if result.preserve_previous else 'no'} K_p)"
 
 
-def _no_edit_rows(summaries: Sequence[dict[str, Any]], fields) -> list[dict[str, Any]]:
+def _no_edit_rows(summaries: Sequence[RunSummary], fields) -> list[dict[str, Any]]:
     """One "No edit" row per (model, dataset), from the first run that has it."""
     seen, rows = set(), []
     for s in summaries:
-        for dk, d in s["datasets"].items():
-            key = (s["config"]["model"], dk)
+        for dk, d in s.datasets.items():
+            key = (s.model, dk)
             if key not in seen:
                 seen.add(key)
-                rows.append({"Model": key[0], "Dataset": dk, "Method": NO_EDIT, **fields(d)})
+                row = fields(d)
+                if row is not None:
+                    rows.append({"Model": key[0], "Dataset": dk, "Method": NO_EDIT, **row})
     return rows
 
 
-def negation_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Table 2/3: PP, PN, NN, NP, the discrepancies and their Avg; No edit has PP and PN."""
+def _values(outcome: ProbeOutcome | None, keys: Sequence[str], columns: Sequence[str] | None = None) -> dict[str, Any]:
+    return {c: (outcome.value(k) if outcome else None) for k, c in zip(keys, columns or keys)}
+
+
+def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
+    return {**_values(outcome, SETTINGS), **_values(outcome, DISCREPANCY_KEYS, DISCREPANCY_COLUMNS),
+            **_values(outcome, ("Avg",))}
+
+
+def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
+    """Table 2/3: PP, PN, NN, NP, the discrepancies and their Avg (the mean of those that
+    exist: PP−PN alone on the No edit row and on runs edited positively only)."""
     mark = _preserve_differs(summaries)
-    rows = _no_edit_rows(summaries, lambda d: {"PP": d["no_edit"]["PP"], "PN": d["no_edit"]["PN"]})
+    rows = _no_edit_rows(summaries, lambda d: _negation_values(d.no_edit.get("negation")))
     for s in summaries:
-        for r in s["results"]:
-            neg = r["negation"]
-            rows.append({"Model": s["config"]["model"], "Dataset": r["dataset"], "Method": _method_label(r, mark),
-                         **{k: neg[k] for k in SETTINGS},
-                         **{c: neg[k] for k, c in zip(DISCREPANCY_KEYS, DISCREPANCY_COLUMNS)}, "Avg": neg["Avg"]})
+        for r in s.results:
+            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
+                         **_negation_values(r.probes.get("negation"))})
     return _ordered(rows, NEGATION_COLUMNS)
 
 
-def factcheck_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Tables 4/5: Eff (PP of the same edited model) beside fact-check Acc, and the control."""
+def _factcheck_values(outcome: ProbeOutcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    acc = outcome.metrics.get("Acc")
+    return {"Eff": outcome.value("Eff"), "Acc": outcome.value("Acc"), "n": acc.n if acc else None,
+            "Control": outcome.value("Control")}
+
+
+def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
+    """Tables 4/5: Eff (PP of the same edited model) beside fact-check Acc, and the control;
+    the No edit row over the records whose old object the unedited model knows (Eff 100)."""
     mark = _preserve_differs(summaries)
-    rows = _no_edit_rows(summaries, lambda d: {"Acc": d["factcheck_no_edit"]["Acc"],
-                                               "n": d["factcheck_no_edit"]["n"]})
+    rows = _no_edit_rows(summaries, lambda d: _factcheck_values(d.no_edit.get("factcheck")))
     for s in summaries:
-        for r in s["results"]:
-            fc = r["factcheck"]
-            rows.append({"Model": s["config"]["model"], "Dataset": r["dataset"], "Method": _method_label(r, mark),
-                         "Eff": fc["Eff"], "Acc": fc["Acc"], "n": fc["n"], "Control": fc["Control"]})
+        for r in s.results:
+            values = _factcheck_values(r.probes.get("factcheck"))
+            if values is not None:
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark), **values})
     return _ordered(rows, FACTCHECK_COLUMNS)
 
 
-def ablation_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
+def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     """Table 6: each method with and without the K_p K_pᵀ term; None when the runs do not
     differ in it (there is nothing to compare)."""
     if not _preserve_differs(summaries):
         return None
-    rows = [{"Model": s["config"]["model"], "Dataset": r["dataset"], "Method": r["method"],
-             "K_p": "with" if r.get("preserve_previous") else "without",
-             **{k: r["negation"][k] for k in ("PP", "PN", "NN", "NP", "Avg")}}
-            for s in summaries for r in s["results"]]
+    rows = [{"Model": s.model, "Dataset": r.dataset, "Method": r.method,
+             "K_p": "with" if r.preserve_previous else "without",
+             **_values(r.probes.get("negation"), ("PP", "PN", "NN", "NP", "PP-PN", "Avg"),
+                       ("PP", "PN", "NN", "NP", "PP−PN", "Avg"))}
+            for s in summaries for r in s.results]
     df = _ordered(rows, ABLATION_COLUMNS)
     return df.sort_values(["Model", "Dataset", "Method", "K_p"], kind="stable").reset_index(drop=True)
+
+
+def _classic_cells(outcomes: dict[str, ProbeOutcome], legend: dict[str, str]) -> dict[str, Any]:
+    cells: dict[str, Any] = {}
+    for name, outcome in outcomes.items():
+        if outcome.table != "classic":
+            continue
+        for key, metric in outcome.metrics.items():
+            column = f"{name} {key}"
+            cells[column] = metric.value
+            legend.setdefault(column, f"{metric.label} ({metric.unit})")
+    return cells
+
+
+def classic_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[str, str]] | None:
+    """The classic metrics (every probe outside the negation and fact-check tables): one
+    column per metric, and a legend of each column's protocol. None when no run has any."""
+    legend: dict[str, str] = {}
+    rows = _no_edit_rows(summaries, lambda d: _classic_cells(d.no_edit, legend) or None)
+    for s in summaries:
+        mark = _preserve_differs(summaries)
+        for r in s.results:
+            cells = _classic_cells(r.probes, legend)
+            if cells:
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark), **cells})
+    if not legend:
+        return None
+    return _ordered(rows, (*CLASSIC_KEYS, *legend)), legend
 
 
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -139,17 +189,30 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(summaries: Sequence[dict[str, Any]], out: str | Path) -> str:
-    """Write <name>.md/.csv/.tex for every table under ``out``; return the Markdown of all."""
-    out = Path(out)
-    tables = [("negation", "Negated queries: exact match (%) and discrepancies", negation_table(summaries)),
-              ("factcheck", "Fact-checking: efficacy (PP) and accuracy (%)", factcheck_table(summaries))]
+def legend_markdown(legend: dict[str, str]) -> str:
+    return "".join(f"- **{column}**: {label}\n" for column, label in legend.items())
+
+
+def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataFrame, dict[str, str] | None]]:
+    """(name, caption, table, legend) of every table the runs have."""
+    tables: list[tuple[str, str, pd.DataFrame, dict[str, str] | None]] = [
+        ("negation", "Negated queries: exact match (%) and discrepancies", negation_table(summaries), None),
+        ("factcheck", "Fact-checking: efficacy (PP) and accuracy (%)", factcheck_table(summaries), None)]
     ablation = ablation_table(summaries)
     if ablation is not None:
-        tables.append(("ablation", "With and without the preserved keys K_p K_p^T", ablation))
+        tables.append(("ablation", "With and without the preserved keys K_p K_p^T", ablation, None))
+    classic = classic_table(summaries)
+    if classic is not None:
+        tables.append(("classic", "Classic edit metrics (each column's protocol below)", *classic))
+    return tables
+
+
+def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
+    """Write <name>.md/.csv/.tex for every table under ``out``; return the Markdown of all."""
+    out = Path(out)
     parts = []
-    for name, caption, df in tables:
-        md = to_markdown(df)
+    for name, caption, df, legend in all_tables(summaries):
+        md = to_markdown(df) + (f"\n{legend_markdown(legend)}" if legend else "")
         write_text_atomic(out / f"{name}.md", md)
         write_text_atomic(out / f"{name}.csv", df.to_csv(index=False, na_rep=""))
         write_text_atomic(out / f"{name}.tex", to_latex(df, caption))

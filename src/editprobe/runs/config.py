@@ -22,6 +22,12 @@ class RunConfigError(UserError, ValueError):
     pass
 
 
+# The layout of a run directory's stage files; a run started under another layout cannot
+# be resumed by this version (its stages hold other things).
+RUN_LAYOUT_KEY = "run_layout"
+RUN_LAYOUT = 1
+
+
 def _at_least_one(v: int) -> int:
     if v < 1:
         raise ValueError("must be >= 1")
@@ -61,13 +67,17 @@ class RunConfig(BaseModel):
     # [choice, matches the AlphaEdit driver] evaluate once, on the final model. Evaluating
     # after every batch is not implemented yet; the field exists so results say which.
     eval: Literal["final"] = "final"
+    # The probes measured (registered names or module:attribute); default: every built-in
+    # probe marked default, each where it applies (negation, fact-checking, the classic
+    # metrics of each dataset, perplexity).
+    probes: tuple[str, ...] = Field(default_factory=lambda: _default_probes())
     # Checkpoint after every k-th batch (and the last). A checkpoint holds K_p K_pᵀ: d_ff²
     # float64 per edit layer, ~8 GB for Llama-3-8B, so k > 1 trades redone batches for disk.
     checkpoint_every: Count = 1
     dtype: DType = None
     device: str | None = None
 
-    @field_validator("methods", "datasets")
+    @field_validator("methods", "datasets", "probes")
     @classmethod
     def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v:
@@ -92,8 +102,9 @@ class RunConfig(BaseModel):
         return out
 
     def identity(self) -> dict[str, Any]:
-        """What must match for ``--resume`` to continue a run (the out dir may move)."""
-        return self.model_dump(mode="json", exclude={"out", "device", "checkpoint_every"})
+        """What must match for ``--resume`` to continue a run (the out dir may move), and the
+        layout of the run directory it was written with."""
+        return {**self.model_dump(mode="json", exclude={"out", "device", "checkpoint_every"}), RUN_LAYOUT_KEY: RUN_LAYOUT}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **flags: Any) -> "RunConfig":
@@ -121,6 +132,12 @@ class RunConfig(BaseModel):
         except ValidationError as exc:
             where, message = validation_message(exc)
             raise RunConfigError(f"run config: field {where or 'config'!r}: {message}") from None
+
+
+def _default_probes() -> tuple[str, ...]:
+    from ..probes import default_probes
+
+    return default_probes()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

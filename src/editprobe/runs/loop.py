@@ -1,10 +1,12 @@
 """The experiment loop (evaluation-protocol.md §2–4), checkpointed so a killed run resumes.
 
-For each dataset: the no-edit baseline and the unedited model's fact-check answers (once).
-For each method on it: a sequential batch-editing run with the positive requests, scored on
-the positive and the negated queries and fact-checked; the model restored; the same with the
-negated requests. Every batch is seeded from (seed, stage, batch) and checkpointed, so a
-resumed run replays nothing and equals an uninterrupted one.
+For each dataset: every selected probe that applies measures the unedited model (once).
+For each method on it: a sequential batch-editing run with the positive requests, after
+which the probes that need the positively edited model measure it; the model restored;
+the same with the negated requests when a probe needs them. Each probe then combines its
+measurements into the method's row. Every batch is seeded from (seed, stage, batch) and
+checkpointed, and every stage's measurements are stored, so a resumed run replays nothing
+and equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,31 +18,28 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from ..probes import (
-    FactCheckReply, NegationPlan, NegationRun, ask_records, build_negation_plan, fact_check_result,
-    negation_scores, no_edit_baseline, no_edit_fact_check, score_negation_run,
-)
 from ..errors import UserError
+from ..probes import build_negation_plan
+from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .config import RunConfig, dataset_key
 from .preflight import check_datasets, check_model_and_device
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
+from .summary import SCHEMA_VERSION, DatasetSummary, ResultRow, RunSummary
 
 __all__ = ["Experiment", "batch_seed", "run_experiment"]
 
-KINDS = ("positive", "negative")
 
-
-def _records_of(plan: NegationPlan):
-    return [item.record for item in plan.items]
-
-
-def _fc_dump(replies: list[FactCheckReply]) -> list[dict]:
-    return [r.model_dump(mode="json") for r in replies]
-
-
-def _fc_load(rows: list[dict]) -> list[FactCheckReply]:
-    return [FactCheckReply.model_validate(r) for r in rows]
+def order_probes(probes: list[Probe]) -> list[Probe]:
+    """The config's order, except that a probe comes after the probes it ``uses``."""
+    ordered: list[Probe] = []
+    pending = list(probes)
+    while pending:
+        names = {p.name for p in pending}
+        ready = [p for p in pending if not (set(getattr(p, "uses", ())) & (names - {p.name}))]
+        ordered.append(ready[0] if ready else pending[0])
+        pending.remove(ordered[-1])
+    return ordered
 
 
 class Experiment:
@@ -79,6 +78,7 @@ class Experiment:
         for method in self.config.methods:
             self._hparams(method)
         self._negate_fn()  # a bad table fails here, not after the baseline
+        self.probes()  # unknown names and bad module:attribute specs fail here
         self._records, self._warnings = check_datasets(self.config.datasets, self.config.n)
         if self._loaded is None:
             check_model_and_device(self.config.model, self.config.device)
@@ -116,73 +116,80 @@ class Experiment:
                                 "--resume continues it)") from exc
             raise
 
+    def probes(self) -> list[Probe]:
+        """The config's probes, resolved (``module:attribute`` imported) and ordered."""
+        return order_probes([resolve_probe(spec) for spec in self.config.probes])
+
     def _run(self) -> dict[str, Any]:
         started = time.perf_counter()
-        datasets: dict[str, Any] = {}
-        results: list[dict[str, Any]] = []
+        datasets: dict[str, DatasetSummary] = {}
+        results: list[ResultRow] = []
         samples: list[dict[str, Any]] = []
         assert self._records is not None
+        model, tok = self.loaded.model, self.loaded.tokenizer
         for spec in self.config.datasets:
             dk = dataset_key(spec)
             plan = build_negation_plan(self._records[spec], self._negate_fn())
-            base = self._baseline(dk, plan)
-            datasets[dk] = self._dataset_summary(plan, base)
-            samples += base["samples"]
+            ctx = ProbeContext(dataset=dk, records=[item.record for item in plan.items], plan=plan, model=model,
+                               tokenizer=tok, config=self.config)
+            probes = [p for p in self.probes() if p.applies_to(ctx)]
+            base = self._baseline(dk, ctx, probes)
+            no_edit = {}
+            for p in probes:
+                if "baseline" in p.stages:
+                    outcome, rows = p.no_edit(ctx, base[p.name])
+                    if outcome is not None:
+                        no_edit[p.name] = outcome
+                    samples += [{"dataset": dk, "method": "none", **row} for row in rows]
+            datasets[dk] = DatasetSummary(n_records=plan.n_records, n_excluded=plan.n_excluded,
+                                          negation_rules=plan.rule_counts(), probes=[p.name for p in probes],
+                                          no_edit=no_edit)
+            kinds = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
             for method in self.config.methods:
-                runs = {kind: self._edit_stage(dk, method, kind, plan) for kind in KINDS}
-                result, rows = self._combine(dk, method, plan, base, runs)
-                results.append(result)
-                samples += rows
-        summary = {
-            "config": self.config.model_dump(mode="json"),
-            "seed": self.config.seed,
-            "versions": package_versions(),
-            "datasets": datasets,
-            "results": results,
-            "timings": {"batches": self.dir.progress()["timings"], "total_s": time.perf_counter() - started},
-        }
+                stages = {kind: self._edit_stage(dk, method, kind, ctx, probes) for kind in kinds}
+                outcomes = {}
+                for p in probes:
+                    states = {s: base[p.name] if s == "baseline" else stages[s]["probes"][p.name] for s in p.stages}
+                    outcome, rows = p.combine(ctx, states, outcomes)
+                    outcomes[p.name] = outcome
+                    samples += [{"dataset": dk, "method": method, **row} for row in rows]
+                hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
+                results.append(ResultRow(dataset=dk, method=method, preserve_previous=hp.get("preserve_previous"),
+                                         probes=outcomes, hparams=hp,
+                                         edit_reports={k: stages[k]["edit_reports"] for k in kinds}))
+        summary = RunSummary(
+            schema_version=SCHEMA_VERSION, config=self.config.model_dump(mode="json"), seed=self.config.seed,
+            versions=package_versions(), datasets=datasets, results=results,
+            timings={"batches": self.dir.progress()["timings"], "total_s": time.perf_counter() - started},
+        ).model_dump(mode="json")
         self.dir.finish(summary, samples)
         return summary
 
-    def _baseline(self, dk: str, plan: NegationPlan) -> dict[str, Any]:
-        """The unedited model: negation baseline, fact-check no-edit row and the answers about
-        the new-object statements that fact-checking's inclusion rule needs."""
+    def _baseline(self, dk: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
+        """Every probe's measurement of the unedited model (one stage, stored together)."""
         stage = f"{dk}__baseline"
         done = self.dir.load_stage(stage)
         if done is not None:
-            return done
-        model, tok = self.loaded.model, self.loaded.tokenizer
-        self.console.print(f"[bold]{escape(dk)}[/bold]: no-edit baseline on {plan.n_records} records")
-        neg = no_edit_baseline(model, tok, plan)
-        fc_cfg = self.config.factcheck
-        fc_none = no_edit_fact_check(model, tok, _records_of(plan), fc_cfg)
-        before = ask_records(model, tok, _records_of(plan), "new", fc_cfg)
-        rows = [_sample(dk, "none", "none", s.model_dump(mode="json")) for s in neg.samples]
-        rows += [_fc_sample(dk, "none", "none", "factcheck-no-edit", r) for r in fc_none.replies]
-        rows += [_fc_sample(dk, "none", "none", "factcheck-before", r) for r in before]
-        result = {
-            "negation": {"available": neg.available, "note": neg.note, "PP": neg.PP, "PN": neg.PN,
-                         "n_known": neg.pp.n, "known": neg.known.model_dump(), "pn": neg.pn.model_dump()},
-            "factcheck": {"Acc": fc_none.accuracy, "n": fc_none.score.n, "counts": fc_none.counts,
-                          "chat_template": fc_none.chat_template, "probe": fc_none.score.label},
-            "before": _fc_dump(before),
-            "samples": rows,
-        }
-        self.dir.save_stage(stage, result)
-        return result
+            return done["probes"]
+        self.console.print(f"[bold]{escape(dk)}[/bold]: unedited model, {ctx.plan.n_records} records: "
+                           f"{escape(', '.join(p.name for p in probes if 'baseline' in p.stages))}")
+        states = {p.name: p.measure(ctx, "baseline", None) for p in probes if "baseline" in p.stages}
+        self.dir.save_stage(stage, {"probes": states})
+        return states
 
-    def _edit_stage(self, dk: str, method: str, kind: str, plan: NegationPlan) -> dict[str, Any]:
+    def _edit_stage(self, dk: str, method: str, kind: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
         """Edit with all ``kind`` requests in sequential batches (checkpoint after each), then
-        score the final model; the model is restored before returning."""
+        let the probes that need this edited model measure it; the model is restored before
+        returning."""
         stage = f"{dk}__{method}__{kind}"
         done = self.dir.load_stage(stage)
         if done is not None:
             return done
         from ..editing import make_editor
 
-        model, tok = self.loaded.model, self.loaded.tokenizer
+        model, tok = ctx.model, ctx.tokenizer
         editor = make_editor(method, model, tok, self._hparams(method), model_id=self.config.model)
-        requests = plan.positive_requests() if kind == "positive" else plan.negative_requests()
+        requests = ctx.plan.positive_requests() if kind == "positive" else ctx.plan.negative_requests()
         bs = self.config.batch_size
         total = n_batches(len(requests), bs)
         start = self.dir.batches_checkpointed(stage)
@@ -213,59 +220,19 @@ class Experiment:
                 edit_sequentially(editor, requests, bs, seed=self.config.seed, stage=stage, start=start,
                                   on_batch=after_batch)
             editor.finalize()  # once after the last batch (PRUNE); idempotent, so resume-safe
-            self.console.print(escape(f"{dk} {method} {kind}: scoring {plan.n_records} records"))
-            run = score_negation_run(model, tok, plan, kind)  # type: ignore[arg-type]
-            result: dict[str, Any] = {"run": run.model_dump(mode="json"), "hparams": editor.hp.model_dump(mode="json"),
-                                      # None: a kill fell between a checkpoint and its progress entry.
-                                      "edit_reports": [reports.get(str(b)) for b in range(total)]}
-            if kind == "positive":  # fact-checking is run on the positively edited model (§3)
-                records = _records_of(plan)
-                fc_cfg = self.config.factcheck
-                result["after"] = _fc_dump(ask_records(model, tok, records, "new", fc_cfg))
-                result["control"] = _fc_dump(ask_records(model, tok, records, "old", fc_cfg))
+            measuring = [p for p in probes if kind in p.stages]
+            self.console.print(escape(f"{dk} {method} {kind}: {', '.join(p.name for p in measuring)} on "
+                                      f"{ctx.plan.n_records} records"))
+            result: dict[str, Any] = {
+                "probes": {p.name: p.measure(ctx, kind, None) for p in measuring},  # type: ignore[arg-type]
+                "hparams": editor.hp.model_dump(mode="json"),
+                # None: a kill fell between a checkpoint and its progress entry.
+                "edit_reports": [reports.get(str(b)) for b in range(total)],
+            }
         finally:
             editor.restore()
         self.dir.save_stage(stage, result)
         return result
-
-    def _dataset_summary(self, plan: NegationPlan, base: dict[str, Any]) -> dict[str, Any]:
-        return {"n_records": plan.n_records, "n_excluded": plan.n_excluded, "negation_rules": plan.rule_counts(),
-                "no_edit": base["negation"], "factcheck_no_edit": base["factcheck"]}
-
-    def _combine(self, dk: str, method: str, plan: NegationPlan, base: dict[str, Any],
-                 runs: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        pos, neg = (NegationRun.model_validate(runs[k]["run"]) for k in KINDS)
-        scores = negation_scores(plan, pos, neg)
-        fc = fact_check_result(_fc_load(base["before"]), _fc_load(runs["positive"]["after"]), eff=scores.PP,
-                               control=_fc_load(runs["positive"]["control"]), config=self.config.factcheck)
-        hp = runs["positive"]["hparams"]
-        result = {
-            "dataset": dk, "method": method, "preserve_previous": hp.get("preserve_previous"),
-            "negation": scores.row(),
-            "counts": {k: [s.hits, s.n] for k, s in scores.settings.items()},
-            "probes": {k: s.label for k, s in scores.settings.items()},
-            "decode_disagreements": scores.decode_disagreements,
-            "factcheck": {**fc.row(), "n_records": fc.n_records, "before_counts": fc.before_counts,
-                          "after_counts": fc.after_counts, "chat_template": fc.chat_template},
-            "hparams": hp,
-            "edit_reports": {k: runs[k]["edit_reports"] for k in KINDS},
-        }
-        rows = [_sample(dk, method, run.edited_with, s.model_dump(mode="json")) for run in (pos, neg) for s in run.samples]
-        rows += [_fc_sample(dk, method, "positive", "factcheck-after", r) for r in _fc_load(runs["positive"]["after"])]
-        rows += [_fc_sample(dk, method, "positive", "factcheck-control", r) for r in _fc_load(runs["positive"]["control"])]
-        return result, rows
-
-
-def _sample(dk: str, method: str, edited_with: str, s: dict[str, Any]) -> dict[str, Any]:
-    return {"dataset": dk, "method": method, "edited_with": edited_with, **s}
-
-
-def _fc_sample(dk: str, method: str, edited_with: str, setting: str, r: FactCheckReply) -> dict[str, Any]:
-    """A fact-check reply in the per-sample shape: the 'expected' answer is always true, the
-    statement's own truth differs (the control's old object is the unedited fact)."""
-    return {"dataset": dk, "method": method, "edited_with": edited_with, "record_id": r.record_id,
-            "setting": setting, "probe": setting, "query": r.statement, "expected": "true",
-            "generated": r.generated, "answer": r.answer, "match": r.answer == "true"}
 
 
 def run_experiment(config: RunConfig, resume: bool = False, loaded=None, progress: bool = True) -> dict[str, Any]:

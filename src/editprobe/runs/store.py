@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import check_writable, read_json_object, write_json_atomic, write_text_atomic
-from .config import RunConfig
+from .config import RUN_LAYOUT, RUN_LAYOUT_KEY, RunConfig
 from ..errors import UserError
 
 SUMMARY = "summary.json"
@@ -92,10 +92,16 @@ class RunDir:
         if not self.has_config:
             raise RunDirError(f"{self.root}: no run to resume here (no config.json); drop --resume to start a new run")
         try:
-            return read_json_object(self.config_path)
+            fields = read_json_object(self.config_path)
         except ValueError as exc:
             raise RunDirError(f"{self.config_path}: unreadable ({exc}); the run cannot be resumed: remove {self.root} "
                               "to start over") from None
+        layout = fields.pop(RUN_LAYOUT_KEY, 0)
+        if layout != RUN_LAYOUT:
+            raise RunDirError(f"{self.root}: this run was started by an editprobe whose run directories have layout "
+                              f"{layout} (this one writes {RUN_LAYOUT}: probes as plug-ins); it cannot be resumed here: "
+                              "finish it with that version, or start over in a new --out")
+        return fields
 
     def matches(self, config: RunConfig) -> bool:
         """Whether the finished run here was made under ``config`` (out dir aside)."""
@@ -113,7 +119,7 @@ class RunDir:
         if self.finished:
             raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
         if resume:
-            saved = self.saved_fields()
+            saved = {**self.saved_fields(), RUN_LAYOUT_KEY: RUN_LAYOUT}
             if saved != config.identity():
                 ident = config.identity()
                 diff = sorted(k for k in set(saved) | set(ident) if saved.get(k) != ident.get(k))

@@ -1,0 +1,187 @@
+"""The probe interface: what a run asks of every metric, and the typed results it gets back.
+
+A run measures each probe on up to three model states of a dataset: the unedited model
+(``baseline``) and the model after the sequential editing run with the positive requests
+(``positive``) or the negated ones (``negative``). A probe says which states it needs; a
+state it needs nobody else does still costs an editing run (``negative`` is skipped when no
+selected probe needs it). From its measurements the probe builds:
+
+- :meth:`Probe.no_edit` — the "No edit" row of the dataset (or None);
+- :meth:`Probe.combine` — the row of one method (given the outcomes of the probes that
+  came before it in the run's list, e.g. fact-checking reads the negation probe's PP).
+
+Both return a :class:`ProbeOutcome` (named metrics, each with its protocol label) and
+per-sample rows for ``samples.jsonl``. What ``measure`` returns is stored as JSON in the
+run's stage files, so a resumed run reuses it; it must be JSON-serializable.
+
+A probe registers where it is defined::
+
+    @register_probe
+    class MyProbe(Probe):
+        name = "mine"
+        stages = ("baseline", "positive")
+        ...
+
+or is named in a run config as ``module:attribute``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import UserError
+from ..registry import Registry
+from .results import Score, one_decimal
+
+Stage = Literal["baseline", "positive", "negative"]
+STAGES: tuple[Stage, ...] = ("baseline", "positive", "negative")
+EDIT_STAGES: tuple[Stage, ...] = ("positive", "negative")
+
+# The protocols a metric can be computed under; tables print them beside the numbers.
+TEACHER_FORCED_PROB = "teacher-forced probability comparison"
+TEACHER_FORCED_EM = "teacher-forced exact match"
+TEACHER_FORCED_TOKENS = "teacher-forced token accuracy"
+FREE_GENERATION = "free generation"
+
+
+class Metric(BaseModel):
+    """One number with what it means: its protocol label, its count, its direction."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float | None  # as reported: percentages with one decimal
+    n: int | None = None  # how many samples (or records) it averages
+    label: str
+    unit: str = "%"
+    higher_is_better: bool | None = None
+
+    @classmethod
+    def of_score(cls, score: Score, higher_is_better: bool | None = None) -> "Metric":
+        return cls(value=score.value, n=score.n, label=score.label, higher_is_better=higher_is_better)
+
+    @classmethod
+    def mean(cls, values: list[float], label: str, unit: str = "%", scale: float = 100.0,
+             higher_is_better: bool | None = True, digits: int = 1) -> "Metric":
+        """The mean of per-item values (×``scale``), None when there are none."""
+        value = round(scale * sum(values) / len(values), digits) if values else None
+        return cls(value=value, n=len(values), label=label, unit=unit, higher_is_better=higher_is_better)
+
+
+class ProbeOutcome(BaseModel):
+    """A probe's result for one row of a table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    probe: str
+    version: int
+    metrics: dict[str, Metric]
+    table: str = "classic"  # the report table that shows it: negation, factcheck, classic
+    details: dict[str, Any] = {}
+
+    def value(self, metric: str) -> float | None:
+        m = self.metrics.get(metric)
+        return None if m is None else m.value
+
+
+@dataclass
+class ProbeContext:
+    """What a probe sees of the run: the dataset's records (those the editing runs edit),
+    the negation plan, the model in its current state, and the run's config."""
+
+    dataset: str
+    records: list  # EditRecord, the records of the plan (what the editing runs edit)
+    plan: Any  # NegationPlan
+    model: Any
+    tokenizer: Any
+    config: Any  # RunConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def formats(self) -> set[str]:
+        return {r.source_format for r in self.records}
+
+
+Rows = list[dict[str, Any]]
+
+
+class Probe(ABC):
+    """A metric family of a run. Subclasses set the class attributes and implement
+    :meth:`measure`, :meth:`no_edit` (optional) and :meth:`combine`."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    stages: ClassVar[tuple[Stage, ...]] = ("baseline", "positive")
+    description: ClassVar[str] = ""
+    default: ClassVar[bool] = True  # in a run's default probe list
+    table: ClassVar[str] = "classic"  # which report table shows it
+
+    def applies_to(self, ctx: ProbeContext) -> bool:
+        """Whether this probe has anything to measure on the dataset (e.g. paraphrases)."""
+        return True
+
+    @abstractmethod
+    def measure(self, ctx: ProbeContext, stage: Stage, baseline: dict[str, Any] | None) -> dict[str, Any]:
+        """Measure the model in ``ctx`` (in state ``stage``); JSON-able. ``baseline`` is what
+        this probe measured on the unedited model (None at the baseline stage itself)."""
+
+    def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
+        return None, []
+
+    @abstractmethod
+    def combine(self, ctx: ProbeContext, states: dict[str, dict[str, Any]],
+                others: dict[str, ProbeOutcome]) -> tuple[ProbeOutcome, Rows]:
+        """A method's outcome from this probe's measurements at each of its stages."""
+
+    def outcome(self, metrics: dict[str, Metric], **details: Any) -> ProbeOutcome:
+        return ProbeOutcome(probe=self.name, version=self.version, metrics=metrics, table=self.table, details=details)
+
+
+PROBES: Registry[Probe] = Registry("probe", key=lambda probe: probe.name)
+
+
+def register_probe(cls: type[Probe] | Probe, replace: bool = False):
+    """Register a probe class (as a decorator) or instance; returns what it was given."""
+    instance = cls() if isinstance(cls, type) else cls
+    existing = PROBES.get(instance.name) if instance.name in PROBES else None
+    if existing is not None and type(existing) is type(instance) and not replace:
+        return cls  # the same class again (a re-import): a no-op
+    PROBES.register(instance, replace=replace)
+    return cls
+
+
+class ProbeSpecError(UserError, ValueError):
+    pass
+
+
+def resolve_probe(spec: str) -> Probe:
+    """A registered probe name, or ``module:attribute`` naming a Probe class or instance
+    (imported and registered on first use)."""
+    if ":" not in spec:
+        return PROBES[spec]
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ProbeSpecError(f"probe {spec!r}: cannot import {module_name!r}: {exc}") from None
+    obj = getattr(module, attribute, None)
+    if obj is None:
+        raise ProbeSpecError(f"probe {spec!r}: {module_name!r} has no attribute {attribute!r}")
+    if not (isinstance(obj, Probe) or (isinstance(obj, type) and issubclass(obj, Probe))):
+        raise ProbeSpecError(f"probe {spec!r}: {attribute!r} is not a Probe (subclass editprobe.probes.Probe)")
+    instance = obj() if isinstance(obj, type) else obj
+    register_probe(instance)
+    return PROBES[instance.name]
+
+
+def default_probes() -> tuple[str, ...]:
+    return tuple(name for name, probe in PROBES.items() if probe.default)
+
+
+def percent_metric(hits: int, n: int, label: str, higher_is_better: bool | None = True) -> Metric:
+    return Metric(value=one_decimal(100.0 * hits / n) if n else None, n=n, label=label,
+                  higher_is_better=higher_is_better)

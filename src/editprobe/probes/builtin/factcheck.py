@@ -1,0 +1,93 @@
+"""The fact-checking probe (evaluation-protocol.md §3): after the positive edit, is the
+edited statement judged true? Eff (the negation probe's PP of the same edited model) beside
+Acc, the balanced control, and the "No edit" row.
+
+The "No edit" row is restricted as the negation no-edit row is: to the records whose old
+object the unedited model exact-matches after the positive query, so its Eff is 100 by
+construction (the paper's Table 5); question datasets (zsRE) have no such row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
+from ..exact import exact_match_batch
+from ..factcheck import FactCheckReply, ask_records, fact_check_result
+from ..registry import FACTCHECK_ACCURACY, FACTCHECK_CONTROL, FACTCHECK_NO_EDIT, NO_EDIT_PP
+
+BALANCED_LABEL = ("fact-check via chat template; mean of 'true' to the o* statement and 'false' to the o statement "
+                  "after the edit, over the included records with an old object")
+
+
+def _replies(rows: list[dict]) -> list[FactCheckReply]:
+    return [FactCheckReply.model_validate(r) for r in rows]
+
+
+def _row(setting: str, edited_with: str, r: FactCheckReply) -> dict[str, Any]:
+    """A reply in the per-sample shape: the 'expected' answer is always true; the
+    statement's own truth differs (the control's old object is the unedited fact)."""
+    return {"edited_with": edited_with, "record_id": r.record_id, "setting": setting, "probe": setting,
+            "query": r.statement, "expected": "true", "generated": r.generated, "answer": r.answer,
+            "match": r.answer == "true"}
+
+
+@register_probe
+class FactCheckProbe(Probe):
+    name = "factcheck"
+    stages = ("baseline", "positive")
+    description = "the edited model, in its chat template, judges the edited statement true or false"
+    table = "factcheck"
+    uses = ("negation",)  # Eff is the negation probe's PP
+
+    def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
+        model, tok, cfg = ctx.model, ctx.tokenizer, ctx.config.factcheck
+        records = ctx.records
+        if stage == "baseline":
+            with_old = [r for r in records if r.target_true and r.target_true.strip() and not r.is_question]
+            known = exact_match_batch(model, tok, [(r.query, r.target_true) for r in with_old]) if with_old else []
+            return {"known": [r.id for r, k in zip(with_old, known) if k],
+                    "no_edit": [x.model_dump(mode="json") for x in ask_records(model, tok, with_old, "old", cfg)],
+                    "before": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg)]}
+        return {"after": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg)],
+                "control": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "old", cfg)]}
+
+    def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
+        replies = _replies(baseline["no_edit"])
+        rows = [_row("factcheck-no-edit", "none", r) for r in replies]
+        rows += [_row("factcheck-before", "none", r) for r in _replies(baseline["before"])]
+        if not replies:  # zsRE: no old object in the sense of §2
+            return None, rows
+        known = set(baseline["known"])
+        kept = [r for r in replies if r.record_id in known]
+        hits = sum(r.answer == "true" for r in kept)
+        metrics = {
+            "Eff": Metric(value=100.0 if kept else None, n=len(kept), label=NO_EDIT_PP.label, higher_is_better=True),
+            "Acc": Metric(value=round(100.0 * hits / len(kept), 1) if kept else None, n=len(kept),
+                          label=FACTCHECK_NO_EDIT.label + "; restricted to the records whose old object the unedited "
+                                "model exact-matches", higher_is_better=True),
+        }
+        counts: dict[str, int] = {}
+        for r in kept:
+            counts[r.answer] = counts.get(r.answer, 0) + 1
+        return self.outcome(metrics, counts=counts, n_with_old_object=len(replies),
+                            chat_template=all(r.chat_template for r in replies)), rows
+
+    def combine(self, ctx: ProbeContext, states, others) -> tuple[ProbeOutcome, Rows]:
+        base, after = states["baseline"], states["positive"]
+        negation = others.get("negation")
+        result = fact_check_result(_replies(base["before"]), _replies(after["after"]),
+                                   eff=negation.value("PP") if negation else None,
+                                   control=_replies(after["control"]), config=ctx.config.factcheck)
+        eff_label = negation.metrics["PP"].label if negation and "PP" in negation.metrics else NO_EDIT_PP.label
+        metrics = {
+            "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True),
+            "Acc": Metric.of_score(result.accuracy_score, True),
+            "Control": Metric(value=result.control, n=result.control_score.n if result.control_score else None,
+                              label=FACTCHECK_CONTROL.label),
+            "Balanced": Metric(value=result.balanced_accuracy, label=BALANCED_LABEL, higher_is_better=True),
+        }
+        rows = [_row("factcheck-after", "positive", r) for r in _replies(after["after"])]
+        rows += [_row("factcheck-control", "positive", r) for r in _replies(after["control"])]
+        return self.outcome(metrics, n_records=result.n_records, before_counts=result.before_counts,
+                            after_counts=result.after_counts, chat_template=result.chat_template,
+                            label=FACTCHECK_ACCURACY.label), rows
