@@ -18,6 +18,10 @@ class BuiltinData:
     filename: str
     description: str
     license: str
+    # A slice of the file's documents (corpora): [first, last) in document order; a
+    # negative ``last`` counts from the end.
+    first: int = 0
+    last: int | None = None
 
     @property
     def path(self) -> Path:
@@ -33,12 +37,25 @@ BUILTIN_DATASETS: dict[str, BuiltinData] = {
     ),
 }
 
+# The last paragraphs of the sample are held out from the covariance corpus, so that a
+# perplexity measured on them (the perplexity probe) is on text no edit's C0 has seen.
+HELD_OUT_DOCS = 200
+
 BUILTIN_CORPORA: dict[str, BuiltinData] = {
     "wikitext-sample": BuiltinData(
         name="wikitext-sample",
         filename="wikitext2_sample.txt",
-        description="WikiText-2 valid+test, detokenized, one paragraph per document",
+        description=f"WikiText-2 valid+test, detokenized, one paragraph per document, without the last "
+                    f"{HELD_OUT_DOCS} (held out)",
         license="CC BY-SA 3.0",
+        last=-HELD_OUT_DOCS,
+    ),
+    "wikitext-heldout": BuiltinData(
+        name="wikitext-heldout",
+        filename="wikitext2_sample.txt",
+        description=f"the last {HELD_OUT_DOCS} paragraphs of the WikiText-2 sample (held out from wikitext-sample)",
+        license="CC BY-SA 3.0",
+        first=-HELD_OUT_DOCS,
     ),
 }
 

@@ -55,17 +55,29 @@ def _hash_file(path: Path) -> str:
 
 
 class TextFileCorpus(Corpus):
-    """A UTF-8 text file; documents are separated by one or more blank lines."""
+    """A UTF-8 text file; documents are separated by one or more blank lines. ``first`` and
+    ``last`` take a slice of its documents (negative: from the end), part of the identity."""
 
-    def __init__(self, path: str | Path, name: str | None = None):
+    def __init__(self, path: str | Path, name: str | None = None, first: int = 0, last: int | None = None):
         self.path = Path(path)
         self.name = name or str(self.path)
+        self.first, self.last = first, last
 
     @cached_property
     def identity(self) -> str:
-        return _hash_file(self.path)
+        digest = _hash_file(self.path)
+        if self.first == 0 and self.last is None:
+            return digest
+        return hashlib.sha256(f"{digest}[{self.first}:{self.last}]".encode()).hexdigest()[:IDENTITY_LENGTH]
 
     def _documents(self) -> Iterator[str]:
+        if self.first == 0 and self.last is None:
+            return self._all_documents()
+        if self.first >= 0 and (self.last is None or self.last >= 0):
+            return islice(self._all_documents(), self.first, self.last)
+        return iter(list(self._all_documents())[self.first:self.last])  # counted from the end: read it all
+
+    def _all_documents(self) -> Iterator[str]:
         lines: list[str] = []
         with self.path.open(encoding="utf-8") as fh:
             for line in fh:
@@ -145,7 +157,7 @@ def load_corpus(spec: str | Path | None = None) -> Corpus:
     spec_str = DEFAULT_CORPUS if spec is None else str(spec)
     builtin = BUILTIN_CORPORA.get(spec_str)
     if builtin is not None:
-        return TextFileCorpus(builtin.path, name=builtin.name)
+        return TextFileCorpus(builtin.path, name=builtin.name, first=builtin.first, last=builtin.last)
     if spec_str.startswith("hf:"):
         return _hf_corpus(spec_str)
     path = Path(spec_str).expanduser()

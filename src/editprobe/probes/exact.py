@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from ..models.tokens import continuation_ids, make_batch
+from ..models.tokens import continuation_ids
 from .generation import decode_text, greedy_decode, query_ids
 from .registry import EXACT_FAST, EXACT_GENERATE
+from .scoring import teacher_forced_ids
 
 FAST_LABEL = EXACT_FAST.label
 GENERATE_LABEL = EXACT_GENERATE.label
@@ -33,31 +34,10 @@ def target_pair_ids(tok, query: str, target: str) -> tuple[list[int], list[int]]
     return query_ids(tok, query), continuation_ids(tok, query, target)
 
 
-@torch.no_grad()
 def exact_match_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32) -> list[bool]:
     """Teacher-forced exact match on ids: for each (query_ids, target_ids), is the argmax
     after query_ids + target_ids[:i] equal to target_ids[i] for every i?"""
-    device = next(model.parameters()).device
-    # Similar lengths share a batch, so little compute goes into padding.
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-    results: dict[int, bool] = {}
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        seqs, spans = [], []
-        for i in idx:
-            q, t = list(pairs[i][0]), list(pairs[i][1])
-            if not q or not t:
-                raise ValueError(f"pair {i}: query and target ids must both be non-empty")
-            seqs.append(q + t[:-1])
-            spans.append((len(q) - 1, t))
-        # Right padding: in a causal model no real token attends to the pads after it, so
-        # every row computes exactly what it would alone.
-        b = make_batch(tok, seqs, "right").to(device)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
-        for row, (i, (first, target)) in enumerate(zip(idx, spans)):
-            pred = logits[row, first : first + len(target)].argmax(-1).tolist()
-            results[i] = pred == target
-    return [results[i] for i in range(len(pairs))]
+    return [s.exact for s in teacher_forced_ids(model, tok, pairs, batch_size, logprobs=False)]
 
 
 def exact_match_batch(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[bool]:

@@ -140,7 +140,7 @@ class Experiment:
                     outcome, rows = p.no_edit(ctx, base[p.name])
                     if outcome is not None:
                         no_edit[p.name] = outcome
-                    samples += [{"dataset": dk, "method": "none", **row} for row in rows]
+                    samples += [_sample(dk, "none", row) for row in rows]
             datasets[dk] = DatasetSummary(n_records=plan.n_records, n_excluded=plan.n_excluded,
                                           negation_rules=plan.rule_counts(), probes=[p.name for p in probes],
                                           no_edit=no_edit)
@@ -152,7 +152,7 @@ class Experiment:
                     states = {s: base[p.name] if s == "baseline" else stages[s]["probes"][p.name] for s in p.stages}
                     outcome, rows = p.combine(ctx, states, outcomes)
                     outcomes[p.name] = outcome
-                    samples += [{"dataset": dk, "method": method, **row} for row in rows]
+                    samples += [_sample(dk, method, row) for row in rows]
                 hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
                 results.append(ResultRow(dataset=dk, method=method, preserve_previous=hp.get("preserve_previous"),
                                          probes=outcomes, hparams=hp,
@@ -233,6 +233,15 @@ class Experiment:
             editor.restore()
         self.dir.save_stage(stage, result)
         return result
+
+
+# The fields every line of samples.jsonl has (the HTML report's sample browser reads them);
+# a probe's own fields follow.
+SAMPLE_FIELDS = ("edited_with", "record_id", "setting", "probe", "query", "expected", "generated", "match")
+
+
+def _sample(dk: str, method: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {"dataset": dk, "method": method, **{k: row.get(k) for k in SAMPLE_FIELDS}, **row}
 
 
 def run_experiment(config: RunConfig, resume: bool = False, loaded=None, progress: bool = True) -> dict[str, Any]:

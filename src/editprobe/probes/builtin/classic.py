@@ -1,0 +1,229 @@
+"""The classic edit metrics — efficacy, paraphrase (generalization), neighborhood
+(specificity / locality) — each computed the way the reference evaluation of its dataset
+computes it, and labelled with that protocol:
+
+- CounterFact / MCF (and MQuAKE's single-hop rewrites), as in the ROME/MEMIT/AlphaEdit
+  evaluation: **teacher-forced probability comparison**. For a prompt, the mean negative
+  log-probability per token of " o*" and of " o" as its continuation. Efficacy and
+  paraphrase succeed when o* is the likelier (`prob`), with magnitude p(o*) − p(o) where
+  p = exp(−mean NLL) (`magnitude`); neighborhood prompts (other subjects whose answer is o)
+  succeed when o stays the likelier, magnitude p(o) − p(o*). Beside them the
+  **teacher-forced exact match** (`EM`): o* for efficacy and paraphrase; for the
+  neighborhood, the unedited model's own greedy continuation (``probes/classic.py``).
+- zsRE, KnowEdit (zsRE test, WCF) and the EasyEdit flat format, as in the MEMIT/AlphaEdit
+  zsRE evaluation and EasyEdit: **teacher-forced token accuracy** (`tokens`): the share of
+  target tokens that are the argmax after the prompt and the target's earlier tokens.
+  Neighborhood: zsRE's NQ answer after the NQ question (MEMIT/AlphaEdit); KnowEdit's
+  locality: the share of tokens of the locality answer at which the edited model's argmax
+  equals the unedited model's (EasyEdit).
+
+Every value is averaged over a record's prompts (or tokens) first, then over records, as
+the references do; the "No edit" row is the same metric on the unedited model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+from ..base import (
+    TEACHER_FORCED_EM, TEACHER_FORCED_PROB, TEACHER_FORCED_TOKENS, Metric, Probe, ProbeContext, ProbeOutcome, Rows,
+    register_probe,
+)
+from ..classic import neighborhood_reference
+from ..generation import query_ids
+from ..scoring import teacher_forced, teacher_forced_ids
+
+Protocol = Literal["prob", "tokens"]
+PROB_FORMATS = {"counterfact", "mquake"}
+TOKEN_FORMATS = {"zsre", "knowedit", "easyedit"}
+
+
+def protocol_of(records: Sequence) -> Protocol:
+    """The reference protocol of the records' dataset format."""
+    formats = {r.source_format for r in records}
+    if formats & PROB_FORMATS and not formats & TOKEN_FORMATS:
+        return "prob"
+    if formats & TOKEN_FORMATS:
+        return "tokens"
+    return "prob" if all(r.target_true and not r.is_question for r in records) else "tokens"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+class ClassicProbe(Probe):
+    """Shared by efficacy, paraphrase and neighborhood: which prompts, which targets."""
+
+    setting: ClassVar[str]
+    expect_new: ClassVar[bool] = True  # o* should win (efficacy, paraphrase) or o (neighborhood)
+
+    def prompts(self, record) -> list[tuple[str, str | None]]:
+        """(prompt, the dataset's answer for token accuracy, or None: o*) of one record."""
+        raise NotImplementedError
+
+    def applies_to(self, ctx: ProbeContext) -> bool:
+        return any(self.prompts(r) for r in ctx.records)
+
+    # --- measuring ---------------------------------------------------------------------------
+    def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
+        protocol = protocol_of(ctx.records)
+        rows = [(r, p, a) for r in ctx.records for p, a in self.prompts(r)]
+        if protocol == "prob":
+            state = self._prob(ctx, rows)
+            state.update(self._exact(ctx, rows, stage, baseline))
+        else:
+            state = self._tokens(ctx, rows, stage)
+        return {"protocol": protocol, "record_ids": [r.id for r, _, _ in rows], "prompts": [p for _, p, _ in rows],
+                **state}
+
+    def _prob(self, ctx: ProbeContext, rows) -> dict[str, Any]:
+        new = teacher_forced(ctx.model, ctx.tokenizer, [(p, r.target_new) for r, p, _ in rows])
+        old = teacher_forced(ctx.model, ctx.tokenizer, [(p, r.target_true) for r, p, _ in rows])
+        return {"nll_new": [s.mean_nll for s in new], "nll_old": [s.mean_nll for s in old]}
+
+    def _exact(self, ctx: ProbeContext, rows, stage, baseline) -> dict[str, Any]:
+        targets = [(p, r.target_new) for r, p, _ in rows]
+        return {"em": [s.exact for s in teacher_forced(ctx.model, ctx.tokenizer, targets, logprobs=False)]}
+
+    def _tokens(self, ctx: ProbeContext, rows, stage) -> dict[str, Any]:
+        targets = [(p, a if a is not None else r.target_new) for r, p, a in rows]
+        scores = teacher_forced(ctx.model, ctx.tokenizer, targets, logprobs=False)
+        return {"hits": [s.token_hits for s in scores], "expected": [t for _, t in targets],
+                "predicted": [list(s.predicted) for s in scores]}
+
+    # --- aggregating -------------------------------------------------------------------------
+    def _per_record(self, record_ids: list[str], values: list[float]) -> list[float]:
+        by_record: dict[str, list[float]] = {}
+        for rid, v in zip(record_ids, values):
+            by_record.setdefault(rid, []).append(v)
+        return [_mean(v) for v in by_record.values()]
+
+    def _token_values(self, state: dict[str, Any], baseline: dict[str, Any] | None) -> tuple[list[str], list[list]]:
+        return state["record_ids"], state["hits"]
+
+    def metrics(self, state: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Metric]:
+        ids = state["record_ids"]
+        if state["protocol"] == "tokens":
+            rids, hits = self._token_values(state, baseline)
+            flat: dict[str, list[bool]] = {}
+            for rid, h in zip(rids, hits):
+                flat.setdefault(rid, []).extend(h)
+            values = [_mean(v) for v in flat.values() if v]
+            return {"tokens": Metric.mean(values, f"{TEACHER_FORCED_TOKENS}: {self.token_label}")}
+        sign = 1 if self.expect_new else -1
+        success = [float(sign * (o - n) > 0) for n, o in zip(state["nll_new"], state["nll_old"])]
+        magnitude = [sign * (_p(n) - _p(o)) for n, o in zip(state["nll_new"], state["nll_old"])]
+        winner, loser = ("o*", "o") if self.expect_new else ("o", "o*")
+        out = {
+            "prob": Metric.mean(self._per_record(ids, success),
+                                f"{TEACHER_FORCED_PROB}: % of {self.setting} prompts where mean log p({winner}) > "
+                                f"mean log p({loser}) (ROME/MEMIT)"),
+            "magnitude": Metric.mean(self._per_record(ids, magnitude),
+                                     f"{TEACHER_FORCED_PROB}: mean p({winner}) − p({loser}), p = exp(−mean token NLL), "
+                                     "in points (ROME/MEMIT)", unit="points"),
+        }
+        em = self._em_values(state, baseline)
+        if em is not None:
+            out["EM"] = Metric.mean(self._per_record(ids, [float(x) for x in em]),
+                                    f"{TEACHER_FORCED_EM}: {self.em_label}")
+        return out
+
+    def _em_values(self, state: dict[str, Any], baseline: dict[str, Any] | None) -> list[bool] | None:
+        return state.get("em")
+
+    token_label: ClassVar[str] = "o* after the prompt"
+    em_label: ClassVar[str] = "o* after the prompt"
+
+    def _rows(self, state: dict[str, Any], edited_with: str, baseline: dict[str, Any] | None) -> Rows:
+        rows = []
+        for i, (rid, prompt) in enumerate(zip(state["record_ids"], state["prompts"])):
+            row = {"edited_with": edited_with, "record_id": rid, "setting": self.setting, "probe": self.name,
+                   "query": prompt}
+            if state["protocol"] == "tokens":
+                hits = self._token_values(state, baseline)[1][i]
+                row.update(expected=state["expected"][i], match=all(hits), token_accuracy=_mean(hits) if hits else None)
+            else:
+                n, o = state["nll_new"][i], state["nll_old"][i]
+                row.update(expected="o*" if self.expect_new else "o", match=(o - n > 0) == self.expect_new,
+                           nll_new=n, nll_old=o)
+                em = self._em_values(state, baseline)
+                if em is not None:
+                    row["exact_match"] = em[i]
+            rows.append(row)
+        return rows
+
+    def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
+        return (self.outcome(self.metrics(baseline, baseline), protocol=baseline["protocol"]),
+                self._rows(baseline, "none", baseline))
+
+    def combine(self, ctx: ProbeContext, states, others) -> tuple[ProbeOutcome, Rows]:
+        after, base = states["positive"], states.get("baseline")
+        return (self.outcome(self.metrics(after, base), protocol=after["protocol"]),
+                self._rows(after, "positive", base))
+
+
+def _p(nll: float) -> float:
+    return math.exp(-nll)
+
+
+@register_probe
+class EfficacyProbe(ClassicProbe):
+    name = "efficacy"
+    setting = "efficacy"
+    description = "the edit prompt itself: o* preferred / produced"
+
+    def prompts(self, record):
+        return [(record.query, None)]
+
+
+@register_probe
+class ParaphraseProbe(ClassicProbe):
+    name = "paraphrase"
+    setting = "paraphrase"
+    description = "paraphrases of the edit prompt (generalization)"
+    em_label = "o* after each paraphrase prompt (probes/classic.py)"
+    token_label = "o* after each paraphrase (rephrase) prompt"
+
+    def prompts(self, record):
+        return [(p, None) for p in record.paraphrase_prompts]
+
+
+@register_probe
+class NeighborhoodProbe(ClassicProbe):
+    name = "neighborhood"
+    setting = "neighborhood"
+    expect_new = False
+    description = "prompts about other subjects the edit must not change (specificity / locality)"
+    em_label = "the unedited model's own greedy continuation after each neighborhood prompt (probes/classic.py)"
+    token_label = ("zsRE: the dataset's answer after the NQ prompt (MEMIT/AlphaEdit); KnowEdit: the edited model's "
+                   "argmax equals the unedited model's at each token of the locality answer (EasyEdit)")
+
+    def prompts(self, record):
+        return [(pa.prompt, pa.answers[0] if pa.answers else None) for pa in record.neighborhood]
+
+    def _exact(self, ctx: ProbeContext, rows, stage, baseline) -> dict[str, Any]:
+        """The unedited model's greedy continuations are the reference (taken at the
+        baseline, kept in its state); EM: the model still produces them."""
+        if stage == "baseline":
+            ref = neighborhood_reference(ctx.model, ctx.tokenizer, ctx.records)
+            reference = [list(p.reference_ids) for p in ref.prompts]
+        else:
+            reference = baseline["reference"]
+        ids = [(query_ids(ctx.tokenizer, p), r) for (_, p, _), r in zip(rows, reference)]
+        return {"reference": reference,
+                "em": [s.exact for s in teacher_forced_ids(ctx.model, ctx.tokenizer, ids, logprobs=False)]}
+
+    def _tokens(self, ctx: ProbeContext, rows, stage) -> dict[str, Any]:
+        # EasyEdit's locality (KnowEdit, the flat format) compares the argmax at each token
+        # of the locality answer with the unedited model's; zsRE scores the NQ answer.
+        locality = bool({r.source_format for r in ctx.records} & {"knowedit", "easyedit"})
+        return {**super()._tokens(ctx, rows, stage), "locality": locality}
+
+    def _token_values(self, state, baseline):
+        if not state.get("locality"):
+            return state["record_ids"], state["hits"]
+        reference = (baseline or state)["predicted"]
+        return state["record_ids"], [[a == b for a, b in zip(x, y)] for x, y in zip(state["predicted"], reference)]

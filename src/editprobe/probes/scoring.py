@@ -1,0 +1,86 @@
+"""Teacher-forced scoring of a continuation: one forward pass over query + target gives, at
+every target position, the log-probability of the target token and the model's argmax.
+Every classic metric is a function of these (probability comparison, exact match, token
+accuracy); the target ids are always the target as a continuation of the query
+(``continuation_ids``), never the target encoded alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..models.tokens import continuation_ids, make_batch
+from .generation import query_ids
+
+IdPair = tuple[Sequence[int], Sequence[int]]
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    target: tuple[int, ...]
+    predicted: tuple[int, ...]  # argmax at each target position
+    logprobs: tuple[float, ...] | None  # log p(target token) at each position (None: not asked)
+
+    @property
+    def exact(self) -> bool:
+        return self.predicted == self.target
+
+    @property
+    def token_hits(self) -> list[bool]:
+        return [p == t for p, t in zip(self.predicted, self.target)]
+
+    @property
+    def mean_nll(self) -> float:
+        """The mean negative log-probability per target token (ROME's "prob" of a target)."""
+        assert self.logprobs is not None
+        return -sum(self.logprobs) / len(self.logprobs)
+
+    @property
+    def mean_prob(self) -> float:
+        """exp(−mean NLL): the per-token geometric-mean probability."""
+        return math.exp(-self.mean_nll)
+
+
+def text_pair_ids(tok, query: str, target: str) -> tuple[list[int], list[int]]:
+    return query_ids(tok, query), continuation_ids(tok, query, target)
+
+
+@torch.no_grad()
+def teacher_forced_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32,
+                       logprobs: bool = True) -> list[TokenScores]:
+    """For each (query_ids, target_ids): the argmax and (``logprobs``) the log-probability of
+    the target token after query_ids + target_ids[:i], for every i."""
+    device = next(model.parameters()).device
+    # Similar lengths share a batch, so little compute goes into padding.
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    results: dict[int, TokenScores] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        seqs, spans = [], []
+        for i in idx:
+            q, t = list(pairs[i][0]), list(pairs[i][1])
+            if not q or not t:
+                raise ValueError(f"pair {i}: query and target ids must both be non-empty")
+            seqs.append(q + t[:-1])
+            spans.append((len(q) - 1, t))
+        # Right padding: in a causal model no real token attends to the pads after it, so
+        # every row computes exactly what it would alone.
+        b = make_batch(tok, seqs, "right").to(device)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
+        for row, (i, (first, target)) in enumerate(zip(idx, spans)):
+            window = logits[row, first : first + len(target)].float()
+            lp = None
+            if logprobs:
+                picked = torch.log_softmax(window, dim=-1).gather(1, torch.tensor(target, device=device)[:, None])
+                lp = tuple(picked[:, 0].tolist())
+            results[i] = TokenScores(target=tuple(target), predicted=tuple(window.argmax(-1).tolist()), logprobs=lp)
+    return [results[i] for i in range(len(pairs))]
+
+
+def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 32,
+                   logprobs: bool = True) -> list[TokenScores]:
+    """:func:`teacher_forced_ids` for (query, target) texts."""
+    return teacher_forced_ids(model, tok, [text_pair_ids(tok, q, t) for q, t in pairs], batch_size, logprobs)
