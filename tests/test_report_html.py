@@ -41,6 +41,38 @@ def _summary(preserve: bool) -> dict:
     }
 
 
+def _metric(value, label="fabricated", unit="%"):
+    return {"value": value, "n": 40, "label": label, "unit": unit}
+
+
+def _outcome(probe: str, table: str, values: dict, unit: str = "%") -> dict:
+    return {"probe": probe, "version": 1, "table": table,
+            "metrics": {k: _metric(v, f"{probe} {k}: protocol of a fabricated metric", unit) for k, v in values.items()}}
+
+
+def _summary_v1(preserve: bool) -> dict:
+    """The same numbers in schema 1 (probes as plug-ins), plus classic metrics."""
+    v0 = _summary(preserve)
+    classic_none = {"efficacy": _outcome("efficacy", "classic", {"prob": 12.5, "magnitude": -3.1, "EM": 0.0}),
+                    "perplexity": _outcome("perplexity", "classic", {"ppl": 21.37}, "ppl")}
+    return {
+        "schema_version": 1, "config": v0["config"],
+        "datasets": {dk: {"n_records": N_RECORDS, "no_edit": {
+            "negation": _outcome("negation", "negation", {"PP": 100.0, "PN": 15.4, "PP-PN": 84.6, "Avg": 84.6}),
+            "factcheck": {**_outcome("factcheck", "factcheck", {"Eff": 100.0, "Acc": 91.1}),
+                          "metrics": {"Eff": _metric(100.0), "Acc": {**_metric(91.1), "n": 90}}},
+            **classic_none}} for dk in DATASETS},
+        "results": [{"dataset": r["dataset"], "method": r["method"], "preserve_previous": preserve, "probes": {
+            "negation": _outcome("negation", "negation", r["negation"]),
+            "factcheck": {**_outcome("factcheck", "factcheck", {}),
+                          "metrics": {"Eff": _metric(r["factcheck"]["Eff"]), "Acc": {**_metric(64.6), "n": 80},
+                                      "Control": _metric(12.5)}},
+            "efficacy": _outcome("efficacy", "classic", {"prob": 99.0, "magnitude": 88.4, "EM": 98.2}),
+            "perplexity": _outcome("perplexity", "classic", {"ppl": 22.05, "change": 3.2}, "ppl")}}
+            for r in v0["results"]],
+    }
+
+
 def _samples() -> list[dict]:
     """Rows in the shapes of runs/loop.py's _sample and _fc_sample; matches follow a fixed
     pattern so the tests can count them."""
@@ -81,10 +113,10 @@ def _png(path: Path, label: str) -> None:
     fig.savefig(path, format="png", dpi=60)
 
 
-def _run_dir(root: Path, name: str, preserve: bool) -> Path:
+def _run_dir(root: Path, name: str, preserve: bool, schema: int = 0) -> Path:
     d = root / name
     d.mkdir()
-    (d / "summary.json").write_text(json.dumps(_summary(preserve)))
+    (d / "summary.json").write_text(json.dumps(_summary_v1(preserve) if schema else _summary(preserve)))
     (d / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in _samples()))
     return d
 
@@ -125,7 +157,8 @@ def _cli(args: list[str]):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_html")
-    dirs = [_run_dir(root, "runA", True), _run_dir(root, "runB", False), _trace_dir(root), _analysis_dir(root)]
+    # runA in today's summary schema (with classic metrics), runB in schema 0.
+    dirs = [_run_dir(root, "runA", True, schema=1), _run_dir(root, "runB", False), _trace_dir(root), _analysis_dir(root)]
     page = root / "out" / "report.html"
     result = _cli([*map(str, dirs), "--out", str(root / "tables"), "--html", str(page)])
     assert result.exit_code == 0, result.output
@@ -136,9 +169,10 @@ def report(tmp_path_factory):
 def test_page_holds_the_tables_and_is_self_contained(report):
     html = report["html"]
     assert (report["root"] / "tables" / "negation.md").is_file()  # the Markdown tables are still written
-    for table in ("negation", "factcheck", "ablation"):
+    for table in ("negation", "factcheck", "ablation", "classic"):
         assert f'id="ep-table-{table}"' in html
-    assert html.count('<tr class="no-edit">') == 2 * len(DATASETS)  # negation + fact-check, per dataset
+    assert html.count('<tr class="no-edit">') == 3 * len(DATASETS)  # negation, fact-check, classic, per dataset
+    assert "efficacy prob: protocol of a fabricated metric" in html  # the classic table's legend
     assert not re.search(r"https?://|<link\b|\bsrc=\"(?!data:)", html)  # nothing is fetched
     assert html.count('class="chart chart-negation"') == len(DATASETS)
     assert html.count('class="chart chart-factcheck"') == len(DATASETS)
@@ -250,6 +284,14 @@ def test_tables_charts_and_figures_render(page):
     no_edit = _by_css(page, "#ep-table-negation tr.no-edit")
     assert no_edit and all("No edit" in tr.text for tr in no_edit)
     assert len(_by_css(page, "#ep-table-ablation tbody tr")) == 2 * len(METHODS) * len(DATASETS)
+    # The classic table: runA's No edit rows and its methods (runB, schema 0, has none).
+    classic = _by_css(page, "#ep-table-classic tbody tr")
+    assert len(classic) == len(DATASETS) + len(METHODS) * len(DATASETS)
+    header = _by_css(page, "#ep-table-classic thead th")
+    assert [th.text for th in header][3:] == ["efficacy prob", "efficacy magnitude", "efficacy EM", "perplexity ppl",
+                                              "perplexity change"]
+    assert "21.4" in classic[0].text and "88.4" in _by_css(page, "#ep-table-classic")[0].text
+    assert _by_css(page, "ul.ep-legend-classic li")[0].is_displayed()
     charts = _by_css(page, "figure.chart img")
     figures = _by_css(page, ".panel.trace figure img") + _by_css(page, ".panel.analysis figure img")
     assert len(charts) == 2 * len(DATASETS) and len(figures) == 5
