@@ -214,3 +214,24 @@ def test_perplexity_by_hand(loaded):
         n += len(ids) - 1
     assert count == n and nll == pytest.approx(total, rel=1e-5)
     assert math.exp(nll / count) == pytest.approx(math.exp(total / n), rel=1e-5)
+
+
+def test_ngram_entropy_by_hand():
+    from editprobe.probes.builtin.fluency import ngram_entropy
+
+    # "a b a b": bigrams ab, ba, ab -> p = 2/3, 1/3; trigrams aba, bab -> 1/2, 1/2.
+    h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
+    assert ngram_entropy("a b a b") == pytest.approx((2 / 3 * h2 + 4 / 3 * 1.0) / 2)
+    assert ngram_entropy("x x x x x x") == 0.0  # one repeated n-gram: no information
+
+
+def test_fluency_probe_is_opt_in_and_seeded(loaded):
+    from editprobe.probes import default_probes
+
+    assert "fluency" not in default_probes()
+    records = [_cf(0)]
+    a = PROBES["fluency"].measure(_ctx(loaded, records), "baseline", None)
+    b = PROBES["fluency"].measure(_ctx(loaded, records), "baseline", None)
+    assert a == b and a["texts"][0].startswith(records[0].query)
+    outcome, rows = PROBES["fluency"].no_edit(None, a)
+    assert outcome.metrics["entropy"].value >= 0 and len(rows) == 1

@@ -108,3 +108,29 @@ def _config_file(ws, spec: str):
     path = ws["root"] / "probes.yaml"
     path.write_text(f"probes: [negation, '{spec}']\n")
     return path
+
+
+def test_classic_probes_in_a_run_see_the_baseline(ws):
+    """The neighborhood EM after an edit compares with the unedited model's continuations,
+    which only the baseline stage measured: the run must hand them over (and a resumed run
+    must read them back)."""
+    import json
+
+    from test_runs_helpers import counterfact_records
+
+    records = counterfact_records(3)
+    for r in records:
+        r["neighborhood_prompts"] = [f"The birthplace of {s}" for s in ("Erin", "Frank")]
+        r["paraphrase_prompts"] = [r["requested_rewrite"]["prompt"].format(r["requested_rewrite"]["subject"])]
+    data = ws["root"] / "cf_neighbors.json"
+    data.write_text(json.dumps(records))
+    out = ws["root"] / "classic"
+    summary = parse_summary(run_experiment(config(ws, out, datasets=(str(data),), n=3,
+                                                  probes=("efficacy", "paraphrase", "neighborhood")), progress=False))
+    d = summary.datasets["cf_neighbors"]
+    assert d.no_edit["neighborhood"].value("EM") == 100.0
+    (result,) = summary.results
+    assert set(result.probes["neighborhood"].metrics) == {"prob", "magnitude", "EM"}
+    assert result.value("efficacy", "prob") > d.no_edit["efficacy"].value("prob")
+    assert result.value("paraphrase", "EM") == result.value("efficacy", "EM")  # the same prompt here
+    assert set(summary.timings["probes"]) == {"cf_neighbors__baseline", "cf_neighbors__memit__positive"}

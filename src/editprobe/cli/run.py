@@ -27,6 +27,8 @@ def run(
     hparams: Optional[str] = typer.Option(None, help="hparams model key or YAML (default: the model's shipped key)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),
     negation_table: Optional[str] = typer.Option(None, help="user YAML 'template: negated template'"),
+    probe: list[str] = typer.Option([], "--probe", help="a probe to measure (name or module:attribute); repeat for "
+                                                        "several (default: every default probe, where it applies)"),
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint after every k-th batch (default 1)"),
@@ -41,7 +43,7 @@ def run(
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
              "hparams": hparams, "negation_table": negation_table, "dtype": dtype, "device": device,
-             "checkpoint_every": checkpoint_every}
+             "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

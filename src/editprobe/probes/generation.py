@@ -40,7 +40,7 @@ def _eos_ids(model, tok) -> set[int]:
     return ids
 
 
-def _greedy_config(model, tok, max_new_tokens: int, stop_at_eos: bool):
+def _greedy_config(model, tok, max_new_tokens: int, stop_at_eos: bool, top_k: int | None = None):
     """The model's generation config made greedy. Copied, not replaced, so it keeps the
     model's own EOS ids; sampling knobs are cleared so a chat model's default temperature
     neither applies nor warns."""
@@ -48,11 +48,11 @@ def _greedy_config(model, tok, max_new_tokens: int, stop_at_eos: bool):
 
     base = getattr(model, "generation_config", None)
     cfg = copy.deepcopy(base) if base is not None else GenerationConfig()
-    cfg.do_sample = False
+    cfg.do_sample = top_k is not None
     cfg.num_beams = 1
     cfg.temperature = None
     cfg.top_p = None
-    cfg.top_k = None
+    cfg.top_k = top_k
     cfg.max_new_tokens = max_new_tokens
     cfg.min_new_tokens = None
     cfg.max_length = None
@@ -71,15 +71,17 @@ def greedy_decode(
     max_new_tokens: int,
     batch_size: int = 16,
     stop_at_eos: bool = True,
+    top_k: int | None = None,
 ) -> list[list[int]]:
-    """Greedy continuation ids of each prompt (ids, special tokens included).
+    """Greedy continuation ids of each prompt (ids, special tokens included); with
+    ``top_k``, sampled from the k likeliest tokens instead (seed torch first).
 
     With ``stop_at_eos`` a row ends with (and keeps) its first EOS; nothing after it is
     returned, in particular not the padding a batch adds to rows that finished early."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
     device = next(model.parameters()).device
-    cfg = _greedy_config(model, tok, max_new_tokens, stop_at_eos)
+    cfg = _greedy_config(model, tok, max_new_tokens, stop_at_eos, top_k)
     eos = _eos_ids(model, tok) if stop_at_eos else set()
     results: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):

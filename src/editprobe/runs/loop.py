@@ -53,6 +53,8 @@ class Experiment:
         self.console = console or Console(stderr=True)
         self._records: dict[str, list] | None = None
         self._warnings: list[str] = []
+        self._probe_seconds: dict[str, dict[str, float]] = {}  # stage -> probe -> seconds of measure()
+        self._baseline_states: dict[str, Any] = {}
 
     @property
     def loaded(self):
@@ -134,6 +136,7 @@ class Experiment:
                                tokenizer=tok, config=self.config)
             probes = [p for p in self.probes() if p.applies_to(ctx)]
             base = self._baseline(dk, ctx, probes)
+            self._baseline_states = base
             no_edit = {}
             for p in probes:
                 if "baseline" in p.stages:
@@ -160,7 +163,8 @@ class Experiment:
         summary = RunSummary(
             schema_version=SCHEMA_VERSION, config=self.config.model_dump(mode="json"), seed=self.config.seed,
             versions=package_versions(), datasets=datasets, results=results,
-            timings={"batches": self.dir.progress()["timings"], "total_s": time.perf_counter() - started},
+            timings={"batches": self.dir.progress()["timings"], "probes": self._probe_seconds,
+                     "total_s": time.perf_counter() - started},
         ).model_dump(mode="json")
         self.dir.finish(summary, samples)
         return summary
@@ -170,11 +174,13 @@ class Experiment:
         stage = f"{dk}__baseline"
         done = self.dir.load_stage(stage)
         if done is not None:
+            self._probe_seconds[stage] = done.get("probe_seconds", {})
             return done["probes"]
         self.console.print(f"[bold]{escape(dk)}[/bold]: unedited model, {ctx.plan.n_records} records: "
                            f"{escape(', '.join(p.name for p in probes if 'baseline' in p.stages))}")
-        states = {p.name: p.measure(ctx, "baseline", None) for p in probes if "baseline" in p.stages}
-        self.dir.save_stage(stage, {"probes": states})
+        states, seconds = _measure(ctx, "baseline", [p for p in probes if "baseline" in p.stages], None)
+        self.dir.save_stage(stage, {"probes": states, "probe_seconds": seconds})
+        self._probe_seconds[stage] = seconds
         return states
 
     def _edit_stage(self, dk: str, method: str, kind: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
@@ -184,6 +190,7 @@ class Experiment:
         stage = f"{dk}__{method}__{kind}"
         done = self.dir.load_stage(stage)
         if done is not None:
+            self._probe_seconds[stage] = done.get("probe_seconds", {})
             return done
         from ..editing import make_editor
 
@@ -223,8 +230,10 @@ class Experiment:
             measuring = [p for p in probes if kind in p.stages]
             self.console.print(escape(f"{dk} {method} {kind}: {', '.join(p.name for p in measuring)} on "
                                       f"{ctx.plan.n_records} records"))
+            states, seconds = _measure(ctx, kind, measuring, self._baseline_states)
+            self._probe_seconds[stage] = seconds
             result: dict[str, Any] = {
-                "probes": {p.name: p.measure(ctx, kind, None) for p in measuring},  # type: ignore[arg-type]
+                "probes": states, "probe_seconds": seconds,
                 "hparams": editor.hp.model_dump(mode="json"),
                 # None: a kill fell between a checkpoint and its progress entry.
                 "edit_reports": [reports.get(str(b)) for b in range(total)],
@@ -242,6 +251,17 @@ SAMPLE_FIELDS = ("edited_with", "record_id", "setting", "probe", "query", "expec
 
 def _sample(dk: str, method: str, row: dict[str, Any]) -> dict[str, Any]:
     return {"dataset": dk, "method": method, **{k: row.get(k) for k in SAMPLE_FIELDS}, **row}
+
+
+def _measure(ctx: ProbeContext, stage: str, probes: list[Probe], baseline: dict[str, Any] | None
+             ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Each probe's measurement of the model in its current state, and how long it took."""
+    states, seconds = {}, {}
+    for p in probes:
+        t = time.perf_counter()
+        states[p.name] = p.measure(ctx, stage, (baseline or {}).get(p.name))  # type: ignore[arg-type]
+        seconds[p.name] = round(time.perf_counter() - t, 3)
+    return states, seconds
 
 
 def run_experiment(config: RunConfig, resume: bool = False, loaded=None, progress: bool = True) -> dict[str, Any]:
