@@ -235,3 +235,18 @@ def test_fluency_probe_is_opt_in_and_seeded(loaded):
     assert a == b and a["texts"][0].startswith(records[0].query)
     outcome, rows = PROBES["fluency"].no_edit(None, a)
     assert outcome.metrics["entropy"].value >= 0 and len(rows) == 1
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2"])
+def test_logits_only_at_the_targets_change_nothing(model_type):
+    from editprobe.models.tiny import tiny_model
+    from editprobe.probes.scoring import keeps_logits, teacher_forced
+
+    loaded = tiny_model(model_type, seed=1)
+    assert keeps_logits(loaded.model)
+    pairs = [("The capital of France is", "Paris"), ("Bob", "plays the piano and the violin"), ("Alice speaks", "a")]
+    fast = teacher_forced(loaded.model, loaded.tokenizer, pairs, batch_size=3, only_targets=True)
+    full = teacher_forced(loaded.model, loaded.tokenizer, pairs, batch_size=3, only_targets=False)
+    for a, b in zip(fast, full):
+        assert a.predicted == b.predicted and a.target == b.target
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)

@@ -73,7 +73,8 @@ def demo(
     typer.echo(text)
     typer.echo(_reading_guide())
     typer.echo(f"run: {out}/summary.json (config, versions, timings), {out}/samples.jsonl (every query and answer)")
-    typer.echo(f"tables: {report_dir}/negation.md|csv|tex, {report_dir}/factcheck.md|csv|tex")
+    typer.echo(f"tables: {report_dir}/negation.md|csv|tex, {report_dir}/factcheck.md|csv|tex, "
+               f"{report_dir}/classic.md|csv|tex")
     typer.echo(f"wall time: {time.perf_counter() - started:.0f} s")
 
 
@@ -83,7 +84,9 @@ def _reading_guide() -> str:
         "how often the *negated* query also yields the new target — a real change of meaning keeps it\n"
         "low; a subject->target shortcut drives it up with PP. Fact-check Acc is how often the edited\n"
         "model, asked in its chat template, judges the edited statement true; far below Eff (= PP)\n"
-        "means the edit did not change what the model believes.\n"
+        "means the edit did not change what the model believes. The classic table holds the metrics\n"
+        "other papers report (efficacy, paraphrase, neighborhood, perplexity), each column's protocol\n"
+        "in the legend under it.\n"
     )
 
 

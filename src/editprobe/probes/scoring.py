@@ -6,6 +6,7 @@ accuracy); the target ids are always the target as a continuation of the query
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,12 +49,21 @@ def text_pair_ids(tok, query: str, target: str) -> tuple[list[int], list[int]]:
     return query_ids(tok, query), continuation_ids(tok, query, target)
 
 
+def keeps_logits(model) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do):
+    then vocabulary logits are computed only at the target positions."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 @torch.no_grad()
 def teacher_forced_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32,
-                       logprobs: bool = True) -> list[TokenScores]:
+                       logprobs: bool = True, only_targets: bool | None = None) -> list[TokenScores]:
     """For each (query_ids, target_ids): the argmax and (``logprobs``) the log-probability of
-    the target token after query_ids + target_ids[:i], for every i."""
+    the target token after query_ids + target_ids[:i], for every i. ``only_targets``
+    (default: when the model supports it) projects onto the vocabulary only at the target
+    positions; the result is the same, the lm_head work is not."""
     device = next(model.parameters()).device
+    only_targets = keeps_logits(model) if only_targets is None else only_targets
     # Similar lengths share a batch, so little compute goes into padding.
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     results: dict[int, TokenScores] = {}
@@ -69,9 +79,15 @@ def teacher_forced_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32
         # Right padding: in a causal model no real token attends to the pads after it, so
         # every row computes exactly what it would alone.
         b = make_batch(tok, seqs, "right").to(device)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
+        kwargs = {}
+        if only_targets:
+            width = max(len(t) for _, t in spans)
+            kwargs["logits_to_keep"] = torch.tensor(
+                [[first + min(j, len(t) - 1) for j in range(width)] for first, t in spans], device=device)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False, **kwargs).logits
         for row, (i, (first, target)) in enumerate(zip(idx, spans)):
-            window = logits[row, first : first + len(target)].float()
+            offset = 0 if only_targets else first
+            window = logits[row, offset : offset + len(target)].float()
             lp = None
             if logprobs:
                 picked = torch.log_softmax(window, dim=-1).gather(1, torch.tensor(target, device=device)[:, None])
@@ -81,6 +97,7 @@ def teacher_forced_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32
 
 
 def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int = 32,
-                   logprobs: bool = True) -> list[TokenScores]:
+                   logprobs: bool = True, only_targets: bool | None = None) -> list[TokenScores]:
     """:func:`teacher_forced_ids` for (query, target) texts."""
-    return teacher_forced_ids(model, tok, [text_pair_ids(tok, q, t) for q, t in pairs], batch_size, logprobs)
+    return teacher_forced_ids(model, tok, [text_pair_ids(tok, q, t) for q, t in pairs], batch_size, logprobs,
+                              only_targets)

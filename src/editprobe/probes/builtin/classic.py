@@ -82,11 +82,13 @@ class ClassicProbe(Probe):
     def _prob(self, ctx: ProbeContext, rows) -> dict[str, Any]:
         new = teacher_forced(ctx.model, ctx.tokenizer, [(p, r.target_new) for r, p, _ in rows])
         old = teacher_forced(ctx.model, ctx.tokenizer, [(p, r.target_true) for r, p, _ in rows])
-        return {"nll_new": [s.mean_nll for s in new], "nll_old": [s.mean_nll for s in old]}
+        # The o* pass holds the exact match of o* too (its argmax at every target token).
+        return {"nll_new": [s.mean_nll for s in new], "nll_old": [s.mean_nll for s in old],
+                "em": [s.exact for s in new]}
 
     def _exact(self, ctx: ProbeContext, rows, stage, baseline) -> dict[str, Any]:
-        targets = [(p, r.target_new) for r, p, _ in rows]
-        return {"em": [s.exact for s in teacher_forced(ctx.model, ctx.tokenizer, targets, logprobs=False)]}
+        """Exact match against something other than o* (the neighborhood's reference)."""
+        return {}
 
     def _tokens(self, ctx: ProbeContext, rows, stage) -> dict[str, Any]:
         targets = [(p, a if a is not None else r.target_new) for r, p, a in rows]
@@ -210,8 +212,9 @@ class NeighborhoodProbe(ClassicProbe):
         if stage == "baseline":
             ref = neighborhood_reference(ctx.model, ctx.tokenizer, ctx.records)
             reference = [list(p.reference_ids) for p in ref.prompts]
-        else:
-            reference = baseline["reference"]
+            # The unedited model against its own greedy continuation: a match by definition.
+            return {"reference": reference, "em": [True] * len(reference)}
+        reference = baseline["reference"]
         ids = [(query_ids(ctx.tokenizer, p), r) for (_, p, _), r in zip(rows, reference)]
         return {"reference": reference,
                 "em": [s.exact for s in teacher_forced_ids(ctx.model, ctx.tokenizer, ids, logprobs=False)]}
