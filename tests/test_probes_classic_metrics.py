@@ -250,3 +250,38 @@ def test_logits_only_at_the_targets_change_nothing(model_type):
     for a, b in zip(fast, full):
         assert a.predicted == b.predicted and a.target == b.target
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2"])
+def test_continuations_of_a_cached_prompt_score_as_full_passes(model_type):
+    from editprobe.models.tiny import tiny_model
+    from editprobe.probes.scoring import score_continuations, teacher_forced_ids
+
+    loaded = tiny_model(model_type, seed=2)
+    tok = loaded.tokenizer
+    prompts = ["The capital of France is", "Bob", "Alice speaks the language of her mother and"]
+    targets = [["Paris", "Rome city"], ["plays the piano and the violin", "x"], ["French"]]
+    pairs = [(query_ids(tok, p), continuation_ids(tok, p, t)) for p, ts in zip(prompts, targets) for t in ts]
+    full = teacher_forced_ids(loaded.model, tok, pairs, batch_size=2)
+    shared = score_continuations(loaded.model, tok, [query_ids(tok, p) for p in prompts],
+                                 [[continuation_ids(tok, p, t) for t in ts] for p, ts in zip(prompts, targets)],
+                                 batch_size=2)
+    flat = [s for row in shared for s in row]
+    assert [s.target for s in flat] == [s.target for s in full]
+    for a, b in zip(flat, full):
+        assert a.predicted == b.predicted
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2"])
+def test_cached_greedy_continuations_equal_generate(model_type):
+    from editprobe.models.tiny import tiny_model
+    from editprobe.probes.scoring import greedy_continuations
+
+    loaded = tiny_model(model_type, seed=4)
+    tok = loaded.tokenizer
+    prompts = [query_ids(tok, p) for p in ("The capital of France is", "Bob", "Alice speaks the language of her")]
+    lengths = [3, 1, 2]
+    fast = greedy_continuations(loaded.model, tok, prompts, lengths, batch_size=2)
+    for p, n, ids in zip(prompts, lengths, fast):
+        assert ids == greedy_decode(loaded.model, tok, [p], n, stop_at_eos=False)[0]

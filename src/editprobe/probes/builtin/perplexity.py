@@ -17,7 +17,7 @@ from ...models.tokens import encode, make_batch
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 
 CORPUS = "wikitext-heldout"
-DOCS = 50
+DOCS = 24
 MAX_TOKENS = 128
 BATCH = 8
 LABEL = (f"exp(mean token NLL) of the unedited/edited model on {DOCS} held-out WikiText-2 paragraphs (the "
