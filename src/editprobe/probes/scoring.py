@@ -110,6 +110,23 @@ def _cacheable(model) -> bool:
     return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
 
 
+def _prompt_batches(model, tok, prompts: Sequence[Sequence[int]], batch_size: int):
+    """Prompts of similar length in left-padded batches, each run once into a fresh KV cache:
+    yields (prompt indices, attention mask, cache, logits at the last position)."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = make_batch(tok, [list(prompts[i]) for i in idx], "left").to(device)
+        mask = batch.attention_mask
+        cache = DynamicCache(config=model.config)
+        last = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        yield idx, mask, cache, last
+
+
 @torch.no_grad()
 def score_continuations(model, tok, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]],
                         batch_size: int = 32, logprobs: bool = True) -> list[list[TokenScores]]:
@@ -121,19 +138,10 @@ def score_continuations(model, tok, prompts: Sequence[Sequence[int]], continuati
         flat = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
         scores = iter(teacher_forced_ids(model, tok, flat, batch_size, logprobs))
         return [[next(scores) for _ in cs] for cs in continuations]
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     out: list[list[TokenScores]] = [[] for _ in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = make_batch(tok, [list(prompts[i]) for i in idx], "left").to(device)
-        mask = batch.attention_mask
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        first = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                      use_cache=True, logits_to_keep=1).logits[:, -1].float()  # predicts each first target token
+    for idx, mask, cache, last in _prompt_batches(model, tok, prompts, batch_size):
+        first = last.float()  # predicts each first target token
         prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
         n_prompt = mask.sum(-1, keepdim=True)
         # Every continuation of every prompt in one suffix pass: the prompt's cached keys
@@ -177,19 +185,9 @@ def greedy_continuations(model, tok, prompts: Sequence[Sequence[int]], lengths: 
                                                   stop_at_eos=False)):
                 out_ids[i] = ids
         return out_ids
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
     out: list[list[int]] = [[] for _ in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = make_batch(tok, [list(prompts[i]) for i in idx], "left").to(device)
-        mask = batch.attention_mask
-        cache = DynamicCache(config=model.config)
-        logits = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-        step = logits[:, -1].argmax(-1)
+    for idx, mask, cache, last in _prompt_batches(model, tok, prompts, batch_size):
+        step = last.argmax(-1)
         tokens = [step]
         position = mask.sum(-1, keepdim=True)
         for _ in range(max(lengths[i] for i in idx) - 1):

@@ -145,7 +145,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RunConfigError(f"cannot read run config {path}: {one_line(exc)}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise RunConfigError(f"cannot read run config {path}: {reason}") from None
     if not isinstance(raw, dict):
         raise RunConfigError(f"{path}: a run config must be a mapping of fields")
     return raw
