@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from ..models.adapters import ModelAdapter
-from ..models.tokens import Batch
 
 # Attributes model-level code may read from a decoder layer while iterating over them.
 _LAYER_ATTRS = ("attention_type", "layer_idx", "is_sliding", "sliding_window", "layer_type")

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..data.records import EditRequest
 from ..models.adapters import ModelAdapter
