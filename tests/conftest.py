@@ -57,3 +57,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def run_ws(tmp_path_factory):
+    """A trained tiny model saved to disk, its CounterFact-style facts, a negation table and
+    a corpus (test_runs_helpers.workspace), plus ``root``; the statistics cache is private to
+    the module."""
+    from test_runs_helpers import workspace
+
+    root = tmp_path_factory.mktemp("ws")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
+        yield {**workspace(root), "root": root}

@@ -4,7 +4,6 @@ probes that apply run and report their dataset's protocol, the others stay out."
 from __future__ import annotations
 
 import pytest
-from test_runs_helpers import workspace
 
 from editprobe.runs import RunConfig, run_experiment
 from editprobe.runs.summary import parse_summary
@@ -24,11 +23,8 @@ DATASETS = {
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
-        yield {**workspace(root), "root": root}
+def ws(run_ws):
+    return run_ws
 
 
 @pytest.mark.parametrize("path", list(DATASETS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from cli_helpers import invoke
-from test_runs_helpers import config, workspace
+from test_runs_helpers import config
 
 from editprobe.probes import PROBES, Metric, Probe, ProbeContext, register_probe
 from editprobe.probes.scoring import teacher_forced
@@ -40,11 +40,8 @@ class TargetNLLProbe(Probe):
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plugins")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
-        yield {**workspace(root), "root": root}
+def ws(run_ws):
+    return run_ws
 
 
 def test_a_probe_named_as_module_attribute_runs_inside_a_run(ws):

@@ -21,8 +21,15 @@ def report(
     with --html also one self-contained page of them, charts, traces, analyses and samples."""
     from ..report import load_summaries, write_tables
     from ..report.html import classify_dirs, write_html
+    from ..runs.study import StudyDir, is_study_dir
 
-    sources = classify_dirs(run_dirs)
+    # A study directory stands for its finished runs.
+    expanded: list[Path] = []
+    for d in run_dirs:
+        expanded += StudyDir(d).finished_dirs() if is_study_dir(d) else [d]
+    if not expanded:
+        fail("the study directories hold no finished run yet (editprobe study DIR --status)")
+    sources = classify_dirs(expanded)
     if not sources.runs and html is None:
         fail("no finished run directory (summary.json) among the arguments; trace and analysis directories "
              "are shown only with --html")

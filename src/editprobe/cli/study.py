@@ -1,0 +1,59 @@
+"""`editprobe study`: a grid of runs from one study file, resumable, with a status per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import fail, set_threads
+
+
+def study(
+    source: Path = typer.Argument(..., help="a study file (YAML), or a study directory with --resume/--status"),
+    out: Optional[Path] = typer.Option(None, help="the study directory (new, or the one holding this study)"),
+    resume: bool = typer.Option(False, "--resume", help="run the study directory's unfinished runs"),
+    status: bool = typer.Option(False, "--status", help="print one line per run and stop"),
+    backend: str = typer.Option("local", help="local: one run after another on this machine"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+) -> None:
+    """Expand a study file into runs and run them (the local backend); --status, --resume."""
+    from ..runs.study import StudyDir, is_study_dir, run_study
+
+    if backend != "local":
+        fail(f"--backend {backend!r}: only 'local' is available in this version")
+    if is_study_dir(source):
+        if out is not None and Path(out) != source:
+            fail("give either a study file with --out, or a study directory")
+        study_dir = StudyDir(source)
+        runs = study_dir.runs()
+        if not (resume or status):
+            fail(f"{source} is a study directory: pass --resume to run its unfinished runs, or --status")
+    else:
+        if resume or status:
+            fail(f"{source}: not a study directory (no study.yaml); give the directory the study was started in")
+        if out is None:
+            fail("--out is required with a study file")
+        study_dir = StudyDir(out)
+        runs = study_dir.create(source)
+    if status:
+        for line in study_dir.status_lines():
+            typer.echo(line)
+        return
+    set_threads(threads)
+    typer.echo(f"study {study_dir.root}: {len(runs)} runs")
+
+    def show(run, state: str, error: str) -> None:
+        typer.echo(f"{run.name}: {state}" + (f": {error}" if error else ""))
+
+    states = run_study(study_dir, runs, on_run=show)
+    failed = [name for name, state in states.items() if state == "failed"]
+    if failed:
+        fail(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); editprobe study {study_dir.root} "
+             "--status shows why, --resume retries them")
+    typer.echo(f"all {len(runs)} runs finished; tables: editprobe report {study_dir.root}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("study")(study)

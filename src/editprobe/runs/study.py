@@ -1,0 +1,224 @@
+"""Studies: a grid of runs from one file, run one after another (the local backend), each
+exactly today's ``run`` unit in its own directory, resumable, with a status per run.
+
+A study file (YAML)::
+
+    defaults:                 # fields of every run (any RunConfig field)
+      n: 20
+      batch_size: 10
+    runs:
+      - models: [smollm2-135m]            # or model: NAME
+        methods: [memit, alphaedit]
+        datasets: [counterfact-sample]
+        preserve_previous: [true, false]  # one run per value (Table 6)
+        seeds: [0]                        # one run per seed
+        set: {mom2_n_samples: 1000}       # hparams overrides (as --set)
+
+expands into one run per (entry, model, preserve_previous, seed). The study directory keeps
+a copy of the file (``study.yaml``), the runs under ``runs/<name>/`` and one status file per
+run under ``status/``; a failed run is recorded with its one-line error and never stops the
+others.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import UserError, one_line, validation_message
+from ..paths import check_writable, read_json_object, write_json_atomic, write_text_atomic
+from .config import RunConfig, dataset_key
+from .store import RunDir
+
+STUDY_FILE = "study.yaml"
+State = Literal["pending", "running", "finished", "failed"]
+
+
+class StudyError(UserError, ValueError):
+    pass
+
+
+class StudyEntry(BaseModel):
+    """One line of a study; fields not listed here are RunConfig fields of its runs."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    models: list[str] = Field(default_factory=list)
+    model: str | None = None
+    methods: list[str] | None = None
+    datasets: list[str] | None = None
+    preserve_previous: list[bool | None] = Field(default_factory=lambda: [None])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    overrides: dict[str, Any] = Field(default_factory=dict, alias="set")
+
+    def model_names(self) -> list[str]:
+        return self.models or ([self.model] if self.model else [])
+
+
+class Study(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    runs: list[StudyEntry]
+
+
+class StudyRun(BaseModel):
+    name: str
+    config: RunConfig
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "x"
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise StudyError(f"cannot read study file {path}: {reason}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file must be a mapping with 'runs' (and optional 'defaults')")
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as exc:
+        where, message = validation_message(exc)
+        raise StudyError(f"{path}: field {where!r}: {message}") from None
+
+
+def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
+    """Every run of the study, validated (a bad field fails the study before any work)."""
+    runs: list[StudyRun] = []
+    for i, entry in enumerate(study.runs):
+        models = entry.model_names() or [study.defaults.get("model", RunConfig.model_fields["model"].default)]
+        for model in models:
+            for preserve in entry.preserve_previous:
+                for seed in entry.seeds:
+                    fields = {**study.defaults, **(entry.model_extra or {}), "model": model, "seed": seed}
+                    for key in ("methods", "datasets"):
+                        if getattr(entry, key) is not None:
+                            fields[key] = getattr(entry, key)
+                    if preserve is not None:
+                        fields["preserve_previous"] = preserve
+                    fields["overrides"] = {**study.defaults.get("overrides", {}), **entry.overrides}
+                    fields["out"] = out / "runs"
+                    try:
+                        config = RunConfig.build(fields)
+                    except UserError as exc:
+                        raise StudyError(f"{source}: runs[{i}] (model {model}): {exc}") from None
+                    kp = "" if preserve is None else ("__kp" if preserve else "__nokp")
+                    name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
+                            f"__{_slug('+'.join(dataset_key(d) for d in config.datasets))}{kp}__seed{seed}")
+                    config = config.model_copy(update={"out": out / "runs" / name})
+                    runs.append(StudyRun(name=name, config=config))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{source}: two runs expand to the same name; give them different settings")
+    if not runs:
+        raise StudyError(f"{source}: no runs")
+    return runs
+
+
+class StudyDir:
+    """A study's directory: the copied study file, the runs, a status file per run."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def study_file(self) -> Path:
+        return self.root / STUDY_FILE
+
+    @property
+    def exists(self) -> bool:
+        return self.study_file.is_file()
+
+    def runs(self) -> list[StudyRun]:
+        return expand(load_study(self.study_file), self.root, str(self.study_file))
+
+    def create(self, study_path: Path) -> list[StudyRun]:
+        """Start a study here from ``study_path``; refuses a directory holding anything else."""
+        runs = expand(load_study(study_path), self.root, str(study_path))
+        if self.exists:
+            if self.study_file.read_text() != Path(study_path).read_text():
+                raise StudyError(f"{self.root} holds another study; choose a new --out or resume it with "
+                                 f"editprobe study {self.root} --resume")
+            return runs
+        if self.root.exists() and any(self.root.iterdir()):
+            raise StudyError(f"--out {self.root}: exists and is not a study directory; choose a new --out")
+        check_writable(self.root)
+        write_text_atomic(self.study_file, Path(study_path).read_text())
+        return runs
+
+    # --- status ----------------------------------------------------------------------------------
+    def _status_path(self, name: str) -> Path:
+        return self.root / "status" / f"{name}.json"
+
+    def state(self, run: StudyRun) -> tuple[State, str]:
+        if RunDir(run.config.out).finished:
+            return "finished", ""
+        path = self._status_path(run.name)
+        if not path.is_file():
+            return "pending", ""
+        try:
+            status = read_json_object(path)
+        except ValueError:
+            return "pending", ""
+        return status.get("state", "pending"), status.get("error", "")
+
+    def set_state(self, run: StudyRun, state: State, error: str = "") -> None:
+        write_json_atomic(self._status_path(run.name), {"state": state, "error": error})
+
+    def status_lines(self) -> list[str]:
+        lines = []
+        for run in self.runs():
+            state, error = self.state(run)
+            lines.append(f"{run.name}: {state}" + (f": {error}" if error else ""))
+        return lines
+
+    def finished_dirs(self) -> list[Path]:
+        return [r.config.out for r in self.runs() if RunDir(r.config.out).finished]
+
+
+def run_study(study: StudyDir, runs: list[StudyRun], on_run: Callable[[StudyRun, str, str], None] | None = None,
+              loaded=None) -> dict[str, str]:
+    """Run every unfinished run, one after another (the local backend); an unfinished one
+    resumes from its checkpoints. A failure is recorded and the next run starts."""
+    from .loop import Experiment
+
+    states: dict[str, str] = {}
+    for run in runs:
+        state, _ = study.state(run)
+        if state == "finished":
+            states[run.name] = "finished"
+            continue
+        study.set_state(run, "running")
+        if on_run is not None:
+            on_run(run, "running", "")
+        try:
+            experiment = Experiment(run.config, loaded=loaded, progress=False)
+            experiment.run(resume=RunDir(run.config.out).has_config)
+            study.set_state(run, "finished")
+            states[run.name] = "finished"
+        except UserError as exc:
+            study.set_state(run, "failed", one_line(exc))
+            states[run.name] = "failed"
+        except Exception as exc:  # noqa: BLE001 - one failed run never loses the others
+            study.set_state(run, "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}")
+            (study.root / "status" / f"{run.name}.traceback.txt").write_text(traceback.format_exc())
+            states[run.name] = "failed"
+        if on_run is not None:
+            on_run(run, *study.state(run))
+    return states
+
+
+def is_study_dir(path: str | Path) -> bool:
+    return (Path(path) / STUDY_FILE).is_file()
+

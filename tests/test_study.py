@@ -1,0 +1,92 @@
+"""`editprobe study` (local backend) on tiny models: a grid from one file, one directory per
+run, a status per run, a failed run that does not stop the others, resume after a fix or a
+SIGKILL, and `report` over the whole study."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+import yaml
+from cli_helpers import invoke
+from kill_driver import command
+from test_runs_helpers import subprocess_env
+
+
+@pytest.fixture(scope="module")
+def ws(run_ws):
+    return run_ws
+
+
+def _study_file(ws, path, extra_runs=()) -> str:
+    study = {
+        "defaults": {"model": str(ws["model"]), "hparams": "tiny", "n": 3, "batch_size": 3,
+                     "negation_table": str(ws["negations"]), "probes": ["negation", "factcheck"],
+                     "overrides": {"mom2_corpus": str(ws["corpus"])}},
+        "runs": [{"methods": ["memit"], "datasets": [str(ws["data"])], "preserve_previous": [True, False]},
+                 *extra_runs],
+    }
+    path.write_text(yaml.safe_dump(study))
+    return str(path)
+
+
+def test_a_study_runs_its_grid_and_reports_it(ws, tmp_path):
+    study = _study_file(ws, tmp_path / "grid.yaml")
+    result = invoke(["study", study, "--out", str(tmp_path / "s"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "all 2 runs finished" in result.stdout
+    status = invoke(["study", str(tmp_path / "s"), "--status"])
+    assert status.stdout.splitlines() == ["00__model__memit__cf__kp__seed0: finished",
+                                          "00__model__memit__cf__nokp__seed0: finished"]
+    report = invoke(["report", str(tmp_path / "s"), "--out", str(tmp_path / "tables")])
+    assert report.exit_code == 0, report.output
+    assert "With and without the preserved keys" in report.stdout  # both K_p values: Table 6
+    assert "| memit (with K_p) |" in report.stdout and "| memit (no K_p) |" in report.stdout
+    again = invoke(["study", study, "--out", str(tmp_path / "s")])  # the same study again: nothing redone
+    assert again.exit_code == 0 and "all 2 runs finished" in again.stdout
+
+
+def test_a_failed_run_never_stops_the_others_and_resume_retries_it(ws, tmp_path):
+    missing = tmp_path / "later.json"
+    study = _study_file(ws, tmp_path / "grid.yaml", [{"methods": ["memit"], "datasets": [str(missing)]}])
+    result = invoke(["study", study, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 runs failed")
+    lines = invoke(["study", str(tmp_path / "s"), "--status"]).stdout.splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["finished", "finished", "failed"]
+    assert "later.json: no such file" in lines[2]
+    missing.write_text((ws["data"]).read_text())
+    resumed = invoke(["study", str(tmp_path / "s"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "all 3 runs finished" in resumed.stdout
+
+
+@pytest.mark.parametrize("content,message", [
+    ("runs: 3\n", "field 'runs'"),
+    ("- a\n", "a study file must be a mapping"),
+    ("runs: [{methods: [memit], bogus_field: 1}]\n", "runs[0] (model smollm2-135m): run config: field 'bogus_field'"),
+    ("runs: [{methods: [nope]}]\ndefaults: {n: 0}\n", "field 'n'"),
+])
+def test_a_bad_study_file_is_one_line_before_any_work(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = invoke(["study", str(path), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_killed_study_resumes_to_the_report_of_an_uninterrupted_one(ws, tmp_path):
+    study = _study_file(ws, tmp_path / "grid.yaml")
+    reference = invoke(["study", study, "--out", str(tmp_path / "ref")])
+    assert reference.exit_code == 0, reference.output
+    # SIGKILL right after the first run finished: the second is left pending or running.
+    done = subprocess.run(command("editprobe.runs.store:RunDir.finish:1:after",
+                                  ["study", study, "--out", str(tmp_path / "killed"), "--threads", "1"]),
+                          env=subprocess_env(ws["root"]), capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    states = [line.split(": ")[1] for line in invoke(["study", str(tmp_path / "killed"), "--status"]).stdout.splitlines()]
+    assert states[0] == "finished" and states[1] in ("running", "pending")
+    assert invoke(["study", str(tmp_path / "killed"), "--resume"]).exit_code == 0
+    tables = [invoke(["report", str(tmp_path / d), "--out", str(tmp_path / f"t-{d}")]).stdout for d in ("ref", "killed")]
+    assert tables[0].split("tables (md")[0] == tables[1].split("tables (md")[0]
