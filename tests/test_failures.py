@@ -439,7 +439,8 @@ def test_suspicious_data_is_one_warning_with_a_count(ws, tmp_path):
     assert "2 of 7 records have target_new equal to target_true" in result.stderr
     result = invoke(_edit(ws, tmp_path / "out", "--n", "7", data=data))
     assert result.exit_code == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    # (the tiny hparams ask for 200 C0 documents of a 100-document corpus: that warning too)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:") and "bad.json" in line]
     assert len(warnings) == 2, result.stderr
     assert "2 of 7 records have target_new equal to target_true" in warnings[0]
     assert "1 records repeat" in warnings[1] and "id 99 repeats id 2" in warnings[1]
@@ -466,3 +467,12 @@ def test_a_cache_built_from_another_gguf_is_not_used(tmp_path, monkeypatch):
     target = builtin.builtin_cache_path("smollm2-135m")
     _write(target / "editprobe-source.json", json.dumps({"gguf_sha256": "0" * 64}))
     assert not builtin.is_cached("smollm2-135m")
+
+
+def test_a_corpus_shorter_than_mom2_n_samples_is_one_warning_with_both_numbers(ws, tmp_path):
+    result = invoke([*_edit(ws, tmp_path / "out"), "--set", "mom2_n_samples=100000"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert "100 documents, fewer than the 100000 asked for (mom2_n_samples)" in warnings[0]
+    assert "corpus.txt" in warnings[0]  # names the corpus, not its hash

@@ -41,6 +41,14 @@ class EditFailedError(UserError, ArithmeticError):
     """A batch whose edit failed numerically (NaN, a singular solve); the editor rolled it back."""
 
 
+class EditprobeWarning(UserWarning):
+    """Something suspicious but not wrong; the command line prints it as one ``warning:`` line."""
+
+
+class CorpusShortfallWarning(EditprobeWarning):
+    """A corpus gave fewer documents than asked for (e.g. ``mom2_n_samples`` above its size)."""
+
+
 def one_line(message: object) -> str:
     """The message on one line: scripts read stderr line by line."""
     return " ".join(str(message).split())

@@ -11,15 +11,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 
 import typer
 
 # typer (pinned) ships its own copy of click; its usage errors are of that copy's classes.
 from typer._click import exceptions as click
 
-from ..errors import UserError
+from ..errors import EditprobeWarning, UserError
 from . import analyze, data, demo, edit, models, report, run, study, trace
-from .common import print_error
+from .common import print_error, warn
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Knowledge editing, evaluated beyond the literal target string.")
@@ -54,6 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = _debug_requested(args)
     command = typer.main.get_command(app)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", EditprobeWarning)  # each distinct warning once
+        warnings.showwarning = _show_warning
+        return _main(command, args, debug)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, EditprobeWarning):
+        warn(message)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _main(command, args: list[str], debug: bool) -> int:
     try:
         result = command.main(args=args, prog_name="editprobe", standalone_mode=False)
         return result if isinstance(result, int) else 0

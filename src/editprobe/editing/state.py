@@ -69,6 +69,7 @@ class EditorState:
         return dict(
             layers=layers, texts_factory=corpus.texts, corpus_id=corpus.identity, n_docs=self.hp.mom2_n_samples,
             max_len=self.hp.mom2_max_len, dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
+            corpus_name=corpus.name,
         )
 
     # --- writing weights ----------------------------------------------------------------------
