@@ -142,3 +142,12 @@ def test_cli_resume_reads_the_saved_config_and_yaml_configs_work(finished, tmp_p
     result = invoke(["run", "--config", str(path)])
     assert result.exit_code == 2 and "finished run" in " ".join(result.output.split())
     assert (finished["out"] / "summary.json").read_bytes() == before
+
+
+def test_summary_records_the_model_dtype_and_the_c0_documents(finished):
+    s = finished["summary"]
+    assert s["model_dtype"] == "float32"
+    for r in s["results"]:
+        c0 = r["c0"]
+        assert c0["asked"] == 200 and set(c0["documents"]) == {"1", "2"}  # the tiny hparams' layers
+        assert all(n == 100 for n in c0["documents"].values())  # the corpus has 100: fewer than asked

@@ -32,6 +32,7 @@ class EditorState:
         self.corpus = corpus  # a Corpus; None: the hparams' corpus or the built-in sample
         self._templates: ContextTemplates | None = None
         self._c0: dict[int, torch.Tensor] = {}
+        self._c0_documents: dict[int, int] = {}  # documents the statistics actually read, per layer
         self._cp: dict[int, torch.Tensor] = {}
         self._original: dict[int, torch.Tensor] = {}
         self._accum: dict[int, torch.Tensor] = {}
@@ -52,7 +53,17 @@ class EditorState:
             got = self.stats_store().get(self.model, self.tok, self.adapter, **self._stats_request(sorted(missing)))
             for l, st in got.items():
                 self._c0[l] = st.mean_second_moment().float().cpu()
+                self._c0_documents[l] = st.n_docs
         return self._c0[layer]
+
+    def c0_info(self) -> dict:
+        """Which corpus the C0 statistics came from and how many documents they read (a
+        corpus shorter than ``mom2_n_samples`` gives fewer): recorded with every run."""
+        from ..data import load_corpus
+
+        corpus = self.corpus or load_corpus(self.hp.mom2_corpus)
+        return {"corpus": corpus.name, "corpus_identity": corpus.identity, "asked": self.hp.mom2_n_samples,
+                "documents": {str(l): n for l, n in sorted(self._c0_documents.items())}}
 
     def stats_store(self):
         if self.stats is None:

@@ -158,10 +158,11 @@ class Experiment:
                     samples += [_sample(dk, method, row) for row in rows]
                 hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
                 results.append(ResultRow(dataset=dk, method=method, preserve_previous=hp.get("preserve_previous"),
-                                         probes=outcomes, hparams=hp,
+                                         probes=outcomes, hparams=hp, c0=stages[kinds[0]].get("c0") if kinds else None,
                                          edit_reports={k: stages[k]["edit_reports"] for k in kinds}))
         summary = RunSummary(
             schema_version=SCHEMA_VERSION, config=self.config.model_dump(mode="json"), seed=self.config.seed,
+            model_dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
             versions=package_versions(), datasets=datasets, results=results,
             timings={"batches": self.dir.progress()["timings"], "probes": self._probe_seconds,
                      "total_s": time.perf_counter() - started},
@@ -235,6 +236,7 @@ class Experiment:
             result: dict[str, Any] = {
                 "probes": states, "probe_seconds": seconds,
                 "hparams": editor.hp.model_dump(mode="json"),
+                "c0": editor.c0_info() if editor.needs_covariance else None,
                 # None: a kill fell between a checkpoint and its progress entry.
                 "edit_reports": [reports.get(str(b)) for b in range(total)],
             }

@@ -42,6 +42,7 @@ class ResultRow(BaseModel):
     preserve_previous: bool | None = None
     probes: dict[str, ProbeOutcome]
     hparams: dict[str, Any] = Field(default_factory=dict)
+    c0: dict[str, Any] | None = None  # corpus, documents asked for and actually read per layer
     edit_reports: dict[str, Any] = Field(default_factory=dict)
 
     def value(self, probe: str, metric: str) -> float | None:
@@ -55,6 +56,7 @@ class RunSummary(BaseModel):
     schema_version: int = SCHEMA_VERSION
     config: dict[str, Any]
     seed: int = 0
+    model_dtype: str | None = None  # the dtype the model ran in (the config's dtype may be None)
     versions: dict[str, str] = Field(default_factory=dict)
     datasets: dict[str, DatasetSummary]
     results: list[ResultRow]
