@@ -61,7 +61,7 @@ def analyze(
     negate_fn = None
     # Cheap checks first: a typo should not cost a model load.
     hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
-    records, warnings = check_datasets([data], 10**9)
+    records, warnings = check_datasets([data], None)
     records = records[data]
     for line in warnings:
         warn(line)
@@ -91,6 +91,11 @@ def analyze(
             fail(f"{method}: target optimization failed: {exc}")
     paths = write_analysis(result, out, model=model, data=data, n_requested=n, seed=seed,
                            extra_metadata={"model": model, "data": data})
+    _show(result, method, model, n, paths)
+
+
+def _show(result, method: str, model: str, n: int, paths: dict) -> None:
+    """The numbers as a table, the record selection, timings, and where the files are."""
     s = result.summary()
     sel = result.selection
     table = Table(title=f"{method} on {model}, layer {result.layer} ({result.site} site)")

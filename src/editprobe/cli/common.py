@@ -1,9 +1,8 @@
-"""Shared CLI helpers: the error line, hparam overrides, run-config files, threads."""
+"""Shared CLI helpers: the error and warning lines, hparam overrides, threads."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import yaml
 
@@ -49,10 +48,3 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def read_run_config(path: Path) -> dict:
-    """A run config YAML's fields; one clear error when it is unreadable or not a mapping."""
-    from ..runs.config import read_config_file
-
-    return read_config_file(path)

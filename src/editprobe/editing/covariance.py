@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -28,7 +27,6 @@ from tqdm.auto import tqdm
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, run_until_stop
 from ..models.tokens import make_batch
-from ..errors import CorpusShortfallWarning
 from ..paths import atomic_path, cache_dir, write_json_atomic
 from .solvers import NullSpaceInfo, NumericalError, nullspace_projector
 
@@ -330,7 +328,6 @@ class CovarianceStore:
         dtype: torch.dtype = torch.float32,
         batch_size: int = 32,
         model_id: str | None = None,
-        corpus_name: str | None = None,
     ) -> dict[int, LayerStats]:
         """Statistics for ``layers``; ``texts_factory()`` is called only if some are missing."""
         keys = self._keys(model, tokenizer, layers, corpus_id, n_docs, max_len, dtype, model_id)
@@ -354,11 +351,6 @@ class CovarianceStore:
                             seconds=round(seconds, 3), layers_in_pass=missing)
                 _write(*self._stats_paths(keys[layer]), {"mom2_sum": stats.mom2_sum}, meta)
             found.update(computed)
-        read = min(found[layer].n_docs for layer in keys)
-        if read < n_docs:
-            warnings.warn(CorpusShortfallWarning(
-                f"C0 corpus {corpus_name or corpus_id}: {read} documents, fewer than the {n_docs} asked for (mom2_n_samples); "
-                f"the statistics use {read}"), stacklevel=2)
         return {layer: found[layer] for layer in keys}
 
     def projector(
@@ -376,7 +368,6 @@ class CovarianceStore:
         dtype: torch.dtype = torch.float32,
         batch_size: int = 32,
         model_id: str | None = None,
-        corpus_name: str | None = None,
     ) -> dict[int, tuple[torch.Tensor, NullSpaceInfo]]:
         """AlphaEdit's null-space projector of each layer's C0, cached beside the statistics
         (the key adds threshold and mode); statistics are fetched only for missing layers."""
@@ -398,8 +389,7 @@ class CovarianceStore:
         missing = [layer for layer in keys if layer not in out]
         if missing:
             stats = self.get(model, tokenizer, adapter, missing, texts_factory, corpus_id, n_docs=n_docs,
-                             max_len=max_len, dtype=dtype, batch_size=batch_size, model_id=model_id,
-                             corpus_name=corpus_name)
+                             max_len=max_len, dtype=dtype, batch_size=batch_size, model_id=model_id)
             for layer in missing:
                 P, info = nullspace_projector(stats[layer].mean_second_moment(), threshold, mode, layer=layer)
                 _write(*paths(keys[layer]), {"P": P}, dict(key=expect(keys[layer]), info=asdict(info)))

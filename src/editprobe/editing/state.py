@@ -8,6 +8,7 @@ re-applied to a fresh copy of the model gives bit-identical weights.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from ..paths import atomic_path
 from .context import ContextTemplates
-from ..errors import UserError
+from ..errors import CorpusShortfallWarning, UserError
 
 STATE_VERSION = 1
 
@@ -54,6 +55,11 @@ class EditorState:
             for l, st in got.items():
                 self._c0[l] = st.mean_second_moment().float().cpu()
                 self._c0_documents[l] = st.n_docs
+            read = min(st.n_docs for st in got.values())
+            if read < self.hp.mom2_n_samples:
+                warnings.warn(CorpusShortfallWarning(
+                    f"C0 corpus {self.c0_info()['corpus']}: {read} documents, fewer than the "
+                    f"{self.hp.mom2_n_samples} asked for (mom2_n_samples); the statistics use {read}"), stacklevel=2)
         return self._c0[layer]
 
     def c0_info(self) -> dict:
@@ -80,7 +86,6 @@ class EditorState:
         return dict(
             layers=layers, texts_factory=corpus.texts, corpus_id=corpus.identity, n_docs=self.hp.mom2_n_samples,
             max_len=self.hp.mom2_max_len, dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
-            corpus_name=corpus.name,
         )
 
     # --- writing weights ----------------------------------------------------------------------

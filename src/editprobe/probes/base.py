@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import UserError
 from ..registry import Registry
-from .results import Score, one_decimal
+from .results import Score
 
 Stage = Literal["baseline", "positive", "negative"]
 STAGES: tuple[Stage, ...] = ("baseline", "positive", "negative")
@@ -147,8 +147,7 @@ PROBES: Registry[Probe] = Registry("probe", key=lambda probe: probe.name)
 def register_probe(cls: type[Probe] | Probe, replace: bool = False):
     """Register a probe class (as a decorator) or instance; returns what it was given."""
     instance = cls() if isinstance(cls, type) else cls
-    existing = PROBES.get(instance.name) if instance.name in PROBES else None
-    if existing is not None and type(existing) is type(instance) and not replace:
+    if type(PROBES.get(instance.name)) is type(instance) and not replace:
         return cls  # the same class again (a re-import): a no-op
     PROBES.register(instance, replace=replace)
     return cls
@@ -180,8 +179,3 @@ def resolve_probe(spec: str) -> Probe:
 
 def default_probes() -> tuple[str, ...]:
     return tuple(name for name, probe in PROBES.items() if probe.default)
-
-
-def percent_metric(hits: int, n: int, label: str, higher_is_better: bool | None = True) -> Metric:
-    return Metric(value=one_decimal(100.0 * hits / n) if n else None, n=n, label=label,
-                  higher_is_better=higher_is_better)

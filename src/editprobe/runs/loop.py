@@ -54,7 +54,6 @@ class Experiment:
         self._records: dict[str, list] | None = None
         self._warnings: list[str] = []
         self._probe_seconds: dict[str, dict[str, float]] = {}  # stage -> probe -> seconds of measure()
-        self._baseline_states: dict[str, Any] = {}
 
     @property
     def loaded(self):
@@ -136,7 +135,6 @@ class Experiment:
                                tokenizer=tok, config=self.config)
             probes = [p for p in self.probes() if p.applies_to(ctx)]
             base = self._baseline(dk, ctx, probes)
-            self._baseline_states = base
             no_edit = {}
             for p in probes:
                 if "baseline" in p.stages:
@@ -149,7 +147,7 @@ class Experiment:
                                           no_edit=no_edit)
             kinds = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
             for method in self.config.methods:
-                stages = {kind: self._edit_stage(dk, method, kind, ctx, probes) for kind in kinds}
+                stages = {kind: self._edit_stage(dk, method, kind, ctx, probes, base) for kind in kinds}
                 outcomes = {}
                 for p in probes:
                     states = {s: base[p.name] if s == "baseline" else stages[s]["probes"][p.name] for s in p.stages}
@@ -184,7 +182,8 @@ class Experiment:
         self._probe_seconds[stage] = seconds
         return states
 
-    def _edit_stage(self, dk: str, method: str, kind: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
+    def _edit_stage(self, dk: str, method: str, kind: str, ctx: ProbeContext, probes: list[Probe],
+                    base: dict[str, Any]) -> dict[str, Any]:
         """Edit with all ``kind`` requests in sequential batches (checkpoint after each), then
         let the probes that need this edited model measure it; the model is restored before
         returning."""
@@ -231,7 +230,7 @@ class Experiment:
             measuring = [p for p in probes if kind in p.stages]
             self.console.print(escape(f"{dk} {method} {kind}: {', '.join(p.name for p in measuring)} on "
                                       f"{ctx.plan.n_records} records"))
-            states, seconds = _measure(ctx, kind, measuring, self._baseline_states)
+            states, seconds = _measure(ctx, kind, measuring, base)
             self._probe_seconds[stage] = seconds
             result: dict[str, Any] = {
                 "probes": states, "probe_seconds": seconds,

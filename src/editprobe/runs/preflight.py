@@ -10,8 +10,8 @@ from ..data.checks import suspicious_records
 from ..data.errors import DataError
 
 
-def check_datasets(specs: Sequence[str], n: int) -> tuple[dict[str, list[EditRecord]], list[str]]:
-    """Every record (up to ``n`` per dataset) of every dataset, and the warnings about them."""
+def check_datasets(specs: Sequence[str], n: int | None) -> tuple[dict[str, list[EditRecord]], list[str]]:
+    """Every record (up to ``n`` per dataset; None: all) of every dataset, and the warnings about them."""
     records: dict[str, list[EditRecord]] = {}
     warnings: list[str] = []
     for spec in specs:

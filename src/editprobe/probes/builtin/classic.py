@@ -77,10 +77,9 @@ class ClassicProbe(Probe):
         rows = [(r, p, a) for r in ctx.records for p, a in self.prompts(r)]
         if protocol == "prob":
             reference = None if stage == "baseline" else self._reference(ctx, rows, stage, baseline, None)
-            state = self._prob(ctx, rows, reference)
+            state, scores = self._prob(ctx, rows, reference)
             if stage == "baseline":
-                reference = self._reference(ctx, rows, stage, baseline, state.pop("_scores"))
-            state.pop("_scores", None)
+                reference = self._reference(ctx, rows, stage, baseline, scores)
             if reference is not None:
                 state["reference"] = reference
                 if stage == "baseline":  # the unedited model against its own greedy continuation
@@ -90,7 +89,7 @@ class ClassicProbe(Probe):
         return {"protocol": protocol, "record_ids": [r.id for r, _, _ in rows], "prompts": [p for _, p, _ in rows],
                 **state}
 
-    def _prob(self, ctx: ProbeContext, rows, reference: list[list[int]] | None) -> dict[str, Any]:
+    def _prob(self, ctx: ProbeContext, rows, reference: list[list[int]] | None) -> tuple[dict[str, Any], list]:
         """Both targets (and the reference, when exact match is against it) as continuations
         of each prompt, the prompt run once."""
         tok = ctx.tokenizer
@@ -100,8 +99,8 @@ class ClassicProbe(Probe):
                                      batch_size=SHARED_BATCH)
         # Exact match of o* is read off the o* continuation (its argmax at every token).
         em = [s[2 if reference is not None else 0].exact for s in scores]
-        return {"nll_new": [s[0].mean_nll for s in scores], "nll_old": [s[1].mean_nll for s in scores], "em": em,
-                "_scores": scores}
+        state = {"nll_new": [s[0].mean_nll for s in scores], "nll_old": [s[1].mean_nll for s in scores], "em": em}
+        return state, scores  # the scores too: the baseline reads greedy references off them
 
     def _reference(self, ctx: ProbeContext, rows, stage, baseline, scores) -> list[list[int]] | None:
         """What exact match compares with when it is not o* (the neighborhood's reference)."""
