@@ -35,6 +35,12 @@ BUILTIN_DATASETS: dict[str, BuiltinData] = {
         description="first 300 records of a filtered CounterFact subset (ROME format)",
         license="MIT",
     ),
+    "zsre-sample": BuiltinData(
+        name="zsre-sample",
+        filename="zsre_sample.json",
+        description="first 300 records of a zsRE editing set (MEND format, with portability questions)",
+        license="MIT",
+    ),
 }
 
 # The last paragraphs of the sample are held out from the covariance corpus, so that a
@@ -79,8 +85,9 @@ def resolve_data(spec: str | Path) -> Path:
     raise DataError(path, f"no such file, and not a built-in dataset (built-in: {known})")
 
 
-def build_counterfact_sample(source: str | Path, out: str | Path, n: int = COUNTERFACT_SAMPLE_SIZE) -> Path:
-    """Write the first ``n`` records of a CounterFact file unchanged, one record per line."""
+def build_sample(source: str | Path, out: str | Path, n: int = COUNTERFACT_SAMPLE_SIZE) -> Path:
+    """Write the first ``n`` records of a JSON-array dataset unchanged, one record per line
+    (how the built-in counterfact-sample and zsre-sample were made)."""
     source = Path(source)
     records = json.loads(source.read_text(encoding="utf-8"))
     if not isinstance(records, list) or len(records) < n:
@@ -88,3 +95,7 @@ def build_counterfact_sample(source: str | Path, out: str | Path, n: int = COUNT
     body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records[:n])
     write_text_atomic(out, f"[\n{body}\n]\n")
     return Path(out)
+
+
+# The name the counterfact sample was first built with; kept for scripts that call it.
+build_counterfact_sample = build_sample
