@@ -194,12 +194,11 @@ class LTEEditor(EditorState):
 
     def after_batch(self, requests: list[EditRequest]) -> None:
         """Add this batch's keys, recomputed on the edited model (the AlphaEdit-repo choice),
-        to K_p K_pᵀ. The sum is a new tensor, never an in-place update: rollback keeps
-        references to the previous ones."""
+        to K_p K_pᵀ (float64, on the CPU); the keys are kept too, for saved states. Sums and
+        key lists are new objects, never in-place updates: rollback keeps references."""
         keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers)
         for layer, k in keys.items():
-            k64 = k.to("cpu", self.cp_dtype)
-            self._cp[layer] = self._cp.get(layer, torch.zeros(k64.shape[0], k64.shape[0], dtype=self.cp_dtype)) + k64 @ k64.T
+            self._cp.add(layer, k)
 
     def finalize(self) -> dict:
         """Work a method does once after the last batch (PRUNE's restraint); a no-op here."""

@@ -16,9 +16,12 @@ from safetensors.torch import load_file, save_file
 
 from ..paths import atomic_path
 from .context import ContextTemplates
+from .preserved import PreservedKeys
 from ..errors import CorpusShortfallWarning, UserError
 
-STATE_VERSION = 1
+# 2: preserved.safetensors holds the keys behind K_p K_pᵀ (and a base after a fold), listed
+# in state.json's "preserved"; 1 held the matrices (cp.<layer>), still read.
+STATE_VERSION = 2
 
 
 class StateError(UserError, ValueError):
@@ -26,15 +29,13 @@ class StateError(UserError, ValueError):
 
 
 class EditorState:
-    cp_dtype = torch.float64  # K_p K_pᵀ sums thousands of outer products
-
     def __init__(self, stats=None, corpus=None):
         self.stats = stats  # a CovarianceStore (created on first use when None)
         self.corpus = corpus  # a Corpus; None: the hparams' corpus or the built-in sample
         self._templates: ContextTemplates | None = None
         self._c0: dict[int, torch.Tensor] = {}
         self._c0_documents: dict[int, int] = {}  # documents the statistics actually read, per layer
-        self._cp: dict[int, torch.Tensor] = {}
+        self._cp = PreservedKeys()  # K_p K_pᵀ per layer and the keys a saved state rebuilds it from
         self._original: dict[int, torch.Tensor] = {}
         self._accum: dict[int, torch.Tensor] = {}
         self._batches = 0
@@ -101,9 +102,9 @@ class EditorState:
     def _snapshot(self) -> dict:
         return {
             "accum": {l: a.clone() for l, a in self._accum.items()},
-            # K_p K_pᵀ is replaced, never changed in place (``after_batch``), so references
+            # K_p K_pᵀ and its key lists are replaced, never changed in place, so references
             # suffice: a clone would double d_ff² float64 per layer (1.6 GB at d_ff = 14336).
-            "cp": dict(self._cp),
+            "cp": self._cp.copy(),
             "original": dict(self._original),
         }
 
@@ -122,7 +123,7 @@ class EditorState:
             for layer, orig in self._original.items():
                 weight = self.adapter.edit_weight(self.model, layer)
                 weight.copy_(orig.to(weight.dtype))
-        self._original, self._accum, self._cp = {}, {}, {}
+        self._original, self._accum, self._cp = {}, {}, PreservedKeys()
         self._batches = self._n_edits = 0
 
     @property
@@ -132,7 +133,8 @@ class EditorState:
 
     # --- save / load --------------------------------------------------------------------------
     def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
-        """Templates, hyperparameters, deltas, K_p K_pᵀ and (optionally) C0 and projectors."""
+        """Templates, hyperparameters, deltas, the keys behind K_p K_pᵀ (or, once they would
+        outgrow it, the matrix) and (optionally) C0 and projectors."""
         directory = Path(directory)
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
@@ -146,10 +148,11 @@ class EditorState:
                 "n_edits": self._n_edits,
                 "templates": self._templates.model_dump(mode="json") if self._templates else None,
                 "extra": self._extra_meta(),
+                "preserved": self._cp.meta(),
             }
             (tmp / "state.json").write_text(json.dumps(meta, indent=2))
             save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
-            save_file({f"cp.{l}": c.contiguous() for l, c in self._cp.items()}, tmp / "preserved.safetensors")
+            save_file(self._cp.tensors(), tmp / "preserved.safetensors")
             extra = self._extra_state() if include_stats else {}
             if include_stats:
                 extra.update({f"c0.{l}": c.contiguous() for l, c in self._c0.items()})
@@ -169,10 +172,13 @@ class EditorState:
             raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {self.model.config.model_type}")
         if meta["hparams"]["layers"] != self.layers:
             raise StateError(f"{directory}: edit layers {meta['hparams']['layers']} differ from {self.layers}")
+        if meta.get("version") not in (1, STATE_VERSION):
+            raise StateError(f"{directory}: state version {meta.get('version')}, this editprobe reads 1 to "
+                             f"{STATE_VERSION}")
+        preserved = self._read_preserved(directory, meta)
         self.restore()
         self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
         deltas = load_file(directory / "deltas.safetensors")
-        cps = load_file(directory / "preserved.safetensors")
         stats = load_file(directory / "stats.safetensors")
         with torch.no_grad():
             for key, accum in deltas.items():
@@ -181,11 +187,21 @@ class EditorState:
                 self._original[layer] = weight.detach().float().clone()
                 self._accum[layer] = accum.to(weight.device)
                 weight.copy_((self._original[layer] + self._accum[layer]).to(weight.dtype))
-        self._cp = {int(k.split(".")[1]): v for k, v in cps.items()}
+        self._cp = preserved
         self._c0.update({int(k.split(".")[1]): v for k, v in stats.items() if k.startswith("c0.")})
         self._load_extra_state(stats)
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]
         self._load_extra_meta(meta.get("extra") or {})
+
+    @staticmethod
+    def _read_preserved(directory: Path, meta: dict) -> PreservedKeys:
+        tensors = load_file(directory / "preserved.safetensors")
+        if meta["version"] == 1:
+            return PreservedKeys.from_matrices({int(k.split(".")[1]): v for k, v in tensors.items()})
+        try:
+            return PreservedKeys.from_saved(meta["preserved"], tensors)
+        except KeyError as exc:
+            raise StateError(f"{directory}: preserved keys incomplete, {exc.args[0]} missing") from None
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Method-specific tensors to save (e.g. AlphaEdit's projectors)."""
