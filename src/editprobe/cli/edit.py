@@ -23,6 +23,7 @@ def edit(
     batch_size: int = typer.Option(50, help="requests per batch (edits accumulate across batches)"),
     out: Path = typer.Option(..., help="output directory (editor state, deltas, report)"),
     hparams: Optional[str] = typer.Option(None, help="hparams YAML or model key (default: the model's shipped YAML)"),
+    profile: Optional[str] = typer.Option(None, help="hparams profile, e.g. paper (the paper's settings, float32)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),
     preserve_previous: Optional[bool] = typer.Option(None, "--preserve-previous/--no-preserve-previous"),
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
@@ -38,7 +39,7 @@ def edit(
     if preserve_previous is not None:
         overrides["preserve_previous"] = preserve_previous
     config = EditConfig.build({"model": model, "method": method, "data": data, "n": n, "batch_size": batch_size,
-                               "out": out, "hparams": hparams, "overrides": overrides, "dtype": dtype,
+                               "out": out, "hparams": hparams, "profile": profile, "overrides": overrides, "dtype": dtype,
                                "device": device, "seed": seed, "overwrite": overwrite})
     set_threads(threads)
     job = EditJob(config)

@@ -25,6 +25,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="seed of every batch"),
     out: Optional[Path] = typer.Option(None, help="run directory (new, or the one to --resume)"),
     hparams: Optional[str] = typer.Option(None, help="hparams model key or YAML (default: the model's shipped key)"),
+    profile: Optional[str] = typer.Option(None, help="hparams profile, e.g. paper (the paper's settings, float32)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),
     negation_table: Optional[str] = typer.Option(None, help="user YAML 'template: negated template'"),
     probe: list[str] = typer.Option([], "--probe", help="a probe to measure (name or module:attribute); repeat for "
@@ -42,7 +43,7 @@ def run(
 
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
-             "hparams": hparams, "negation_table": negation_table, "dtype": dtype, "device": device,
+             "hparams": hparams, "profile": profile, "negation_table": negation_table, "dtype": dtype, "device": device,
              "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")

@@ -2,7 +2,9 @@
 
 ``load_corpus(spec)``: None or "wikitext-sample" -> the built-in WikiText-2 sample; a
 ``.txt`` path (documents separated by blank lines); a ``.jsonl`` path (field "text");
-``hf:NAME[:CONFIG[:SPLIT]]`` -> a Hugging Face dataset, streamed (needs ``datasets``).
+``hf:NAME[:CONFIG[:SPLIT]]`` -> a Hugging Face dataset, streamed (needs ``datasets``);
+``wikipedia`` -> English Wikipedia, a dated snapshot, streamed (the C0 corpus of the
+shipped configs of models >= 1B).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import cached_property
@@ -18,9 +21,19 @@ from itertools import islice
 from pathlib import Path
 
 from .builtin_data import BUILTIN_CORPORA
+from ..errors import UserError
 from .errors import DataError
 
 DEFAULT_CORPUS = "wikitext-sample"
+# English Wikipedia for C0, as the reference computes it. The reference's "wikipedia"
+# 20220301.en is a legacy loading script that current `datasets` cannot run; the parquet
+# snapshot 20231101.en of wikimedia/wikipedia is the pinned replacement (as EasyEdit maps it).
+NAMED_HF_CORPORA = {"wikipedia": ("wikimedia/wikipedia", "20231101.en", "train")}
+HUB_TIMEOUT_S = 8
+
+
+class CorpusUnavailableError(UserError, ValueError):
+    pass
 IDENTITY_LENGTH = 16
 
 
@@ -124,14 +137,39 @@ class HFCorpus(Corpus):
     """A Hugging Face dataset streamed in order. ``identity`` hashes the spec, not the
     content (which is remote): pin a dated config (e.g. ``20231101.en``) for stable caches."""
 
-    def __init__(self, dataset: str, config: str | None = None, split: str = "train", text_field: str = "text"):
+    def __init__(self, dataset: str, config: str | None = None, split: str = "train", text_field: str = "text",
+                 name: str | None = None):
         self.dataset, self.config, self.split, self.text_field = dataset, config, split, text_field
-        self.name = "hf:" + ":".join(p for p in (dataset, config, split) if p)
+        self.name = name or "hf:" + ":".join(p for p in (dataset, config, split) if p)
 
     @property
     def identity(self) -> str:
         key = f"hf:{self.dataset}:{self.config or ''}:{self.split}:{self.text_field}"
         return hashlib.sha256(key.encode()).hexdigest()[:IDENTITY_LENGTH]
+
+    remote = True
+
+    def check_available(self) -> None:
+        """Before any work: the corpus can be streamed from here (one line saying what to do
+        otherwise). Checked only when the statistics it would give are not cached."""
+        reason = None
+        if importlib.util.find_spec("datasets") is None:
+            reason = "the `datasets` package is not installed (pip install 'editprobe[wikipedia]')"
+        elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+                os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes"):
+            reason = "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"
+        else:
+            from huggingface_hub import HfApi
+
+            try:
+                HfApi().dataset_info(self.dataset, timeout=HUB_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - no network, 404, gated: all one line
+                reason = f"the Hugging Face hub cannot be reached or has no {self.dataset} ({type(exc).__name__})"
+        if reason is not None:
+            raise CorpusUnavailableError(
+                f"C0 corpus {self.name}: {reason}. Point mom2_corpus at a local corpus (--set mom2_corpus=FILE.txt "
+                f"with documents separated by blank lines, or FILE.jsonl with a 'text' field), or use the built-in "
+                f"sample (--set mom2_corpus=wikitext-sample: far fewer documents, a warning says how many)")
 
     def _documents(self) -> Iterator[str]:
         datasets = importlib.import_module("datasets")  # optional dependency, checked in load_corpus
@@ -158,12 +196,15 @@ def load_corpus(spec: str | Path | None = None) -> Corpus:
     builtin = BUILTIN_CORPORA.get(spec_str)
     if builtin is not None:
         return TextFileCorpus(builtin.path, name=builtin.name, first=builtin.first, last=builtin.last)
+    if spec_str in NAMED_HF_CORPORA:  # availability is checked before work (check_available)
+        dataset, config, split = NAMED_HF_CORPORA[spec_str]
+        return HFCorpus(dataset, config, split, name=spec_str)
     if spec_str.startswith("hf:"):
         return _hf_corpus(spec_str)
     path = Path(spec_str).expanduser()
     if not path.is_file():
         known = ", ".join(BUILTIN_CORPORA)
-        raise DataError(path, f"no such file, and not a built-in corpus ({known}) or hf:NAME[:CONFIG[:SPLIT]]")
+        raise DataError(path, f"no such file, and not a built-in corpus ({known}), wikipedia or hf:NAME[:CONFIG[:SPLIT]]")
     if path.suffix == ".txt":
         return TextFileCorpus(path)
     if path.suffix == ".jsonl":

@@ -315,6 +315,19 @@ class CovarianceStore:
         base = key.directory(self.root) / f"mom2_{key.stem()}"
         return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
+    def has(self, model: nn.Module, tokenizer, layers: Iterable[int], corpus_id: str, n_docs: int = 10000,
+            max_len: int = 1024, dtype: torch.dtype = torch.float32, model_id: str | None = None, **_: object) -> bool:
+        """Whether the statistics of every layer are cached (nothing is read but metadata)."""
+        keys = self._keys(model, tokenizer, layers, corpus_id, n_docs, max_len, dtype, model_id)
+        for key in keys.values():
+            _, meta_path = self._stats_paths(key)
+            try:
+                if json.loads(meta_path.read_text(encoding="utf-8")).get("key") != asdict(key):
+                    return False
+            except (OSError, ValueError):
+                return False
+        return True
+
     def get(
         self,
         model: nn.Module,

@@ -28,6 +28,7 @@ NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMN
 FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
 ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
 CLASSIC_KEYS = ("Model", "Dataset", "Method")
+SETTINGS_COLUMNS = ("Model", "Dataset", "Method", "dtype", "C0 corpus", "C0 documents", "hparams file", "chosen by")
 NO_EDIT = "No edit"
 
 
@@ -145,6 +146,28 @@ def classic_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[s
     return _ordered(rows, (*CLASSIC_KEYS, *legend)), legend
 
 
+def _c0_documents(c0: dict[str, Any] | None) -> str | None:
+    """Documents the C0 statistics read (the fewest over the layers) of those asked for."""
+    if not c0 or not c0.get("documents"):
+        return None
+    read = min(c0["documents"].values())
+    return f"{read} of {c0['asked']}" if c0.get("asked") is not None else str(read)
+
+
+def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
+    """What a reader needs to trust a row: the model dtype, where C0 came from and how many
+    documents it read, and the hparams file (and why that one)."""
+    mark = _preserve_differs(summaries)
+    rows = []
+    for s in summaries:
+        for r in s.results:
+            c0, hp_file = r.c0 or {}, r.hparams_file or {}
+            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
+                         "dtype": s.model_dtype, "C0 corpus": c0.get("corpus"), "C0 documents": _c0_documents(r.c0),
+                         "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by")})
+    return _ordered(rows, SETTINGS_COLUMNS)
+
+
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(columns))
     if "n" in df.columns:  # counts stay integers even where a row has none
@@ -204,6 +227,8 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
     classic = classic_table(summaries)
     if classic is not None:
         tables.append(("classic", "Classic edit metrics (each column's protocol below)", *classic))
+    tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
+                   settings_table(summaries), None))
     return tables
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import OptionError, OutputError, validation_message
 from ..paths import atomic_path, check_writable, write_json_atomic
 from .config import Count, DType
-from .preflight import check_datasets, check_model_and_device
+from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import edit_sequentially
 
 REPORT = "report.json"
@@ -30,12 +30,27 @@ class EditConfig(BaseModel):
     n: Count = 100
     batch_size: Count = 50
     out: Path
-    hparams: str | None = None  # model key or YAML path; None: the model's shipped key
+    hparams: str | None = None  # model key or YAML path; None: the profile's or the model's shipped file
+    profile: str | None = None  # e.g. "paper" (editing/profiles.py)
     overrides: dict[str, Any] = Field(default_factory=dict)
     dtype: DType = None
     device: str | None = None
     seed: int = 0
     overwrite: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_settings(cls, data: Any) -> Any:
+        from ..editing.profiles import with_profile_settings
+
+        return with_profile_settings(data)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str | None) -> str | None:
+        from ..editing.profiles import check_profile_name
+
+        return check_profile_name(v)
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":
@@ -75,10 +90,11 @@ class EditJob:
         """Hparams, every record, the output location, the device and the model reference;
         returns warnings about suspicious data."""
         from ..editing import resolve_hparams
-        from ..editing.keys_model import hparams_key
+        from ..editing.profiles import choose_hparams
 
         cfg = self.config
-        self._hp = resolve_hparams(cfg.method, cfg.hparams or hparams_key(cfg.model), cfg.overrides)
+        self._choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile)
+        self._hp = resolve_hparams(cfg.method, self._choice.path, cfg.overrides)
         records, warnings = check_datasets([cfg.data], cfg.n)
         self._records = records[cfg.data]
         check_edit_output(cfg.out, cfg.overwrite)
@@ -97,6 +113,7 @@ class EditJob:
         cfg = self.config
         loaded = self._loaded or load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
+        check_c0_corpus(editor)
         requests = [r.request() for r in self._records]
         pairs = [(r.query, r.target) for r in requests]
         before = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
@@ -114,6 +131,9 @@ class EditJob:
         report = {
             "model": cfg.model, "method": cfg.method, "data": cfg.data, "n": len(requests),
             "batch_size": cfg.batch_size, "seed": cfg.seed, "hparams": editor.hp.model_dump(mode="json"),
+            "hparams_file": self._choice.model_dump(mode="json"),
+            "model_dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
+            "c0": editor.c0_info() if editor.needs_covariance else None,
             "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),
             "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
         }

@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..probes import build_negation_plan
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .config import RunConfig, dataset_key
-from .preflight import check_datasets, check_model_and_device
+from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
 from .summary import SCHEMA_VERSION, DatasetSummary, ResultRow, RunSummary
@@ -63,12 +63,15 @@ class Experiment:
             self._loaded = load_model(self.config.model, dtype=self.config.dtype, device=self.config.device)
         return self._loaded
 
+    def _hparams_choice(self, method: str):
+        from ..editing.profiles import choose_hparams
+
+        return choose_hparams(method, self.config.model, self.config.hparams, self.config.profile)
+
     def _hparams(self, method: str):
         from ..editing import resolve_hparams
-        from ..editing.keys_model import hparams_key
 
-        return resolve_hparams(method, self.config.hparams or hparams_key(self.config.model),
-                               self.config.hparams_overrides())
+        return resolve_hparams(method, self._hparams_choice(method).path, self.config.hparams_overrides())
 
     def check_inputs(self) -> list[str]:
         """Everything that can be checked before a model is loaded or a directory touched:
@@ -102,11 +105,15 @@ class Experiment:
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
+        from ..editing import make_editor
+
         self.preflight(resume)
         loaded = self.loaded  # before the directory is touched: a failed load leaves none
         n_layers = loaded.adapter.n_layers(loaded.model)
         for method in self.config.methods:
             self._hparams(method).check_model(n_layers)
+            check_c0_corpus(make_editor(method, loaded.model, loaded.tokenizer, self._hparams(method),
+                                        model_id=self.config.model))
         self.dir.open(self.config, resume)
         try:
             return self._run()
@@ -156,7 +163,8 @@ class Experiment:
                     samples += [_sample(dk, method, row) for row in rows]
                 hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
                 results.append(ResultRow(dataset=dk, method=method, preserve_previous=hp.get("preserve_previous"),
-                                         probes=outcomes, hparams=hp, c0=stages[kinds[0]].get("c0") if kinds else None,
+                                         probes=outcomes, hparams=hp, hparams_file=self._hparams_choice(method).model_dump(mode="json"),
+                                         c0=stages[kinds[0]].get("c0") if kinds else None,
                                          edit_reports={k: stages[k]["edit_reports"] for k in kinds}))
         summary = RunSummary(
             schema_version=SCHEMA_VERSION, config=self.config.model_dump(mode="json"), seed=self.config.seed,

@@ -40,3 +40,19 @@ def check_cache_writable() -> None:
 
     root = cache_dir()
     check_writable(root, option="cache directory (EDITPROBE_CACHE)")
+
+
+def check_c0_corpus(editor) -> None:
+    """After the model is loaded, before any work: a remote C0 corpus (e.g. ``wikipedia``)
+    whose statistics are not cached yet must be reachable, else one line says what to do."""
+    from ..data import load_corpus
+
+    if not editor.needs_covariance:
+        return
+    corpus = editor.corpus or load_corpus(editor.hp.mom2_corpus)
+    if not getattr(corpus, "remote", False):
+        return
+    request = editor._stats_request(editor.layers)
+    if editor.stats_store().has(editor.model, editor.tok, **request):
+        return
+    corpus.check_available()

@@ -42,6 +42,8 @@ class ResultRow(BaseModel):
     preserve_previous: bool | None = None
     probes: dict[str, ProbeOutcome]
     hparams: dict[str, Any] = Field(default_factory=dict)
+    # The YAML the hparams were read from (file, sha256) and why: explicit, profile or shipped.
+    hparams_file: dict[str, Any] | None = None
     c0: dict[str, Any] | None = None  # corpus, documents asked for and actually read per layer
     edit_reports: dict[str, Any] = Field(default_factory=dict)
 

@@ -14,8 +14,15 @@ other sources differ (AE-repo/ENC keep 40% relative; FE keeps 60% absolute,
 ``zero_prob: 0.4``): set ``rect_keep``/``rect_score`` for parity with them. The paper's
 value was not read [U].
 
-Later layers see the masked update of earlier ones (the residual is recomputed per layer),
-so the spreading compensates for part of what the mask removes.
+``rect_mode`` says when the mask applies:
+
+- ``in_loop`` (default): each layer's update is masked before it is written, so later
+  layers see the masked update of earlier ones (the residual is recomputed per layer) and
+  the spreading compensates for part of what the mask removes;
+- ``reference``: the AE-repo/ENC ``memit_rect_main.py`` order. The whole MEMIT update is
+  spread and written unmasked (later layers see the full update of earlier ones), then each
+  layer's update of the batch is masked against the weight it was added to. Nothing
+  compensates for what the mask removes. The paper profile uses this mode with ρ = 0.4.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ class RECTHParams(MEMITHParams):
     method: str = "rect"
     rect_score: Literal["relative", "absolute"] = "relative"
     rect_keep: float = Field(0.2, gt=0.0, le=1.0)
+    rect_mode: Literal["in_loop", "reference"] = "in_loop"
 
 
 def rect_scores(delta: torch.Tensor, weight: torch.Tensor, score: str) -> torch.Tensor:
@@ -71,6 +79,24 @@ class RECTEditor(MEMITEditor):
         stored = (self._original[layer] + self._accum[layer]) if layer in self._original else weight.detach().float()
         return self.adapter.to_out_in(stored).to(weight.device)
 
+    def insert(self, requests, targets):
+        if self.hp.rect_mode == "in_loop":
+            return super().insert(requests, targets)
+        # reference: write the full spread update, then keep the top fraction of each layer's
+        # update, ranked against the weight as it was before this batch
+        before = {layer: self.current_weight(layer).clone() for layer in self.layers}  # not a view of W
+        self._unmasked: dict[int, torch.Tensor] = {}
+        reports = super().insert(requests, targets)
+        for i, layer in enumerate(self.layers):
+            delta = self._unmasked.pop(layer)
+            masked = delta * rect_mask(delta, before[layer].to(delta.device), self.hp.rect_keep, self.hp.rect_score)
+            self.write(layer, masked - delta)
+            reports[i] = reports[i].model_copy(update={"update_norm": float(masked.norm())})
+        return reports
+
     def postprocess(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
+        if self.hp.rect_mode == "reference":
+            self._unmasked[layer] = delta
+            return delta
         weight = self.current_weight(layer).to(delta.device)
         return delta * rect_mask(delta, weight, self.hp.rect_keep, self.hp.rect_score)
