@@ -137,3 +137,30 @@ def test_an_unreachable_wikipedia_fails_in_one_line_saying_what_to_do(monkeypatc
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
     with pytest.raises(CorpusUnavailableError, match="cannot be reached or has no wikimedia/wikipedia"):
         load_corpus("wikipedia").check_available()
+
+
+def test_a_run_records_its_hparams_file_dtype_and_c0_and_the_report_prints_them(run_ws, tmp_path):
+    import json
+
+    from cli_helpers import invoke
+
+    out = tmp_path / "run"
+    result = invoke(["run", "--model", str(run_ws["model"]), "--hparams", "tiny", "--method", "memit", "--data",
+                     str(run_ws["data"]), "--n", "3", "--batch-size", "3", "--negation-table",
+                     str(run_ws["negations"]), "--probe", "negation", "--set", f"mom2_corpus={run_ws['corpus']}",
+                     "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["results"][0]
+    assert row["hparams_file"]["chosen_by"] == "hparams"
+    assert row["hparams_file"]["file"] == "editprobe/editing/hparams/memit/tiny.yaml"
+    assert summary["model_dtype"] == "float32"
+    read = set(row["c0"]["documents"].values())
+    assert row["c0"]["corpus"] == str(run_ws["corpus"]) and len(read) == 1
+    report = invoke(["report", str(out), "--out", str(tmp_path / "tables")])
+    assert report.exit_code == 0, report.output
+    line = next(l for l in report.stdout.splitlines() if l.startswith("| ") and "tiny.yaml" in l)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3:] == ["float32", str(run_ws["corpus"]), f"{read.pop()} of {row['c0']['asked']}",
+                         "editprobe/editing/hparams/memit/tiny.yaml", "hparams"]
+    assert (tmp_path / "tables" / "settings.csv").is_file()
