@@ -15,14 +15,21 @@ def study(
     out: Optional[Path] = typer.Option(None, help="the study directory (new, or the one holding this study)"),
     resume: bool = typer.Option(False, "--resume", help="run the study directory's unfinished runs"),
     status: bool = typer.Option(False, "--status", help="print one line per run and stop"),
-    backend: str = typer.Option("local", help="local: one run after another on this machine"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    backend: str = typer.Option("local", help="local: one run after another on this machine; "
+                                "ray: one Ray task per run (docs/studies.md)"),
+    address: Optional[str] = typer.Option(None, help="--backend ray: auto or HOST:PORT of a running Ray "
+                                          "cluster (default: start a local one for the study)"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (with ray: of each task)"),
 ) -> None:
-    """Expand a study file into runs and run them (the local backend); --status, --resume."""
-    from ..runs.study import StudyDir, is_study_dir, run_study
+    """Expand a study file into runs and run them (local or Ray backend); --status, --resume."""
+    from ..runs.study import StudyDir, expand, is_study_dir, load_study, run_study
 
-    if backend != "local":
-        fail(f"--backend {backend!r}: only 'local' is available in this version")
+    if backend not in ("local", "ray"):
+        fail(f"--backend {backend!r}: choose local or ray")
+    if address is not None and backend != "ray":
+        fail("--address is for --backend ray (the Ray cluster to run on)")
+    if threads is not None and threads < 1:
+        fail(f"--threads must be at least 1, got {threads}")
     if is_study_dir(source):
         if out is not None and Path(out) != source:
             fail("give either a study file with --out, or a study directory")
@@ -36,18 +43,29 @@ def study(
         if out is None:
             fail("--out is required with a study file")
         study_dir = StudyDir(out)
-        runs = study_dir.create(source)
+        runs = None  # the study directory is created after the backend's checks
     if status:
         for line in study_dir.status_lines():
             typer.echo(line)
         return
-    set_threads(threads)
-    typer.echo(f"study {study_dir.root}: {len(runs)} runs")
 
     def show(run, state: str, error: str) -> None:
         typer.echo(f"{run.name}: {state}" + (f": {error}" if error else ""))
 
-    states = run_study(study_dir, runs, on_run=show)
+    if backend == "ray":
+        from ..runs.study_ray import RayBackend
+
+        if runs is None:
+            expand(load_study(source), Path(out), str(source))  # a bad file fails before Ray starts
+        with RayBackend(address, threads) as ray_backend:  # Ray importable, the cluster answering
+            runs = runs or study_dir.create(source)
+            typer.echo(f"study {study_dir.root}: {len(runs)} runs (Ray)")
+            states = ray_backend.run(study_dir, runs, on_run=show)
+    else:
+        runs = runs or study_dir.create(source)
+        typer.echo(f"study {study_dir.root}: {len(runs)} runs")
+        set_threads(threads)
+        states = run_study(study_dir, runs, on_run=show)
     failed = [name for name, state in states.items() if state == "failed"]
     if failed:
         fail(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); editprobe study {study_dir.root} "

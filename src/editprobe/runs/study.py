@@ -1,5 +1,6 @@
-"""Studies: a grid of runs from one file, run one after another (the local backend), each
-exactly today's ``run`` unit in its own directory, resumable, with a status per run.
+"""Studies: a grid of runs from one file, run one after another (the local backend, here) or
+one Ray task each (study_ray.py), each exactly today's ``run`` unit in its own directory,
+resumable, with a status per run.
 
 A study file (YAML)::
 
@@ -13,6 +14,8 @@ A study file (YAML)::
         preserve_previous: [true, false]  # one run per value (Table 6)
         seeds: [0]                        # one run per seed
         set: {mom2_n_samples: 1000}       # hparams overrides (as --set)
+        ray: {num_gpus: 1}                # this entry's Ray resources (over the top-level ray:)
+    ray: {num_cpus: 1, max_retries: 2}    # --backend ray: each run's task (RaySettings)
 
 expands into one run per (entry, model, preserve_previous, seed). The study directory keeps
 a copy of the file (``study.yaml``), the runs under ``runs/<name>/`` and one status file per
@@ -22,6 +25,7 @@ others.
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 from collections.abc import Callable
@@ -44,6 +48,19 @@ class StudyError(UserError, ValueError):
     pass
 
 
+class RaySettings(BaseModel):
+    """Each run's Ray task (``--backend ray``): its resources, how often Ray retries it when
+    its worker dies, and its torch threads (default: its CPUs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)
+    max_retries: int = Field(2, ge=0)
+    threads: int | None = Field(None, ge=1)
+
+
 class StudyEntry(BaseModel):
     """One line of a study; fields not listed here are RunConfig fields of its runs."""
 
@@ -56,6 +73,7 @@ class StudyEntry(BaseModel):
     preserve_previous: list[bool | None] = Field(default_factory=lambda: [None])
     seeds: list[int] = Field(default_factory=lambda: [0])
     overrides: dict[str, Any] = Field(default_factory=dict, alias="set")
+    ray: dict[str, Any] = Field(default_factory=dict)  # over Study.ray, validated in expand
 
     def model_names(self) -> list[str]:
         return self.models or ([self.model] if self.model else [])
@@ -66,11 +84,13 @@ class Study(BaseModel):
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     runs: list[StudyEntry]
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class StudyRun(BaseModel):
     name: str
     config: RunConfig
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 def _slug(text: str) -> str:
@@ -85,7 +105,7 @@ def load_study(path: str | Path) -> Study:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
         raise StudyError(f"cannot read study file {path}: {reason}") from None
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study file must be a mapping with 'runs' (and optional 'defaults')")
+        raise StudyError(f"{path}: a study file must be a mapping with 'runs' (and optional 'defaults', 'ray')")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:
@@ -97,6 +117,11 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
     """Every run of the study, validated (a bad field fails the study before any work)."""
     runs: list[StudyRun] = []
     for i, entry in enumerate(study.runs):
+        try:
+            ray = RaySettings.model_validate({**study.ray.model_dump(), **entry.ray})
+        except ValidationError as exc:
+            where, message = validation_message(exc)
+            raise StudyError(f"{source}: runs[{i}].ray: field {where!r}: {message}") from None
         models = entry.model_names() or [study.defaults.get("model", RunConfig.model_fields["model"].default)]
         for model in models:
             for preserve in entry.preserve_previous:
@@ -117,7 +142,7 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
                     name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
                             f"__{_slug('+'.join(dataset_key(d) for d in config.datasets))}{kp}__seed{seed}")
                     config = config.model_copy(update={"out": out / "runs" / name})
-                    runs.append(StudyRun(name=name, config=config))
+                    runs.append(StudyRun(name=name, config=config, ray=ray))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: two runs expand to the same name; give them different settings")
@@ -161,20 +186,27 @@ class StudyDir:
     def _status_path(self, name: str) -> Path:
         return self.root / "status" / f"{name}.json"
 
+    def status(self, run: StudyRun) -> dict[str, Any]:
+        """The run's status file as written ({} when there is none, or it is unreadable)."""
+        path = self._status_path(run.name)
+        try:
+            return read_json_object(path) if path.is_file() else {}
+        except ValueError:
+            return {}
+
     def state(self, run: StudyRun) -> tuple[State, str]:
         if RunDir(run.config.out).finished:
             return "finished", ""
-        path = self._status_path(run.name)
-        if not path.is_file():
-            return "pending", ""
-        try:
-            status = read_json_object(path)
-        except ValueError:
-            return "pending", ""
+        status = self.status(run)
         return status.get("state", "pending"), status.get("error", "")
 
-    def set_state(self, run: StudyRun, state: State, error: str = "") -> None:
-        write_json_atomic(self._status_path(run.name), {"state": state, "error": error})
+    def set_state(self, run: StudyRun, state: State, error: str = "", attempt: int | None = None) -> None:
+        """``error``: the one line after the state (a failure's error; a retry's note while
+        running); ``attempt``: which attempt of a Ray task is running."""
+        status: dict[str, Any] = {"state": state, "error": error}
+        if attempt is not None:
+            status["attempt"] = attempt
+        write_json_atomic(self._status_path(run.name), status)
 
     def status_lines(self) -> list[str]:
         lines = []
@@ -187,33 +219,41 @@ class StudyDir:
         return [r.config.out for r in self.runs() if RunDir(r.config.out).finished]
 
 
+def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[[], None] | None = None,
+                note: str = "", attempt: int | None = None) -> str:
+    """Run one run of the study here, from its checkpoints when it has any, and record how it
+    ended: "finished" or "failed" (with its one-line error). Both backends run a run with this
+    (the Ray backend on a worker, with the ``attempt`` and ``note`` of a retry)."""
+    from .loop import Experiment
+
+    study.set_state(run, "running", note, attempt)
+    if on_start is not None:
+        on_start()
+    try:
+        experiment = Experiment(run.config, loaded=loaded, progress=False)
+        experiment.run(resume=RunDir(run.config.out).has_config)
+        study.set_state(run, "finished", attempt=attempt)
+        return "finished"
+    except UserError as exc:
+        study.set_state(run, "failed", one_line(exc), attempt)
+    except Exception as exc:  # noqa: BLE001 - one failed run never loses the others
+        study.set_state(run, "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}", attempt)
+        (study.root / "status" / f"{run.name}.traceback.txt").write_text(traceback.format_exc())
+    return "failed"
+
+
 def run_study(study: StudyDir, runs: list[StudyRun], on_run: Callable[[StudyRun, str, str], None] | None = None,
               loaded=None) -> dict[str, str]:
     """Run every unfinished run, one after another (the local backend); an unfinished one
     resumes from its checkpoints. A failure is recorded and the next run starts."""
-    from .loop import Experiment
-
     states: dict[str, str] = {}
     for run in runs:
         state, _ = study.state(run)
         if state == "finished":
             states[run.name] = "finished"
             continue
-        study.set_state(run, "running")
-        if on_run is not None:
-            on_run(run, "running", "")
-        try:
-            experiment = Experiment(run.config, loaded=loaded, progress=False)
-            experiment.run(resume=RunDir(run.config.out).has_config)
-            study.set_state(run, "finished")
-            states[run.name] = "finished"
-        except UserError as exc:
-            study.set_state(run, "failed", one_line(exc))
-            states[run.name] = "failed"
-        except Exception as exc:  # noqa: BLE001 - one failed run never loses the others
-            study.set_state(run, "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}")
-            (study.root / "status" / f"{run.name}.traceback.txt").write_text(traceback.format_exc())
-            states[run.name] = "failed"
+        started = functools.partial(on_run, run, "running", "") if on_run is not None else None
+        states[run.name] = execute_run(study, run, loaded=loaded, on_start=started)
         if on_run is not None:
             on_run(run, *study.state(run))
     return states
