@@ -90,3 +90,37 @@ def test_a_killed_study_resumes_to_the_report_of_an_uninterrupted_one(ws, tmp_pa
     assert invoke(["study", str(tmp_path / "killed"), "--resume"]).exit_code == 0
     tables = [invoke(["report", str(tmp_path / d), "--out", str(tmp_path / f"t-{d}")]).stdout for d in ("ref", "killed")]
     assert tables[0].split("tables (md")[0] == tables[1].split("tables (md")[0]
+
+
+def test_split_gives_one_run_per_method_and_dataset(tmp_path):
+    from pathlib import Path
+
+    from editprobe.runs.study import Study, expand
+
+    study = Study.model_validate({"defaults": {"n": 2}, "runs": [
+        {"methods": ["memit", "alphaedit"], "datasets": ["counterfact-sample", "zsre-sample"],
+         "split": ["methods", "datasets"]},
+        {"methods": ["memit", "alphaedit"], "datasets": ["counterfact-sample", "zsre-sample"], "split": ["methods"]}]})
+    runs = expand(study, Path(tmp_path))
+    assert [(r.config.methods, r.config.datasets) for r in runs] == [
+        (("memit",), ("counterfact-sample",)), (("memit",), ("zsre-sample",)),
+        (("alphaedit",), ("counterfact-sample",)), (("alphaedit",), ("zsre-sample",)),
+        (("memit",), ("counterfact-sample", "zsre-sample")), (("alphaedit",), ("counterfact-sample", "zsre-sample"))]
+
+
+def test_the_shipped_study_files_expand():
+    from pathlib import Path
+
+    from editprobe.runs.study import expand, load_study
+
+    root = Path(__file__).resolve().parents[1] / "studies"
+    paper = expand(load_study(root / "paper.yaml"), Path("/tmp/never-written"))
+    assert len(paper) == 2 * 10 * 4 + 2 * 2  # Table 2's grid, and Table 6's runs without K_p
+    assert {r.config.profile for r in paper} == {"paper"} and {r.config.dtype for r in paper} == {"float32"}
+    assert {(r.config.n, r.config.batch_size) for r in paper} == {(2000, 100)}
+    assert sum(r.config.preserve_previous is False for r in paper) == 4
+    assert {r.ray.num_gpus for r in paper} == {1}
+    smollm2 = expand(load_study(root / "smollm2.yaml"), Path("/tmp/never-written"))
+    assert {d for r in smollm2 for d in r.config.datasets} == {"counterfact-sample", "zsre-sample"}
+    assert {m for r in smollm2 for m in r.config.methods} == {"rome", "memit", "emmet", "alphaedit", "rect", "prune",
+                                                             "pmet", "adaedit", "namet", "memit_lti"}

@@ -74,6 +74,9 @@ class StudyEntry(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     overrides: dict[str, Any] = Field(default_factory=dict, alias="set")
     ray: dict[str, Any] = Field(default_factory=dict)  # over Study.ray, validated in expand
+    # One run per method and/or per dataset instead of one run of them all (parallel on a
+    # cluster; each run measures its own no-edit baseline).
+    split: list[Literal["methods", "datasets"]] = Field(default_factory=list)
 
     def model_names(self) -> list[str]:
         return self.models or ([self.model] if self.model else [])
@@ -113,6 +116,24 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"{path}: field {where!r}: {message}") from None
 
 
+def _grid(entry: StudyEntry, defaults: dict[str, Any], models: list[str]):
+    """(model, preserve_previous, seed, methods, datasets) of every run of an entry; methods
+    or datasets None: the defaults' (or RunConfig's)."""
+    def groups(key: str) -> list[list[str] | None]:
+        values = getattr(entry, key) if getattr(entry, key) is not None else defaults.get(key)
+        if key not in entry.split:
+            return [values]
+        values = values if values is not None else list(RunConfig.model_fields[key].default)
+        return [[v] for v in values]
+
+    for model in models:
+        for preserve in entry.preserve_previous:
+            for seed in entry.seeds:
+                for methods in groups("methods"):
+                    for datasets in groups("datasets"):
+                        yield model, preserve, seed, methods, datasets
+
+
 def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
     """Every run of the study, validated (a bad field fails the study before any work)."""
     runs: list[StudyRun] = []
@@ -123,26 +144,24 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
             where, message = validation_message(exc)
             raise StudyError(f"{source}: runs[{i}].ray: field {where!r}: {message}") from None
         models = entry.model_names() or [study.defaults.get("model", RunConfig.model_fields["model"].default)]
-        for model in models:
-            for preserve in entry.preserve_previous:
-                for seed in entry.seeds:
-                    fields = {**study.defaults, **(entry.model_extra or {}), "model": model, "seed": seed}
-                    for key in ("methods", "datasets"):
-                        if getattr(entry, key) is not None:
-                            fields[key] = getattr(entry, key)
-                    if preserve is not None:
-                        fields["preserve_previous"] = preserve
-                    fields["overrides"] = {**study.defaults.get("overrides", {}), **entry.overrides}
-                    fields["out"] = out / "runs"
-                    try:
-                        config = RunConfig.build(fields)
-                    except UserError as exc:
-                        raise StudyError(f"{source}: runs[{i}] (model {model}): {exc}") from None
-                    kp = "" if preserve is None else ("__kp" if preserve else "__nokp")
-                    name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
-                            f"__{_slug('+'.join(dataset_key(d) for d in config.datasets))}{kp}__seed{seed}")
-                    config = config.model_copy(update={"out": out / "runs" / name})
-                    runs.append(StudyRun(name=name, config=config, ray=ray))
+        for model, preserve, seed, methods, datasets in _grid(entry, study.defaults, models):
+            fields = {**study.defaults, **(entry.model_extra or {}), "model": model, "seed": seed}
+            for key, value in (("methods", methods), ("datasets", datasets)):
+                if value is not None:
+                    fields[key] = value
+            if preserve is not None:
+                fields["preserve_previous"] = preserve
+            fields["overrides"] = {**study.defaults.get("overrides", {}), **entry.overrides}
+            fields["out"] = out / "runs"
+            try:
+                config = RunConfig.build(fields)
+            except UserError as exc:
+                raise StudyError(f"{source}: runs[{i}] (model {model}): {exc}") from None
+            kp = "" if preserve is None else ("__kp" if preserve else "__nokp")
+            name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
+                    f"__{_slug('+'.join(dataset_key(d) for d in config.datasets))}{kp}__seed{seed}")
+            config = config.model_copy(update={"out": out / "runs" / name})
+            runs.append(StudyRun(name=name, config=config, ray=ray))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: two runs expand to the same name; give them different settings")
