@@ -164,3 +164,18 @@ def test_a_run_records_its_hparams_file_dtype_and_c0_and_the_report_prints_them(
     assert cells[3:] == ["float32", str(run_ws["corpus"]), f"{read.pop()} of {row['c0']['asked']}",
                          "editprobe/editing/hparams/memit/tiny.yaml", "hparams"]
     assert (tmp_path / "tables" / "settings.csv").is_file()
+
+
+def test_an_edit_whose_c0_corpus_cannot_be_reached_stops_before_any_work(run_ws, tmp_path, monkeypatch):
+    from cli_helpers import invoke
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "edit"
+    result = invoke(["edit", "--model", str(run_ws["model"]), "--hparams", "tiny", "--method", "memit", "--data",
+                     str(run_ws["data"]), "--n", "3", "--batch-size", "3", "--set", "mom2_corpus=wikipedia",
+                     "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.error_lines == [result.stderr.strip()]
+    assert result.stderr.startswith("error: C0 corpus wikipedia: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set. "
+                                    "Point mom2_corpus at a local corpus")
+    assert not out.exists()

@@ -22,7 +22,7 @@ from test_study import _study_file
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'editprobe[ray]')")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # a hang guard; each test takes seconds on an idle 2-core machine
 
 KILLED = "00__model__memit__cf__kp__seed0"  # the first run of _study_file's grid
 STAGE = "cf__memit__positive"  # its first stage with a checkpoint (one batch: n 3, batch_size 3)
