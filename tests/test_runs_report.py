@@ -96,3 +96,21 @@ def test_report_cli_on_a_non_run_directory(tmp_path):
 def test_load_summaries_needs_a_directory(bad):
     with pytest.raises(ValueError):
         load_summaries(bad or [])
+
+
+def test_the_ablation_compares_only_pairs_and_never_marks_rome(tmp_path):
+    with_kp = _summary(True, methods=("memit", "alphaedit"))
+    with_kp["results"].append({**with_kp["results"][0], "method": "rome", "preserve_previous": None})
+    runs = [_write(tmp_path, "a", with_kp), _write(tmp_path, "b", _summary(False, pp=23.2))]
+    summaries = load_summaries(runs)
+    df = ablation_table(summaries)
+    assert list(zip(df["Method"], df["K_p"])) == [("memit", "with"), ("memit", "without")]  # alphaedit: no pair
+    assert list(negation_table(summaries)["Method"]) == ["No edit", "memit (with K_p)", "alphaedit (with K_p)",
+                                                         "rome", "memit (no K_p)"]
+
+
+def test_a_rome_result_records_that_k_p_does_not_apply():
+    from editprobe.editing import method_class
+
+    assert method_class("rome").uses_preserved_keys is False
+    assert all(method_class(m).uses_preserved_keys for m in ("memit", "alphaedit", "rect", "namet"))

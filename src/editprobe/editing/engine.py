@@ -60,6 +60,7 @@ class LTEEditor(EditorState):
     residual_kind = "block"  # which value at the critical layer the residual is measured on
     spread_power = 1.0  # R_i = (Z - H_cur) / (m - i) ** spread_power
     needs_covariance = True
+    uses_preserved_keys = True  # whether preserve_previous (K_p K_pᵀ) means anything to the method
 
     def __init__(self, model, tokenizer, hparams: LTEHParams, adapter=None, stats=None, corpus=None, model_id: str | None = None):
         self.model, self.tok = model, tokenizer

@@ -39,11 +39,11 @@ def load_summaries(run_dirs: Sequence[str | Path]) -> list[RunSummary]:
 
 
 def _preserve_differs(summaries: Sequence[RunSummary]) -> bool:
-    return len({r.preserve_previous for s in summaries for r in s.results}) > 1
+    return len({r.preserve_previous for s in summaries for r in s.results} - {None}) > 1
 
 
 def _method_label(result: ResultRow, mark_preserve: bool) -> str:
-    if not mark_preserve:
+    if not mark_preserve or result.preserve_previous is None:  # None: K_p does not apply (ROME)
         return result.method
     return f"{result.method} ({'with' if result.preserve_previous else 'no'} K_p)"
 
@@ -109,11 +109,17 @@ def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     differ in it (there is nothing to compare)."""
     if not _preserve_differs(summaries):
         return None
+    # Only what is compared: a method on a dataset run both with and without K_p.
+    values: dict[tuple[str, str, str], set[bool]] = {}
+    for s in summaries:
+        for r in s.results:
+            if r.preserve_previous is not None:
+                values.setdefault((s.model, r.dataset, r.method), set()).add(r.preserve_previous)
     rows = [{"Model": s.model, "Dataset": r.dataset, "Method": r.method,
              "K_p": "with" if r.preserve_previous else "without",
              **_values(r.probes.get("negation"), ("PP", "PN", "NN", "NP", "PP-PN", "Avg"),
                        ("PP", "PN", "NN", "NP", "PP−PN", "Avg"))}
-            for s in summaries for r in s.results]
+            for s in summaries for r in s.results if len(values.get((s.model, r.dataset, r.method), ())) == 2]
     df = _ordered(rows, ABLATION_COLUMNS)
     return df.sort_values(["Model", "Dataset", "Method", "K_p"], kind="stable").reset_index(drop=True)
 

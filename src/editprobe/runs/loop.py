@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
+from ..editing.registry import method_class
 from ..errors import UserError
 from ..probes import build_negation_plan
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
@@ -162,7 +163,9 @@ class Experiment:
                     outcomes[p.name] = outcome
                     samples += [_sample(dk, method, row) for row in rows]
                 hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
-                results.append(ResultRow(dataset=dk, method=method, preserve_previous=hp.get("preserve_previous"),
+                # None where K_p does not apply (ROME), so no table calls it "with K_p"
+                kp = hp.get("preserve_previous") if method_class(method).uses_preserved_keys else None
+                results.append(ResultRow(dataset=dk, method=method, preserve_previous=kp,
                                          probes=outcomes, hparams=hp, hparams_file=self._hparams_choice(method).model_dump(mode="json"),
                                          c0=stages[kinds[0]].get("c0") if kinds else None,
                                          edit_reports={k: stages[k]["edit_reports"] for k in kinds}))

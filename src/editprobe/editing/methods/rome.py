@@ -35,6 +35,7 @@ class ROMEEditor(LTEEditor):
     name = "rome"
     hparams_cls = ROMEHParams
     site_kind = "mlp"
+    uses_preserved_keys = False  # a rank-one update per request: no solve keeps earlier keys
 
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]
