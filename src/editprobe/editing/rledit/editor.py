@@ -1,0 +1,154 @@
+"""RLEdit behind the editor interface: ``apply`` a batch, ``restore``, ``deltas``, save and load.
+
+A batch is cached on the model as it is now (keys and value gradients at the answer
+positions, as RLEdit's ``cache``, which also merges them into the hypernetwork's running
+normalisers — at editing time too, so the normalisers are part of the editing state), then
+each edit module gets its shift S (``Hypernetwork.shift``) added to its weight, written from
+an fp32 master copy as the LTE editors do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ...paths import atomic_path
+from ..prompts import as_request
+from .cache import keys_and_value_grads, teacher_forced
+from .hypernet import Hypernetwork, HypernetError
+
+STATE_VERSION = 1
+
+
+def edit_modules(model: nn.Module, adapter, settings) -> dict[str, nn.Module]:
+    """{full path: module} of the modules RLEdit edits (nn.Linear only)."""
+    out = {}
+    for layer in settings.layers:
+        block = adapter.path("block", layer)
+        for rel in settings.modules:
+            name = f"{block}.{rel}"
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                raise HypernetError(f"RLEdit edit module {rel!r} does not exist in layer {layer} ({name})") from None
+            if not isinstance(module, nn.Linear):
+                raise HypernetError(f"RLEdit edits nn.Linear modules; {name} is a {type(module).__name__}")
+            out[name] = module
+    return out
+
+
+def module_shapes(modules: dict[str, nn.Module]) -> dict[str, tuple[int, int]]:
+    return {name: (m.in_features, m.out_features) for name, m in modules.items()}
+
+
+class RLEditEditor:
+    name = "rledit"
+    uses_preserved_keys = False
+    needs_covariance = False
+
+    def __init__(self, model: nn.Module, tokenizer, hypernet: Hypernetwork, adapter=None) -> None:
+        from ...models.adapters import get_adapter
+
+        self.model, self.tok, self.hypernet = model, tokenizer, hypernet
+        self.adapter = adapter or get_adapter(model)
+        self.modules = edit_modules(model, self.adapter, hypernet.settings)
+        if module_shapes(self.modules) != hypernet.shapes:
+            raise HypernetError("the hypernetwork was trained for other edit modules or shapes than this model has")
+        self.device = next(model.parameters()).device
+        self.hypernet.to(self.device)
+        self._trained_norms = self._norms()
+        self._original: dict[str, torch.Tensor] = {}
+        self._accum: dict[str, torch.Tensor] = {}
+        self._batches = self._n_edits = 0
+
+    def _norms(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.hypernet.state_dict().items() if ".normalizer." in k}
+
+    def _set_norms(self, norms: dict[str, torch.Tensor]) -> None:
+        self.hypernet.load_state_dict({**self.hypernet.state_dict(), **{k: v.to(self.device) for k, v in norms.items()}})
+
+    # --- editing ------------------------------------------------------------------------------
+    def shifts(self, requests) -> dict[str, torch.Tensor]:
+        """Each module's shift for these requests on the model as it is now (normalisers merged)."""
+        requests = [as_request(r, i) for i, r in enumerate(requests)]
+        batch = teacher_forced(self.tok, [(r.template.format(r.subject), r.target) for r in requests], self.device)
+        cached = keys_and_value_grads(self.model, self.modules, batch)
+        for name, (keys, grads) in cached.items():
+            net, _ = self.hypernet.net_of(name)
+            net.normalizer.update(torch.cat((keys, grads), -1))
+        with torch.no_grad():
+            return {name: self.hypernet.shift(name, keys, grads) for name, (keys, grads) in cached.items()}
+
+    def write(self, shifts: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, shift in shifts.items():
+                weight = self.modules[name].weight
+                if name not in self._original:
+                    self._original[name] = weight.detach().float().clone()
+                    self._accum[name] = torch.zeros_like(self._original[name])
+                self._accum[name] += shift.T.to(weight.device, torch.float32)  # nn.Linear stores [out, in]
+                weight.copy_((self._original[name] + self._accum[name]).to(weight.dtype))
+
+    def apply(self, requests) -> dict:
+        shifts = self.shifts(requests)
+        if not all(torch.isfinite(s).all() for s in shifts.values()):
+            raise FloatingPointError("rledit: a parameter shift has NaN/inf")
+        self.write(shifts)
+        self._batches += 1
+        self._n_edits += len(requests)
+        return {"method": self.name, "batch": self._batches, "n_requests": len(requests),
+                "shift_norms": {n: float(s.norm()) for n, s in shifts.items()}}
+
+    def finalize(self) -> dict:
+        return {}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, original in self._original.items():
+                weight = self.modules[name].weight
+                weight.copy_(original.to(weight.dtype))
+        self._original, self._accum = {}, {}
+        self._batches = self._n_edits = 0
+        self._set_norms(self._trained_norms)
+
+    @property
+    def deltas(self) -> dict[str, torch.Tensor]:
+        return dict(self._accum)
+
+    # --- state --------------------------------------------------------------------------------
+    def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir(parents=True)
+            save_file({f"delta.{n}": a.contiguous().cpu() for n, a in self._accum.items()}, tmp / "deltas.safetensors")
+            save_file({k: v.contiguous().cpu() for k, v in self._norms().items()}, tmp / "normalizers.safetensors")
+            (tmp / "state.json").write_text(json.dumps({
+                "version": STATE_VERSION, "method": self.name, "model_type": self.model.config.model_type,
+                "batches": self._batches, "n_edits": self._n_edits,
+                "settings": self.hypernet.settings.model_dump(mode="json")}, indent=2))
+        return directory
+
+    def load_state(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "state.json").read_text())
+            deltas = load_file(directory / "deltas.safetensors")
+            norms = load_file(directory / "normalizers.safetensors")
+        except (OSError, ValueError) as exc:
+            raise HypernetError(f"{directory}: not an RLEdit editor state ({exc})") from None
+        if meta.get("method") != self.name or meta.get("version") != STATE_VERSION:
+            raise HypernetError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
+                                f"not rledit version {STATE_VERSION}")
+        self.restore()
+        with torch.no_grad():
+            for key, accum in deltas.items():
+                name = key.removeprefix("delta.")
+                weight = self.modules[name].weight
+                self._original[name] = weight.detach().float().clone()
+                self._accum[name] = accum.to(weight.device)
+                weight.copy_((self._original[name] + self._accum[name]).to(weight.dtype))
+        self._set_norms(norms)
+        self._batches, self._n_edits = meta["batches"], meta["n_edits"]

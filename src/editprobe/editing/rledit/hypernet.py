@@ -1,0 +1,98 @@
+"""RLEdit's trained part: one :class:`RLEditNet` per edit-module shape, its settings, and
+saving/loading as safetensors + JSON (never pickle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ...errors import UserError
+from ...paths import atomic_path
+from .net import RLEditNet
+
+HYPERNET_VERSION = 1
+
+
+class HypernetError(UserError, ValueError):
+    pass
+
+
+class RLEditSettings(BaseModel):
+    """What the hypernetwork edits and how it is trained (RLEdit's ``config/editor/rledit.yaml``
+    values as defaults; the modules are a model's, e.g. Llama-3-8B: gate/up of layers 22-30)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: list[int]
+    modules: list[str] = ["mlp.gate_proj", "mlp.up_proj"]  # relative to a block
+    rank: int = Field(1024, ge=1)
+    n_blocks: int = Field(4, ge=1)
+    lr: float = 1e-6  # η's initial value
+    meta_lr: float = 1e-5
+    loc_coef: float = 0.6
+    reg_coef: float = 1e-4
+    time_decay: float = 0.95
+    back_depth: int = Field(10, ge=1)
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+class Hypernetwork(nn.Module):
+    def __init__(self, settings: RLEditSettings, shapes: dict[str, tuple[int, int]]) -> None:
+        """``shapes``: {module name: (d_in, d_out)} of the edit modules, in a fixed order."""
+        super().__init__()
+        torch.manual_seed(settings.seed)
+        self.settings = settings
+        self.shapes = dict(shapes)
+        by_shape: dict[str, int] = {}
+        self.module_index: dict[str, int] = {}
+        for name, (d_in, d_out) in self.shapes.items():
+            key = f"{d_in}x{d_out}"
+            self.module_index[name] = by_shape.get(key, 0)
+            by_shape[key] = self.module_index[name] + 1
+        self.nets = nn.ModuleDict({
+            key: RLEditNet(*map(int, key.split("x")), settings.rank, settings.n_blocks, count, settings.lr)
+            for key, count in by_shape.items()
+        })
+
+    def net_of(self, name: str) -> tuple[RLEditNet, torch.Tensor]:
+        d_in, d_out = self.shapes[name]
+        net = self.nets[f"{d_in}x{d_out}"]
+        return net, torch.tensor(self.module_index[name], device=net.lr.weight.device)
+
+    def shift(self, name: str, keys: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """The parameter shift S ``[d_in, d_out]`` of one module for these keys and gradients."""
+        net, index = self.net_of(name)
+        return net.parameter_shift(keys, net.value_changes(keys, grads, index), index)
+
+    # --- files --------------------------------------------------------------------------------
+    def save(self, directory: str | Path, meta: dict | None = None) -> Path:
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir(parents=True)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                      tmp / "hypernet.safetensors")
+            (tmp / "hypernet.json").write_text(json.dumps({
+                "version": HYPERNET_VERSION, "settings": self.settings.model_dump(mode="json"),
+                "shapes": {k: list(v) for k, v in self.shapes.items()}, **(meta or {})}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> tuple["Hypernetwork", dict]:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "hypernet.json").read_text())
+            tensors = load_file(directory / "hypernet.safetensors")
+        except (OSError, ValueError) as exc:
+            raise HypernetError(f"{directory}: not a trained RLEdit hypernetwork ({exc})") from None
+        if meta.get("version") != HYPERNET_VERSION:
+            raise HypernetError(f"{directory}: hypernetwork format {meta.get('version')}, this version reads "
+                                f"{HYPERNET_VERSION}")
+        net = cls(RLEditSettings.model_validate(meta["settings"]), {k: tuple(v) for k, v in meta["shapes"].items()})
+        net.load_state_dict(tensors)
+        return net, meta
