@@ -10,11 +10,14 @@ import torch
 from test_engine_helpers import fresh, random_edits, true_object
 
 from editprobe.editing.rledit import (Hypernetwork, HypernetError, RLEditEditor, RLEditSettings, TrainingExample,
-                                      edit_modules, module_shapes, train_hypernetwork)
+                                      TrainingRun, edit_modules, module_shapes, train_hypernetwork)
 from editprobe.editing.rledit.cache import answer_loss, teacher_forced
 from editprobe.models.tiny import tiny_facts
 
-SETTINGS = RLEditSettings(layers=[2, 3], rank=16, n_blocks=2, lr=1e-3, meta_lr=1e-3, back_depth=3, seed=0)
+# Tiny-model settings: a larger initial step size and meta learning rate than RLEdit's (1e-6,
+# 1e-5), and an optimizer step after every batch, so a few batches show learning.
+SETTINGS = RLEditSettings(layers=[2, 3], rank=16, n_blocks=2, lr=1e-3, meta_lr=1e-3, back_depth=3, seed=0,
+                          n_steps=6, batch_size=8, update_every=1)
 
 
 def _examples(n: int, seed: int) -> list[TrainingExample]:
@@ -57,7 +60,7 @@ def test_training_lowers_the_edit_loss_of_unseen_batches():
     editor = _editor()
     before_any = _loss(editor, _examples(8, seed=7))
     untrained = _edit_loss_after(editor, seed=7)
-    history = train_hypernetwork(editor, _examples(48, seed=1), batch_size=8, steps=6, update_every=1)
+    history = train_hypernetwork(editor, _examples(48, seed=1))
     assert len(history) == 6 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     trained = _edit_loss_after(editor, seed=7)
     print(f"held-out edit loss: unedited {before_any:.3f}, untrained hypernet {untrained:.3f}, trained {trained:.3f}")
@@ -79,7 +82,7 @@ def test_three_batches_apply_in_sequence_and_restore_is_exact():
 
 def test_hypernetwork_and_editor_state_save_and_load_exactly(tmp_path):
     editor = _editor()
-    train_hypernetwork(editor, _examples(16, seed=1), batch_size=8, steps=2, update_every=1)
+    train_hypernetwork(editor, _examples(16, seed=1))
     editor.hypernet.save(tmp_path / "net")
     loaded, meta = Hypernetwork.load(tmp_path / "net")
     assert meta["settings"] == SETTINGS.model_dump(mode="json")
@@ -110,3 +113,36 @@ def test_a_hypernetwork_for_other_modules_is_refused(tmp_path):
         RLEditEditor(editor.model, editor.tok, other)
     with pytest.raises(HypernetError, match="not a trained RLEdit hypernetwork"):
         Hypernetwork.load(tmp_path)
+
+
+@pytest.mark.parametrize("update_every", [1, 4])
+def test_a_training_run_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, update_every):
+    settings = SETTINGS.model_copy(update={"update_every": update_every, "n_steps": 5, "batch_size": 4})
+    examples = _examples(20, seed=2)
+    whole = _editor(settings)
+    TrainingRun(whole, examples, tmp_path / "whole").run()
+    reference = {k: v.clone() for k, v in whole.hypernet.state_dict().items()}
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_step_3(step, total, stats):
+        if step == 3:
+            raise Crash
+
+    first = _editor(settings)
+    with pytest.raises(Crash):
+        TrainingRun(first, examples, tmp_path / "cut").run(on_step=crash_after_step_3)
+    assert all(torch.equal(m.weight, w) for (_, m), w in zip(first.modules.items(), _pristine(first)))  # restored
+    again = _editor(settings)  # a fresh hypernetwork: everything comes from the checkpoint
+    history = TrainingRun(again, examples, tmp_path / "cut").run(resume=True)
+    assert len(history) == 5
+    for key, value in again.hypernet.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+
+
+def _pristine(editor):
+    from test_engine_helpers import pristine
+
+    weights = pristine("llama")
+    return [weights[f"{name}.weight"] for name in editor.modules]

@@ -7,7 +7,8 @@ training loop. Not yet a registered method, nor behind the CLI (``editprobe trai
 
 from .editor import RLEditEditor, edit_modules, module_shapes
 from .hypernet import Hypernetwork, HypernetError, RLEditSettings
-from .train import TrainingExample, examples_from_records, train_hypernetwork
+from .train import TrainingExample, examples_from_records
+from .training import TrainingRun, train_hypernetwork
 
-__all__ = ["Hypernetwork", "HypernetError", "RLEditEditor", "RLEditSettings", "TrainingExample", "edit_modules",
+__all__ = ["Hypernetwork", "HypernetError", "RLEditEditor", "RLEditSettings", "TrainingExample", "TrainingRun", "edit_modules",
            "examples_from_records", "module_shapes", "train_hypernetwork"]

@@ -40,6 +40,11 @@ class RLEditSettings(BaseModel):
     back_depth: int = Field(10, ge=1)
     max_grad_norm: float = 1.0
     seed: int = 0
+    # the training sequence: RLEdit's num_seq batches of n_edits, one optimizer step per
+    # ``update_every`` batches (None: one step for the whole sequence, as RLEdit's code)
+    n_steps: int = Field(400, ge=1)
+    batch_size: int = Field(20, ge=1)
+    update_every: int | None = Field(None, ge=1)
 
 
 class Hypernetwork(nn.Module):

@@ -11,7 +11,8 @@ editing), and the loss over the last ``back_depth`` batches j is
 with P_before the model before step t's shift. Its gradient reaches the hypernetwork through
 the shifts (MALMEN's decomposed backward: d loss / d S from one pass over the model, then
 back through the least-squares solve and the network). Gradients accumulate over
-``update_every`` steps between optimizer steps (RLEdit's code: one step per sequence).
+``update_every`` steps between optimizer steps (RLEdit's code: one step per sequence);
+the loop, with checkpoints and resume, is training.py.
 
 Deviations, named: one forward pass scores the equivalent and the unrelated prompts
 together (the reference runs two backward passes); CE and KL are sums over answer tokens
@@ -21,11 +22,10 @@ averaged over prompts.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch.nn.utils import clip_grad_norm_
 
 from .cache import keys_and_value_grads, teacher_forced, weight_grads
 from .editor import RLEditEditor
@@ -101,34 +101,3 @@ def _edit_loss(editor: RLEditEditor, edits) -> float:
 
     logits = editor.model(input_ids=edits.input_ids, attention_mask=edits.attention_mask).logits
     return float(answer_loss(logits, edits))
-
-
-def train_hypernetwork(editor: RLEditEditor, examples: list[TrainingExample], batch_size: int, steps: int,
-                       update_every: int | None = None, optimizer: torch.optim.Optimizer | None = None,
-                       on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
-    """``steps`` batches of ``batch_size`` examples in one editing sequence; the model is
-    restored at the end (the hypernetwork keeps what it learned). Returns per-step losses."""
-    settings = editor.hypernet.settings
-    update_every = update_every or steps
-    optimizer = optimizer or torch.optim.Adam(editor.hypernet.parameters(), lr=settings.meta_lr)
-    window: deque = deque(maxlen=settings.back_depth)
-    history = []
-    try:
-        for t in range(steps):
-            batch = examples[t * batch_size : (t + 1) * batch_size]
-            if not batch:
-                break
-            stats = train_step(editor, batch, window)
-            if (t + 1) % update_every == 0 or t + 1 == steps:
-                clip_grad_norm_(editor.hypernet.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            history.append(stats)
-            if on_step is not None:
-                on_step(t, stats)
-    finally:
-        trained = editor._norms()
-        editor.restore()
-        editor._trained_norms = trained  # the normalisers learned in training are the new baseline
-        editor._set_norms(trained)
-    return history
