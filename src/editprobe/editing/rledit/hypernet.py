@@ -101,3 +101,34 @@ class Hypernetwork(nn.Module):
         net = cls(RLEditSettings.model_validate(meta["settings"]), {k: tuple(v) for k, v in meta["shapes"].items()})
         net.load_state_dict(tensors)
         return net, meta
+
+
+SETTINGS_DIR = Path(__file__).parent / "settings"
+
+
+def resolve_settings(model_key_or_path: str, name: str | None = None, overrides: dict | None = None) -> RLEditSettings:
+    """Named settings from ``settings/<model key>.yaml`` (or a YAML path): ``name`` (default:
+    ``reduced`` where the file has one, else ``reference``), with single fields overridden."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ...errors import validation_message
+
+    path = Path(model_key_or_path)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        path = SETTINGS_DIR / f"{model_key_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in SETTINGS_DIR.glob("*.yaml")))
+            raise HypernetError(f"no RLEdit settings for {model_key_or_path!r} (shipped: {known}); pass --settings FILE.yaml")
+    try:
+        named = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise HypernetError(f"{path}: cannot read RLEdit settings: {exc}") from None
+    name = name or ("reduced" if "reduced" in named else "reference")
+    if name not in named:
+        raise HypernetError(f"{path}: no setting {name!r} (it has: {', '.join(named)})")
+    try:
+        return RLEditSettings.model_validate({**named[name], **(overrides or {})})
+    except ValidationError as exc:
+        where, message = validation_message(exc)
+        raise HypernetError(f"{path} [{name}]: field {where!r}: {message}") from None

@@ -1,0 +1,60 @@
+"""`editprobe train rledit`: train RLEdit's hypernetwork for a model (checkpointed, resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from .common import parse_overrides, set_threads, warn
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+@app.command("rledit")
+def rledit(
+    model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
+    data: list[str] = typer.Option(..., "--data", help="training records (repeatable): CounterFact, zsRE, ..."),
+    out: Path = typer.Option(..., help="training directory (new, or the one to --resume)"),
+    settings: Optional[str] = typer.Option(None, help="RLEdit settings: a model key or YAML (default: the model's)"),
+    setting: Optional[str] = typer.Option(None, help="a named setting of that file: reduced | reference"),
+    set_: list[str] = typer.Option([], "--set", help="override one setting: key=value (YAML value)"),
+    exclude: list[str] = typer.Option([], "--exclude", help="evaluation data whose subjects and prompts training "
+                                                            "must not see (repeatable; default: the built-in "
+                                                            "counterfact-sample and zsre-sample)"),
+    dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
+    checkpoint_every: int = typer.Option(1, help="checkpoint after every k-th batch (and the last)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the training in --out from its checkpoint"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+) -> None:
+    """Train RLEdit's hypernetwork on a sequence of edit batches."""
+    from ..runs.train_job import DEFAULT_EXCLUDE, TrainConfig, TrainJob
+
+    config = TrainConfig.build({"model": model, "data": tuple(data), "out": out, "settings": settings,
+                                "setting": setting, "overrides": parse_overrides(set_),
+                                "exclude": tuple(exclude) or DEFAULT_EXCLUDE, "dtype": dtype, "device": device,
+                                "checkpoint_every": checkpoint_every})
+    set_threads(threads)
+    job = TrainJob(config)
+    for line in job.preflight(resume):
+        warn(line)
+    typer.echo(f"rledit on {model}: {len(job.records)} training records ({job.n_dropped} dropped: they share a "
+               f"subject or prompt with {', '.join(config.exclude)}), {job.settings.n_steps} batches of "
+               f"{job.settings.batch_size}")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training", total=job.settings.n_steps)
+        info = job.run(resume=resume, on_step=lambda step, total, stats: progress.update(task, completed=step,
+                                                                                         total=total))
+    last = info["history"][-1] if info["history"] else {}
+    typer.echo(f"trained in {info['seconds_this_process']:.0f} s; last batch loss {last.get('loss', float('nan')):.3f}, "
+               f"edit loss after its shift {last.get('edit_loss', float('nan')):.3f}")
+    typer.echo(f"hypernetwork in {out / 'hypernet'}")
+
+
+def register(app_: typer.Typer) -> None:
+    app_.add_typer(app, name="train", help="Train an editor that learns (RLEdit's hypernetwork).")

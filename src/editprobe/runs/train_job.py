@@ -1,0 +1,139 @@
+"""``editprobe train rledit``: train RLEdit's hypernetwork for a model on edit records that
+share no subject and no prompt with the evaluation data, with checkpoints and ``--resume``.
+
+OUT/config.json    what identifies the training (a resume must match it)
+OUT/checkpoint/    the latest training checkpoint (training.py)
+OUT/hypernet/      the trained hypernetwork (safetensors + JSON), written at the end
+OUT/training.json  records used and dropped, settings, losses per step, seconds
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import OptionError, OutputError, UserError, validation_message
+from ..paths import check_writable, read_json_object, write_json_atomic
+from .config import Count, DType
+from .preflight import check_datasets, check_model_and_device
+
+# The built-in evaluation samples: training never sees their subjects or prompts.
+DEFAULT_EXCLUDE = ("counterfact-sample", "zsre-sample")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "smollm2-135m"
+    data: tuple[str, ...]
+    out: Path
+    settings: str | None = None  # model key or YAML of RLEdit settings; None: the model's shipped file
+    setting: str | None = None  # a named setting of that file (reduced, reference)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    dtype: DType = None
+    device: str | None = None
+    checkpoint_every: Count = 1
+
+    @classmethod
+    def build(cls, fields: dict[str, Any]) -> "TrainConfig":
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            where, message = validation_message(exc)
+            raise OptionError(f"--{where.replace('_', '-')}: {message}") from None
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"out", "device", "checkpoint_every"})
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def disjoint_records(records: list, excluded: list) -> tuple[list, int]:
+    """The records whose subject and prompt (with the subject) appear in none of ``excluded``."""
+    subjects = {_key(r.subject) for r in excluded}
+    prompts = {_key(r.query) for r in excluded}
+    kept = [r for r in records if _key(r.subject) not in subjects and _key(r.query) not in prompts]
+    return kept, len(records) - len(kept)
+
+
+class TrainJob:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.settings = None
+        self.records: list = []
+        self.n_dropped = 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    def preflight(self, resume: bool) -> list[str]:
+        """Settings, records (disjoint from the excluded data, enough for the sequence), the
+        output directory, the model reference and the device: before any model is loaded."""
+        from ..editing.keys_model import hparams_key
+        from ..editing.rledit.hypernet import resolve_settings
+
+        cfg = self.config
+        self.settings = resolve_settings(cfg.settings or hparams_key(cfg.model), cfg.setting, cfg.overrides)
+        loaded, warnings = check_datasets(cfg.data, None)
+        records = [r for spec in cfg.data for r in loaded[spec]]
+        excluded = [r for recs in check_datasets(cfg.exclude, None)[0].values() for r in recs] if cfg.exclude else []
+        self.records, self.n_dropped = disjoint_records(records, excluded)
+        need = self.settings.n_steps * self.settings.batch_size
+        if len(self.records) < need:
+            raise UserError(f"--data: {len(self.records)} training records after dropping {self.n_dropped} that share a "
+                            f"subject or prompt with {', '.join(cfg.exclude) or 'nothing'}; the setting needs "
+                            f"{need} ({self.settings.n_steps} batches of {self.settings.batch_size})")
+        self.records = self.records[:need]
+        self._check_out(resume)
+        check_model_and_device(cfg.model, cfg.device)
+        return warnings
+
+    def _check_out(self, resume: bool) -> None:
+        config_path = self.out / "config.json"
+        if (self.out / "hypernet" / "hypernet.json").is_file():
+            raise OutputError(f"--out {self.out}: holds a trained hypernetwork; choose a new --out")
+        if resume:
+            try:
+                saved = read_json_object(config_path)
+            except ValueError:
+                raise OutputError(f"--out {self.out}: no training to resume here (no config.json)") from None
+            if saved != self.config.identity():
+                raise OutputError(f"--out {self.out}: cannot resume under other options")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise OutputError(f"--out {self.out}: exists and is not empty; choose a new --out, or --resume")
+        check_writable(self.out)
+
+    def run(self, resume: bool = False, on_step: Callable[[int, int, dict[str, float]], None] | None = None
+            ) -> dict[str, Any]:
+        from ..editing.rledit import Hypernetwork, RLEditEditor, TrainingRun, edit_modules, examples_from_records
+        from ..editing.rledit import module_shapes
+        from ..models import load_model
+        from ..editing.covariance import model_fingerprint
+
+        if self.settings is None:
+            self.preflight(resume)
+        cfg = self.config
+        loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        shapes = module_shapes(edit_modules(loaded.model, loaded.adapter, self.settings))
+        editor = RLEditEditor(loaded.model, loaded.tokenizer, Hypernetwork(self.settings, shapes))
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "config.json", cfg.identity())
+        started = time.perf_counter()
+        history = TrainingRun(editor, examples_from_records(self.records), self.out, cfg.checkpoint_every).run(
+            resume=resume, on_step=on_step)
+        seconds = time.perf_counter() - started
+        info = {"model": cfg.model, "model_fingerprint": model_fingerprint(loaded.model), "data": list(cfg.data),
+                "excluded": list(cfg.exclude), "records_used": len(self.records), "records_dropped": self.n_dropped,
+                "modules": list(shapes), "settings": self.settings.model_dump(mode="json"),
+                "seconds_this_process": round(seconds, 1), "history": history}
+        editor.hypernet.save(self.out / "hypernet", meta={"trained_on": info | {"history": None}})
+        write_json_atomic(self.out / "training.json", info)
+        return info
