@@ -25,7 +25,7 @@ import torch
 from editprobe.data import load_records
 from editprobe.editing import make_editor
 from editprobe.editing.covariance import CovarianceStore
-from editprobe.editing.registry import METHODS
+from editprobe.editing.registry import lte_methods
 from editprobe.models.adapters import get_adapter
 from editprobe.models.loading import LoadedModel, prepare_tokenizer
 
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="tiny shapes on CPU (a dry run of this script)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--skip-bench", action="store_true", help="only the 8B-shaped method checks")
-    ap.add_argument("--methods", nargs="*", default=list(METHODS))
+    ap.add_argument("--methods", nargs="*", default=lte_methods())
     ap.add_argument("--batch", type=int, default=20, help="requests per batch (two batches)")
     ap.add_argument("--steps", type=int, default=10, help="target-optimization steps")
     ap.add_argument("--set", nargs="*", default=[], help="hparam overrides for every method, key=value (YAML)")

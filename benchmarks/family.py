@@ -17,7 +17,7 @@ import torch
 
 from editprobe.data import load_records
 from editprobe.editing import make_editor
-from editprobe.editing.registry import METHODS
+from editprobe.editing.registry import lte_methods
 from editprobe.models import load_model
 from editprobe.probes.exact import exact_match_batch
 
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=25)
-    ap.add_argument("--methods", nargs="*", default=list(METHODS))
+    ap.add_argument("--methods", nargs="*", default=lte_methods())
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--json", default=None)

@@ -2,11 +2,11 @@
 
 import pytest
 
-from editprobe.editing import METHODS
+from editprobe.editing import lte_methods
 from editprobe.editing.hparams import HPARAMS_DIR, available
 from editprobe.editing.registry import resolve_hparams
 
-FILES = [(m, key) for m in METHODS for key in available(m)]
+FILES = [(m, key) for m in lte_methods() for key in available(m)]
 
 
 @pytest.mark.parametrize("method,key", FILES)

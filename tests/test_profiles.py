@@ -8,7 +8,7 @@ import torch
 from test_engine_helpers import corpus, fresh, random_edits, store
 
 from editprobe.data.corpus import CorpusUnavailableError, HFCorpus, load_corpus
-from editprobe.editing import METHODS, make_editor, resolve_hparams
+from editprobe.editing import lte_methods, make_editor, resolve_hparams
 from editprobe.editing.hparams import HParamsError, available
 from editprobe.editing.methods.rect import rect_mask
 from editprobe.editing.profiles import available_profiles, choose_hparams, load_profile
@@ -20,7 +20,7 @@ PAPER_MODELS = {"meta-llama/Meta-Llama-3-8B-Instruct": ("llama3-8b-instruct", 0.
 
 
 @pytest.mark.parametrize("model", sorted(PAPER_MODELS))
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(lte_methods()))
 def test_the_paper_profile_has_every_method_for_both_models(method, model):
     key, v_lr, max_len = PAPER_MODELS[model]
     choice = choose_hparams(method, model, profile="paper")
@@ -72,7 +72,7 @@ def test_an_explicit_hparams_wins_over_a_profile_and_a_profile_over_the_shipped_
 
 @pytest.mark.parametrize("key", ["gpt2-xl", "gpt-j-6b", "llama3-8b-instruct", "qwen2.5-7b-instruct"])
 def test_shipped_configs_of_big_models_read_100k_wikipedia_articles(key):
-    for method in METHODS:
+    for method in lte_methods():
         if key not in available(method):
             continue
         hp = resolve_hparams(method, key)

@@ -72,7 +72,8 @@ def test_three_batches_apply_in_sequence_and_restore_is_exact():
     original = {n: m.weight.detach().clone() for n, m in editor.modules.items()}
     for seed in (1, 2, 3):
         report = editor.apply(_requests(4, seed))
-        assert report["batch"] == seed and set(report["shift_norms"]) == set(editor.modules)
+        assert report.batch == seed and [r.id for r in report.requests] == ["r0", "r1", "r2", "r3"]
+        assert all(0.0 < r.target_prob <= 1.0 for r in report.requests)
     assert editor._n_edits == 12
     for name, module in editor.modules.items():
         assert torch.equal(module.weight, (original[name].float() + editor.deltas[name]).to(module.weight.dtype))

@@ -81,3 +81,45 @@ def test_a_killed_training_resumes_to_the_uninterrupted_hypernetwork(ws, tmp_pat
     whole = load_file(tmp_path / "whole" / "hypernet" / "hypernet.safetensors")
     cut = load_file(tmp_path / "cut" / "hypernet" / "hypernet.safetensors")
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_rledit_in_a_run_beside_memit_reports_pp_and_pn_only(ws, tmp_path):
+    train = _training_file(tmp_path / "train.json")
+    assert invoke(_args(ws, train, tmp_path / "t")).exit_code == 0
+    out = tmp_path / "run"
+    result = invoke(["run", "--model", str(ws["model"]), "--hparams", "tiny", "--method", "memit", "--method",
+                     "rledit", "--data", str(ws["data"]), "--n", "6", "--batch-size", "3", "--negation-table",
+                     str(ws["negations"]), "--probe", "negation", "--probe", "factcheck",
+                     "--set", f"hypernet={tmp_path / 't' / 'hypernet'}", "--set", f"mom2_corpus={ws['corpus']}",
+                     "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["method"]: r for r in summary["results"]}
+    neg = rows["rledit"]["probes"]["negation"]["metrics"]
+    assert neg["PP"]["value"] is not None and neg["PN"]["value"] is not None
+    assert "NN" not in neg and "NP" not in neg and "NN" in rows["memit"]["probes"]["negation"]["metrics"]
+    assert rows["rledit"]["preserve_previous"] is None and list(rows["rledit"]["edit_reports"]) == ["positive"]
+    assert not list((out / "stages").glob("*rledit__negative*"))
+    report = invoke(["report", str(out), "--out", str(tmp_path / "tables")])
+    line = next(l for l in report.stdout.splitlines() if "| rledit |" in l)
+    assert line.split("|")[6].strip() == "–" and line.split("|")[7].strip() == "–"  # NN, NP
+
+
+def test_rledit_without_a_hypernetwork_says_how_to_train_one(ws, tmp_path):
+    result = invoke(["edit", "--model", str(ws["model"]), "--hparams", "tiny", "--method", "rledit", "--data",
+                     str(ws["data"]), "--n", "3", "--batch-size", "3", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: rledit needs a trained hypernetwork: train one with `editprobe train "
+                                    "rledit")
+    assert not (tmp_path / "e").exists()
+
+
+def test_the_shipped_training_records_are_disjoint_from_the_evaluation_samples():
+    from editprobe.data import load_records
+    from editprobe.runs.train_job import DEFAULT_EXCLUDE, disjoint_records
+
+    train = load_records("counterfact-train").records
+    excluded = [r for spec in DEFAULT_EXCLUDE for r in load_records(spec).records]
+    kept, dropped = disjoint_records(train, excluded)
+    assert len(train) == 2000 and dropped == 0 and len(kept) == 2000
+    assert all(r.paraphrase_prompts and r.neighborhood for r in train)  # equivalents and unrelated prompts

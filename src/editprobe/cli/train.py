@@ -18,7 +18,8 @@ console = Console()
 @app.command("rledit")
 def rledit(
     model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
-    data: list[str] = typer.Option(..., "--data", help="training records (repeatable): CounterFact, zsRE, ..."),
+    data: list[str] = typer.Option([], "--data", help="training records (repeatable; default: the built-in "
+                                                      "counterfact-train, 2000 records disjoint from the samples)"),
     out: Path = typer.Option(..., help="training directory (new, or the one to --resume)"),
     settings: Optional[str] = typer.Option(None, help="RLEdit settings: a model key or YAML (default: the model's)"),
     setting: Optional[str] = typer.Option(None, help="a named setting of that file: reduced | reference"),
@@ -35,7 +36,7 @@ def rledit(
     """Train RLEdit's hypernetwork on a sequence of edit batches."""
     from ..runs.train_job import DEFAULT_EXCLUDE, TrainConfig, TrainJob
 
-    config = TrainConfig.build({"model": model, "data": tuple(data), "out": out, "settings": settings,
+    config = TrainConfig.build({"model": model, "data": tuple(data) or ("counterfact-train",), "out": out, "settings": settings,
                                 "setting": setting, "overrides": parse_overrides(set_),
                                 "exclude": tuple(exclude) or DEFAULT_EXCLUDE, "dtype": dtype, "device": device,
                                 "checkpoint_every": checkpoint_every})

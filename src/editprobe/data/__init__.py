@@ -1,7 +1,7 @@
 """Datasets as EditRecords (one loader per format, detected from the content), validation,
 built-in sample data and text corpora for covariance statistics."""
 
-from .builtin_data import BUILTIN_CORPORA, BUILTIN_DATASETS, build_counterfact_sample, build_sample, resolve_data
+from .builtin_data import BUILTIN_CORPORA, BUILTIN_DATASETS, build_counterfact_sample, build_disjoint_sample, build_sample, resolve_data
 from .corpus import Corpus, load_corpus
 from .errors import BadRecord, DataError, FieldError
 from .fields import RawEntry
@@ -13,6 +13,7 @@ from .wikitext import build_wikitext_sample, detokenize_wikitext
 __all__ = [
     "BUILTIN_CORPORA",
     "BUILTIN_DATASETS",
+    "build_disjoint_sample",
     "build_sample",
     "DATASET_FORMATS",
     "BadRecord",

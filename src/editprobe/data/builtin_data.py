@@ -35,6 +35,13 @@ BUILTIN_DATASETS: dict[str, BuiltinData] = {
         description="first 300 records of a filtered CounterFact subset (ROME format)",
         license="MIT",
     ),
+    "counterfact-train": BuiltinData(
+        name="counterfact-train",
+        filename="counterfact_train.json",
+        description="2000 CounterFact records (EasyEdit flat format) sharing no subject and no prompt with "
+                    "counterfact-sample and zsre-sample: training data for RLEdit's hypernetwork",
+        license="MIT",
+    ),
     "zsre-sample": BuiltinData(
         name="zsre-sample",
         filename="zsre_sample.json",
@@ -99,3 +106,27 @@ def build_sample(source: str | Path, out: str | Path, n: int = COUNTERFACT_SAMPL
 
 # The name the counterfact sample was first built with; kept for scripts that call it.
 build_counterfact_sample = build_sample
+
+
+def build_disjoint_sample(source: str | Path, out: str | Path, n: int, exclude: tuple[str, ...]) -> Path:
+    """Write, unchanged, the first ``n`` entries of a JSON-array dataset whose subject and
+    prompt (with its subject) appear in none of the ``exclude`` datasets (how the built-in
+    counterfact-train was made, excluding counterfact-sample and zsre-sample)."""
+    from .loading import load_records
+
+    def key(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    source = Path(source)
+    entries = json.loads(source.read_text(encoding="utf-8"))
+    records = load_records(source).records
+    if len(records) != len(entries):
+        raise DataError(source, "some entries do not load as records; cannot keep the file's entries unchanged")
+    excluded = [r for spec in exclude for r in load_records(spec).records]
+    subjects, prompts = {key(r.subject) for r in excluded}, {key(r.query) for r in excluded}
+    kept = [e for e, r in zip(entries, records) if key(r.subject) not in subjects and key(r.query) not in prompts]
+    if len(kept) < n:
+        raise DataError(source, f"only {len(kept)} entries are disjoint from {', '.join(exclude)}; {n} asked")
+    body = ",\n".join(json.dumps(e, ensure_ascii=False) for e in kept[:n])
+    write_text_atomic(out, f"[\n{body}\n]\n")
+    return Path(out)

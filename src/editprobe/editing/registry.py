@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import validation_message
 from .engine import LTEEditor
 from .plugins import METHODS, register_method
-from . import methods  # noqa: F401  (registers the built-in methods)
+from . import methods, rledit  # noqa: F401  (register the built-in methods)
 from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
 
-__all__ = ["METHODS", "make_editor", "method_class", "register_method", "resolve_hparams"]
+__all__ = ["METHODS", "lte_methods", "make_editor", "method_class", "register_method", "resolve_hparams"]
 
 
 def method_class(method: str) -> type[LTEEditor]:
     return METHODS[method.lower()]
+
+
+def lte_methods() -> list[str]:
+    """The locate-then-edit methods (every registered method but RLEdit's hypernetwork)."""
+    return [name for name in METHODS if issubclass(METHODS[name], LTEEditor)]
 
 
 def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overrides: dict | None = None) -> LTEHParams:
@@ -24,8 +29,8 @@ def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overri
     a dict, or an hparams object; ``overrides`` replace single fields."""
     cls = method_class(method).hparams_cls
     overrides = dict(overrides or {})
-    if isinstance(hparams, (LTEHParams, dict)):
-        raw = hparams.model_dump() if isinstance(hparams, LTEHParams) else {"method": method, **hparams}
+    if isinstance(hparams, (BaseModel, dict)):  # an hparams object of any method, or a dict
+        raw = hparams.model_dump() if isinstance(hparams, BaseModel) else {"method": method, **hparams}
         try:
             return cls.model_validate({**raw, **overrides})
         except ValidationError as exc:

@@ -22,7 +22,7 @@ from ..editing.registry import method_class
 from ..errors import UserError
 from ..probes import build_negation_plan
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
-from .config import RunConfig, dataset_key
+from .config import RunConfig, RunConfigError, dataset_key
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
@@ -72,7 +72,19 @@ class Experiment:
     def _hparams(self, method: str):
         from ..editing import resolve_hparams
 
-        return resolve_hparams(method, self._hparams_choice(method).path, self.config.hparams_overrides())
+        return resolve_hparams(method, self._hparams_choice(method).path, self._overrides(method))
+
+    def _overrides(self, method: str) -> dict[str, Any]:
+        """The --set values that are hyperparameters of ``method`` (a run may mix methods whose
+        hyperparameters differ, e.g. RLEdit's hypernet beside MEMIT's v_lr)."""
+        fields = method_class(method).hparams_cls.model_fields
+        return {k: v for k, v in self.config.hparams_overrides().items() if k in fields}
+
+    def _check_overrides(self) -> None:
+        for key, value in self.config.overrides.items():
+            if not any(key in method_class(m).hparams_cls.model_fields for m in self.config.methods):
+                raise RunConfigError(f"--set {key}={value!r}: not a hyperparameter of "
+                                     f"{', '.join(self.config.methods)}")
 
     def check_inputs(self) -> list[str]:
         """Everything that can be checked before a model is loaded or a directory touched:
@@ -80,6 +92,7 @@ class Experiment:
         and the model reference. Returns warnings about suspicious data (counts, not rows)."""
         if self._records is not None:
             return self._warnings
+        self._check_overrides()
         for method in self.config.methods:
             self._hparams(method)
         self._negate_fn()  # a bad table fails here, not after the baseline
@@ -153,12 +166,15 @@ class Experiment:
             datasets[dk] = DatasetSummary(n_records=plan.n_records, n_excluded=plan.n_excluded,
                                           negation_rules=plan.rule_counts(), probes=[p.name for p in probes],
                                           no_edit=no_edit)
-            kinds = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
+            needed = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
             for method in self.config.methods:
+                # RLEdit runs the positive requests only (the paper: PP and PN)
+                kinds = [k for k in needed if k in getattr(method_class(method), "edit_stages", EDIT_STAGES)]
                 stages = {kind: self._edit_stage(dk, method, kind, ctx, probes, base) for kind in kinds}
                 outcomes = {}
                 for p in probes:
-                    states = {s: base[p.name] if s == "baseline" else stages[s]["probes"][p.name] for s in p.stages}
+                    states = {s: base[p.name] if s == "baseline" else stages[s]["probes"][p.name] for s in p.stages
+                              if s == "baseline" or s in stages}
                     outcome, rows = p.combine(ctx, states, outcomes)
                     outcomes[p.name] = outcome
                     samples += [_sample(dk, method, row) for row in rows]

@@ -15,12 +15,36 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pydantic import BaseModel, ConfigDict
+
 from ...paths import atomic_path
+from ..engine import EditReport, RequestReport
+from ..plugins import register_method
 from ..prompts import as_request
-from .cache import keys_and_value_grads, teacher_forced
+from .cache import answer_loss, keys_and_value_grads, teacher_forced
 from .hypernet import Hypernetwork, HypernetError
 
 STATE_VERSION = 1
+
+
+class RLEditHParams(BaseModel):
+    """What a run needs to edit with RLEdit: the trained hypernetwork (``--set hypernet=DIR``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "rledit"
+    source: str = ""
+    hypernet: str | None = None  # the directory `editprobe train rledit` wrote (OUT/hypernet)
+    preserve_previous: bool | None = None  # accepted from run configs; RLEdit keeps no earlier keys
+
+    def check_model(self, n_layers: int) -> None:
+        """Checked against the model's modules when the editor is built."""
+
+    def hypernetwork(self) -> Hypernetwork:
+        if self.hypernet is None:
+            raise HypernetError("rledit needs a trained hypernetwork: train one with `editprobe train rledit --model "
+                                "MODEL --data TRAIN.json --out DIR`, then pass --set hypernet=DIR/hypernet")
+        return Hypernetwork.load(self.hypernet)[0]
 
 
 def edit_modules(model: nn.Module, adapter, settings) -> dict[str, nn.Module]:
@@ -44,15 +68,23 @@ def module_shapes(modules: dict[str, nn.Module]) -> dict[str, tuple[int, int]]:
     return {name: (m.in_features, m.out_features) for name, m in modules.items()}
 
 
+@register_method
 class RLEditEditor:
     name = "rledit"
+    hparams_cls = RLEditHParams
     uses_preserved_keys = False
     needs_covariance = False
+    edit_stages = ("positive",)  # the paper reports PP and PN only: no negated-request run
 
-    def __init__(self, model: nn.Module, tokenizer, hypernet: Hypernetwork, adapter=None) -> None:
+    def __init__(self, model: nn.Module, tokenizer, hypernet: Hypernetwork | RLEditHParams, adapter=None,
+                 model_id: str | None = None) -> None:
         from ...models.adapters import get_adapter
 
+        self.hp = hypernet if isinstance(hypernet, RLEditHParams) else RLEditHParams()
+        if isinstance(hypernet, RLEditHParams):
+            hypernet = hypernet.hypernetwork()
         self.model, self.tok, self.hypernet = model, tokenizer, hypernet
+        self.model_id = model_id
         self.adapter = adapter or get_adapter(model)
         self.modules = edit_modules(model, self.adapter, hypernet.settings)
         if module_shapes(self.modules) != hypernet.shapes:
@@ -92,15 +124,42 @@ class RLEditEditor:
                 self._accum[name] += shift.T.to(weight.device, torch.float32)  # nn.Linear stores [out, in]
                 weight.copy_((self._original[name] + self._accum[name]).to(weight.dtype))
 
-    def apply(self, requests) -> dict:
-        shifts = self.shifts(requests)
-        if not all(torch.isfinite(s).all() for s in shifts.values()):
-            raise FloatingPointError("rledit: a parameter shift has NaN/inf")
+    def apply(self, requests) -> EditReport:
+        """Edit the model with one batch; a failed batch leaves the editor as it was."""
+        import time
+
+        requests = [as_request(r, i) for i, r in enumerate(requests)]
+        started = time.perf_counter()
+        norms = self._norms()
+        try:
+            shifts = self.shifts(requests)
+            if not all(torch.isfinite(s).all() for s in shifts.values()):
+                raise FloatingPointError("rledit: a parameter shift has NaN/inf")
+        except BaseException:
+            self._set_norms(norms)
+            raise
         self.write(shifts)
         self._batches += 1
         self._n_edits += len(requests)
-        return {"method": self.name, "batch": self._batches, "n_requests": len(requests),
-                "shift_norms": {n: float(s.norm()) for n, s in shifts.items()}}
+        return EditReport(method=self.name, batch=self._batches, n_requests=len(requests),
+                          requests=self._request_reports(requests), layers=[],
+                          timings={"edit_s": time.perf_counter() - started})
+
+    @torch.no_grad()
+    def _request_reports(self, requests) -> list[RequestReport]:
+        """Each request's answer loss and mean answer-token probability after the shift."""
+        out = []
+        for r in requests:
+            batch = teacher_forced(self.tok, [(r.template.format(r.subject), r.target)], self.device)
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            loss = float(answer_loss(logits, batch))
+            n_tokens = int(batch.answer.sum())
+            out.append(RequestReport(id=r.id, loss=loss, target_prob=float(torch.exp(torch.tensor(-loss / n_tokens))),
+                                     steps=0))
+        return out
+
+    def prepare(self) -> None:
+        """Nothing to compute before the first batch (no covariance statistics)."""
 
     def finalize(self) -> dict:
         return {}
