@@ -5,6 +5,7 @@ that resumes to the hypernetwork of an uninterrupted one."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import signal
 import subprocess
 
@@ -109,8 +110,8 @@ def test_rledit_without_a_hypernetwork_says_how_to_train_one(ws, tmp_path):
     result = invoke(["edit", "--model", str(ws["model"]), "--hparams", "tiny", "--method", "rledit", "--data",
                      str(ws["data"]), "--n", "3", "--batch-size", "3", "--out", str(tmp_path / "e")])
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: rledit needs a trained hypernetwork: train one with `editprobe train "
-                                    "rledit")
+    assert result.stderr.startswith("error: rledit needs a trained hypernetwork")
+    assert "`editprobe train rledit --model" in result.stderr and result.error_lines == [result.stderr.strip()]
     assert not (tmp_path / "e").exists()
 
 
@@ -123,3 +124,20 @@ def test_the_shipped_training_records_are_disjoint_from_the_evaluation_samples()
     kept, dropped = disjoint_records(train, excluded)
     assert len(train) == 2000 and dropped == 0 and len(kept) == 2000
     assert all(r.paraphrase_prompts and r.neighborhood for r in train)  # equivalents and unrelated prompts
+
+
+def test_a_trained_default_network_is_cached_and_used_when_hypernet_is_unset(ws, tmp_path, monkeypatch):
+    from editprobe.editing import keys_model
+
+    monkeypatch.setitem(keys_model.KNOWN_MODELS, str(ws["model"]), "tiny")  # its shipped settings: tiny.yaml
+    edit = ["edit", "--model", str(ws["model"]), "--hparams", "tiny", "--method", "rledit", "--data", str(ws["data"]),
+            "--n", "3", "--batch-size", "3", "--threads", "1"]
+    missing = invoke([*edit, "--out", str(tmp_path / "e0")])
+    assert missing.exit_code == 2 and "none is cached for" in missing.stderr
+    trained = invoke(["train", "rledit", "--model", str(ws["model"]), "--out", str(tmp_path / "t"), "--threads", "1"])
+    assert trained.exit_code == 0, trained.output  # default data (counterfact-train) and settings
+    cached = json.loads((tmp_path / "t" / "training.json").read_text())["cached"]
+    assert (tmp_path / "t" / "hypernet" / "hypernet.safetensors").read_bytes() == \
+        (Path(cached) / "hypernet.safetensors").read_bytes()
+    used = invoke([*edit, "--out", str(tmp_path / "e1")])
+    assert used.exit_code == 0, used.output

@@ -34,9 +34,9 @@ def rledit(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Train RLEdit's hypernetwork on a sequence of edit batches."""
-    from ..runs.train_job import DEFAULT_EXCLUDE, TrainConfig, TrainJob
+    from ..runs.train_job import DEFAULT_DATA, DEFAULT_EXCLUDE, TrainConfig, TrainJob
 
-    config = TrainConfig.build({"model": model, "data": tuple(data) or ("counterfact-train",), "out": out, "settings": settings,
+    config = TrainConfig.build({"model": model, "data": tuple(data) or DEFAULT_DATA, "out": out, "settings": settings,
                                 "setting": setting, "overrides": parse_overrides(set_),
                                 "exclude": tuple(exclude) or DEFAULT_EXCLUDE, "dtype": dtype, "device": device,
                                 "checkpoint_every": checkpoint_every})
@@ -54,7 +54,7 @@ def rledit(
     last = info["history"][-1] if info["history"] else {}
     typer.echo(f"trained in {info['seconds_this_process']:.0f} s; last batch loss {last.get('loss', float('nan')):.3f}, "
                f"edit loss after its shift {last.get('edit_loss', float('nan')):.3f}")
-    typer.echo(f"hypernetwork in {out / 'hypernet'}")
+    typer.echo(f"hypernetwork in {out / 'hypernet'} (cached for runs: {info['cached']})")
 
 
 def register(app_: typer.Typer) -> None:

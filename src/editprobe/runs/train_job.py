@@ -16,20 +16,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# DEFAULT_EXCLUDE: the built-in evaluation samples, whose subjects and prompts training never sees.
+from ..editing.rledit.store import DEFAULT_DATA, DEFAULT_EXCLUDE
 from ..errors import OptionError, OutputError, UserError, validation_message
 from ..paths import check_writable, read_json_object, write_json_atomic
 from .config import Count, DType
 from .preflight import check_datasets, check_model_and_device
-
-# The built-in evaluation samples: training never sees their subjects or prompts.
-DEFAULT_EXCLUDE = ("counterfact-sample", "zsre-sample")
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "smollm2-135m"
-    data: tuple[str, ...]
+    data: tuple[str, ...] = DEFAULT_DATA
     out: Path
     settings: str | None = None  # model key or YAML of RLEdit settings; None: the model's shipped file
     setting: str | None = None  # a named setting of that file (reduced, reference)
@@ -134,6 +133,15 @@ class TrainJob:
                 "excluded": list(cfg.exclude), "records_used": len(self.records), "records_dropped": self.n_dropped,
                 "modules": list(shapes), "settings": self.settings.model_dump(mode="json"),
                 "seconds_this_process": round(seconds, 1), "history": history}
-        editor.hypernet.save(self.out / "hypernet", meta={"trained_on": info | {"history": None}})
+        from ..editing.rledit.store import cached_path, training_key
+
+        meta = {"trained_on": info | {"history": None}}
+        editor.hypernet.save(self.out / "hypernet", meta=meta)
+        # cached for later runs (a run whose hypernet is unset looks up the default training)
+        fingerprint = info["model_fingerprint"]
+        cached = cached_path(fingerprint, training_key(fingerprint, self.settings, cfg.data, cfg.exclude))
+        if not (cached / "hypernet.json").is_file():
+            editor.hypernet.save(cached, meta=meta)
+        info["cached"] = str(cached)
         write_json_atomic(self.out / "training.json", info)
         return info

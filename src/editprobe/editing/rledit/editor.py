@@ -34,17 +34,17 @@ class RLEditHParams(BaseModel):
 
     method: str = "rledit"
     source: str = ""
-    hypernet: str | None = None  # the directory `editprobe train rledit` wrote (OUT/hypernet)
+    hypernet: str | None = None  # OUT/hypernet of `editprobe train rledit`; None: the cached default
     preserve_previous: bool | None = None  # accepted from run configs; RLEdit keeps no earlier keys
 
     def check_model(self, n_layers: int) -> None:
         """Checked against the model's modules when the editor is built."""
 
-    def hypernetwork(self) -> Hypernetwork:
-        if self.hypernet is None:
-            raise HypernetError("rledit needs a trained hypernetwork: train one with `editprobe train rledit --model "
-                                "MODEL --data TRAIN.json --out DIR`, then pass --set hypernet=DIR/hypernet")
-        return Hypernetwork.load(self.hypernet)[0]
+    def hypernetwork(self, model, model_id: str | None) -> Hypernetwork:
+        """``hypernet``, or when unset the cached network of the model's default training."""
+        from .store import default_hypernet
+
+        return Hypernetwork.load(self.hypernet if self.hypernet is not None else default_hypernet(model, model_id))[0]
 
 
 def edit_modules(model: nn.Module, adapter, settings) -> dict[str, nn.Module]:
@@ -82,7 +82,7 @@ class RLEditEditor:
 
         self.hp = hypernet if isinstance(hypernet, RLEditHParams) else RLEditHParams()
         if isinstance(hypernet, RLEditHParams):
-            hypernet = hypernet.hypernetwork()
+            hypernet = hypernet.hypernetwork(model, model_id)
         self.model, self.tok, self.hypernet = model, tokenizer, hypernet
         self.model_id = model_id
         self.adapter = adapter or get_adapter(model)
