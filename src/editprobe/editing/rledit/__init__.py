@@ -1,8 +1,9 @@
 """RLEdit (lte-methods.md §12): a hypernetwork trained to turn an edit's keys and value
 gradients into parameter shifts over a sequence of edits; the paper's non-LTE control.
 
-Work in progress (issue #13): the network, the editor (apply / restore / save / load) and the
-training loop. Not yet a registered method, nor behind the CLI (``editprobe train``).
+The network (net.py, hypernet.py), what it reads (cache.py), the editor (editor.py, a
+registered method), training (train.py, training.py) and the cache of trained networks
+(store.py); ``editprobe train rledit`` is runs/train_job.py. docs/rledit.md describes it.
 """
 
 from .editor import RLEditEditor, edit_modules, module_shapes
