@@ -41,12 +41,31 @@ def _known_dtype(v: str | None) -> str | None:
     return v
 
 
+def _known_profile(v: str | None) -> str | None:
+    from ..editing.profiles import check_profile_name
+
+    return check_profile_name(v)
+
+
 # Field types shared by the job configs (run, edit).
 Count = Annotated[int, AfterValidator(_at_least_one)]
 DType = Annotated[str | None, AfterValidator(_known_dtype)]
+ProfileName = Annotated[str | None, AfterValidator(_known_profile)]
 
 
-class RunConfig(BaseModel):
+class ProfileDefaults(BaseModel):
+    """A job config with a ``profile`` field: the profile's run settings (e.g. the paper
+    profile's float32) fill the fields left unset (editing/profiles.py)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_settings(cls, data: Any) -> Any:
+        from ..editing.profiles import with_profile_settings
+
+        return with_profile_settings(data)
+
+
+class RunConfig(ProfileDefaults):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "smollm2-135m"  # built-in name, local directory or hub id
@@ -60,7 +79,7 @@ class RunConfig(BaseModel):
     hparams: str | None = None  # model key or YAML path; None: the profile's or the model's shipped file
     # A named set of hparams files with its run settings (e.g. "paper": the paper's §5.1
     # settings, float32); an explicit ``hparams`` still wins (editing/profiles.py).
-    profile: str | None = None
+    profile: ProfileName = None
     overrides: dict[str, Any] = Field(default_factory=dict)  # single hparams fields
     negation_table: str | None = None  # user YAML "template: negated", overrides the rules (§2)
     # The fact-check probe's wording (§3 defaults: statement "{query} {target}", no full stop).
@@ -78,20 +97,6 @@ class RunConfig(BaseModel):
     checkpoint_every: Count = 1
     dtype: DType = None
     device: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_settings(cls, data: Any) -> Any:
-        from ..editing.profiles import with_profile_settings
-
-        return with_profile_settings(data)
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, v: str | None) -> str | None:
-        from ..editing.profiles import check_profile_name
-
-        return check_profile_name(v)
 
     @field_validator("methods", "datasets", "probes")
     @classmethod

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError
 
 from ..errors import OptionError, OutputError, validation_message
 from ..paths import atomic_path, check_writable, write_json_atomic
-from .config import Count, DType
+from .config import Count, DType, ProfileDefaults, ProfileName
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import edit_sequentially
 
@@ -21,7 +21,7 @@ REPORT = "report.json"
 STATE = "state"
 
 
-class EditConfig(BaseModel):
+class EditConfig(ProfileDefaults):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "smollm2-135m"
@@ -31,26 +31,12 @@ class EditConfig(BaseModel):
     batch_size: Count = 50
     out: Path
     hparams: str | None = None  # model key or YAML path; None: the profile's or the model's shipped file
-    profile: str | None = None  # e.g. "paper" (editing/profiles.py)
+    profile: ProfileName = None  # e.g. "paper" (editing/profiles.py)
     overrides: dict[str, Any] = Field(default_factory=dict)
     dtype: DType = None
     device: str | None = None
     seed: int = 0
     overwrite: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_settings(cls, data: Any) -> Any:
-        from ..editing.profiles import with_profile_settings
-
-        return with_profile_settings(data)
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, v: str | None) -> str | None:
-        from ..editing.profiles import check_profile_name
-
-        return check_profile_name(v)
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":
