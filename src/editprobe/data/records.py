@@ -59,9 +59,11 @@ class EditRecord(BaseModel):
     def query(self) -> str:
         return self.template.format(self.subject)
 
-    def request(self, target: str | None = None, template: str | None = None) -> "EditRequest":
+    def request(self, target: str | None = None, template: str | None = None,
+                opposite_template: str | None = None) -> "EditRequest":
         return EditRequest(
-            id=self.id, subject=self.subject, template=template or self.template, target=target or self.target_new
+            id=self.id, subject=self.subject, template=template or self.template, target=target or self.target_new,
+            opposite_template=opposite_template, target_true=self.target_true,
         )
 
 
@@ -74,6 +76,11 @@ class EditRequest(BaseModel):
     subject: str
     template: str
     target: str
+    # The same query with the opposite polarity ("{} is not" for "{} is", and back), when the
+    # caller knows it: negation-aware editors keep that query from giving the target.
+    opposite_template: str | None = None
+    # The fact the unedited model is expected to know (the record's target_true), if any.
+    target_true: str | None = None
 
     @field_validator("subject", "target")
     @classmethod
@@ -86,6 +93,8 @@ class EditRequest(BaseModel):
     def _one_placeholder(self) -> "EditRequest":
         if self.template.count("{}") != 1:
             raise ValueError(f"template must contain exactly one '{{}}', got {self.template!r}")
+        if self.opposite_template is not None and self.opposite_template.count("{}") != 1:
+            raise ValueError(f"opposite_template must contain exactly one '{{}}', got {self.opposite_template!r}")
         return self
 
     @property

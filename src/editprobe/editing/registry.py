@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import validation_message
 from .engine import LTEEditor
 from .plugins import METHODS, register_method
-from . import methods, rledit  # noqa: F401  (register the built-in methods)
+from . import methods, remedies, rledit  # noqa: F401  (register the built-in methods)
 from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
 
 __all__ = ["METHODS", "lte_methods", "make_editor", "method_class", "register_method", "resolve_hparams"]

@@ -68,7 +68,9 @@ class NegationItem(BaseModel):
         return template.format(self.record.subject)
 
     def request(self, kind: str) -> EditRequest:
-        return self.record.request(template=self.record.template if kind == "positive" else self.negated_template)
+        positive, negated = self.record.template, self.negated_template
+        return self.record.request(template=positive if kind == "positive" else negated,
+                                   opposite_template=negated if kind == "positive" else positive)
 
 
 class NegationPlan(BaseModel):

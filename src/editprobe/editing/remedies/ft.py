@@ -1,0 +1,1 @@
+"""Placeholder: written in this session (see remedies/__init__)."""
