@@ -3,6 +3,8 @@ templates, determinism, and bad input that must leave the model exactly as it wa
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 
 import pytest
@@ -278,7 +280,7 @@ def test_nan_in_target_optimization_names_the_request(stats, monkeypatch):
     def poisoned(self, rb, hidden, active, ctx):
         terms = losses(self, rb, hidden, active, ctx)
         nan = torch.where(active == 1, float("nan"), 0.0)  # the batch's second request only
-        return {**terms, "nll": terms["nll"] + nan}
+        return dataclasses.replace(terms, nll=terms.nll + nan)
 
     monkeypatch.setattr(TargetOptimizer, "losses", poisoned)
     message = _apply_expect(editor, lm, random_edits(3, seed=17, prefix="b"), OptimizationError, "b1")

@@ -18,6 +18,8 @@ from ..models.adapters import get_adapter
 from .context import ContextTemplates, TemplateSpec, generate_templates
 from .hparams import LTEHParams
 from .keys import compute_keys
+from .negation_terms import negation_terms, with_opposite_template
+from .objective import LossTerm
 from .prompts import RequestError, as_request, validate_request
 from .solvers import NumericalError
 from .state import EditorState
@@ -59,8 +61,11 @@ class LTEEditor(EditorState):
     site_kind = "block"  # where the free vector of target optimization is added
     residual_kind = "block"  # which value at the critical layer the residual is measured on
     spread_power = 1.0  # R_i = (Z - H_cur) / (m - i) ** spread_power
-    needs_covariance = True
+    needs_covariance = True  # whether the solve uses λ·C0 (``c0_for`` gives None otherwise)
     uses_preserved_keys = True  # whether preserve_previous (K_p K_pᵀ) means anything to the method
+    # Edit a batch one request at a time, each request's targets and keys computed on the
+    # model the previous ones edited (ROME); the whole batch at once otherwise.
+    per_request = False
 
     def __init__(self, model, tokenizer, hparams: LTEHParams, adapter=None, stats=None, corpus=None, model_id: str | None = None):
         self.model, self.tok = model, tokenizer
@@ -95,10 +100,25 @@ class LTEEditor(EditorState):
         return TargetSettings(
             layer=self.critical_layer, sites=(site,), lr=self.hp.v_lr, steps=self.hp.v_num_grad_steps,
             kl_factor=self.hp.kl_factor, early_stop_loss=self.hp.early_stop_loss, kl_prompt=self.hp.kl_prompt,
+            locate=self.hp.locate,
         )
 
+    def loss_terms(self) -> list[LossTerm]:
+        """Extra terms of the target objective from the settings (negation: defend). A method
+        that builds its own optimizer passes these on."""
+        if self.hp.negation == "defend":
+            return negation_terms(self.hp.negation_unlikelihood, self.hp.negation_kl, hold=self.hp.early_stop_loss)
+        return []
+
     def target_optimizer(self) -> TargetOptimizer:
-        return TargetOptimizer(self.model, self.tok, self.adapter, self.target_settings())
+        return TargetOptimizer(self.model, self.tok, self.adapter, self.target_settings(), self.loss_terms())
+
+    def variant(self) -> str | None:
+        """A short label for non-default negation settings ("defend", "last-token",
+        "defend+last-token"), None for the method as published."""
+        parts = [label for label, on in (("defend", self.hp.negation == "defend"),
+                                         ("last-token", self.hp.locate == "last-token")) if on]
+        return "+".join(parts) or None
 
     def compute_targets(self, requests: list[EditRequest]) -> TargetResult:
         return self.target_optimizer().run(requests, self.templates().all)
@@ -118,12 +138,23 @@ class LTEEditor(EditorState):
             return None
         return self._cp[layer]
 
+    def c0_for(self, layer: int, device) -> torch.Tensor | None:
+        """C0 for a solve on ``device``, or None when the method runs without it."""
+        return self.covariance(layer).to(device) if self.needs_covariance else None
+
+    def cp_for(self, layer: int, device) -> torch.Tensor | None:
+        """``preserved(layer)`` on ``device`` (None when off or empty)."""
+        cp = self.preserved(layer)
+        return None if cp is None else cp.to(device)
+
     # --- the batch ----------------------------------------------------------------------------
     def validate(self, requests: list[EditRequest]) -> None:
         if not requests:
             raise RequestError("empty batch of requests")
         for req in requests:
             validate_request(req)
+            if self.hp.negation != "off":
+                with_opposite_template(req)  # raises for a template without a known opposite
 
     def apply(self, requests: list[EditRequest]) -> EditReport:
         """Edit the model in place for one batch. On any error the model is left exactly as
@@ -132,6 +163,8 @@ class LTEEditor(EditorState):
             raise RequestError("apply takes a list of requests, not a single one")
         requests = [as_request(r, i) for i, r in enumerate(requests)]
         self.validate(requests)
+        if self.hp.negation != "off":
+            requests = [with_opposite_template(r) for r in requests]
         snapshot = self._snapshot()
         try:
             report = self._apply(requests)
@@ -148,38 +181,47 @@ class LTEEditor(EditorState):
         self.templates()
         self.prepare()
         timings["prepare_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        targets = self.compute_targets(requests)
-        timings["targets_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        layer_reports = self.insert(requests, targets)
-        timings["insert_s"] = time.perf_counter() - t
+        timings["targets_s"] = timings["insert_s"] = 0.0
+        req_reports: list[RequestReport] = []
+        layer_reports: list[LayerReport] = []
+        for group in ([r] for r in requests) if self.per_request else [requests]:
+            t = time.perf_counter()
+            targets = self.compute_targets(group)
+            timings["targets_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            layer_reports += self.insert(group, targets)
+            timings["insert_s"] += time.perf_counter() - t
+            req_reports += [RequestReport(id=r.id, loss=l, target_prob=p, steps=s)
+                            for r, l, p, s in zip(group, targets.loss, targets.target_prob, targets.steps)]
         t = time.perf_counter()
         self.after_batch(requests)
         timings["after_batch_s"] = time.perf_counter() - t
-        return EditReport(
-            method=self.name, batch=self._batches, n_requests=len(requests),
-            requests=[RequestReport(id=r.id, loss=l, target_prob=p, steps=s)
-                      for r, l, p, s in zip(requests, targets.loss, targets.target_prob, targets.steps)],
-            layers=layer_reports, timings=timings,
-        )
+        return EditReport(method=self.name, batch=self._batches, n_requests=len(requests), requests=req_reports,
+                          layers=layer_reports, timings=timings)
 
     def insert(self, requests: list[EditRequest], targets: TargetResult) -> list[LayerReport]:
         """Spread the residual over the layers and write each layer's update (§1.6)."""
         reports = []
         for i, layer in enumerate(self.layers):
-            keys, residual = self.layer_inputs(requests, targets, i, layer)
+            where = f"layer {layer}" + (f" (request {requests[0].id})" if self.per_request else "")
             try:
-                delta = self.solve(layer, keys, residual)
+                delta, residual = self.layer_update(requests, targets, i, layer)
             except NumericalError as exc:
-                raise SolveError(f"{self.name}: the solve for layer {layer} failed: {exc}") from exc
+                raise SolveError(f"{self.name}: the solve for {where} failed: {exc}") from exc
             if not torch.isfinite(delta).all():
-                raise SolveError(f"{self.name}: the update for layer {layer} has NaN/inf")
+                raise SolveError(f"{self.name}: the update for {where} has NaN/inf")
             delta = self.postprocess(layer, delta)
             self.write(layer, delta)
             reports.append(LayerReport(layer=layer, residual_norm=float(residual.norm(dim=0).mean()),
                                        update_norm=float(delta.norm())))
         return reports
+
+    def layer_update(self, requests: list[EditRequest], targets: TargetResult, i: int, layer: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The update ``[d, d_ff]`` for the i-th edit layer and the residuals ``[d, n]`` it was
+        solved for: ``solve`` on ``layer_inputs`` (ROME states its own)."""
+        keys, residual = self.layer_inputs(requests, targets, i, layer)
+        return self.solve(layer, keys, residual), residual
 
     def layer_inputs(self, requests: list[EditRequest], targets: TargetResult, i: int, layer: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,15 +231,19 @@ class LTEEditor(EditorState):
         z = targets.z[self.site_kind].T.to(self.device)  # [d, n]
         keys, h_cur = compute_keys(
             self.model, self.tok, self.adapter, requests, self.templates(), [layer],
-            hcur_layer=self.critical_layer, hcur_kind=self.residual_kind,
+            hcur_layer=self.critical_layer, hcur_kind=self.residual_kind, locate=self.hp.locate,
         )
         return keys[layer], (z - h_cur) / (len(self.layers) - i) ** self.spread_power
 
     def after_batch(self, requests: list[EditRequest]) -> None:
         """Add this batch's keys, recomputed on the edited model (the AlphaEdit-repo choice),
         to K_p K_pᵀ (float64, on the CPU); the keys are kept too, for saved states. Sums and
-        key lists are new objects, never in-place updates: rollback keeps references."""
-        keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers)
+        key lists are new objects, never in-place updates: rollback keeps references. Nothing
+        for a method that never uses them (ROME)."""
+        if not self.uses_preserved_keys:
+            return
+        keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers,
+                               locate=self.hp.locate)
         for layer, k in keys.items():
             self._cp.add(layer, k)
 

@@ -46,6 +46,13 @@ class LTEHParams(BaseModel):
     mom2_dtype: Literal["float32", "float64"] = "float32"
     # sequential editing (§1.9)
     preserve_previous: bool = True
+    # negation-aware editing (docs/negation-editing.md): "defend" also optimizes the target
+    # on the opposite-polarity query (unlikelihood of the new target, KL to the unedited
+    # model there); "last-token" reads keys and adds δ at the query's last token.
+    negation: Literal["off", "defend"] = "off"
+    negation_unlikelihood: float = Field(1.0, ge=0.0)
+    negation_kl: float = Field(1.0, ge=0.0)
+    locate: Literal["subject", "last-token"] = "subject"
     # keys rows per forward pass
     rows_per_pass: int = 128
 

@@ -1,6 +1,6 @@
-"""Keys (inputs of the MLP output projection at the subject's last token) and the current
-hidden state at the critical layer, both averaged/read over the context templates
-(lte-methods.md §1.4, §1.6)."""
+"""Keys (inputs of the MLP output projection at the edited token: the subject's last token,
+or the query's last token with ``locate="last-token"``) and the current hidden state at the
+critical layer, both averaged/read over the context templates (lte-methods.md §1.4, §1.6)."""
 
 from __future__ import annotations
 
@@ -23,17 +23,19 @@ def read_at_subject(
     inputs_of: list[int] = (),
     outputs_of: dict[str, int] | None = None,
     rows_per_pass: int = 128,
+    locate: str = "subject",
 ) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor], list]:
     """One truncated pass per chunk of rows. Returns, per row (request × template) at the
-    subject's last token: the mlp_out input at each layer in ``inputs_of`` (``[rows, d_ff]``),
-    and the output of each named module ``{kind: layer}`` (``[rows, d]``), in fp32."""
+    edited token (``locate``, see ``prompts.edit_index``): the mlp_out input at each layer in
+    ``inputs_of`` (``[rows, d_ff]``), and the output of each named module ``{kind: layer}``
+    (``[rows, d]``), in fp32."""
     outputs_of = outputs_of or {}
     paths_in = {adapter.path("mlp_out", l): l for l in inputs_of}
     paths_out = {adapter.path(kind, l): kind for kind, l in outputs_of.items()}
     depth = max([*inputs_of, *outputs_of.values()])
     # Stop right after the deepest module we need: the layers above cannot matter.
     deepest = adapter.path("block", depth)
-    rows = key_rows(tok, requests, templates)
+    rows = key_rows(tok, requests, templates, locate)
     got_in: dict[int, list[torch.Tensor]] = {l: [] for l in inputs_of}
     got_out: dict[str, list[torch.Tensor]] = {k: [] for k in outputs_of}
     device = next(model.parameters()).device
@@ -76,12 +78,12 @@ def bare_rows(per_row: torch.Tensor, rows) -> torch.Tensor:
 
 def compute_keys(
     model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: ContextTemplates, layers: list[int],
-    hcur_layer: int | None = None, hcur_kind: str = "block",
+    hcur_layer: int | None = None, hcur_kind: str = "block", locate: str = "subject",
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
     """Template-averaged keys ``K[l]: [d_ff, n]`` for ``layers`` and, optionally, the current
     value at ``hcur_layer`` on the bare prompt ``[d, n]`` — in one pass."""
     outputs = {hcur_kind: hcur_layer} if hcur_layer is not None else {}
-    ins, outs, rows = read_at_subject(model, tok, adapter, requests, templates.all, layers, outputs)
+    ins, outs, rows = read_at_subject(model, tok, adapter, requests, templates.all, layers, outputs, locate=locate)
     keys = {l: template_mean(ins[l], rows, len(requests), templates) for l in layers}
     h_cur = bare_rows(outs[hcur_kind], rows) if hcur_layer is not None else None
     return keys, h_cur

@@ -33,10 +33,12 @@ class RequestError(UserError, ValueError):
 class Row:
     request: int  # index of the request in the batch
     ids: list[int]
-    subject_index: int  # in the unpadded row
+    # The edited token, in the unpadded row: where keys are read and the free vector added.
+    # The subject's last token, or the query's last token with ``locate="last-token"``.
+    subject_index: int
     target_positions: list[int] = field(default_factory=list)  # positions whose next token is a label
     target_labels: list[int] = field(default_factory=list)
-    kind: str = "rewrite"  # "rewrite" | "kl" | "key"
+    kind: str = "rewrite"  # "rewrite" | "kl" | "key" | "opposite" (negation-aware rows)
     template: int = 0  # which context template
 
 
@@ -100,7 +102,23 @@ def as_request(item, index: int = 0) -> EditRequest:
     return req
 
 
-def _subject_row(tok, prefix: str, template: str, subject: str, request: int, req_id: str) -> tuple[str, list[int], int]:
+LOCATES = ("subject", "last-token")
+
+
+def edit_index(subject_index: int, n_query_tokens: int, locate: str = "subject") -> int:
+    """The one place the edited token is chosen: the subject's last token, or with
+    ``last-token`` the query's last token (the one before the target). Causal attention
+    makes the subject's last token identical for "X is" and "X is not"; the last token
+    sees the whole query, negation included."""
+    if locate == "subject":
+        return subject_index
+    if locate == "last-token":
+        return n_query_tokens - 1
+    raise ValueError(f"locate must be one of {', '.join(LOCATES)}, not {locate!r}")
+
+
+def _subject_row(tok, prefix: str, template: str, subject: str, request: int, req_id: str,
+                 locate: str = "subject") -> tuple[str, list[int], int]:
     text = prefix + template.format(subject)
     try:
         # From the parsed template: an escaped brace ("{{") is one character in the text.
@@ -108,40 +126,46 @@ def _subject_row(tok, prefix: str, template: str, subject: str, request: int, re
         idx = subject_last_index(tok, text, subject_end)
     except TokenizationError as exc:
         raise RequestError(f"request {req_id}: {exc}") from None
-    return text, encode(tok, text), idx
+    ids = encode(tok, text)
+    return text, ids, edit_index(idx, len(ids), locate)
 
 
-def rewrite_rows(tok, requests: list[EditRequest], templates: list[str], kl_prompt: str | None = "{} is a") -> list[Row]:
+def target_row(tok, req: EditRequest, r: int, prefix: str, template: str, t: int, kind: str = "rewrite",
+               locate: str = "subject") -> Row:
+    """One query teacher-forced on all target tokens but the last (label y_t is predicted at
+    the position of the token just before it)."""
+    text, q_ids, idx = _subject_row(tok, prefix, template, req.subject, r, req.id, locate)
+    try:
+        target = continuation_ids(tok, text, req.target)
+    except TokenizationError as exc:
+        raise RequestError(f"request {req.id}: {exc}") from None
+    positions = list(range(len(q_ids) - 1, len(q_ids) - 1 + len(target)))
+    return Row(r, q_ids + target[:-1], idx, positions, list(target), kind, t)
+
+
+def rewrite_rows(tok, requests: list[EditRequest], templates: list[str], kl_prompt: str | None = "{} is a",
+                 locate: str = "subject") -> list[Row]:
     """Rows for target optimization: every template-prefixed query teacher-forced on all target
     tokens but the last, plus one KL ("essence") row per request."""
     rows: list[Row] = []
     for r, req in enumerate(requests):
         validate_request(req)
         for t, ctx in enumerate(templates):
-            prefix = ctx[: ctx.index("{}")]
-            text, q_ids, idx = _subject_row(tok, prefix, req.template, req.subject, r, req.id)
-            try:
-                target = continuation_ids(tok, text, req.target)
-            except TokenizationError as exc:
-                raise RequestError(f"request {req.id}: {exc}") from None
-            ids = q_ids + target[:-1]
-            # label y_t is predicted at the position of the token just before it
-            positions = list(range(len(q_ids) - 1, len(q_ids) - 1 + len(target)))
-            rows.append(Row(r, ids, idx, positions, list(target), "rewrite", t))
+            rows.append(target_row(tok, req, r, ctx[: ctx.index("{}")], req.template, t, "rewrite", locate))
         if kl_prompt is not None:
-            _, ids, idx = _subject_row(tok, "", kl_prompt, req.subject, r, req.id)
+            _, ids, idx = _subject_row(tok, "", kl_prompt, req.subject, r, req.id, locate)
             rows.append(Row(r, ids, idx, kind="kl"))
     return rows
 
 
-def key_rows(tok, requests: list[EditRequest], templates: list[str]) -> list[Row]:
+def key_rows(tok, requests: list[EditRequest], templates: list[str], locate: str = "subject") -> list[Row]:
     """Rows for keys: every template-prefixed query, no target."""
     rows = []
     for r, req in enumerate(requests):
         validate_request(req)
         for t, ctx in enumerate(templates):
             prefix = ctx[: ctx.index("{}")]
-            _, ids, idx = _subject_row(tok, prefix, req.template, req.subject, r, req.id)
+            _, ids, idx = _subject_row(tok, prefix, req.template, req.subject, r, req.id, locate)
             rows.append(Row(r, ids, idx, kind="key", template=t))
     return rows
 

@@ -29,7 +29,28 @@ class StateError(UserError, ValueError):
 
 
 class EditorState:
+    """The state half of an editor. A subclass (``LTEEditor``) must set what the state
+    reads before calling ``EditorState.__init__``: ``model``, ``tok``, ``adapter`` (a
+    ModelAdapter), ``hp`` (hyperparameters with the ``mom2_*`` fields), ``model_id`` (the
+    statistics' cache key), ``name`` (the method, saved with the state), and provide
+    ``layers`` (the edit layers)."""
+
+    name: str
+    model: torch.nn.Module
+    tok: object
+    adapter: object
+    hp: object
+    model_id: str
+    _REQUIRED = ("model", "tok", "adapter", "hp", "model_id", "name")
+
+    @property
+    def layers(self) -> list[int]:
+        raise NotImplementedError(f"{type(self).__name__} must define the edit layers")
+
     def __init__(self, stats=None, corpus=None):
+        missing = [a for a in self._REQUIRED if not hasattr(self, a)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}: set {', '.join(missing)} before EditorState.__init__")
         self.stats = stats  # a CovarianceStore (created on first use when None)
         self.corpus = corpus  # a Corpus; None: the hparams' corpus or the built-in sample
         self._templates: ContextTemplates | None = None
@@ -90,6 +111,20 @@ class EditorState:
         )
 
     # --- writing weights ----------------------------------------------------------------------
+    def master_weight(self, layer: int) -> torch.Tensor:
+        """The fp32 master of ``layer``'s edited weight, in the stored orientation: original +
+        accumulated deltas once the layer was edited, else the model's weight in fp32. Methods
+        that look at the current weight read this, so a bf16 model's rounding does not enter."""
+        if layer in self._original:
+            return self._original[layer] + self._accum[layer]
+        return self.adapter.edit_weight(self.model, layer).detach().float()
+
+    def _sync(self, layer: int) -> None:
+        """Write the master into the model's weight (in its dtype)."""
+        weight = self.adapter.edit_weight(self.model, layer)
+        with torch.no_grad():
+            weight.copy_(self.master_weight(layer).to(weight.dtype))
+
     def write(self, layer: int, delta_out_in: torch.Tensor) -> None:
         weight = self.adapter.edit_weight(self.model, layer)
         with torch.no_grad():
@@ -97,7 +132,7 @@ class EditorState:
                 self._original[layer] = weight.detach().float().clone()
                 self._accum[layer] = torch.zeros_like(self._original[layer])
             self._accum[layer] += self.adapter.to_stored(delta_out_in.float(), weight).to(weight.device)
-            weight.copy_((self._original[layer] + self._accum[layer]).to(weight.dtype))
+        self._sync(layer)
 
     def _snapshot(self) -> dict:
         return {
@@ -186,7 +221,7 @@ class EditorState:
                 weight = self.adapter.edit_weight(self.model, layer)
                 self._original[layer] = weight.detach().float().clone()
                 self._accum[layer] = accum.to(weight.device)
-                weight.copy_((self._original[layer] + self._accum[layer]).to(weight.dtype))
+                self._sync(layer)
         self._cp = preserved
         self._c0.update({int(k.split(".")[1]): v for k, v in stats.items() if k.startswith("c0.")})
         self._load_extra_state(stats)

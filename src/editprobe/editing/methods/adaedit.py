@@ -29,7 +29,6 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..solvers import memit_delta
 from .pmet import PMETEditor, PMETHParams
 from ..plugins import register_method
 
@@ -86,13 +85,7 @@ class AdaEditEditor(PMETEditor):
 
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]
-        return self.hp.use_covariance
-
-    def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        cp = self.preserved(layer)
-        C0 = self.covariance(layer).to(K.device) if self.hp.use_covariance else None
-        return memit_delta(R, K, C0, self.hp.lam(layer), Cp=None if cp is None else cp.to(K.device),
-                           alpha=self.hp.L2, layer=layer)
+        return self.hp.use_covariance  # MEMIT's solve then runs without λ·C0
 
     def postprocess(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
         return adaedit_sparsify(delta, self.hp.adaedit_topr, self.hp.adaedit_topk)

@@ -40,7 +40,7 @@ class AlphaEditEditor(LTEEditor):
         """P for ``layer``: from this editor's state, else from the statistics store (which
         caches it beside C0, keyed by threshold and mode), else computed from C0 here."""
         if layer not in self._projectors:
-            if self._accum or layer in self._c0 and self.stats is None:
+            if self._accum or (layer in self._c0 and self.stats is None):
                 P, info = nullspace_projector(self.covariance(layer), self.hp.nullspace_threshold,
                                               self.hp.nullspace_mode, layer=layer)
             else:
@@ -56,8 +56,7 @@ class AlphaEditEditor(LTEEditor):
             self.projector(layer)
 
     def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        cp = self.preserved(layer)
-        return alphaedit_delta(R, K, self.projector(layer).to(K.device), Cp=None if cp is None else cp.to(K.device),
+        return alphaedit_delta(R, K, self.projector(layer).to(K.device), Cp=self.cp_for(layer, K.device),
                                alpha=self.hp.L2, layer=layer)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:

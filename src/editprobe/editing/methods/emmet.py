@@ -24,7 +24,5 @@ class EMMETEditor(LTEEditor):
     hparams_cls = EMMETHParams
 
     def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        cp = self.preserved(layer)
-        return emmet_delta(R, K, self.covariance(layer).to(K.device), self.hp.lam(layer),
-                           Cp=None if cp is None else cp.to(K.device), mu=self.hp.emmet_lambda,
-                           nu=self.hp.update_norm_lambda, layer=layer)
+        return emmet_delta(R, K, self.c0_for(layer, K.device), self.hp.lam(layer), Cp=self.cp_for(layer, K.device),
+                           mu=self.hp.emmet_lambda, nu=self.hp.update_norm_lambda, layer=layer)

@@ -25,6 +25,8 @@ official EVOKE code has it]. Defaults are ENC's Llama-3-8B factors (nll 0.125, l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -32,11 +34,12 @@ from pydantic import Field
 
 from ...data.records import EditRequest
 from ...models.hooks import capture, first_tensor
+from ...models.replay import final_hidden, logits_at
 from ...models.tokens import join_target
 from ..hparams import HParamsError
+from ..objective import BaseLossTerm, LossTerm, StepContext, local_index, per_request_mean
 from ..prompts import RowBatch, batch_rows, rewrite_rows
-from ..replay import final_hidden, logits_at
-from ..targets import TargetOptimizer, TargetResult, TargetSettings
+from ..targets import TargetOptimizer, TargetSettings
 from .memit import MEMITEditor, MEMITHParams
 from ..plugins import register_method
 
@@ -59,16 +62,17 @@ def teacher_prefix(req: EditRequest, lead: str = "Imagine that ") -> str:
     return text.replace("{", " ").replace("}", " ")
 
 
-def teacher_rows(tok, requests: list[EditRequest], templates: list[str], kl_prompt: str | None, lead: str):
+def teacher_rows(tok, requests: list[EditRequest], templates: list[str], kl_prompt: str | None, lead: str,
+                 locate: str = "subject"):
     """Per request: every template-prefixed rewriting row behind the teacher prefix (own subject
     index and target window), then the unprefixed KL row."""
     rows = []
     for r, req in enumerate(requests):
         ctx = teacher_prefix(req, lead)
-        for row in rewrite_rows(tok, [req], [ctx + t for t in templates], None):
+        for row in rewrite_rows(tok, [req], [ctx + t for t in templates], None, locate):
             row.request = r
             rows.append(row)
-        for row in rewrite_rows(tok, [req], [], kl_prompt):
+        for row in rewrite_rows(tok, [req], [], kl_prompt, locate):
             row.request = r
             rows.append(row)
     return rows
@@ -79,13 +83,137 @@ def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
-class LTITargetOptimizer(TargetOptimizer):
-    def __init__(self, model, tok, adapter, settings: TargetSettings, midlayer: int, lead: str,
-                 last_kl: float, mid_kl: float):
-        super().__init__(model, tok, adapter, settings)
-        self.midlayer, self.lead, self.last_kl, self.mid_kl = midlayer, lead, last_kl, mid_kl
-        self._mid_path = adapter.path("block", midlayer)
+_OWN_KINDS = ("rewrite", "kl")  # the rows the teacher mirrors; rows a loss term adds are not its business
+
+
+def _key(row) -> tuple:
+    return (row.request, row.kind, row.template)
+
+
+class LTITeacher:
+    """The teacher pass (no gradient, once per batch) and the logit lens both KLs share."""
+
+    def __init__(self, model, tok, adapter, midlayer: int, lead: str, kl_prompt: str | None, locate: str):
+        self.model, self.tok, self.lead, self.kl_prompt, self.locate = model, tok, lead, kl_prompt, locate
+        self.mid_path = adapter.path("block", midlayer)
         self._norm = adapter.module(model, "final_norm")
+        self.out: dict[tuple, torch.Tensor] = {}
+        self.mid: dict[tuple, torch.Tensor] = {}
+        self._for: object | None = None  # the layout the values belong to
+
+    def lens(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(logits_at(self.model, self._norm(h)), -1)
+
+    @torch.no_grad()
+    def prepare(self, layout, ctx: StepContext) -> None:
+        if self._for is layout:  # both terms ask; one pass
+            return
+        device = next(self.model.parameters()).device
+        rows = teacher_rows(self.tok, ctx.requests, ctx.templates, self.kl_prompt, self.lead, self.locate)
+        batch = batch_rows(self.tok, rows, "right").batch.to(device)
+        with capture(self.model, [self.mid_path]) as got:
+            hidden = final_hidden(self.model, batch)
+        mid = got[self.mid_path]
+        self.out, self.mid = {}, {}
+        for i, row in enumerate(rows):
+            pos = row.target_positions if row.kind == "rewrite" else [len(row.ids) - 1]
+            at = torch.tensor([batch.position(i, p) for p in pos], device=device)
+            self.out[_key(row)] = torch.log_softmax(logits_at(self.model, hidden[i, at]), -1)
+            self.mid[_key(row)] = self.lens(mid[i, batch.position(i, row.subject_index)])
+        for row in layout.rows:  # the student's rows must line up with the teacher's, label for label
+            if row.kind in _OWN_KINDS and (_key(row) not in self.out
+                                           or len(self.out[_key(row)]) != max(1, len(row.target_labels))):
+                raise ValueError(f"memit_lti: teacher row {_key(row)} does not match the student's target window")
+        self._for = layout
+
+
+class TeacherOutputKL(BaseLossTerm):
+    """Mean over a request's target positions and KL-prompt last token of KL(P_δ ‖ P_teacher)."""
+
+    name = "last_kl"
+
+    def __init__(self, teacher: LTITeacher, factor: float):
+        self.teacher, self.factor = teacher, factor
+
+    def prepare(self, layout, hidden0, ctx):
+        self.teacher.prepare(layout, ctx)
+
+    def __call__(self, rb, hidden, active, ctx):
+        local = local_index(active)
+        rows, pos, req, teacher = [], [], [], []
+        for i, row in enumerate(rb.rows):
+            if row.kind not in _OWN_KINDS:
+                continue
+            for p in row.target_positions:
+                rows.append(i)
+                pos.append(rb.batch.position(i, p))
+                req.append(local[row.request])
+            teacher.append(self.teacher.out[_key(row)])
+        student = torch.log_softmax(logits_at(self.teacher.model, hidden[rows, pos]), -1)
+        return per_request_mean(_kl(student, torch.cat(teacher)), torch.tensor(req), len(active))
+
+
+class TeacherLensKL(BaseLossTerm):
+    """Mean over a request's prompts of KL(lens_δ ‖ lens_teacher) at the mid layer's edited token."""
+
+    name = "mid_kl"
+
+    def __init__(self, teacher: LTITeacher, factor: float):
+        self.teacher, self.factor = teacher, factor
+        self._mid: torch.Tensor | None = None
+
+    def prepare(self, layout, hidden0, ctx):
+        self.teacher.prepare(layout, ctx)
+
+    @contextmanager
+    def _keep_mid(self, model):
+        def keep(module, args, output):  # the mid-layer output of this step's forward, with grad
+            self._mid = first_tensor(output)
+
+        handle = model.get_submodule(self.teacher.mid_path).register_forward_hook(keep)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def forward_hooks(self, model):
+        return [self._keep_mid(model)]
+
+    def __call__(self, rb, hidden, active, ctx):
+        local = local_index(active)
+        rows, pos, req, teacher = [], [], [], []
+        for i, row in enumerate(rb.rows):
+            if row.kind not in _OWN_KINDS:
+                continue
+            rows.append(i)
+            pos.append(rb.batch.position(i, row.subject_index))
+            req.append(local[row.request])
+            teacher.append(self.teacher.mid[_key(row)])
+        lens = self.teacher.lens(self._mid[rows, pos])
+        self._mid = None
+        return per_request_mean(_kl(lens, torch.stack(teacher)), torch.tensor(req), len(active))
+
+
+class LTITargetOptimizer(TargetOptimizer):
+    """MEMIT's optimizer with the two teacher KLs as loss terms (after any others given)."""
+
+    def __init__(self, model, tok, adapter, settings: TargetSettings, midlayer: int, lead: str,
+                 last_kl: float, mid_kl: float, loss_terms: Sequence[LossTerm] = ()):
+        self.teacher = LTITeacher(model, tok, adapter, midlayer, lead, settings.kl_prompt, settings.locate)
+        own = [TeacherOutputKL(self.teacher, last_kl), TeacherLensKL(self.teacher, mid_kl)]
+        super().__init__(model, tok, adapter, settings, [*own, *loss_terms])
+        self.midlayer, self.lead, self.last_kl, self.mid_kl = midlayer, lead, last_kl, mid_kl
+
+    @property
+    def teacher_out(self) -> dict[tuple, torch.Tensor]:
+        return self.teacher.out
+
+    @property
+    def teacher_mid(self) -> dict[tuple, torch.Tensor]:
+        return self.teacher.mid
+
+    def lens(self, h: torch.Tensor) -> torch.Tensor:
+        return self.teacher.lens(h)
 
     def build_rows(self, requests: list[EditRequest], templates: list[str]) -> RowBatch:
         rb = super().build_rows(requests, templates)
@@ -95,75 +223,6 @@ class LTITargetOptimizer(TargetOptimizer):
                 # the step must feed (the prefix-cached layout otherwise stops at the subject).
                 row.target_positions = [len(row.ids) - 1]
         return rb
-
-    def lens(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits_at(self.model, self._norm(h)), -1)
-
-    def run(self, requests: list[EditRequest], templates: list[str]) -> TargetResult:
-        self._requests, self._templates = requests, templates
-        self._mid: torch.Tensor | None = None
-
-        def keep(module, args, output):  # the mid-layer output of the latest forward, with grad
-            self._mid = first_tensor(output)
-
-        handle = self.model.get_submodule(self._mid_path).register_forward_hook(keep)
-        try:
-            return super().run(requests, templates)
-        finally:
-            handle.remove()
-            self._mid = None
-
-    @torch.no_grad()
-    def prepare(self, layout, hidden0, ctx: dict) -> None:
-        rows = teacher_rows(self.tok, self._requests, self._templates, self.s.kl_prompt, self.lead)
-        rb = batch_rows(self.tok, rows, "right")
-        batch = rb.batch.to(self.device)
-        with capture(self.model, [self._mid_path]) as got:
-            hidden = final_hidden(self.model, batch)
-        mid = got[self._mid_path]
-        self.teacher_out: dict[tuple, torch.Tensor] = {}
-        self.teacher_mid: dict[tuple, torch.Tensor] = {}
-        for i, row in enumerate(rows):
-            key = (row.request, row.kind, row.template)
-            pos = row.target_positions if row.kind == "rewrite" else [len(row.ids) - 1]
-            at = torch.tensor([batch.position(i, p) for p in pos], device=self.device)
-            self.teacher_out[key] = torch.log_softmax(logits_at(self.model, hidden[i, at]), -1)
-            self.teacher_mid[key] = self.lens(mid[i, batch.position(i, row.subject_index)])
-        for row in layout.rows:  # the student's rows must line up with the teacher's, label for label
-            key = (row.request, row.kind, row.template)
-            if key not in self.teacher_out or len(self.teacher_out[key]) != max(1, len(row.target_labels)):
-                raise ValueError(f"memit_lti: teacher row {key} does not match the student's target window")
-
-    def losses(self, rb, hidden, active, ctx):
-        terms = super().losses(rb, hidden, active, ctx)
-        local = {int(r): i for i, r in enumerate(active.tolist())}
-        out_rows, out_pos, out_req, teacher_out = [], [], [], []
-        mid_rows, mid_pos, mid_req, teacher_mid = [], [], [], []
-        for i, row in enumerate(rb.rows):
-            key = (row.request, row.kind, row.template)
-            for p in row.target_positions:
-                out_rows.append(i)
-                out_pos.append(rb.batch.position(i, p))
-                out_req.append(local[row.request])
-            teacher_out.append(self.teacher_out[key])
-            mid_rows.append(i)
-            mid_pos.append(rb.batch.position(i, row.subject_index))
-            mid_req.append(local[row.request])
-            teacher_mid.append(self.teacher_mid[key])
-        n = len(active)
-        student = torch.log_softmax(logits_at(self.model, hidden[out_rows, out_pos]), -1)
-        last = self._mean_per_request(_kl(student, torch.cat(teacher_out)), out_req, n)
-        lens = self.lens(self._mid[mid_rows, mid_pos])
-        mid = self._mean_per_request(_kl(lens, torch.stack(teacher_mid)), mid_req, n)
-        terms["extra"] = self.last_kl * last + self.mid_kl * mid
-        terms["last_kl"], terms["mid_kl"] = last, mid
-        return terms
-
-    def _mean_per_request(self, values: torch.Tensor, req: list[int], n: int) -> torch.Tensor:
-        idx = torch.tensor(req, device=values.device)
-        total = torch.zeros(n, device=values.device).index_add(0, idx, values)
-        count = torch.zeros(n, device=values.device).index_add(0, idx, torch.ones_like(values))
-        return total / count.clamp(min=1)
 
 
 @register_method
@@ -187,4 +246,4 @@ class LTIEditor(MEMITEditor):
     def target_optimizer(self) -> TargetOptimizer:
         hp = self.hp
         return LTITargetOptimizer(self.model, self.tok, self.adapter, self.target_settings(), hp.lti_midlayer,
-                                  hp.lti_prefix, hp.lti_last_kl_factor, hp.lti_mid_kl_factor)
+                                  hp.lti_prefix, hp.lti_last_kl_factor, hp.lti_mid_kl_factor, self.loss_terms())

@@ -24,6 +24,5 @@ class MEMITEditor(LTEEditor):
     hparams_cls = MEMITHParams
 
     def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        cp = self.preserved(layer)
-        return memit_delta(R, K, self.covariance(layer).to(K.device), self.hp.lam(layer),
-                           Cp=None if cp is None else cp.to(K.device), alpha=self.hp.L2, layer=layer)
+        return memit_delta(R, K, self.c0_for(layer, K.device), self.hp.lam(layer), Cp=self.cp_for(layer, K.device),
+                           alpha=self.hp.L2, layer=layer)

@@ -34,10 +34,13 @@ import torch
 from ...data.records import EditRequest
 from ..context import TemplateSpec
 from ..keys import read_at_subject, template_mean
+from ..objective import StepContext, per_request_sums
 from ..prompts import RowBatch
 from ..targets import TargetOptimizer, TargetResult, TargetSettings
 from .memit import MEMITEditor, MEMITHParams
 from ..plugins import register_method
+
+_OWN_KINDS = ("rewrite", "kl")  # NAMET's own P+1 prompts per request
 
 NAMET_SEED_WORDS = ["The", "Therefore", "Because", "I", "You", "However", "Also", "Nevertheless", "He", "It",
                     "Can", "Because"]
@@ -62,10 +65,10 @@ class NAMETTargets(TargetResult):
 
 
 class NAMETTargetOptimizer(TargetOptimizer):
-    def __init__(self, model, tok, adapter, settings: TargetSettings, official: bool = True):
+    def __init__(self, model, tok, adapter, settings: TargetSettings, official: bool = True, loss_terms=()):
         if settings.padding_side != "left" or settings.prefix_cache:
             raise ValueError("NAMET optimizes on full left-padded rows: padding_side='left', prefix_cache=False")
-        super().__init__(model, tok, adapter, settings)
+        super().__init__(model, tok, adapter, settings, loss_terms)
         self.official = official
 
     def build_rows(self, requests: list[EditRequest], templates: list[str]) -> RowBatch:
@@ -76,26 +79,26 @@ class NAMETTargetOptimizer(TargetOptimizer):
         # with the unpadded subject index, i.e. shifted left by the row's pad count within
         # that request. Pad-aware code adds this batch's pad count to an index, so subtract
         # the request's own pad count: the position lands on the token the official one does.
+        # Rows a loss term adds (negation-aware "opposite" rows) form their own padded group.
         width = {}
         for r in rb.rows:
-            width[r.request] = max(width.get(r.request, 0), len(r.ids))
-        rows = [replace(r, subject_index=r.subject_index - (width[r.request] - len(r.ids))) for r in rb.rows]
+            group = (r.request, r.kind in _OWN_KINDS)
+            width[group] = max(width.get(group, 0), len(r.ids))
+        rows = [replace(r, subject_index=r.subject_index - (width[(r.request, r.kind in _OWN_KINDS)] - len(r.ids)))
+                for r in rb.rows]
         return RowBatch(rows, rb.batch)
 
-    def prepare(self, layout, hidden0, ctx: dict) -> None:
-        self._rows, self._ctx = list(layout.rows), ctx
+    def prepare(self, layout, hidden0, ctx: StepContext) -> None:
+        self._ctx = ctx
 
-    def _per_request(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        req = torch.tensor([r.request for r in self._rows], device=values.device)
-        n = len(self._ctx["first_row"])
-        total = torch.zeros(n, device=values.device).index_add(0, req, values)
-        count = torch.zeros(n, device=values.device).index_add(0, req, torch.ones_like(values))
-        return total, count
-
-    def norms(self, site, ctx):
+    def norms(self, site, ctx: StepContext):
         if not self.official:
             return super().norms(site, ctx)
-        sq, count = self._per_request(ctx["row_values"][site.kind].pow(2).sum(-1))
+        # ‖H0‖_F over the request's own P+1 prompts (not rows a loss term adds)
+        own = torch.tensor([i for i, r in enumerate(ctx.rows) if r.kind in _OWN_KINDS])
+        req = ctx.layout.request_index()[own]
+        sq, count = per_request_sums(ctx.row_values[site.kind][own.to(self.device)].pow(2).sum(-1), req,
+                                     ctx.n_requests)
         fro = sq.sqrt()  # ‖H0‖_F over the request's prompts
         # w·‖δ·1ᵀ‖_F/‖H0‖_F = w·‖δ‖/(‖H0‖_F/√P'): the engine's form with this divisor
         return fro, fro / count.sqrt()
@@ -106,9 +109,9 @@ class NAMETTargetOptimizer(TargetOptimizer):
         if self.official:
             kind = self.s.sites[0].kind
             delta = result.z[kind] - result.anchor[kind]
-            req = torch.tensor([r.request for r in self._rows], device=delta.device)
-            out.row_z = self._ctx["row_values"][kind] + delta[req]
-            out.row_keys = [(r.request, r.template, r.kind) for r in self._rows]
+            req = self._ctx.layout.request_index().to(delta.device)
+            out.row_z = self._ctx.row_values[kind] + delta[req]
+            out.row_keys = [(r.request, r.template, r.kind) for r in self._ctx.rows]
         return out
 
 
@@ -130,7 +133,7 @@ class NAMETEditor(MEMITEditor):
 
     def target_optimizer(self) -> TargetOptimizer:
         return NAMETTargetOptimizer(self.model, self.tok, self.adapter, self.target_settings(),
-                                    official=self.hp.padding == "official")
+                                    official=self.hp.padding == "official", loss_terms=self.loss_terms())
 
     def layer_inputs(self, requests, targets, i, layer):
         if self.hp.padding != "official":
@@ -138,7 +141,7 @@ class NAMETEditor(MEMITEditor):
         assert isinstance(targets, NAMETTargets) and targets.row_z is not None
         templates = self.templates()
         ins, outs, rows = read_at_subject(self.model, self.tok, self.adapter, requests, templates.all, [layer],
-                                          {"block": self.critical_layer})
+                                          {"block": self.critical_layer}, locate=self.hp.locate)
         keys = template_mean(ins[layer], rows, len(requests), templates)
         z_of = {(r, t): targets.row_z[j] for j, (r, t, kind) in enumerate(targets.row_keys) if kind == "rewrite"}
         # the prefixed prompts only; a run with no prefixes falls back to the bare prompt

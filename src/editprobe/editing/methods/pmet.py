@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from ..objective import LossTerms, StepContext
 from ..targets import Site, TargetOptimizer, TargetSettings
 from .memit import MEMITEditor, MEMITHParams
 from ..plugins import register_method
@@ -45,16 +46,16 @@ class PMETTargetOptimizer(TargetOptimizer):
     top1_factor = 0.1  # PMET-repo: NLL weight while the target is already top-1
     stop_kl = 0.01  # PMET-repo: stop once top-1 and the (weighted) KL is this small
 
-    def prepare(self, layout, hidden0, ctx: dict) -> None:
-        self._weight = torch.ones(len(ctx["first_row"]), device=self.device)
+    def prepare(self, layout, hidden0, ctx: StepContext) -> None:
+        self._weight = torch.ones(ctx.n_requests, device=self.device)
 
-    def losses(self, rb, hidden, active, ctx):
+    def losses(self, rb, hidden, active, ctx: StepContext) -> LossTerms:
         terms = super().losses(rb, hidden, active, ctx)
         if not self.adaptive:
             return terms
-        terms["nll_weight"] = self._weight[active].clone()
-        top1 = terms["top1"]
-        terms["stop"] = top1 & (self.s.kl_factor * terms["kl"].detach() <= self.stop_kl)
+        terms.nll_weight = self._weight[active].clone()
+        top1 = terms.top1
+        terms.stop = top1 & (self.s.kl_factor * terms.kl.detach() <= self.stop_kl)
         # Takes effect on the request's next step, as in the reference loop.
         self._weight[active] = torch.where(top1, torch.full_like(top1, self.top1_factor, dtype=torch.float),
                                            torch.ones_like(top1, dtype=torch.float))
@@ -79,7 +80,7 @@ class PMETEditor(MEMITEditor):
         return settings
 
     def target_optimizer(self) -> TargetOptimizer:
-        opt = PMETTargetOptimizer(self.model, self.tok, self.adapter, self.target_settings())
+        opt = PMETTargetOptimizer(self.model, self.tok, self.adapter, self.target_settings(), self.loss_terms())
         opt.adaptive = self.hp.adaptive_nll
         return opt
 

@@ -101,9 +101,8 @@ class PRUNEEditor(MEMITEditor):
     def postprocess(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
         if self.hp.prune_apply_at != "per_batch":
             return delta
-        weight = self.adapter.edit_weight(self.model, layer)
-        current = (self._original[layer] + self._accum[layer]) if layer in self._original else weight.detach().float()
-        out, self.prune_info[layer] = prune_update(delta, sigma_max(current), self.hp.prune_reduce, strict=False)
+        out, self.prune_info[layer] = prune_update(delta, sigma_max(self.master_weight(layer)), self.hp.prune_reduce,
+                                                   strict=False)
         return out
 
     @property
@@ -119,11 +118,9 @@ class PRUNEEditor(MEMITEditor):
         for layer, accum in self._accum.items():  # compute everything first: all or nothing
             new[layer], infos[layer] = prune_update(accum, sigma_max(self._original[layer]), self.hp.prune_reduce,
                                                     strict=True)
-        with torch.no_grad():
-            for layer, accum in new.items():
-                weight = self.adapter.edit_weight(self.model, layer)
-                self._accum[layer] = accum.to(self._accum[layer].device)
-                weight.copy_((self._original[layer] + self._accum[layer]).to(weight.dtype))
+        for layer, accum in new.items():
+            self._accum[layer] = accum.to(self._accum[layer].device)
+            self._sync(layer)
         self._finalized_at = self._batches
         self.prune_info = infos
         return infos

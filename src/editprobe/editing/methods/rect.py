@@ -76,8 +76,7 @@ class RECTEditor(MEMITEditor):
         """W in [d, d_ff] orientation, fp32: the master copy (original + accumulated) when this
         layer was edited before, so a bf16 model's rounding does not change the ranking."""
         weight = self.adapter.edit_weight(self.model, layer)
-        stored = (self._original[layer] + self._accum[layer]) if layer in self._original else weight.detach().float()
-        return self.adapter.to_out_in(stored).to(weight.device)
+        return self.adapter.to_out_in(self.master_weight(layer)).to(weight.device)
 
     def insert(self, requests, targets):
         if self.hp.rect_mode == "in_loop":

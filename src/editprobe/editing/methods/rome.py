@@ -9,15 +9,14 @@ bare prompt's — the official code mixes the two, which is known to collapse mo
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ...data.records import EditRequest
-from ..engine import EditReport, LayerReport, LTEEditor, RequestReport, SolveError
+from ..engine import LTEEditor, SolveError
 from ..hparams import LTEHParams
 from ..keys import bare_rows, read_at_subject, template_mean
-from ..solvers import NumericalError, rome_delta
+from ..solvers import rome_delta
+from ..targets import TargetResult
 from ..plugins import register_method
 
 
@@ -36,44 +35,29 @@ class ROMEEditor(LTEEditor):
     hparams_cls = ROMEHParams
     site_kind = "mlp"
     uses_preserved_keys = False  # a rank-one update per request: no solve keeps earlier keys
+    per_request = True  # sequential by design: each edit sees the previous ones
 
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]
         return self.hp.mom2_adjustment
 
-    def _apply(self, requests: list[EditRequest]) -> EditReport:
+    def validate(self, requests: list[EditRequest]) -> None:
+        super().validate(requests)
         if len(self.layers) != 1:
             raise SolveError(f"rome edits exactly one layer, got {self.layers}")
-        layer = self.layers[0]
-        timings = {"targets_s": 0.0, "insert_s": 0.0}
-        self.templates()
-        self.prepare()
-        req_reports, layer_reports = [], []
-        for req in requests:  # sequential by design: each edit sees the previous ones
-            t = time.perf_counter()
-            target = self.compute_targets([req])
-            timings["targets_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            templates = self.templates()
-            ins, outs, rows = read_at_subject(self.model, self.tok, self.adapter, [req], templates.all,
-                                              [layer], {"mlp_out": layer})
-            k_mean = template_mean(ins[layer], rows, 1, templates)[:, 0]
-            if self.hp.consistent_key:
-                k_plain, m_plain = k_mean, template_mean(outs["mlp_out"], rows, 1, templates)[:, 0]
-            else:
-                k_plain, m_plain = bare_rows(ins[layer], rows)[:, 0], bare_rows(outs["mlp_out"], rows)[:, 0]
-            C = self.covariance(layer).to(k_mean.device) if self.hp.mom2_adjustment else None
-            try:
-                delta = rome_delta(k_mean, k_plain, target.z["mlp"][0], m_plain, C=C, layer=layer)
-            except NumericalError as exc:
-                raise SolveError(f"rome: the update for layer {layer} (request {req.id}) failed: {exc}") from exc
-            if not torch.isfinite(delta).all():
-                raise SolveError(f"rome: the update for layer {layer} (request {req.id}) has NaN/inf")
-            self.write(layer, delta)
-            timings["insert_s"] += time.perf_counter() - t
-            req_reports.append(RequestReport(id=req.id, loss=target.loss[0], target_prob=target.target_prob[0],
-                                             steps=target.steps[0]))
-            layer_reports.append(LayerReport(layer=layer, residual_norm=float((target.z["mlp"][0] - m_plain).norm()),
-                                             update_norm=float(delta.norm())))
-        return EditReport(method=self.name, batch=self._batches, n_requests=len(requests), requests=req_reports,
-                          layers=layer_reports, timings=timings)
+
+    def layer_update(self, requests: list[EditRequest], targets: TargetResult, i: int, layer: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rank-one update for the one request (per-request mode) and its residual v* − m."""
+        (req,) = requests
+        templates = self.templates()
+        ins, outs, rows = read_at_subject(self.model, self.tok, self.adapter, [req], templates.all,
+                                          [layer], {"mlp_out": layer}, locate=self.hp.locate)
+        k_mean = template_mean(ins[layer], rows, 1, templates)[:, 0]
+        if self.hp.consistent_key:
+            k_plain, m_plain = k_mean, template_mean(outs["mlp_out"], rows, 1, templates)[:, 0]
+        else:
+            k_plain, m_plain = bare_rows(ins[layer], rows)[:, 0], bare_rows(outs["mlp_out"], rows)[:, 0]
+        z = targets.z["mlp"][0]
+        delta = rome_delta(k_mean, k_plain, z, m_plain, C=self.c0_for(layer, k_mean.device), layer=layer)
+        return delta, (z - m_plain)[:, None]
