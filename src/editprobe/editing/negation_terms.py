@@ -123,6 +123,6 @@ class NegationKL(_OppositeTerm):
         return per_request_mean(kl, torch.tensor(req), len(active))
 
 
-def negation_terms(unlikelihood: float = 1.0, kl: float = 1.0, hold: float | None = None) -> list[BaseLossTerm]:
+def negation_terms(unlikelihood: float = 1.0, kl: float = 0.0625, hold: float | None = None) -> list[BaseLossTerm]:
     """The ``defend`` objective: both terms, the opposite rows added once."""
     return [NegationUnlikelihood(unlikelihood, hold=hold), NegationKL(kl, adds_rows=False)]
