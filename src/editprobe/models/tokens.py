@@ -159,6 +159,12 @@ def encode(tok, text: str) -> list[int]:
     return _encode(tok, text)
 
 
+def open_ids(tok, text: str) -> list[int]:
+    """Ids of a prompt that a continuation will follow (no auto-appended EOS), exactly the
+    prefix :func:`continuation_ids` measures after."""
+    return _encode_open(tok, text)
+
+
 def has_chat_template(tok) -> bool:
     return bool(getattr(tok, "chat_template", None))
 

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..data.transform import IDENTITY, PromptTransform
 from ..errors import UserError
 from ..registry import Registry
 from .results import Score
@@ -100,6 +101,9 @@ class ProbeContext:
     tokenizer: Any
     config: Any  # RunConfig
     extra: dict[str, Any] = field(default_factory=dict)
+    # The editor's prompt transform (in-context editors put their facts into the prompt); the
+    # identity for the unedited model and for weight editors. Probes ask every query through it.
+    transform: PromptTransform = IDENTITY
 
     @property
     def formats(self) -> set[str]:

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 
 from ..data.records import EditRecord
+from ..data.transform import IDENTITY, PromptTransform
 from ..models.tokens import chat_prompt, has_chat_template
 from .generation import decode_text, greedy_decode, prompt_ids
 from .registry import FACTCHECK_ACCURACY, FACTCHECK_CONTROL, FACTCHECK_NO_EDIT
@@ -98,9 +99,14 @@ def user_message(statement: str, config: FactCheckConfig = DEFAULT_CONFIG) -> st
     return config.instruction.format(statement=statement) + config.suffix
 
 
-def fact_check_prompt(tok, statement: str, config: FactCheckConfig = DEFAULT_CONFIG) -> str:
-    """The full prompt text; a tokenizer without a chat template gets the bare message."""
-    return chat_prompt(tok, user_message(statement, config), config.system)
+def fact_check_prompt(tok, statement: str, config: FactCheckConfig = DEFAULT_CONFIG,
+                      transform: PromptTransform = IDENTITY) -> str:
+    """The full prompt text; a tokenizer without a chat template gets the bare message. An
+    in-context editor's ``transform`` rewrites the user message (its facts go there)."""
+    message = user_message(statement, config)
+    if not has_chat_template(tok):
+        return transform.completion(message)
+    return chat_prompt(tok, transform.chat(message), config.system)
 
 
 class FactCheckReply(BaseModel):
@@ -117,18 +123,20 @@ class FactCheckReply(BaseModel):
 
 
 def ask_statements(
-    model, tok, statements: Sequence[str], config: FactCheckConfig = DEFAULT_CONFIG
+    model, tok, statements: Sequence[str], config: FactCheckConfig = DEFAULT_CONFIG,
+    transform: PromptTransform = IDENTITY,
 ) -> list[tuple[str, FactAnswer]]:
     """(generated text, parsed answer) per statement; batched with left padding."""
     chat = has_chat_template(tok)
-    prompts = [prompt_ids(tok, fact_check_prompt(tok, s, config), rendered_chat=chat) for s in statements]
+    prompts = [prompt_ids(tok, fact_check_prompt(tok, s, config, transform), rendered_chat=chat) for s in statements]
     generated = greedy_decode(model, tok, prompts, config.max_new_tokens, batch_size=config.batch_size)
     texts = [decode_text(tok, ids) for ids in generated]
     return [(t, parse_answer(t)) for t in texts]
 
 
 def ask_records(
-    model, tok, records: Sequence[EditRecord], target: TargetKind, config: FactCheckConfig = DEFAULT_CONFIG
+    model, tok, records: Sequence[EditRecord], target: TargetKind, config: FactCheckConfig = DEFAULT_CONFIG,
+    transform: PromptTransform = IDENTITY,
 ) -> list[FactCheckReply]:
     """Ask about each record's statement with the new object o* (``target="new"``) or the
     old object o (``"old"``; records without one are skipped)."""
@@ -137,7 +145,7 @@ def ask_records(
     chosen = [(r, r.target_new if target == "new" else r.target_true) for r in records]
     chosen = [(r, t) for r, t in chosen if t and t.strip()]
     statements = [make_statement(r, t, config) for r, t in chosen]
-    answers = ask_statements(model, tok, statements, config)
+    answers = ask_statements(model, tok, statements, config, transform)
     return [
         FactCheckReply(record_id=r.id, target=target, statement=s, generated=g, answer=a,
                        chat_template=has_chat_template(tok))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..data.negation import Negation, negate
 from ..data.records import EditRecord, EditRequest
+from ..data.transform import IDENTITY, PromptTransform
 from .exact import decode_targets, exact_match_batch
 from .registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, ProbeDefinition
 from .results import ProbeSample, Score, one_decimal
@@ -151,12 +152,13 @@ def build_negation_plan(records: Iterable[EditRecord], negate_fn: NegateFn | Non
 
 def score_queries(
     model, tok, rows: Sequence[QueryRow], probes: Mapping[str, ProbeDefinition],
-    decode_extra: int | None = DECODE_EXTRA, batch_size: int = 32,
+    decode_extra: int | None = DECODE_EXTRA, batch_size: int = 32, transform: PromptTransform = IDENTITY,
 ) -> list[ProbeSample]:
     """Exact match for (record_id, setting, query, target) rows, each tagged with the probe
     ``probes[setting]``; with ``decode_extra`` the samples carry a greedy decode of
-    len(target) + decode_extra tokens."""
-    pairs = [(q, t) for _, _, q, t in rows]
+    len(target) + decode_extra tokens. Queries are asked through ``transform``; samples keep
+    the original query."""
+    pairs = [(transform.completion(q), t) for _, _, q, t in rows]
     matches = exact_match_batch(model, tok, pairs, batch_size=batch_size)
     decoded = decode_targets(model, tok, pairs, decode_extra, batch_size=min(batch_size, 16)) if decode_extra is not None else None
     return [
@@ -182,7 +184,7 @@ class NegationRun(BaseModel):
 
 def score_negation_run(
     model, tok, plan: NegationPlan, edited_with: EditedWith,
-    decode_extra: int | None = DECODE_EXTRA, batch_size: int = 32,
+    decode_extra: int | None = DECODE_EXTRA, batch_size: int = 32, transform: PromptTransform = IDENTITY,
 ) -> NegationRun:
     """Score the model edited with ``plan.<edited_with>_requests()``: exact match of o*
     after the positive and after the negated query of every kept record."""
@@ -193,7 +195,7 @@ def score_negation_run(
         for setting, kind in RUN_SETTINGS[edited_with]
         for item in plan.items
     ]
-    samples = score_queries(model, tok, rows, NEGATION_SETTINGS, decode_extra, batch_size)
+    samples = score_queries(model, tok, rows, NEGATION_SETTINGS, decode_extra, batch_size, transform)
     scores = {
         setting: Score.of(NEGATION_SETTINGS[setting], (s.match for s in samples if s.setting == setting))
         for setting, _ in RUN_SETTINGS[edited_with]

@@ -43,9 +43,10 @@ def _preserve_differs(summaries: Sequence[RunSummary]) -> bool:
 
 
 def _method_label(result: ResultRow, mark_preserve: bool) -> str:
+    name = f"{result.method}+{result.variant}" if result.variant else result.method
     if not mark_preserve or result.preserve_previous is None:  # None: K_p does not apply (ROME)
-        return result.method
-    return f"{result.method} ({'with' if result.preserve_previous else 'no'} K_p)"
+        return name
+    return f"{name} ({'with' if result.preserve_previous else 'no'} K_p)"
 
 
 def _no_edit_rows(summaries: Sequence[RunSummary], fields) -> list[dict[str, Any]]:
@@ -114,12 +115,12 @@ def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     for s in summaries:
         for r in s.results:
             if r.preserve_previous is not None:
-                values.setdefault((s.model, r.dataset, r.method), set()).add(r.preserve_previous)
-    rows = [{"Model": s.model, "Dataset": r.dataset, "Method": r.method,
+                values.setdefault((s.model, r.dataset, _method_label(r, False)), set()).add(r.preserve_previous)
+    rows = [{"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, False),
              "K_p": "with" if r.preserve_previous else "without",
              **_values(r.probes.get("negation"), ("PP", "PN", "NN", "NP", "PP-PN", "Avg"),
                        ("PP", "PN", "NN", "NP", "PP−PN", "Avg"))}
-            for s in summaries for r in s.results if len(values.get((s.model, r.dataset, r.method), ())) == 2]
+            for s in summaries for r in s.results if len(values.get((s.model, r.dataset, _method_label(r, False)), ())) == 2]
     df = _ordered(rows, ABLATION_COLUMNS)
     return df.sort_values(["Model", "Dataset", "Method", "K_p"], kind="stable").reset_index(drop=True)
 

@@ -21,6 +21,7 @@ from rich.progress import Progress
 from ..editing.registry import method_class
 from ..errors import UserError
 from ..probes import build_negation_plan
+from ..data.transform import IDENTITY, PromptTransform
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .config import RunConfig, RunConfigError, dataset_key
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
@@ -181,7 +182,8 @@ class Experiment:
                 hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
                 # None where K_p does not apply (ROME), so no table calls it "with K_p"
                 kp = hp.get("preserve_previous") if method_class(method).uses_preserved_keys else None
-                results.append(ResultRow(dataset=dk, method=method, preserve_previous=kp,
+                variant = stages[kinds[0]].get("variant") if kinds else None
+                results.append(ResultRow(dataset=dk, method=method, variant=variant, preserve_previous=kp,
                                          probes=outcomes, hparams=hp, hparams_file=self._hparams_choice(method).model_dump(mode="json"),
                                          c0=stages[kinds[0]].get("c0") if kinds else None,
                                          edit_reports={k: stages[k]["edit_reports"] for k in kinds}))
@@ -257,11 +259,17 @@ class Experiment:
             measuring = [p for p in probes if kind in p.stages]
             self.console.print(escape(f"{dk} {method} {kind}: {', '.join(p.name for p in measuring)} on "
                                       f"{ctx.plan.n_records} records"))
-            states, seconds = _measure(ctx, kind, measuring, base)
+            # An in-context editor edits through the prompt: the probes ask through its transform.
+            ctx.transform = editor_transform(editor)
+            try:
+                states, seconds = _measure(ctx, kind, measuring, base)
+            finally:
+                ctx.transform = IDENTITY
             self._probe_seconds[stage] = seconds
             result: dict[str, Any] = {
                 "probes": states, "probe_seconds": seconds,
                 "hparams": editor.hp.model_dump(mode="json"),
+                "variant": editor_variant(editor),
                 "c0": editor.c0_info() if editor.needs_covariance else None,
                 # None: a kill fell between a checkpoint and its progress entry.
                 "edit_reports": [reports.get(str(b)) for b in range(total)],
@@ -275,6 +283,18 @@ class Experiment:
 # The fields every line of samples.jsonl has (the HTML report's sample browser reads them);
 # a probe's own fields follow.
 SAMPLE_FIELDS = ("edited_with", "record_id", "setting", "probe", "query", "expected", "generated", "match")
+
+
+def editor_transform(editor) -> PromptTransform:
+    """The editor's prompt transform (in-context editors), else the identity."""
+    make = getattr(editor, "prompt_transform", None)
+    return (make() if make is not None else None) or IDENTITY
+
+
+def editor_variant(editor) -> str | None:
+    """A short label for an editor's non-default mode (e.g. 'defend'), shown beside its name."""
+    variant = getattr(editor, "variant", None)
+    return variant() if callable(variant) else None
 
 
 def _sample(dk: str, method: str, row: dict[str, Any]) -> dict[str, Any]:

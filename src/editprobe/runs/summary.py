@@ -39,6 +39,9 @@ class ResultRow(BaseModel):
 
     dataset: str
     method: str
+    # The editor's non-default mode, e.g. "defend" for MEMIT with negation: defend; tables
+    # print "memit+defend", so runs of one method in two modes stay apart.
+    variant: str | None = None
     preserve_previous: bool | None = None
     probes: dict[str, ProbeOutcome]
     hparams: dict[str, Any] = Field(default_factory=dict)

@@ -93,9 +93,11 @@ class ClassicProbe(Probe):
         """Both targets (and the reference, when exact match is against it) as continuations
         of each prompt, the prompt run once."""
         tok = ctx.tokenizer
+        asked = ctx.transform.completions([p for _, p, _ in rows])
         continuations = [[continuation_ids(tok, p, r.target_new), continuation_ids(tok, p, r.target_true)]
-                         + ([reference[i]] if reference is not None else []) for i, (r, p, _) in enumerate(rows)]
-        scores = score_continuations(ctx.model, tok, [query_ids(tok, p) for _, p, _ in rows], continuations,
+                         + ([reference[i]] if reference is not None else []) for i, ((r, _, _), p) in
+                         enumerate(zip(rows, asked))]
+        scores = score_continuations(ctx.model, tok, [query_ids(tok, p) for p in asked], continuations,
                                      batch_size=SHARED_BATCH)
         # Exact match of o* is read off the o* continuation (its argmax at every token).
         em = [s[2 if reference is not None else 0].exact for s in scores]
@@ -108,7 +110,8 @@ class ClassicProbe(Probe):
 
     def _tokens(self, ctx: ProbeContext, rows, stage) -> dict[str, Any]:
         targets = [(p, a if a is not None else r.target_new) for r, p, a in rows]
-        scores = teacher_forced(ctx.model, ctx.tokenizer, targets, logprobs=False)
+        scores = teacher_forced(ctx.model, ctx.tokenizer, [(ctx.transform.completion(p), t) for p, t in targets],
+                                logprobs=False)
         return {"hits": [s.token_hits for s in scores], "expected": [t for _, t in targets],
                 "predicted": [list(s.predicted) for s in scores]}
 

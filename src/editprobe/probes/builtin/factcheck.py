@@ -48,8 +48,9 @@ class FactCheckProbe(Probe):
             return {"known": [r.id for r, k in zip(with_old, known) if k],
                     "no_edit": [x.model_dump(mode="json") for x in ask_records(model, tok, with_old, "old", cfg)],
                     "before": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg)]}
-        return {"after": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg)],
-                "control": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "old", cfg)]}
+        how = ctx.transform
+        return {"after": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg, how)],
+                "control": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "old", cfg, how)]}
 
     def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
         replies = _replies(baseline["no_edit"])

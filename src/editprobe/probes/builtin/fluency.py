@@ -57,7 +57,8 @@ class FluencyProbe(Probe):
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         rows = [(r.id, p) for r in ctx.records for p in _prompts(r)]
         torch.manual_seed(SEED)
-        ids = greedy_decode(ctx.model, ctx.tokenizer, [query_ids(ctx.tokenizer, p) for _, p in rows],
+        ids = greedy_decode(ctx.model, ctx.tokenizer, [query_ids(ctx.tokenizer, ctx.transform.completion(p))
+                                                       for _, p in rows],
                             MAX_NEW_TOKENS, top_k=TOP_K)
         texts = [p + decode_text(ctx.tokenizer, i) for (_, p), i in zip(rows, ids)]
         return {"record_ids": [r for r, _ in rows], "texts": texts}

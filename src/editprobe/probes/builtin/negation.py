@@ -42,7 +42,8 @@ class NegationProbe(Probe):
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         if stage == "baseline":
             return no_edit_baseline(ctx.model, ctx.tokenizer, ctx.plan).model_dump(mode="json")
-        return score_negation_run(ctx.model, ctx.tokenizer, ctx.plan, stage).model_dump(mode="json")
+        return score_negation_run(ctx.model, ctx.tokenizer, ctx.plan, stage,
+                                  transform=ctx.transform).model_dump(mode="json")
 
     def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
         base = NoEditBaseline.model_validate(baseline)

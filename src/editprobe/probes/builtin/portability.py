@@ -37,7 +37,8 @@ class _TokenAccuracyProbe(Probe):
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         rows = _questions(ctx, self.multi_hop)
-        scores = teacher_forced(ctx.model, ctx.tokenizer, [(q, a) for _, q, a in rows], logprobs=False)
+        scores = teacher_forced(ctx.model, ctx.tokenizer, [(ctx.transform.completion(q), a) for _, q, a in rows],
+                                logprobs=False)
         return {"groups": [g for g, _, _ in rows], "questions": [q for _, q, _ in rows],
                 "answers": [a for _, _, a in rows], "hits": [s.token_hits for s in scores]}
 
