@@ -5,7 +5,8 @@ changes, so its output is computed once; each step then starts from it. The bloc
 are temporarily replaced by stand-ins (a pass-through, and at the start layer a module
 that emits the stored state), which keeps every model-level detail (masks, rotary
 embeddings, final norm) in the model's own code for any architecture. Logits are then
-computed only at the positions the loss needs.
+computed only at the positions the loss needs. Causal tracing replays its restored runs
+the same way.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Only the target objective differs from MEMIT (keys, spreading and solve are MEMI
 - student loss per request: nll_factor·NLL + last_kl·KL(P_δ ‖ P_teacher) (mean over target
   positions and the KL prompt's last token) + mid_kl·KL(lens_δ ‖ lens_teacher) (mean over
   prompts) + MEMIT's weight decay. MEMIT's own KL term is off (``kl_factor: 0``) as in ENC/FE.
+  The two KLs are loss terms (``TeacherOutputKL``, ``TeacherLensKL``) sharing one teacher pass.
 
 The teacher rows are built and tokenized on their own: the subject index of a prefixed row
 points at the subject's last token in the *prompt* part (after the prefix, which also
