@@ -28,6 +28,7 @@ NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMN
 FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
 ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
 CLASSIC_KEYS = ("Model", "Dataset", "Method")
+COST_COLUMNS = ("Model", "Dataset", "Method", "edit s/request", "negation probe ms/query")
 SETTINGS_COLUMNS = ("Model", "Dataset", "Method", "dtype", "C0 corpus", "C0 documents", "hparams file", "chosen by")
 NO_EDIT = "No edit"
 
@@ -175,6 +176,36 @@ def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     return _ordered(rows, SETTINGS_COLUMNS)
 
 
+def _per(value: float | None, count: int) -> float | None:
+    return round(value / count, 3) if value is not None and count else None
+
+
+def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
+    """What a row costs: editing seconds per request (the positive run's batches) and the
+    negation probe's milliseconds per query on the positively edited model (PP and PN, 2 per
+    record; an in-context editor pays for its longer prompts here). None when no run
+    recorded timings."""
+    rows = []
+    for s in summaries:
+        timings = s.timings or {}
+        batches, probes = timings.get("batches") or {}, timings.get("probes") or {}
+        for dk, d in s.datasets.items():
+            base = (probes.get(f"{dk}__baseline") or {}).get("negation")
+            if base is not None:
+                rows.append({"Model": s.model, "Dataset": dk, "Method": NO_EDIT, "edit s/request": None,
+                             "negation probe ms/query": _per(1000 * base, 2 * d.n_records)})
+        for r in s.results:
+            stage = f"{r.dataset}__{r.method}__positive"
+            n = s.datasets[r.dataset].n_records if r.dataset in s.datasets else 0
+            edit = sum(batches[stage].values()) if stage in batches else None
+            probe = (probes.get(stage) or {}).get("negation")
+            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, _preserve_differs(summaries)),
+                         "edit s/request": _per(edit, n), "negation probe ms/query": _per(None if probe is None else 1000 * probe, 2 * n)})
+    if not rows:
+        return None
+    return _ordered(rows, COST_COLUMNS)
+
+
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(columns))
     if "n" in df.columns:  # counts stay integers even where a row has none
@@ -234,6 +265,9 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
     classic = classic_table(summaries)
     if classic is not None:
         tables.append(("classic", "Classic edit metrics (each column's protocol below)", *classic))
+    cost = cost_table(summaries)
+    if cost is not None:
+        tables.append(("cost", "Cost: editing seconds per request, negation-probe milliseconds per query", cost, None))
     tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
                    settings_table(summaries), None))
     return tables
