@@ -114,3 +114,21 @@ def test_a_rome_result_records_that_k_p_does_not_apply():
 
     assert method_class("rome").uses_preserved_keys is False
     assert all(method_class(m).uses_preserved_keys for m in ("memit", "alphaedit", "rect", "namet"))
+
+
+def test_variant_rows_and_the_cost_table(tmp_path):
+    from editprobe.report.tables import cost_table
+
+    plain, defend = _summary(True), _summary(True, pp=91.0)
+    n = 10
+    for s, edit, probe in ((plain, [20.0, 30.0], 2.0), (defend, [40.0, 60.0], 3.0)):
+        s["datasets"]["mcf"]["n_records"] = n
+        s["timings"] = {"batches": {"mcf__memit__positive": {"0": edit[0], "1": edit[1]}},
+                        "probes": {"mcf__baseline": {"negation": 1.0}, "mcf__memit__positive": {"negation": probe}}}
+    summaries = load_summaries([_write(tmp_path, "a", plain), _write(tmp_path, "b", defend)])
+    summaries[1].results[0].variant = "defend"  # schema 0 has no variants; today's runs write it
+    assert list(negation_table(summaries)["Method"]) == ["No edit", "memit", "memit+defend"]
+    df = cost_table(summaries)
+    assert list(df["Method"]) == ["No edit", "memit", "memit+defend"]  # one No-edit row
+    assert list(df["edit s/request"])[1:] == [5.0, 10.0]  # (20 + 30) / 10 and (40 + 60) / 10
+    assert list(df["negation probe ms/query"]) == [50.0, 100.0, 150.0]  # 2 queries (PP, PN) per record

@@ -185,13 +185,14 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     negation probe's milliseconds per query on the positively edited model (PP and PN, 2 per
     record; an in-context editor pays for its longer prompts here). None when no run
     recorded timings."""
-    rows = []
+    rows, seen = [], set()
     for s in summaries:
         timings = s.timings or {}
         batches, probes = timings.get("batches") or {}, timings.get("probes") or {}
         for dk, d in s.datasets.items():
             base = (probes.get(f"{dk}__baseline") or {}).get("negation")
-            if base is not None:
+            if base is not None and (s.model, dk) not in seen:  # one "No edit" row per model and dataset
+                seen.add((s.model, dk))
                 rows.append({"Model": s.model, "Dataset": dk, "Method": NO_EDIT, "edit s/request": None,
                              "negation probe ms/query": _per(1000 * base, 2 * d.n_records)})
         for r in s.results:
