@@ -1,1 +1,494 @@
-"""Placeholder: written in this session (see remedies/__init__)."""
+"""``ft``: constrained fine-tuning of MLP output projections, with augmentation (docs/ft.md).
+
+The FT-L / FT-M baseline of the editing literature (EasyEdit's ``FT``), written for this
+package: for one batch of requests, Adam fine-tunes the MLP output projection weight of each
+edit layer (everything else frozen) for ``num_steps`` steps on
+
+- the edit statements, teacher-forced on the target tokens only (FT-M), bare and behind
+  ``n_context`` short prefixes sampled from the model (the LTE methods' context templates;
+  never the records' paraphrase prompts, which the evaluation scores);
+- when ``augment_negation``, the request's opposite-polarity query ("… is not") followed by
+  the same target, with an unlikelihood loss −log(1 − p) on the target tokens, so the edit
+  does not also make the negated query give the new object.
+
+After each step every weight entry is clamped to within ``norm_constraint`` of the weight
+before any edit of this editor (``norm_constraint_around: original``) or before this batch
+(``batch``, EasyEdit's choice). The optimization runs on an fp32 master copy; the model gets
+``(W_original + Σ deltas).to(its dtype)``, as the LTE editors write it (editing/state.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ...data.negation import negate
+from ...data.records import EditRequest
+from ...models.adapters import get_adapter
+from ...models.tokens import TokenizationError, _encode_open, continuation_ids, make_batch
+from ...paths import atomic_path
+from ..context import ContextTemplates, TemplateSpec, generate_templates
+from ..engine import EditReport, RequestReport
+from ..hparams import HParamsError
+from ..plugins import register_method
+from ..prompts import RequestError, as_request, chunks
+from ..state import StateError
+
+STATE_VERSION = 1
+
+
+class FTHParams(BaseModel):
+    """Settings of ``ft`` (docs/ft.md); shipped files under editing/hparams/ft/ cite sources."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "ft"
+    source: str = Field("", description="where these values come from (paper, repo:path, or our sweep)")
+    layers: list[int] | None = None  # None: the middle layer (n_layers // 2)
+    lr: float = Field(5e-4, gt=0)
+    num_steps: int = Field(25, ge=1)
+    norm_constraint: float | None = Field(5e-5, gt=0)  # per weight entry; None: unconstrained
+    norm_constraint_around: Literal["original", "batch"] = "original"
+    weight_decay: float = Field(0.0, ge=0)
+    # augmentation by context prefixes (bare query + n_context prefixes of context_len tokens)
+    n_context: int = Field(5, ge=0)
+    context_len: int = Field(10, ge=2)
+    template_seed: int = 0
+    # negation: unlikelihood of the target after the opposite-polarity query
+    augment_negation: bool = True
+    unlikelihood_weight: float = Field(1.0, ge=0)
+    early_stop_loss: float | None = Field(1e-2, ge=0)  # stop when the mean positive NLL is below
+    rows_per_pass: int = Field(32, ge=1)  # statements per forward pass (memory)
+    preserve_previous: bool | None = None  # accepted from run configs; FT keeps no earlier keys
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_sorted(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("at least one layer")
+        if sorted(set(v)) != v:
+            raise ValueError(f"layers must be strictly increasing, got {v}")
+        return v
+
+    def check_model(self, n_layers: int) -> None:
+        bad = [l for l in self.layers or [] if not 0 <= l < n_layers]
+        if bad:
+            raise HParamsError(f"{self.method}: edit layers {bad} are outside the model's layers 0..{n_layers - 1}")
+
+
+class FTRequestReport(RequestReport):
+    """``loss``: mean NLL per target token after the bare query, after the batch;
+    ``target_prob`` its exp(−loss); ``opposite_prob`` the same after the opposite query
+    (None where the request had no negation term)."""
+
+    opposite_prob: float | None = None
+
+
+class FTEditReport(EditReport):
+    steps: int  # optimizer steps taken (early stop may end the batch sooner)
+    loss_history: list[float]  # the total loss before each step
+    negation_terms: int  # requests with an unlikelihood term
+    negation_skipped: list[str]  # with augment_negation, ids of requests without one (no opposite query, or untokenizable)
+
+
+@dataclass
+class _Row:
+    request: int
+    ids: list[int]  # query + target[:-1]: every target token's predicting position exists
+    start: int  # position predicting the first target token
+    labels: list[int]
+    negative: bool  # unlikelihood row (opposite query) rather than an NLL row
+    bare: bool  # no context prefix (the rows reported per request)
+
+
+def _query_rows(tok, request: int, query: str, target: str, prefixes: list[str], negative: bool) -> list[_Row]:
+    rows = []
+    for i, prefix in enumerate(prefixes):
+        text = prefix + query
+        q = _encode_open(tok, text)  # exactly the prefix continuation_ids (and the probes) see
+        labels = continuation_ids(tok, text, target)
+        rows.append(_Row(request, q + labels[:-1], len(q) - 1, labels, negative, i == 0))
+    return rows
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module):
+    """No parameter of the model records gradients (the master copies are separate leaves)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class _Replay(nn.Module):
+    """Stands in for a block below the lowest edit layer during the steps: returns the
+    recorded output of the last such block (their weights never change, so neither does it)."""
+
+    def __init__(self, block: nn.Module, output) -> None:
+        super().__init__()
+        self.__dict__["_block"] = block  # a plain attribute, not a submodule
+        self.__dict__["_output"] = output
+
+    def forward(self, *args, **kwargs):
+        return self._output
+
+    def __getattr__(self, name: str):
+        # Some models read per-block attributes in their loop (e.g. attention_type).
+        return getattr(self.__dict__["_block"], name)
+
+
+def _detached(output):
+    return tuple(_detached(o) for o in output) if isinstance(output, tuple) else (
+        output.detach() if isinstance(output, torch.Tensor) else output)
+
+
+@register_method
+class FTEditor:
+    name = "ft"
+    hparams_cls = FTHParams
+    uses_preserved_keys = False
+    needs_covariance = False
+    edit_stages = ("positive", "negative")
+
+    def __init__(self, model: nn.Module, tokenizer, hparams: FTHParams, adapter=None, model_id: str | None = None):
+        self.model, self.tok = model, tokenizer
+        self.adapter = adapter or get_adapter(model)
+        if not isinstance(hparams, FTHParams):
+            hparams = FTHParams.model_validate(hparams.model_dump() if isinstance(hparams, BaseModel) else hparams)
+        n_layers = self.adapter.n_layers(model)
+        hparams.check_model(n_layers)
+        if hparams.layers is None:
+            hparams = hparams.model_copy(update={"layers": [n_layers // 2]})
+        self.hp = hparams
+        self.device = next(model.parameters()).device
+        self.model_id = model_id or getattr(model.config, "_name_or_path", "") or model.config.model_type
+        self._templates: ContextTemplates | None = None
+        self._original: dict[int, torch.Tensor] = {}
+        self._accum: dict[int, torch.Tensor] = {}
+        self._batches = self._n_edits = 0
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.hp.layers)
+
+    def _param_name(self, layer: int) -> str:
+        return f"{self.adapter.path('mlp_out', layer)}.weight"
+
+    # --- augmentation -------------------------------------------------------------------------
+    def templates(self) -> ContextTemplates:
+        """The bare ``{}`` and ``n_context`` sampled prefixes, made once on the unedited model."""
+        if self._templates is None:
+            if self.hp.n_context == 0:
+                self._templates = ContextTemplates(groups=(("{}",),))
+            else:
+                spec = TemplateSpec(groups=((self.hp.context_len, self.hp.n_context),))
+                self._templates = generate_templates(self.model, self.tok, spec, seed=self.hp.template_seed)
+        return self._templates
+
+    def opposite(self, request: EditRequest) -> str | None:
+        """The opposite-polarity template: the request's, else the negation rules' (or None)."""
+        if request.opposite_template is not None:
+            return request.opposite_template
+        negation = negate(request.template)
+        return negation.negated if negation.ok else None
+
+    def rows(self, requests: list[EditRequest]) -> tuple[list[_Row], list[str]]:
+        """Every training statement of the batch, and the ids of requests without a negation term."""
+        prefixes = [t[: t.index("{}")] for t in self.templates().all]
+        rows: list[_Row] = []
+        skipped: list[str] = []
+        for r, req in enumerate(requests):
+            try:
+                rows += _query_rows(self.tok, r, req.query, req.target, prefixes, negative=False)
+            except TokenizationError as exc:
+                raise RequestError(f"request {req.id}: {exc}") from None
+            if not self.hp.augment_negation:
+                continue
+            opposite = self.opposite(req)
+            if opposite is None:
+                skipped.append(req.id)
+                continue
+            try:
+                rows += _query_rows(self.tok, r, opposite.format(req.subject), req.target, prefixes, negative=True)
+            except TokenizationError:  # e.g. the opposite query's last token merges with the target
+                skipped.append(req.id)
+        return rows, skipped
+
+    # --- the loss -----------------------------------------------------------------------------
+    def _row_losses(self, weights: dict[str, torch.Tensor], rows: list[_Row], below=None, record: bool = False):
+        """Per row: mean over target tokens of the NLL (positive rows) or of −log(1 − p)
+        (negative rows), with the edit weights replaced by ``weights``. ``below``: the
+        recorded output of the blocks under the lowest edit layer, replayed instead of
+        running them; ``record``: also return that output from this pass."""
+        batch = make_batch(self.tok, [r.ids for r in rows], "right").to(self.device)
+        row_idx = torch.tensor([i for i, r in enumerate(rows) for _ in r.labels], device=self.device)
+        pos_idx = torch.tensor([r.start + k for r in rows for k in range(len(r.labels))], device=self.device)
+        labels = torch.tensor([y for r in rows for y in r.labels], device=self.device)
+
+        def only_target_positions(_module, args):
+            # The unembedding runs on the positions that predict target tokens only: the
+            # full-vocabulary logits of every position would dominate time and memory.
+            return (args[0][row_idx, pos_idx].unsqueeze(0),) + tuple(args[1:])
+
+        recorded = []
+        head = self.model.get_submodule(self.adapter.path("lm_head"))
+        hooks = [head.register_forward_pre_hook(only_target_positions)]
+        blocks = self.adapter.block_list(self.model)
+        low = min(self.layers)
+        if record and low > 0:
+            hooks.append(blocks[low - 1].register_forward_hook(lambda _m, _a, out: recorded.append(_detached(out))))
+        replaced = list(blocks[:low]) if below is not None else []
+        try:
+            for i, block in enumerate(replaced):
+                blocks[i] = _Replay(block, below)
+            logits = torch.func.functional_call(
+                self.model, weights, (), {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                                          "use_cache": False}, strict=False).logits[0].float()
+        finally:
+            for i, block in enumerate(replaced):
+                blocks[i] = block
+            for hook in hooks:
+                hook.remove()
+        lse = torch.logsumexp(logits, -1)
+        picked = logits.gather(-1, labels[:, None]).squeeze(-1)
+        nll = lse - picked
+        # log(1 − p) as log Σ_{v≠y} e^{z_v} − log Σ_v e^{z_v}: finite even when p rounds to 1
+        others = logits.scatter(-1, labels[:, None], float("-inf"))
+        unlikely = lse - torch.logsumexp(others, -1)
+        negative = torch.tensor([r.negative for r in rows], device=self.device)[row_idx]
+        per_token = torch.where(negative, unlikely, nll)
+        sums = torch.zeros(len(rows), device=self.device).index_add(0, row_idx, per_token)
+        counts = torch.tensor([len(r.labels) for r in rows], device=self.device, dtype=torch.float32)
+        if record:
+            return sums / counts, (recorded[0] if recorded else None)
+        return sums / counts
+
+    @torch.no_grad()
+    def _record_below(self, weights: dict[str, torch.Tensor], parts: list[list[_Row]]) -> list | None:
+        """Each part's output of the blocks under the lowest edit layer, recorded once per
+        batch so the steps run only the blocks above; None (run every block) when there is
+        nothing below or when replaying does not reproduce a full pass of this model."""
+        if min(self.layers) == 0:
+            return None
+        outputs = []
+        for i, part in enumerate(parts):
+            full, below = self._row_losses(weights, part, record=True)
+            if below is None:
+                return None
+            if i == 0 and not torch.allclose(self._row_losses(weights, part, below), full, rtol=1e-4, atol=1e-6):
+                return None
+            outputs.append(below)
+        return outputs
+
+    def _masters(self) -> dict[int, torch.Tensor]:
+        """fp32 copies of the edit weights as the editor's state has them: W_original + Σ deltas."""
+        out = {}
+        for layer in self.layers:
+            weight = self.adapter.edit_weight(self.model, layer)
+            original = self._original.get(layer)
+            out[layer] = weight.detach().float().clone() if original is None else original + self._accum[layer]
+        return out
+
+    def _train(self, rows: list[_Row]) -> tuple[dict[int, torch.Tensor], int, list[float]]:
+        """The batch's fine-tuning on fp32 masters; returns the new fp32 weights per layer."""
+        hp = self.hp
+        start = self._masters()
+        if hp.norm_constraint is None:
+            bounds = None
+        else:
+            centre = start if hp.norm_constraint_around == "batch" else {
+                l: self._original.get(l, start[l]) for l in self.layers}
+            bounds = {l: (c - hp.norm_constraint, c + hp.norm_constraint) for l, c in centre.items()}
+        params = {l: w.clone().requires_grad_(True) for l, w in start.items()}
+        dtypes = {l: self.adapter.edit_weight(self.model, l).dtype for l in self.layers}
+        opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
+        n_pos = sum(not r.negative for r in rows)
+        n_neg = len(rows) - n_pos
+        # Each row's share of the total: mean over positive rows + weight × mean over negative rows.
+        scale = torch.tensor([1.0 / n_pos if not r.negative else hp.unlikelihood_weight / n_neg for r in rows],
+                             device=self.device)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))  # similar lengths, less padding
+        parts = list(chunks(order, hp.rows_per_pass))
+        history: list[float] = []
+        steps = 0
+        with _frozen(self.model):
+            below = self._record_below({self._param_name(l): p.to(dtypes[l]) for l, p in params.items()},
+                                       [[rows[i] for i in part] for part in parts])
+            for step in range(hp.num_steps):
+                opt.zero_grad(set_to_none=True)
+                total = pos_total = 0.0
+                for j, part in enumerate(parts):
+                    weights = {self._param_name(l): p.to(dtypes[l]) for l, p in params.items()}
+                    losses = self._row_losses(weights, [rows[i] for i in part], below[j] if below else None)
+                    if not torch.isfinite(losses).all():
+                        raise FloatingPointError(f"ft: non-finite loss at step {step}")
+                    weighted = losses * scale[part]
+                    weighted.sum().backward()
+                    total += float(weighted.detach().sum())
+                    pos_total += float(weighted.detach()[[not rows[i].negative for i in part]].sum())
+                history.append(total)
+                if hp.early_stop_loss is not None and pos_total < hp.early_stop_loss:
+                    break
+                opt.step()
+                steps += 1
+                if bounds is not None:
+                    with torch.no_grad():
+                        for l, p in params.items():
+                            p.copy_(torch.clamp(p, *bounds[l]))
+        new = {l: p.detach() for l, p in params.items()}
+        if not all(torch.isfinite(w).all() for w in new.values()):
+            raise FloatingPointError("ft: a fine-tuned weight has NaN/inf")
+        return new, steps, history
+
+    # --- writing ------------------------------------------------------------------------------
+    def _write_all(self) -> None:
+        with torch.no_grad():
+            for layer, original in self._original.items():
+                weight = self.adapter.edit_weight(self.model, layer)
+                weight.copy_((original + self._accum[layer]).to(weight.dtype))
+
+    def apply(self, requests: list[EditRequest]) -> FTEditReport:
+        """Edit the model in place with one batch; on any error the model and the editor
+        are left exactly as before the batch."""
+        if isinstance(requests, (EditRequest, dict, str)):
+            raise RequestError("apply takes a list of requests, not a single one")
+        requests = [as_request(r, i) for i, r in enumerate(requests)]
+        if not requests:
+            raise RequestError("empty batch of requests")
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        rows, skipped = self.rows(requests)
+        timings["prepare_s"] = time.perf_counter() - t
+        snapshot = (dict(self._original), dict(self._accum))
+        try:
+            t = time.perf_counter()
+            new, steps, history = self._train(rows)
+            timings["train_s"] = time.perf_counter() - t
+            for layer, w in new.items():
+                if layer not in self._original:
+                    self._original[layer] = self.adapter.edit_weight(self.model, layer).detach().float().clone()
+                self._accum[layer] = w - self._original[layer]
+            self._write_all()
+            t = time.perf_counter()
+            reports = self._request_reports(requests, rows, steps)
+            timings["report_s"] = time.perf_counter() - t
+        except BaseException:
+            self._rollback(*snapshot)
+            raise
+        self._batches += 1
+        self._n_edits += len(requests)
+        return FTEditReport(method=self.name, batch=self._batches, n_requests=len(requests), requests=reports,
+                            layers=[], timings=timings, steps=steps, loss_history=history,
+                            negation_terms=len({r.request for r in rows if r.negative}),
+                            negation_skipped=skipped)
+
+    def _rollback(self, original: dict[int, torch.Tensor], accum: dict[int, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for layer, orig in self._original.items():
+                if layer not in original:  # first written by the failed batch
+                    weight = self.adapter.edit_weight(self.model, layer)
+                    weight.copy_(orig.to(weight.dtype))
+        self._original, self._accum = original, accum
+        self._write_all()
+
+    @torch.no_grad()
+    def _request_reports(self, requests: list[EditRequest], rows: list[_Row], steps: int) -> list[FTRequestReport]:
+        """Each request's bare-query numbers on the model as written (its own dtype)."""
+        bare = [r for r in rows if r.bare]
+        losses: list[float] = []
+        for part in chunks(bare, self.hp.rows_per_pass):
+            nll_rows = [_Row(r.request, r.ids, r.start, r.labels, False, True) for r in part]
+            losses += self._row_losses({}, nll_rows).tolist()  # NLL for both kinds
+        pos = {r.request: l for r, l in zip(bare, losses) if not r.negative}
+        neg = {r.request: l for r, l in zip(bare, losses) if r.negative}
+        return [FTRequestReport(id=req.id, loss=pos[i], target_prob=float(torch.exp(torch.tensor(-pos[i]))),
+                                steps=steps, opposite_prob=float(torch.exp(torch.tensor(-neg[i]))) if i in neg else None)
+                for i, req in enumerate(requests)]
+
+    # --- the editor interface ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """The context templates, sampled from the (still unedited) model."""
+        self.templates()
+
+    def finalize(self) -> dict:
+        return {}
+
+    def prompt_transform(self):
+        """None: a weight editor; queries are scored as they are."""
+        return None
+
+    def variant(self):
+        return None
+
+    def restore(self) -> None:
+        """Put the original weights back and forget the edits (the templates are kept)."""
+        with torch.no_grad():
+            for layer, orig in self._original.items():
+                weight = self.adapter.edit_weight(self.model, layer)
+                weight.copy_(orig.to(weight.dtype))
+        self._original, self._accum = {}, {}
+        self._batches = self._n_edits = 0
+
+    @property
+    def deltas(self) -> dict[int, torch.Tensor]:
+        """Accumulated updates per layer, in the stored weight's orientation (fp32)."""
+        return dict(self._accum)
+
+    # --- state --------------------------------------------------------------------------------
+    def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
+        """Hyperparameters, templates and deltas (``include_stats``: FT has no statistics)."""
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir(parents=True)
+            save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
+            (tmp / "state.json").write_text(json.dumps({
+                "version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
+                "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
+                "batches": self._batches, "n_edits": self._n_edits,
+                "templates": self._templates.model_dump(mode="json") if self._templates else None}, indent=2))
+        return directory
+
+    def load_state(self, directory: str | Path) -> None:
+        """Re-apply a saved state to this editor's (unedited) model."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{directory}: not an ft editor state ({exc})") from None
+        if meta.get("method") != self.name or meta.get("version") != STATE_VERSION:
+            raise StateError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
+                             f"not {self.name} version {STATE_VERSION}")
+        try:
+            deltas = load_file(directory / "deltas.safetensors")
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{directory}: ft editor state without readable deltas ({exc})") from None
+        if meta.get("model_type") != self.model.config.model_type:
+            raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {self.model.config.model_type}")
+        if meta["hparams"]["layers"] != self.layers:
+            raise StateError(f"{directory}: edit layers {meta['hparams']['layers']} differ from {self.layers}")
+        self.restore()
+        # The saved templates, not new ones: resampling on an edited model would differ.
+        self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
+        with torch.no_grad():
+            for key, accum in deltas.items():
+                layer = int(key.split(".")[1])
+                weight = self.adapter.edit_weight(self.model, layer)
+                self._original[layer] = weight.detach().float().clone()
+                self._accum[layer] = accum.to(weight.device)
+        self._write_all()
+        self._batches, self._n_edits = meta["batches"], meta["n_edits"]
