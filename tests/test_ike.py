@@ -163,3 +163,27 @@ def test_ike_in_a_run_is_measured_through_its_transform(ws, tmp_path, monkeypatc
     records = load_records(str(ws["data"])).records
     assert {r.query for r in records} <= queries
     assert len(asked) >= 4 * len(records) + len(records)  # PP, PN, NN, NP and efficacy
+
+
+def test_the_edit_job_measures_an_in_context_editor_through_its_prompt(ws, monkeypatch, tmp_path):
+    from editprobe.editing.remedies import ike
+    from editprobe.runs.edit_job import EditConfig, EditJob
+
+    seen: list[str] = []
+    original = ike.InContextTransform.completions
+
+    def recording(self, queries):
+        seen.extend(queries)
+        return original(self, queries)
+
+    monkeypatch.setattr(ike.InContextTransform, "completions", recording)
+    loaded = load_model(str(ws["model"]))
+    job = EditJob(EditConfig.build(dict(model=str(ws["model"]), method="ike", data=str(ws["data"]), n=3,
+                                        batch_size=3, out=tmp_path / "out", hparams="tiny",
+                                        overrides={"n_demos": 0})), loaded=loaded)
+    job.preflight()
+    report = job.run()
+    records = load_records(str(ws["data"])).records[:3]
+    # once for the batch's own report, once more for efficacy after editing
+    assert seen == [r.query for r in records] * 2
+    assert report["method"] == "ike" and report["n"] == 3

@@ -113,7 +113,10 @@ class EditJob:
         edit_sequentially(editor, requests, cfg.batch_size, seed=cfg.seed, stage=f"edit__{cfg.method}",
                           on_batch=after_batch)
         editor.finalize()  # e.g. PRUNE restrains the accumulated edit once, after the last batch
-        after = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
+        from .loop import editor_transform  # an in-context editor is asked through its prompt
+
+        asked = editor_transform(editor).completions([q for q, _ in pairs])
+        after = exact_match_batch(loaded.model, loaded.tokenizer, [(q, t) for q, (_, t) in zip(asked, pairs)])
         report = {
             "model": cfg.model, "method": cfg.method, "data": cfg.data, "n": len(requests),
             "batch_size": cfg.batch_size, "seed": cfg.seed, "hparams": editor.hp.model_dump(mode="json"),
