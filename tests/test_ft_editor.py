@@ -72,6 +72,7 @@ def test_edits_land_only_the_edit_layer_changes_within_the_constraint():
     assert report.negation_terms == 10 and report.negation_skipped == []
     assert sum(r.target_prob > 0.5 for r in report.requests) >= 8
     assert all(r.opposite_prob is not None for r in report.requests)
+    assert all("opposite_prob" in r for r in report.model_dump()["requests"])
 
 
 def test_unlikelihood_lowers_the_target_after_the_opposite_query():

@@ -66,6 +66,7 @@ class FTRequestReport(RequestReport):
 
 
 class FTEditReport(EditReport):
+    requests: list[FTRequestReport]  # narrowed, so a dump of the report keeps opposite_prob
     steps: int  # optimizer steps taken (early stop may end the batch sooner)
     loss_history: list[float]  # the total loss before each step
     negation_terms: int  # requests with an unlikelihood term
