@@ -3,6 +3,7 @@ in-process, with stdout and stderr captured as click's CliRunner captures them. 
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 
@@ -30,3 +31,10 @@ def invoke(args, env: dict | None = None, input: str | None = None) -> CliResult
         sys.stdout.flush()
         sys.stderr.flush()
     return CliResult(code, stdout.getvalue().decode(), stderr.getvalue().decode(), output.getvalue().decode())
+
+
+def deterministic_tables(report_stdout: str) -> str:
+    """The tables ``editprobe report`` printed, without the cost table (measured seconds,
+    which differ between equal runs) and the closing "tables (md ..." line."""
+    text = report_stdout.split("tables (md")[0]
+    return re.sub(r"### Cost:.*?(?=### |\Z)", "", text, flags=re.S)

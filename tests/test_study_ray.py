@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import invoke
+from cli_helpers import deterministic_tables, invoke
 from test_runs_helpers import comparable, subprocess_env
 from test_study import _study_file
 
@@ -96,7 +96,7 @@ def _arm_kill(monkeypatch, **env: str) -> None:
 def _tables(study_dir: Path, tmp_path: Path) -> str:
     result = invoke(["report", study_dir, "--out", tmp_path / f"tables-{study_dir.name}"])
     assert result.exit_code == 0, result.output
-    return result.stdout.split("tables (md")[0]
+    return deterministic_tables(result.stdout)
 
 
 def _summary(study_dir: Path, run: str) -> dict:
