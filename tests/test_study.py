@@ -125,3 +125,21 @@ def test_the_shipped_study_files_expand():
     assert {d for r in smollm2 for d in r.config.datasets} == {"counterfact-sample", "zsre-sample"}
     assert {m for r in smollm2 for m in r.config.methods} == {"rome", "memit", "emmet", "alphaedit", "rect", "prune",
                                                              "pmet", "adaedit", "namet", "memit_lti"}
+
+
+def test_the_negation_remedies_study_expands_with_each_runs_settings():
+    from pathlib import Path
+
+    from editprobe.runs.loop import Experiment
+    from editprobe.runs.study import expand, load_study
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "negation-remedies.yaml"
+    runs = expand(load_study(path), Path("/tmp/never-written"))
+    got = sorted((r.config.methods[0], tuple(sorted(r.config.overrides.items()))) for r in runs)
+    assert got == [("alphaedit", ()), ("ft", ()), ("ike", ()), ("memit", ()), ("memit", (("locate", "last-token"),)),
+                   ("memit", (("negation", "defend"),))]
+    assert {(r.config.n, r.config.batch_size) for r in runs} == {(100, 20)}
+    for r in runs:  # every run's settings resolve (shipped files for the built-in model, known --set keys)
+        Experiment(r.config)._check_overrides()
+        for method in r.config.methods:
+            Experiment(r.config)._hparams(method)
