@@ -31,6 +31,22 @@ def ws(tmp_path_factory):
 
 
 @pytest.fixture
+def asked_queries(monkeypatch) -> list[str]:
+    """Every query an in-context transform is asked for, in order."""
+    from editprobe.editing.remedies import ike
+
+    asked: list[str] = []
+    original = ike.InContextTransform.completions
+
+    def recording(self, queries):
+        asked.extend(queries)
+        return original(self, queries)
+
+    monkeypatch.setattr(ike.InContextTransform, "completions", recording)
+    return asked
+
+
+@pytest.fixture
 def editor(tiny):
     loaded = tiny("llama")
     return make_editor("ike", loaded.model, loaded.tokenizer, {"n_demos": 0}), loaded
@@ -136,17 +152,8 @@ def test_negation_scoring_asks_through_the_transform_and_keeps_the_query(ws):
     assert [s.match for s in moved.samples] == expected
 
 
-def test_ike_in_a_run_is_measured_through_its_transform(ws, tmp_path, monkeypatch):
-    from editprobe.editing.remedies import ike
-
-    asked: list[str] = []
-    original = ike.InContextTransform.completions
-
-    def recording(self, queries):
-        asked.extend(queries)
-        return original(self, queries)
-
-    monkeypatch.setattr(ike.InContextTransform, "completions", recording)
+def test_ike_in_a_run_is_measured_through_its_transform(ws, tmp_path, monkeypatch, asked_queries):
+    asked = asked_queries
     monkeypatch.setenv("EDITPROBE_CACHE", str(tmp_path / "cache"))
     loaded = load_model(str(ws["model"]))
     weights = {k: v.clone() for k, v in loaded.model.state_dict().items()}
@@ -165,18 +172,10 @@ def test_ike_in_a_run_is_measured_through_its_transform(ws, tmp_path, monkeypatc
     assert len(asked) >= 4 * len(records) + len(records)  # PP, PN, NN, NP and efficacy
 
 
-def test_the_edit_job_measures_an_in_context_editor_through_its_prompt(ws, monkeypatch, tmp_path):
-    from editprobe.editing.remedies import ike
+def test_the_edit_job_measures_an_in_context_editor_through_its_prompt(ws, tmp_path, asked_queries):
     from editprobe.runs.edit_job import EditConfig, EditJob
 
-    seen: list[str] = []
-    original = ike.InContextTransform.completions
-
-    def recording(self, queries):
-        seen.extend(queries)
-        return original(self, queries)
-
-    monkeypatch.setattr(ike.InContextTransform, "completions", recording)
+    seen = asked_queries
     loaded = load_model(str(ws["model"]))
     job = EditJob(EditConfig.build(dict(model=str(ws["model"]), method="ike", data=str(ws["data"]), n=3,
                                         batch_size=3, out=tmp_path / "out", hparams="tiny",

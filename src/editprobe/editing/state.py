@@ -28,6 +28,18 @@ class StateError(UserError, ValueError):
     pass
 
 
+def read_state_meta(directory: Path, method: str, versions: tuple[int, ...]) -> dict:
+    """``state.json`` of a saved editor state, checked to be ``method``'s in a readable version."""
+    try:
+        meta = json.loads((directory / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{directory}: not a {method} editor state ({exc})") from None
+    if meta.get("method") != method or meta.get("version") not in versions:
+        raise StateError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
+                         f"not {method} version {' or '.join(map(str, versions))}")
+    return meta
+
+
 class EditorState:
     """The state half of an editor. A subclass (``LTEEditor``) must set what the state
     reads before calling ``EditorState.__init__``: ``model``, ``tok``, ``adapter`` (a

@@ -36,7 +36,7 @@ from ...paths import atomic_path
 from ..context import ContextTemplates, TemplateSpec, generate_templates
 from ..plugins import register_method
 from ..prompts import RequestError, as_request, chunks
-from ..state import StateError
+from ..state import StateError, read_state_meta
 
 STATE_VERSION = 1
 
@@ -353,13 +353,7 @@ class FTEditor:
     def load_state(self, directory: str | Path) -> None:
         """Re-apply a saved state to this editor's (unedited) model."""
         directory = Path(directory)
-        try:
-            meta = json.loads((directory / "state.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{directory}: not an ft editor state ({exc})") from None
-        if meta.get("method") != self.name or meta.get("version") != STATE_VERSION:
-            raise StateError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
-                             f"not {self.name} version {STATE_VERSION}")
+        meta = read_state_meta(directory, self.name, (STATE_VERSION,))
         try:
             deltas = load_file(directory / "deltas.safetensors")
         except (OSError, ValueError) as exc:

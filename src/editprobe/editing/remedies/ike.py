@@ -40,6 +40,7 @@ from ..engine import EditReport, RequestReport
 from ..hparams import HParamsError
 from ..plugins import register_method
 from ..prompts import RequestError, as_request, validate_request
+from ..state import read_state_meta
 
 STATE_VERSION = 1
 DemoKind = Literal["copy", "paraphrase", "neighbourhood", "opposite"]
@@ -300,13 +301,6 @@ class IKEEditor:
         return directory
 
     def load_state(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        try:
-            meta = json.loads((directory / "state.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise HParamsError(f"{directory}: not an IKE editor state ({exc})") from None
-        if meta.get("method") != self.name or meta.get("version") != STATE_VERSION:
-            raise HParamsError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
-                               f"not ike version {STATE_VERSION}")
+        meta = read_state_meta(Path(directory), self.name, (STATE_VERSION,))
         self._facts = list(meta["facts"])
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]
