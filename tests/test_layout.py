@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from editprobe.data.records import EditRequest
+from editprobe.editing.layout import suffix_groups
 from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
 from editprobe.models.tiny import tiny_model
 
@@ -18,13 +19,15 @@ TEMPLATES = ["{}", "The cat is. {}", "Because I. {}"]
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gptj", "qwen2"])
 @pytest.mark.parametrize("sites", [("block",), ("mlp", "attn_out")])
 @pytest.mark.parametrize("early_stop", [0.0, 6.6])
-def test_prefix_cache_matches_full_rows(model_type, sites, early_stop):
+@pytest.mark.parametrize("overhead", [0, 10_000])  # one group per suffix length; one group
+def test_prefix_cache_matches_full_rows(model_type, sites, early_stop, overhead):
     torch.set_num_threads(1)
     m, tok, adapter = tiny_model(model_type, initializer_range=0.2)
     results = {}
     for cached in (False, True):
         settings = TargetSettings(layer=1, sites=tuple(Site(k, 4.0, 0.5) for k in sites), lr=0.1, steps=6,
-                                  prefix_cache=cached, early_stop_loss=early_stop)
+                                  prefix_cache=cached, early_stop_loss=early_stop,
+                                  group_overhead=overhead)
         results[cached] = TargetOptimizer(m, tok, adapter, settings).run(REQUESTS, TEMPLATES)
     full, cached = results[False], results[True]
     for kind in full.z:
@@ -32,3 +35,13 @@ def test_prefix_cache_matches_full_rows(model_type, sites, early_stop):
     assert cached.steps == full.steps
     assert cached.loss == pytest.approx(full.loss, rel=1e-4)
     assert cached.forward_tokens < full.forward_tokens / 2
+
+
+def test_suffix_groups_trade_padding_for_forwards():
+    lengths = [1, 1, 6, 2, 6, 5, 1]
+    assert suffix_groups(lengths, overhead=0) == [[0, 1, 6], [3], [5], [2, 4]]
+    assert suffix_groups(lengths, overhead=1000) == [[0, 1, 2, 3, 4, 5, 6]]
+    # three 1-token rows padded to 2 cost 3 slots: less than a separate forward of 4
+    assert suffix_groups([1, 1, 1, 2, 6, 6], overhead=4) == [[0, 1, 2, 3], [4, 5]]
+    groups = suffix_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))

@@ -6,10 +6,17 @@ at any layer: their keys and values are constants of the optimization. With
 only the suffix that starts at the subject's last token, attending to the cache — about
 5× fewer tokens per step with MEMIT's 10-token context prefixes. Without it, steps run the
 full padded rows (needed where the method changes positions, e.g. NAMET's padding).
+
+Suffixes differ in length (a KL prompt's is one token, a rewriting prompt's runs to the
+end of the target), and every padded slot costs a full forward and backward through the
+blocks above the edit layer at every step. So rows are split into groups of similar
+suffix length, each with its own cache and padding (:func:`suffix_groups`); a step runs
+one forward per group and reassembles the rows in their original order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -17,16 +24,59 @@ import torch
 from ..models.tokens import Batch, make_batch, pad_id
 from .prompts import Row, RowBatch
 
+# A forward's fixed cost (Python, small-matrix inefficiency), in padded tokens: what a
+# separate group must save to be worth running. Measured on the built-in model (CPU).
+GROUP_OVERHEAD_TOKENS = 24
+
+
+@dataclass
+class Group:
+    """Rows of a StepBatch that run in one forward pass."""
+
+    rows: torch.Tensor  # indices into the StepBatch's rows
+    input_ids: torch.Tensor  # [g, width]
+    attention_mask: torch.Tensor  # [g, prefix + width]: over this group's cache and step tokens
+    position_ids: torch.Tensor | None
+    cache: object | None  # a transformers Cache holding this group's prefix keys/values
+    prefix_kv: list = field(default_factory=list)  # each cache layer's (keys, values) after the prefix pass
+
+    @property
+    def width(self) -> int:
+        return self.input_ids.shape[1]
+
+    def forward_kwargs(self) -> dict:
+        kw = dict(input_ids=self.input_ids, attention_mask=self.attention_mask, use_cache=self.cache is not None)
+        if self.position_ids is not None:
+            kw["position_ids"] = self.position_ids
+        if self.cache is not None:
+            kw["past_key_values"] = self.cache
+        return kw
+
+    def restore_cache(self) -> None:
+        """Put the prefix tensors back (a cropped view would keep the step's graph alive)."""
+        if self.cache is not None:
+            for layer, (keys, values) in zip(self.cache.layers, self.prefix_kv):
+                layer.keys, layer.values = keys, values
+
+    def narrowed(self, local: torch.Tensor, rows: torch.Tensor) -> "Group":
+        """Only this group's rows ``local`` (indices into the group), renumbered ``rows``."""
+        kv = [(k[local], v[local]) for k, v in self.prefix_kv]
+        if self.cache is not None:
+            for layer, (k, v) in zip(self.cache.layers, kv):
+                layer.keys, layer.values = k, v
+        ids = self.input_ids[local]
+        width = int(self.attention_mask[local, -self.width:].sum(-1).max())  # the group may shrink
+        prefix = self.attention_mask.shape[1] - self.width
+        return Group(rows, ids[:, :width], self.attention_mask[local, : prefix + width],
+                     None if self.position_ids is None else self.position_ids[local, :width], self.cache, kv)
+
 
 @dataclass
 class StepBatch:
     rows: list[Row]  # positions are in this batch's own coordinates
-    batch: Batch  # the tokens each step feeds (suffixes, or full rows)
-    attention_mask: torch.Tensor  # over cache + step tokens
-    position_ids: torch.Tensor | None
-    cache: object | None  # a transformers Cache holding the prefixes' keys/values
-    prefix_len: int
-    prefix_kv: list = field(default_factory=list)  # each cache layer's (keys, values) after the prefix pass
+    batch: Batch  # every row's step tokens, right-padded (positions and token counts read it)
+    groups: list[Group]
+    current: Group | None = None  # the group whose forward is running (replay reads its rows)
 
     def subject_positions(self) -> torch.Tensor:
         return torch.tensor([self.batch.position(i, r.subject_index) for i, r in enumerate(self.rows)])
@@ -35,73 +85,135 @@ class StepBatch:
         return torch.tensor([r.request for r in self.rows])
 
     def select(self, keep: list[int]) -> "StepBatch":
-        """Rows ``keep`` only. The cache is narrowed in place (finished rows never return)."""
+        """Rows ``keep`` only. Caches are narrowed in place (finished rows never return)."""
         idx = torch.tensor(keep, dtype=torch.long)
         b = self.batch
         sub = Batch(b.input_ids[idx], b.attention_mask[idx], [b.lengths[i] for i in keep], b.padding_side)
-        dev_idx = idx.to(self.attention_mask.device)
-        prefix_kv = [(k[dev_idx], v[dev_idx]) for k, v in self.prefix_kv]
-        if self.cache is not None:
-            for layer, (k, v) in zip(self.cache.layers, prefix_kv):
-                layer.keys, layer.values = k, v
-        return StepBatch(
-            [self.rows[i] for i in keep], sub, self.attention_mask[dev_idx],
-            None if self.position_ids is None else self.position_ids[dev_idx],
-            self.cache, self.prefix_len, prefix_kv,
-        )
+        new_index = {old: new for new, old in enumerate(keep)}
+        groups = []
+        for g in self.groups:
+            old = g.rows.tolist()
+            local = [j for j, r in enumerate(old) if r in new_index]
+            if not local:
+                continue
+            dev = g.input_ids.device
+            rows = torch.tensor([new_index[old[j]] for j in local], device=dev)
+            groups.append(g.narrowed(torch.tensor(local, device=dev), rows))
+        return StepBatch([self.rows[i] for i in keep], sub, groups)
 
-    def forward_kwargs(self) -> dict:
-        kw = dict(input_ids=self.batch.input_ids, attention_mask=self.attention_mask, use_cache=self.cache is not None)
-        if self.position_ids is not None:
-            kw["position_ids"] = self.position_ids
-        if self.cache is not None:
-            kw["past_key_values"] = self.cache
-        return kw
+    def final_hidden(self, model, each: Callable[[Group], object] | None = None) -> torch.Tensor:
+        """Last hidden states (after the final norm) of every row, ``[rows, width, d]``; a
+        slot past a row's end is zero. ``each(group)`` is called after each group's pass
+        (to collect what hooks captured)."""
+        parts = []
+        for g in self.groups:
+            self.current = g
+            try:
+                parts.append(model.base_model(**g.forward_kwargs()).last_hidden_state)
+            finally:
+                self.current = None
+            if each is not None:
+                each(g)
+        return self.assemble(parts)
+
+    def assemble(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Per-group ``[g, width_g, ...]`` tensors back into ``[rows, width, ...]`` row order."""
+        if len(parts) == 1 and self.groups[0].width == self.batch.input_ids.shape[1] \
+                and len(self.groups[0].rows) == len(self.rows):
+            order = self.groups[0].rows
+            if torch.equal(order, torch.arange(len(order), device=order.device)):
+                return parts[0]
+        first = parts[0]
+        out = first.new_zeros((len(self.rows), self.batch.input_ids.shape[1], *first.shape[2:]))
+        for g, part in zip(self.groups, parts):
+            out[g.rows, : part.shape[1]] = part
+        return out
+
+    def rows_of_current(self, full: torch.Tensor) -> torch.Tensor:
+        """The running group's slice of a ``[rows, width, ...]`` tensor."""
+        g = self.current
+        return full if g is None else full[g.rows, : g.width]
 
     def after_step(self) -> None:
         """Drop the keys/values the step appended, keeping only the prefixes."""
-        if self.cache is not None:
-            # Put the prefix tensors back: a cropped view would keep this step's graph alive.
-            for layer, (keys, values) in zip(self.cache.layers, self.prefix_kv):
-                layer.keys, layer.values = keys, values
+        for g in self.groups:
+            g.restore_cache()
+
+    @property
+    def padded_tokens(self) -> int:
+        """Token slots the step's forwards run (real tokens plus padding)."""
+        return sum(g.input_ids.numel() for g in self.groups)
 
 
 def full_layout(rb: RowBatch, device) -> StepBatch:
     b = rb.batch.to(device)
-    return StepBatch(list(rb.rows), b, b.attention_mask, None, None, 0)
+    group = Group(torch.arange(len(rb.rows), device=device), b.input_ids, b.attention_mask, None, None)
+    return StepBatch(list(rb.rows), b, [group])
+
+
+def suffix_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Row indices split into groups of similar length: the split of the sorted distinct
+    lengths that minimizes the padded tokens run plus ``overhead`` per group (exact by
+    dynamic programming; there are only a handful of distinct lengths)."""
+    distinct = sorted(set(lengths))
+    count = {n: lengths.count(n) for n in distinct}
+    best = [0.0] + [float("inf")] * len(distinct)  # best[j]: cost of the first j lengths
+    cut = [0] * (len(distinct) + 1)
+    for j in range(1, len(distinct) + 1):
+        for i in range(j):
+            rows = sum(count[n] for n in distinct[i:j])
+            cost = best[i] + rows * distinct[j - 1] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    spans, j = [], len(distinct)
+    while j > 0:
+        spans.append(set(distinct[cut[j]:j]))
+        j = cut[j]
+    return [[i for i, n in enumerate(lengths) if n in span] for span in reversed(spans)]
 
 
 @torch.no_grad()
-def prefix_cached_layout(model, tok, rb: RowBatch, device) -> StepBatch:
-    """Run every row's tokens before its subject's last token once; return the suffixes."""
+def prefix_cached_layout(model, tok, rb: RowBatch, device, overhead: int = GROUP_OVERHEAD_TOKENS) -> StepBatch:
+    """Run every row's tokens before its edited token once; return the suffixes, in
+    groups of similar length."""
     from transformers import DynamicCache
 
     rows = rb.rows
     splits = [r.subject_index for r in rows]
     ends = [max([r.subject_index, *r.target_positions]) + 1 for r in rows]
-    prefix_len = max(splits)
-    prefixes = make_batch(tok, [r.ids[:s] if s else [pad_id(tok)] for r, s in zip(rows, splits)], "left")
-    if prefix_len == 0:
+    if max(splits) == 0:
         return full_layout(rb, device)
-    # an empty prefix is one masked pad, so the cache is rectangular
-    pmask = prefixes.attention_mask.clone()
-    for i, s in enumerate(splits):
-        if s == 0:
-            pmask[i] = 0
-    width = prefixes.input_ids.shape[1]
-    cache = DynamicCache(config=model.config)
-    if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+    if any(type(layer).__name__ != "DynamicLayer" for layer in DynamicCache(config=model.config).layers):
         return full_layout(rb, device)  # sliding-window layers evict entries: keep it simple
-    ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
-    model(input_ids=prefixes.input_ids.to(device), attention_mask=pmask.to(device), position_ids=ppos.to(device),
-          past_key_values=cache, use_cache=True)
     new_rows = [
         replace(r, ids=r.ids[s:e], subject_index=0, target_positions=[p - s for p in r.target_positions])
         for r, s, e in zip(rows, splits, ends)
     ]
     suffix = make_batch(tok, [r.ids for r in new_rows], "right")
-    mask = torch.cat([pmask, suffix.attention_mask], dim=1).to(device)
-    n_prefix = pmask.sum(-1, keepdim=True)
-    positions = (n_prefix + torch.arange(suffix.input_ids.shape[1])[None, :]).to(device)
+    groups = [_prefix_group(model, tok, rows, splits, suffix, members, device)
+              for members in suffix_groups(suffix.lengths, overhead)]
+    return StepBatch(new_rows, suffix.to(device), groups)
+
+
+def _prefix_group(model, tok, rows: list[Row], splits: list[int], suffix: Batch, members: list[int],
+                  device) -> Group:
+    """One group: its rows' prefixes run into its own cache, left-padded to its own width."""
+    from transformers import DynamicCache
+
+    # an empty prefix is one masked pad, so the cache is rectangular
+    prefixes = make_batch(tok, [rows[i].ids[: splits[i]] if splits[i] else [pad_id(tok)] for i in members], "left")
+    pmask = prefixes.attention_mask.clone()
+    for j, i in enumerate(members):
+        if splits[i] == 0:
+            pmask[j] = 0
+    cache = DynamicCache(config=model.config)
+    ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
+    model(input_ids=prefixes.input_ids.to(device), attention_mask=pmask.to(device), position_ids=ppos.to(device),
+          past_key_values=cache, use_cache=True)
+    idx = torch.tensor(members, dtype=torch.long)
+    width = max(suffix.lengths[i] for i in members)
+    smask = suffix.attention_mask[idx, :width]
+    mask = torch.cat([pmask, smask], dim=1).to(device)
+    positions = (pmask.sum(-1, keepdim=True) + torch.arange(width)[None, :]).to(device)
     prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-    return StepBatch(new_rows, suffix.to(device), mask, positions, cache, width, prefix_kv)
+    return Group(idx.to(device), suffix.input_ids[idx, :width].to(device), mask, positions, cache, prefix_kv)

@@ -68,7 +68,10 @@ def replay_from(
 
 def final_hidden(model: nn.Module, batch) -> torch.Tensor:
     """Last hidden states after the final norm (the base model's output) for a Batch, or a
-    StepBatch (which brings its cache and positions)."""
+    StepBatch (which runs its groups with their caches and positions), or anything with
+    ``forward_kwargs``."""
+    if hasattr(batch, "final_hidden"):
+        return batch.final_hidden(model)
     if hasattr(batch, "forward_kwargs"):
         return model.base_model(**batch.forward_kwargs()).last_hidden_state
     out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)

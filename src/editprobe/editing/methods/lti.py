@@ -161,15 +161,17 @@ class TeacherLensKL(BaseLossTerm):
 
     def __init__(self, teacher: LTITeacher, factor: float):
         self.teacher, self.factor = teacher, factor
-        self._mid: torch.Tensor | None = None
+        self._mid: list[torch.Tensor] | None = None
 
     def prepare(self, layout, hidden0, ctx):
         self.teacher.prepare(layout, ctx)
 
     @contextmanager
     def _keep_mid(self, model):
-        def keep(module, args, output):  # the mid-layer output of this step's forward, with grad
-            self._mid = first_tensor(output)
+        self._mid = []
+
+        def keep(module, args, output):  # the mid-layer output of each of this step's forwards, with grad
+            self._mid.append(first_tensor(output))
 
         handle = model.get_submodule(self.teacher.mid_path).register_forward_hook(keep)
         try:
@@ -190,7 +192,8 @@ class TeacherLensKL(BaseLossTerm):
             pos.append(rb.batch.position(i, row.subject_index))
             req.append(local[row.request])
             teacher.append(self.teacher.mid[_key(row)])
-        lens = self.teacher.lens(self._mid[rows, pos])
+        mid = rb.assemble(self._mid)  # one part per row group the step ran
+        lens = self.teacher.lens(mid[rows, pos])
         self._mid = None
         return per_request_mean(_kl(lens, torch.stack(teacher)), torch.tensor(req), len(active))
 
