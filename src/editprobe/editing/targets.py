@@ -24,8 +24,8 @@ import torch
 from ..data.records import EditRequest
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, edit_output
-from ..models.replay import block_output_arity, final_hidden, logits_at, replay_from
-from .layout import StepBatch, full_layout, prefix_cached_layout
+from ..models.replay import block_output_arity, logits_at, replay_from
+from .layout import GROUP_OVERHEAD_TOKENS, StepBatch, full_layout, prefix_cached_layout
 from .objective import LossTerm, LossTerms, StepContext, local_index, per_request_mean, per_request_sums
 from .prompts import RowBatch, batch_rows, rewrite_rows
 
@@ -59,6 +59,9 @@ class TargetSettings:
     kl_prompt: str | None = "{} is a"
     padding_side: str = "right"
     prefix_cache: bool = True  # run tokens before the subject once (see layout.py)
+    # a forward's fixed cost in padded tokens: rows split into groups of similar suffix length
+    # when that saves more (layout.suffix_groups); 0 = one group per length, large = one group
+    group_overhead: int = GROUP_OVERHEAD_TOKENS
     locate: str = "subject"  # the edited token of every row (prompts.edit_index)
 
 
@@ -234,7 +237,8 @@ class TargetOptimizer:
         the block arity; then the method's and the loss terms' ``prepare`` and the norms."""
         s, model, adapter, dev = self.s, self.model, self.adapter, self.device
         full = self.build_rows(requests, templates)
-        layout = prefix_cached_layout(model, self.tok, full, dev) if s.prefix_cache else full_layout(full, dev)
+        layout = (prefix_cached_layout(model, self.tok, full, dev, s.group_overhead) if s.prefix_cache
+                  else full_layout(full, dev))
         n = len(requests)
         edit_pos = layout.subject_positions().to(dev)
         first_row = torch.tensor([next(i for i, r in enumerate(layout.rows) if r.request == j) for j in range(n)],
@@ -245,13 +249,18 @@ class TargetOptimizer:
         ref_paths = [adapter.path(k, s.layer) for k in ref_kinds]
         start_path = [adapter.path("block", start)] if start >= 0 else []
 
-        def plain():
-            out = final_hidden(model, layout)
-            layout.after_step()
-            return out
+        wanted = list(dict.fromkeys(paths + ref_paths + start_path))
+        got: dict[str, torch.Tensor] = {}
 
-        with torch.no_grad(), capture(model, paths + ref_paths + start_path, what="output") as got:
-            arity = block_output_arity(adapter.block(model, max(start, 0)), lambda: got.setdefault("h", plain()))
+        def plain():
+            parts: dict[str, list[torch.Tensor]] = {p: [] for p in wanted}
+            with capture(model, wanted, what="output") as seen:
+                got["h"] = layout.final_hidden(model, lambda _g: [parts[p].append(seen[p]) for p in wanted])
+            layout.after_step()
+            got.update({p: layout.assemble(v) for p, v in parts.items()})
+
+        with torch.no_grad():
+            arity = block_output_arity(adapter.block(model, max(start, 0)), plain)
         hidden0 = got["h"]
         ar = torch.arange(len(layout.rows), device=dev)
         # per row (the anchor is the first row's); methods with per-prompt anchors (NAMET) read them
@@ -284,12 +293,13 @@ class TargetOptimizer:
         s, model, adapter, dev = self.s, self.model, self.adapter, self.device
         keep_t = torch.tensor(keep, device=dev)
         setup.ctx.live_rows = keep_t
-        add = {k: self._adder(v, torch.arange(len(keep), device=dev), setup.edit_pos[keep_t], setup.req_of_row[keep_t])
-               for k, v in live.items()}
+        add = {k: self._adder(v, rb, setup.edit_pos[keep_t], setup.req_of_row[keep_t]) for k, v in live.items()}
         h_rows = setup.h_start[keep_t] if setup.h_start is not None else None
 
+        full = add["block"](h_rows) if "block" in add and h_rows is not None else h_rows
+
         def emit(_ignored):
-            return add["block"](h_rows) if "block" in add else h_rows
+            return rb.rows_of_current(full)
 
         with ExitStack() as stack:
             stack.callback(rb.after_step)  # drop this step's keys/values from the prefix cache
@@ -302,7 +312,7 @@ class TargetOptimizer:
             for term in self.loss_terms:
                 for cm in getattr(term, "forward_hooks", lambda _m: [])(model):
                     stack.enter_context(cm)
-            hidden = final_hidden(model, rb)
+            hidden = rb.final_hidden(model)
         terms = self.objective(rb, hidden, active, setup.ctx)
         wd = torch.zeros(len(active), device=dev)
         for site in s.sites:
@@ -351,10 +361,15 @@ class TargetOptimizer:
             deltas[k][moving] *= scale[:, None]
 
     @staticmethod
-    def _adder(delta: torch.Tensor, rows_ar, rows_pos, rows_req):
+    def _adder(delta: torch.Tensor, rb: StepBatch, rows_pos: torch.Tensor, rows_req: torch.Tensor):
+        """Adds each row's request's δ at its edited token, on every row of ``rb`` or (inside
+        a forward) on the running group's rows."""
         def add(h: torch.Tensor) -> torch.Tensor:
+            g = rb.current
+            pos, req = (rows_pos, rows_req) if g is None else (rows_pos[g.rows], rows_req[g.rows])
             h = h.clone()
-            h[rows_ar, rows_pos] = h[rows_ar, rows_pos] + delta[rows_req].to(h.dtype)
+            ar = torch.arange(h.shape[0], device=h.device)
+            h[ar, pos] = h[ar, pos] + delta[req].to(h.dtype)
             return h
 
         return add
