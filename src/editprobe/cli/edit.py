@@ -30,6 +30,8 @@ def edit(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     seed: int = typer.Option(0, help="seed of every batch"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier edit result in --out"),
+    target_cache: bool = typer.Option(True, "--target-cache/--no-target-cache",
+                                      help="reuse target vectors optimized before on the same model state and settings"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
@@ -40,7 +42,7 @@ def edit(
         overrides["preserve_previous"] = preserve_previous
     config = EditConfig.build({"model": model, "method": method, "data": data, "n": n, "batch_size": batch_size,
                                "out": out, "hparams": hparams, "profile": profile, "overrides": overrides, "dtype": dtype,
-                               "device": device, "seed": seed, "overwrite": overwrite})
+                               "device": device, "seed": seed, "overwrite": overwrite, "target_cache": target_cache})
     set_threads(threads)
     job = EditJob(config)
     for line in job.preflight():

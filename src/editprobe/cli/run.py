@@ -34,6 +34,9 @@ def run(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint after every k-th batch (default 1)"),
     resume: bool = typer.Option(False, "--resume", help="continue the unfinished run in --out"),
+    target_cache: Optional[bool] = typer.Option(None, "--target-cache/--no-target-cache",
+                                                help="reuse target vectors optimized before on the same model state "
+                                                     "and settings (default: on)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
@@ -44,7 +47,7 @@ def run(
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
              "hparams": hparams, "profile": profile, "negation_table": negation_table, "dtype": dtype, "device": device,
-             "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None}
+             "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

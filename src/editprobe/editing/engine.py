@@ -23,6 +23,7 @@ from .objective import LossTerm
 from .prompts import RequestError, as_request, validate_request
 from .solvers import NumericalError
 from .state import EditorState
+from .target_cache import TargetCache
 from .targets import Site, TargetOptimizer, TargetResult, TargetSettings
 
 
@@ -67,7 +68,8 @@ class LTEEditor(EditorState):
     # model the previous ones edited (ROME); the whole batch at once otherwise.
     per_request = False
 
-    def __init__(self, model, tokenizer, hparams: LTEHParams, adapter=None, stats=None, corpus=None, model_id: str | None = None):
+    def __init__(self, model, tokenizer, hparams: LTEHParams, adapter=None, stats=None, corpus=None, model_id: str | None = None,
+                 target_cache: TargetCache | None = None):
         self.model, self.tok = model, tokenizer
         self.adapter = adapter or get_adapter(model)
         if not isinstance(hparams, self.hparams_cls):
@@ -77,6 +79,9 @@ class LTEEditor(EditorState):
         self.device = next(model.parameters()).device
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or model.config.model_type
         EditorState.__init__(self, stats=stats, corpus=corpus)
+        # batches whose targets were computed before (same weights, requests, settings) are
+        # read from it; None computes every batch (target_cache.py)
+        self.target_cache = target_cache
 
     # --- shared pieces ------------------------------------------------------------------------
     @property
@@ -121,7 +126,9 @@ class LTEEditor(EditorState):
         return "+".join(parts) or None
 
     def compute_targets(self, requests: list[EditRequest]) -> TargetResult:
-        return self.target_optimizer().run(requests, self.templates().all)
+        if self.target_cache is None:
+            return self.target_optimizer().run(requests, self.templates().all)
+        return self.target_cache.run(self.target_optimizer(), requests, self.templates().all, self.hp.template_seed)
 
     # --- what a method states -----------------------------------------------------------------
     def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

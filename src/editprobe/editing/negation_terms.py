@@ -98,6 +98,9 @@ class NegationUnlikelihood(_OppositeTerm):
     def hold(self, value: torch.Tensor) -> torch.Tensor | None:
         return None if self.hold_at is None else value >= self.hold_at
 
+    def cache_identity(self) -> dict:
+        return {"factor": self.factor, "hold": self.hold_at, "adds_rows": self.adds_rows}
+
 
 class NegationKL(_OppositeTerm):
     """Per request: mean over the bare opposite query's target positions of KL(P_δ ‖ P_0).
@@ -106,6 +109,9 @@ class NegationKL(_OppositeTerm):
     and one query per request keeps that memory at n·T·vocab floats."""
 
     name = "negation_kl"
+
+    def cache_identity(self) -> dict:
+        return {"factor": self.factor, "adds_rows": self.adds_rows}
 
     def prepare(self, layout, hidden0, ctx: StepContext) -> None:
         self._p0: dict[int, torch.Tensor] = {}

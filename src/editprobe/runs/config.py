@@ -97,6 +97,10 @@ class RunConfig(ProfileDefaults):
     checkpoint_every: Count = 1
     dtype: DType = None
     device: str | None = None
+    # Read a batch's target vectors from the target cache when the same batch was optimized
+    # before on the same model state with the same settings (editing/target_cache.py); the
+    # numbers are identical either way, so it is not part of the run's identity.
+    target_cache: bool = True
 
     @field_validator("methods", "datasets", "probes")
     @classmethod
@@ -126,7 +130,7 @@ class RunConfig(ProfileDefaults):
         """What must match for ``--resume`` to continue a run (the out dir may move), and the
         layout of the run directory it was written with."""
         # ``profile`` came later: left out when unset, so runs saved before it still resume.
-        exclude = {"out", "device", "checkpoint_every"} | ({"profile"} if self.profile is None else set())
+        exclude = {"out", "device", "checkpoint_every", "target_cache"} | ({"profile"} if self.profile is None else set())
         return {**self.model_dump(mode="json", exclude=exclude), RUN_LAYOUT_KEY: RUN_LAYOUT}
 
     @classmethod

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from ..errors import OptionError, OutputError, validation_message
 from ..paths import atomic_path, check_writable, write_json_atomic
 from .config import Count, DType, ProfileDefaults, ProfileName
+from ..editing.target_cache import use_target_cache
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import edit_sequentially
 
@@ -37,6 +38,7 @@ class EditConfig(ProfileDefaults):
     device: str | None = None
     seed: int = 0
     overwrite: bool = False
+    target_cache: bool = True  # reuse target vectors computed before (editing/target_cache.py)
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":
@@ -99,6 +101,7 @@ class EditJob:
         cfg = self.config
         loaded = self._loaded or load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
+        cache = use_target_cache(editor, cfg.target_cache)
         check_c0_corpus(editor)
         requests = [r.request() for r in self._records]
         pairs = [(r.query, r.target) for r in requests]
@@ -125,6 +128,7 @@ class EditJob:
             "c0": editor.c0_info() if editor.needs_covariance else None,
             "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),
             "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
+            "target_cache": cache.stats.as_dict() if cache is not None else None,
         }
         try:
             with atomic_path(cfg.out) as tmp:  # state and report appear together or not at all

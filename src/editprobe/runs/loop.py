@@ -24,6 +24,7 @@ from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .config import RunConfig, RunConfigError, dataset_key
+from ..editing.target_cache import use_target_cache
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
@@ -225,6 +226,7 @@ class Experiment:
 
         model, tok = ctx.model, ctx.tokenizer
         editor = make_editor(method, model, tok, self._hparams(method), model_id=self.config.model)
+        cache = use_target_cache(editor, self.config.target_cache)
         requests = ctx.plan.positive_requests() if kind == "positive" else ctx.plan.negative_requests()
         bs = self.config.batch_size
         total = n_batches(len(requests), bs)
@@ -271,6 +273,7 @@ class Experiment:
                 "hparams": editor.hp.model_dump(mode="json"),
                 "variant": editor_variant(editor),
                 "c0": editor.c0_info() if editor.needs_covariance else None,
+                "target_cache": cache.stats.as_dict() if cache is not None else None,
                 # None: a kill fell between a checkpoint and its progress entry.
                 "edit_reports": [reports.get(str(b)) for b in range(total)],
             }
