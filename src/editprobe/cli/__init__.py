@@ -19,7 +19,7 @@ import typer
 from typer._click import exceptions as click
 
 from ..errors import EditprobeWarning, UserError
-from . import analyze, data, demo, edit, models, report, run, study, trace, train
+from . import analyze, data, demo, edit, models, report, run, study, trace, train, tune
 from .common import print_error, warn
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -35,7 +35,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="on an unexpected er
 
 app.add_typer(models.app, name="models", help="Built-in models and the model cache.")
 app.add_typer(data.app, name="data", help="Inspect and check datasets.")
-for _module in (edit, demo, run, study, report, trace, analyze, train):
+for _module in (edit, demo, run, study, report, trace, analyze, train, tune):
     _module.register(app)
 
 

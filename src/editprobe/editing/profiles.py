@@ -6,7 +6,9 @@ Which file a run's hyperparameters come from (:func:`choose_hparams`), first mat
 
 1. an explicit ``hparams`` (a YAML path, or a model key of the shipped files);
 2. the profile's file for this method and model, when a profile is chosen;
-3. the shipped default for the model (for the built-in SmolLM2 these are our tuned files).
+3. a file tuned for the dataset's kind (``editprobe tune``), shipped as
+   ``hparams/<method>/<model key>@<kind>.yaml``, when the run's dataset is given and one exists;
+4. the shipped default for the model (for the built-in SmolLM2 these are our tuned files).
 
 The summary of every run records the file and why it was chosen.
 """
@@ -42,7 +44,7 @@ class HParamsChoice(BaseModel):
 
     file: str  # inside the package: relative to it (editprobe/...); else as given
     sha256: str
-    chosen_by: str  # "hparams" (explicit), "profile NAME", "shipped default"
+    chosen_by: str  # "hparams" (explicit), "profile NAME", "tuned for KIND", "shipped default"
     path: Path = Field(exclude=True)  # where to read it here
 
 
@@ -99,8 +101,36 @@ def _choice(path: Path, chosen_by: str) -> HParamsChoice:
     return HParamsChoice(file=_display(path), sha256=digest, chosen_by=chosen_by, path=path)
 
 
-def choose_hparams(method: str, model: str, hparams: str | None = None, profile: str | None = None) -> HParamsChoice:
-    """The file a run of ``method`` on ``model`` reads (see the module docstring)."""
+# The kind of a dataset a tuned file is for, by the format its records were read in;
+# question-style records of the generic formats are zsRE (KnowEdit's zsRE, EasyEdit's).
+_KIND_OF_FORMAT = {"counterfact": "counterfact", "zsre": "zsre", "mquake": "mquake", "easyedit": "counterfact",
+                   "knowedit": "wcf"}
+_KIND_SAMPLE = 20  # records read to decide
+
+
+def dataset_kind(data: str) -> str | None:
+    """``counterfact``, ``zsre``, ``mquake``, ``wcf`` (or a plugin format's name) for a dataset
+    file or built-in name; None when it cannot be read (the dataset check names why)."""
+    from ..data import load_records
+    from ..errors import UserError
+
+    try:
+        loaded = load_records(data, limit=_KIND_SAMPLE)
+    except (UserError, OSError, ValueError):
+        return None
+    if loaded.records and all(r.is_question for r in loaded.records):
+        return "zsre"
+    return _KIND_OF_FORMAT.get(loaded.format, loaded.format)
+
+
+def tuned_path(method: str, model_key: str, kind: str) -> Path:
+    return hparams_path(method, f"{model_key}@{kind}")
+
+
+def choose_hparams(method: str, model: str, hparams: str | None = None, profile: str | None = None,
+                   dataset: str | None = None) -> HParamsChoice:
+    """The file a run of ``method`` on ``model`` (editing ``dataset``, when given) reads (see
+    the module docstring)."""
     from .keys_model import hparams_key
     from .registry import method_class
 
@@ -130,6 +160,9 @@ def choose_hparams(method: str, model: str, hparams: str | None = None, profile:
                                f"(it has: {', '.join(have) or 'none'})")
         return _choice(path, f"profile {profile}")
     key = hparams_key(model)
+    kind = dataset_kind(dataset) if dataset is not None else None
+    if kind is not None and tuned_path(method, key, kind).is_file():
+        return _choice(tuned_path(method, key, kind), f"tuned for {kind}")
     path = hparams_path(method, key)
     if not path.is_file():
         raise HParamsError(f"no shipped {method} hyperparameters for {key}; pass --hparams FILE.yaml")

@@ -81,7 +81,7 @@ class EditJob:
         from ..editing.profiles import choose_hparams
 
         cfg = self.config
-        self._choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile)
+        self._choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile, dataset=cfg.data)
         self._hp = resolve_hparams(cfg.method, self._choice.path, cfg.overrides)
         records, warnings = check_datasets([cfg.data], cfg.n)
         self._records = records[cfg.data]

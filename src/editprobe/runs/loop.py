@@ -66,15 +66,16 @@ class Experiment:
             self._loaded = load_model(self.config.model, dtype=self.config.dtype, device=self.config.device)
         return self._loaded
 
-    def _hparams_choice(self, method: str):
+    def _hparams_choice(self, method: str, dataset: str | None = None):
+        """The file of ``method`` for the run's ``dataset`` (a file tuned for its kind, when shipped)."""
         from ..editing.profiles import choose_hparams
 
-        return choose_hparams(method, self.config.model, self.config.hparams, self.config.profile)
+        return choose_hparams(method, self.config.model, self.config.hparams, self.config.profile, dataset=dataset)
 
-    def _hparams(self, method: str):
+    def _hparams(self, method: str, dataset: str | None = None):
         from ..editing import resolve_hparams
 
-        return resolve_hparams(method, self._hparams_choice(method).path, self._overrides(method))
+        return resolve_hparams(method, self._hparams_choice(method, dataset).path, self._overrides(method))
 
     def _overrides(self, method: str) -> dict[str, Any]:
         """The --set values that are hyperparameters of ``method`` (a run may mix methods whose
@@ -96,7 +97,8 @@ class Experiment:
             return self._warnings
         self._check_overrides()
         for method in self.config.methods:
-            self._hparams(method)
+            for spec in self.config.datasets:
+                self._hparams(method, spec)
         self._negate_fn()  # a bad table fails here, not after the baseline
         self.probes()  # unknown names and bad module:attribute specs fail here
         self._records, self._warnings = check_datasets(self.config.datasets, self.config.n)
@@ -127,9 +129,10 @@ class Experiment:
         loaded = self.loaded  # before the directory is touched: a failed load leaves none
         n_layers = loaded.adapter.n_layers(loaded.model)
         for method in self.config.methods:
-            self._hparams(method).check_model(n_layers)
-            check_c0_corpus(make_editor(method, loaded.model, loaded.tokenizer, self._hparams(method),
-                                        model_id=self.config.model))
+            for spec in self.config.datasets:
+                self._hparams(method, spec).check_model(n_layers)
+                check_c0_corpus(make_editor(method, loaded.model, loaded.tokenizer, self._hparams(method, spec),
+                                            model_id=self.config.model))
         self.dir.open(self.config, resume)
         try:
             return self._run()
@@ -180,12 +183,12 @@ class Experiment:
                     outcome, rows = p.combine(ctx, states, outcomes)
                     outcomes[p.name] = outcome
                     samples += [_sample(dk, method, row) for row in rows]
-                hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method).model_dump(mode="json")
+                hp = stages[kinds[0]]["hparams"] if kinds else self._hparams(method, spec).model_dump(mode="json")
                 # None where K_p does not apply (ROME), so no table calls it "with K_p"
                 kp = hp.get("preserve_previous") if method_class(method).uses_preserved_keys else None
                 variant = stages[kinds[0]].get("variant") if kinds else None
                 results.append(ResultRow(dataset=dk, method=method, variant=variant, preserve_previous=kp,
-                                         probes=outcomes, hparams=hp, hparams_file=self._hparams_choice(method).model_dump(mode="json"),
+                                         probes=outcomes, hparams=hp, hparams_file=self._hparams_choice(method, spec).model_dump(mode="json"),
                                          c0=stages[kinds[0]].get("c0") if kinds else None,
                                          edit_reports={k: stages[k]["edit_reports"] for k in kinds}))
         summary = RunSummary(
@@ -225,7 +228,8 @@ class Experiment:
         from ..editing import make_editor
 
         model, tok = ctx.model, ctx.tokenizer
-        editor = make_editor(method, model, tok, self._hparams(method), model_id=self.config.model)
+        spec = next(s for s in self.config.datasets if dataset_key(s) == dk)
+        editor = make_editor(method, model, tok, self._hparams(method, spec), model_id=self.config.model)
         cache = use_target_cache(editor, self.config.target_cache)
         requests = ctx.plan.positive_requests() if kind == "positive" else ctx.plan.negative_requests()
         bs = self.config.batch_size

@@ -1,0 +1,99 @@
+"""`editprobe tune`: search a method's settings on a dev split; write an hparams YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+
+from .common import parse_overrides, set_threads, warn
+
+console = Console()
+
+
+def tune(
+    model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
+    method: str = typer.Option("memit", help="a locate-then-edit method: memit | alphaedit | ..."),
+    data: str = typer.Option(..., help="dev dataset (file or built-in name), disjoint from the evaluation records"),
+    out: Path = typer.Option(..., help="the hparams YAML to write (with its evidence as comments)"),
+    n: int = typer.Option(12, help="dev records edited by every trial"),
+    batch_size: int = typer.Option(6, help="dev records per sequential batch (the pruner looks after each)"),
+    trials: int = typer.Option(20, help="at most this many trials"),
+    timeout: Optional[float] = typer.Option(None, help="minutes after which no new trial starts"),
+    seed: int = typer.Option(0, help="seeds the sampler and every batch"),
+    eval_: list[str] = typer.Option([], "--eval", help="an evaluation set the dev records must not overlap; "
+                                    "repeatable (default: counterfact-sample and zsre-sample)"),
+    exclude_overlap: bool = typer.Option(False, "--exclude-overlap",
+                                         help="skip dev records that overlap an evaluation set instead of refusing"),
+    negative: bool = typer.Option(True, "--negative/--no-negative",
+                                  help="also edit with the negated requests (NN, NP, Avg) for every finished trial"),
+    layers: Optional[str] = typer.Option(None, help="candidate layers LO:HI (default: the base window -3/+4)"),
+    width: Optional[str] = typer.Option(None, help="edit-window widths LO:HI (default 3:6; 1 for ROME)"),
+    v_lr: str = typer.Option("0.05:2", help="target learning rate range (log scale)"),
+    steps: str = typer.Option("10:30", help="target optimization steps range"),
+    clamp: str = typer.Option("0.5:8", help="clamp_norm_factor range (log scale)"),
+    lam: str = typer.Option("100:30000", help="λ (mom2_update_weight) range (log scale)"),
+    l2: str = typer.Option("0.1:100", help="AlphaEdit's ridge L2 range (log scale; replaces λ there)"),
+    hparams: Optional[str] = typer.Option(None, help="base hparams YAML or model key (default: the shipped file)"),
+    profile: Optional[str] = typer.Option(None, help="base hparams profile, e.g. paper"),
+    set_: list[str] = typer.Option([], "--set", help="fix one hparam of every trial: key=value (YAML value)"),
+    dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+) -> None:
+    """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
+    import torch
+
+    from ..runs.tune import DEFAULT_EVAL, TuneConfig, Tuner, parse_range
+    from ..runs.tune_output import trial_line, write_tuned
+
+    fields = {
+        "model": model, "method": method, "data": data, "out": out, "n": n, "batch_size": batch_size,
+        "trials": trials, "timeout_min": timeout, "seed": seed, "evaluation": tuple(eval_) or DEFAULT_EVAL,
+        "exclude_overlap": exclude_overlap, "negative": negative, "hparams": hparams, "profile": profile,
+        "overrides": parse_overrides(set_), "dtype": dtype, "device": device, "overwrite": overwrite,
+        "layers": parse_range(layers, "layers", integer=True), "width": parse_range(width, "width", integer=True),
+        "v_lr": parse_range(v_lr, "v-lr"), "steps": parse_range(steps, "steps", integer=True),
+        "clamp": parse_range(clamp, "clamp"), "lam": parse_range(lam, "lam"), "l2": parse_range(l2, "l2"),
+    }
+    config = TuneConfig.build(fields)
+    set_threads(threads)
+    tuner = Tuner(config)
+    for line in tuner.preflight():
+        warn(line)
+    dev = tuner.dev
+    typer.echo(f"tune {method} on {model}: {dev.plan.n_records} dev records of {data} in batches of {batch_size}, "
+               f"up to {trials} trials" + (f" or {timeout:g} min" if timeout else "") +
+               (f" ({dev.skipped_overlap} records overlapping {', '.join(config.evaluation)} skipped)"
+                if dev.skipped_overlap else ""))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(escape("tune: loading"), total=trials)
+
+        def on_stage(text: str) -> None:
+            progress.update(task, description=escape(f"tune: {text}"))
+
+        def on_trial(record, best: int) -> None:
+            progress.console.print(escape(trial_line(record)), highlight=False)
+            progress.update(task, advance=1, description=escape(f"tune: trials (best so far: {best})"))
+
+        result = tuner.run(on_trial=on_trial, on_stage=on_stage)
+    write_tuned(config, result, tuner.choice.path, dev, torch.get_num_threads())
+    best = next(r for r in result.trials if r.number == result.best)
+    typer.echo(f"best: trial {best.number} ({trial_line(best).split('|', 1)[0].split(None, 2)[2].strip()}): score "
+               f"{best.score:.1f} (efficacy {best.efficacy:.1f}, specificity "
+               f"{'-' if best.specificity is None else f'{best.specificity:.1f}'})")
+    if result.baseline is not None:
+        base = next(r for r in result.trials if r.number == result.baseline)
+        typer.echo(f"base settings (trial {base.number}): score {base.score:.1f}" if base.score is not None and
+                   base.state != "pruned" else f"base settings (trial {base.number}): {base.state}")
+    typer.echo(f"{len(result.trials)} trials in {result.wall_s:.0f} s; hparams in {out} "
+               f"(use: editprobe edit --hparams {out} ...)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
