@@ -4,6 +4,8 @@ critical layer, both averaged/read over the context templates (lte-methods.md §
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..data.records import EditRequest
@@ -39,7 +41,11 @@ def read_at_subject(
     got_in: dict[int, list[torch.Tensor]] = {l: [] for l in inputs_of}
     got_out: dict[str, list[torch.Tensor]] = {k: [] for k in outputs_of}
     device = next(model.parameters()).device
-    for chunk in chunks(rows, rows_per_pass):
+    # Causal attention: nothing after the edited token changes what is read there, so rows
+    # end at it; similar lengths share a pass (less padding); results return in row order.
+    order = sorted(range(len(rows)), key=lambda i: rows[i].subject_index)
+    cut = [replace(rows[i], ids=rows[i].ids[: rows[i].subject_index + 1]) for i in order]
+    for chunk in chunks(cut, rows_per_pass):
         rb = batch_rows(tok, chunk, "right")
         b = rb.batch.to(device)
         pos = rb.subject_positions().to(device)
@@ -52,9 +58,12 @@ def read_at_subject(
             got_in[l].append(ins[path][ar, pos].float())
         for path, kind in paths_out.items():
             got_out[kind].append(outs[path][ar, pos].float())
+    back = torch.empty(len(rows), dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(rows))
+    back = back.to(device)
     return (
-        {l: torch.cat(v) for l, v in got_in.items()},
-        {k: torch.cat(v) for k, v in got_out.items()},
+        {l: torch.cat(v)[back] for l, v in got_in.items()},
+        {k: torch.cat(v)[back] for k, v in got_out.items()},
         rows,
     )
 

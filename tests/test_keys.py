@@ -1,0 +1,35 @@
+"""Keys read from rows cut at the edited token, length-sorted and chunked, equal those read
+from each full prompt alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_engine_helpers import fresh, random_edits
+
+from editprobe.editing.keys import read_at_subject
+from editprobe.editing.prompts import key_rows
+from editprobe.models.hooks import capture
+
+TEMPLATES = ["{}", "The cat is on the mat. {}", "Because. {}"]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+@pytest.mark.parametrize("locate", ["subject", "last-token"])
+def test_keys_equal_full_prompts_read_alone(model_type, locate):
+    lm = fresh(model_type)
+    model, tok, adapter = lm.model, lm.tokenizer, lm.adapter
+    requests = random_edits(5, seed=3)
+    ins, outs, rows = read_at_subject(model, tok, adapter, requests, TEMPLATES, [1, 2], {"block": 2},
+                                      rows_per_pass=4, locate=locate)
+    assert rows == key_rows(tok, requests, TEMPLATES, locate)
+    for i, row in enumerate(rows):
+        paths = [adapter.path("mlp_out", 1), adapter.path("mlp_out", 2)]
+        with torch.no_grad(), capture(model, paths, what="input") as got_in, \
+                capture(model, [adapter.path("block", 2)]) as got_out:
+            model(input_ids=torch.tensor([row.ids]))
+        at = row.subject_index
+        torch.testing.assert_close(ins[1][i], got_in[paths[0]][0, at].float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ins[2][i], got_in[paths[1]][0, at].float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(outs["block"][i], got_out[adapter.path("block", 2)][0, at].float(),
+                                   rtol=1e-5, atol=1e-5)
