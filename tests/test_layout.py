@@ -45,3 +45,17 @@ def test_suffix_groups_trade_padding_for_forwards():
     assert suffix_groups([1, 1, 1, 2, 6, 6], overhead=4) == [[0, 1, 2, 3], [4, 5]]
     groups = suffix_groups(lengths)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+
+
+@pytest.mark.parametrize("templates", [["{}"], ["{}", "The cat is. {}"], ["The cat is. {}", "The cat is. {}"]])
+def test_shared_template_prefixes_match_full_rows(templates):
+    # one request (its whole prefix is "shared"), only bare templates (nothing shared),
+    # two identical templates (two clusters with the same tokens)
+    torch.set_num_threads(1)
+    m, tok, adapter = tiny_model("llama", initializer_range=0.2)
+    for requests in (REQUESTS[:1], REQUESTS):
+        results = {}
+        for cached in (False, True):
+            settings = TargetSettings(layer=1, lr=0.1, steps=4, prefix_cache=cached, early_stop_loss=0.0)
+            results[cached] = TargetOptimizer(m, tok, adapter, settings).run(requests, templates)
+        torch.testing.assert_close(results[True].z["block"], results[False].z["block"], rtol=1e-4, atol=1e-4)

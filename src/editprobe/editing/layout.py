@@ -190,30 +190,92 @@ def prefix_cached_layout(model, tok, rb: RowBatch, device, overhead: int = GROUP
         for r, s, e in zip(rows, splits, ends)
     ]
     suffix = make_batch(tok, [r.ids for r in new_rows], "right")
-    groups = [_prefix_group(model, tok, rows, splits, suffix, members, device)
+    shared = _SharedPrefixes(model, tok, rows, splits, device)
+    groups = [_prefix_group(model, tok, rows, splits, suffix, members, shared, device)
               for members in suffix_groups(suffix.lengths, overhead)]
     return StepBatch(new_rows, suffix.to(device), groups)
 
 
-def _prefix_group(model, tok, rows: list[Row], splits: list[int], suffix: Batch, members: list[int],
-                  device) -> Group:
-    """One group: its rows' prefixes run into its own cache, left-padded to its own width."""
-    from transformers import DynamicCache
+class _SharedPrefixes:
+    """The context template's tokens open every rewriting row of that template, identical
+    for every request: they run once per template (not once per row), and each row's own
+    prefix tokens (the subject's) continue from them."""
 
-    # an empty prefix is one masked pad, so the cache is rectangular
-    prefixes = make_batch(tok, [rows[i].ids[: splits[i]] if splits[i] else [pad_id(tok)] for i in members], "left")
-    pmask = prefixes.attention_mask.clone()
-    for j, i in enumerate(members):
-        if splits[i] == 0:
-            pmask[j] = 0
-    cache = DynamicCache(config=model.config)
-    ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
-    model(input_ids=prefixes.input_ids.to(device), attention_mask=pmask.to(device), position_ids=ppos.to(device),
-          past_key_values=cache, use_cache=True)
+    MIN_SHARED = 2  # fewer common tokens are not worth a separate pass
+
+    def __init__(self, model, tok, rows: list[Row], splits: list[int], device):
+        from transformers import DynamicCache
+
+        by_template: dict[tuple, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_template.setdefault((r.kind, r.template), []).append(i)
+        self.cluster = [0] * len(rows)  # 0: the empty cluster (nothing shared)
+        self.length = [0] * len(rows)
+        seqs: list[list[int]] = [[pad_id(tok)]]
+        for members in by_template.values():
+            common = _common_prefix([rows[i].ids[: splits[i]] for i in members])
+            if len(common) < self.MIN_SHARED:
+                continue
+            seqs.append(common)
+            for i in members:
+                self.cluster[i], self.length[i] = len(seqs) - 1, len(common)
+        batch = make_batch(tok, seqs, "left")
+        self.mask = batch.attention_mask.clone()
+        self.mask[0] = 0
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if len(seqs) == 1:
+            return
+        cache = DynamicCache(config=model.config)
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        model(input_ids=batch.input_ids.to(device), attention_mask=self.mask.to(device),
+              position_ids=pos.to(device), past_key_values=cache, use_cache=True)
+        self.kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def cache_for(self, model, members: list[int], device):
+        """A cache holding the shared tokens of ``members`` (left-padded), and its mask."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        idx = torch.tensor([self.cluster[i] for i in members], dtype=torch.long)
+        if self.kv:
+            dev_idx = idx.to(device)
+            for layer, (k, v) in zip(cache.layers, self.kv):
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k[dev_idx], v[dev_idx]
+        return cache, self.mask[idx] if self.kv else self.mask[idx][:, :0]
+
+
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for j in range(n):
+        if any(s[j] != first[j] for s in seqs):
+            return first[:j]
+    return first[:n]
+
+
+def _prefix_group(model, tok, rows: list[Row], splits: list[int], suffix: Batch, members: list[int],
+                  shared: _SharedPrefixes, device) -> Group:
+    """One group: its rows' prefixes run into its own cache (after the shared template
+    tokens), left-padded to the group's own width."""
+    cache, smask = shared.cache_for(model, members, device)
+    starts = [shared.length[i] for i in members]
+    # an empty remainder is one masked pad, so the cache is rectangular
+    rest = make_batch(tok, [rows[i].ids[s: splits[i]] or [pad_id(tok)] for i, s in zip(members, starts)], "left")
+    rmask = rest.attention_mask.clone()
+    for j, (i, s) in enumerate(zip(members, starts)):
+        if splits[i] == s:
+            rmask[j] = 0
+    pmask = torch.cat([smask, rmask], dim=1)
+    if rmask.any() or not shared.kv:
+        rpos = torch.tensor(starts)[:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
+        model(input_ids=rest.input_ids.to(device), attention_mask=pmask.to(device), position_ids=rpos.to(device),
+              past_key_values=cache, use_cache=True)
+    else:  # nothing of their own before the edited token: the shared part is the whole prefix
+        pmask = smask
     idx = torch.tensor(members, dtype=torch.long)
     width = max(suffix.lengths[i] for i in members)
-    smask = suffix.attention_mask[idx, :width]
-    mask = torch.cat([pmask, smask], dim=1).to(device)
+    mask = torch.cat([pmask, suffix.attention_mask[idx, :width]], dim=1).to(device)
     positions = (pmask.sum(-1, keepdim=True) + torch.arange(width)[None, :]).to(device)
     prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
     return Group(idx.to(device), suffix.input_ids[idx, :width].to(device), mask, positions, cache, prefix_kv)
