@@ -33,3 +33,26 @@ def test_keys_equal_full_prompts_read_alone(model_type, locate):
         torch.testing.assert_close(ins[2][i], got_in[paths[1]][0, at].float(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(outs["block"][i], got_out[adapter.path("block", 2)][0, at].float(),
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["memit", "emmet", "alphaedit", "rect", "prune", "pmet", "adaedit", "namet",
+                                    "memit_lti"])
+def test_preserved_keys_are_the_edited_models_keys(method, tmp_path_factory):
+    # after_batch reuses the keys the solves read (each after the lower layers' writes):
+    # they must equal the keys read again on the edited model.
+    from test_engine_helpers import corpus, store
+
+    from editprobe.editing import make_editor
+    from editprobe.editing.keys import compute_keys
+
+    lm = fresh("llama")
+    editor = make_editor(method, lm.model, lm.tokenizer, "tiny", stats=store(tmp_path_factory), corpus=corpus(),
+                         overrides={"preserve_previous": True})
+    if not editor.uses_preserved_keys:
+        pytest.skip(f"{method} keeps no preserved keys")
+    requests = random_edits(4, seed=5)
+    editor.apply(requests)
+    keys, _ = compute_keys(lm.model, lm.tokenizer, lm.adapter, requests, editor.templates(), editor.layers)
+    for layer in editor.layers:
+        k = keys[layer].double()
+        torch.testing.assert_close(editor.preserved(layer), k @ k.T, rtol=1e-5, atol=1e-7)

@@ -82,6 +82,7 @@ class LTEEditor(EditorState):
         # batches whose targets were computed before (same weights, requests, settings) are
         # read from it; None computes every batch (target_cache.py)
         self.target_cache = target_cache
+        self._insert_keys: dict[int, torch.Tensor] = {}  # this batch's keys as the solves read them
 
     # --- shared pieces ------------------------------------------------------------------------
     @property
@@ -189,6 +190,7 @@ class LTEEditor(EditorState):
         self.prepare()
         timings["prepare_s"] = time.perf_counter() - t
         timings["targets_s"] = timings["insert_s"] = 0.0
+        self._insert_keys = {}
         req_reports: list[RequestReport] = []
         layer_reports: list[LayerReport] = []
         for group in ([r] for r in requests) if self.per_request else [requests]:
@@ -240,6 +242,7 @@ class LTEEditor(EditorState):
             self.model, self.tok, self.adapter, requests, self.templates(), [layer],
             hcur_layer=self.critical_layer, hcur_kind=self.residual_kind, locate=self.hp.locate,
         )
+        self._insert_keys[layer] = keys[layer]
         return keys[layer], (z - h_cur) / (len(self.layers) - i) ** self.spread_power
 
     def after_batch(self, requests: list[EditRequest]) -> None:
@@ -249,8 +252,13 @@ class LTEEditor(EditorState):
         for a method that never uses them (ROME)."""
         if not self.uses_preserved_keys:
             return
-        keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers,
-                               locate=self.hp.locate)
+        keys = self._insert_keys
+        if self.per_request or set(keys) != set(self.layers):
+            keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers,
+                                   locate=self.hp.locate)
+        # Else the keys the solves used are already those of the edited model: a layer's key
+        # (its MLP's down-projection input) depends only on the layers below it, and the
+        # insert read it after every lower layer's write; writes go to down-projections only.
         for layer, k in keys.items():
             self._cp.add(layer, k)
 

@@ -143,6 +143,7 @@ class NAMETEditor(MEMITEditor):
         ins, outs, rows = read_at_subject(self.model, self.tok, self.adapter, requests, templates.all, [layer],
                                           {"block": self.critical_layer}, locate=self.hp.locate)
         keys = template_mean(ins[layer], rows, len(requests), templates)
+        self._insert_keys[layer] = keys
         z_of = {(r, t): targets.row_z[j] for j, (r, t, kind) in enumerate(targets.row_keys) if kind == "rewrite"}
         # the prefixed prompts only; a run with no prefixes falls back to the bare prompt
         use = [t for t in range(len(templates.all)) if t > 0] or [0]
