@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from ..data.records import EditRecord
 from ..models.tokens import continuation_ids
-from .exact import decode_targets, exact_match_batch, exact_match_ids
-from .generation import decode_text, greedy_decode, query_ids
+from .exact import exact_match_ids, match_and_decode
+from .generation import decode_text, query_ids
+from .scoring import greedy_continuations
 from .registry import NEIGHBORHOOD, PARAPHRASE, ProbeDefinition
 from .results import ProbeSample, one_decimal
 
@@ -65,8 +66,7 @@ def paraphrase_efficacy(
     """Exact match of o* after every paraphrase prompt of every record."""
     rows = [(r.id, p, r.target_new) for r in records for p in r.paraphrase_prompts]
     pairs = [(p, t) for _, p, t in rows]
-    matches = exact_match_batch(model, tok, pairs, batch_size) if rows else []
-    decoded = decode_targets(model, tok, pairs, decode_extra) if (decode_extra is not None and rows) else None
+    matches, decoded = match_and_decode(model, tok, pairs, decode_extra)
     samples = [
         ProbeSample(record_id=rid, setting="paraphrase", probe=PARAPHRASE.name, query=p, expected=t, match=m,
                     generated=decoded[i].text if decoded else None,
@@ -108,17 +108,12 @@ def neighborhood_reference(
             answer = pa.answers[0] if pa.answers else None
             n = len(continuation_ids(tok, pa.prompt, answer)) if answer else DEFAULT_REFERENCE_TOKENS
             rows.append((r.id, pa.prompt, answer, n))
-    out: list[NeighborhoodPrompt] = []
     # EOS is kept as a token like any other: "still produces the same tokens" includes
     # ending the text at the same point.
-    for n in sorted({row[3] for row in rows}):
-        group = [row for row in rows if row[3] == n]
-        gen = greedy_decode(model, tok, [query_ids(tok, p) for _, p, _, _ in group], n, batch_size, stop_at_eos=False)
-        out += [NeighborhoodPrompt(record_id=rid, prompt=p, dataset_answer=a, reference_ids=tuple(ids),
-                                   reference_text=decode_text(tok, ids))
-                for (rid, p, a, _), ids in zip(group, gen)]
-    order = {(rid, p): i for i, (rid, p, _, _) in enumerate(rows)}
-    out.sort(key=lambda x: order[(x.record_id, x.prompt)])
+    gen = greedy_continuations(model, tok, [query_ids(tok, p) for _, p, _, _ in rows], [n for *_, n in rows])
+    out = [NeighborhoodPrompt(record_id=rid, prompt=p, dataset_answer=a, reference_ids=tuple(ids),
+                              reference_text=decode_text(tok, ids))
+           for (rid, p, a, _), ids in zip(rows, gen)]
     return NeighborhoodReference(n_records=len(records), prompts=tuple(out))
 
 

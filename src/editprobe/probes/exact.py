@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from ..models.tokens import continuation_ids
 from .generation import decode_text, greedy_decode, query_ids
 from .registry import EXACT_FAST, EXACT_GENERATE
-from .scoring import teacher_forced_ids
+from .scoring import score_and_decode, teacher_forced_ids
 
 FAST_LABEL = EXACT_FAST.label
 GENERATE_LABEL = EXACT_GENERATE.label
@@ -81,3 +81,20 @@ def decode_targets(
             target = ids[i][1]
             out[i] = Decoded(text=decode_text(tok, new), ids=tuple(new), match=new[: len(target)] == target)
     return [d for d in out if d is not None]
+
+
+def match_and_decode(model, tok, pairs: Sequence[tuple[str, str]], extra_tokens: int | None = 3
+                     ) -> tuple[list[bool], list[Decoded] | None]:
+    """:func:`exact_match_batch` and (unless ``extra_tokens`` is None) :func:`decode_targets`
+    from one pass over each query: the decode continues from the query's cache."""
+    ids = [target_pair_ids(tok, q, t) for q, t in pairs]
+    if not ids:
+        return [], ([] if extra_tokens is not None else None)
+    lengths = [len(t) + extra_tokens for _, t in ids] if extra_tokens is not None else None
+    scores, decoded = score_and_decode(model, tok, [q for q, _ in ids], [[t] for _, t in ids], lengths,
+                                       stop_at_eos=True, logprobs=False)
+    matches = [s[0].exact for s in scores]
+    if decoded is None:
+        return matches, None
+    return matches, [Decoded(text=decode_text(tok, new), ids=tuple(new), match=new[: len(t)] == t)
+                     for new, (_, t) in zip(decoded, ids)]

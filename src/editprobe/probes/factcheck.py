@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 from ..data.records import EditRecord
 from ..data.transform import IDENTITY, PromptTransform
 from ..models.tokens import chat_prompt, has_chat_template
-from .generation import decode_text, greedy_decode, prompt_ids
+from .generation import decode_text, prompt_ids
 from .registry import FACTCHECK_ACCURACY, FACTCHECK_CONTROL, FACTCHECK_NO_EDIT
 from .results import Score, one_decimal, percent
+from .scoring import score_and_decode
 
 FactAnswer = Literal["true", "false", "other"]
 TargetKind = Literal["new", "old"]
@@ -129,7 +130,10 @@ def ask_statements(
     """(generated text, parsed answer) per statement; batched with left padding."""
     chat = has_chat_template(tok)
     prompts = [prompt_ids(tok, fact_check_prompt(tok, s, config, transform), rendered_chat=chat) for s in statements]
-    generated = greedy_decode(model, tok, prompts, config.max_new_tokens, batch_size=config.batch_size)
+    # Decoded from each prompt's cache, the chat template's shared system turn and
+    # instruction run once (``config.batch_size`` is kept; batches are cut by a token budget).
+    generated = score_and_decode(model, tok, prompts, [[] for _ in prompts], [config.max_new_tokens] * len(prompts),
+                                 stop_at_eos=True)[1] or []
     texts = [decode_text(tok, ids) for ids in generated]
     return [(t, parse_answer(t)) for t in texts]
 

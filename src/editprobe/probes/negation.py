@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from ..data.negation import Negation, negate
 from ..data.records import EditRecord, EditRequest
 from ..data.transform import IDENTITY, PromptTransform
-from .exact import decode_targets, exact_match_batch
+from .exact import match_and_decode
 from .registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, ProbeDefinition
 from .results import ProbeSample, Score, one_decimal
 
@@ -159,8 +159,9 @@ def score_queries(
     len(target) + decode_extra tokens. Queries are asked through ``transform``; samples keep
     the original query."""
     pairs = [(transform.completion(q), t) for _, _, q, t in rows]
-    matches = exact_match_batch(model, tok, pairs, batch_size=batch_size)
-    decoded = decode_targets(model, tok, pairs, decode_extra, batch_size=min(batch_size, 16)) if decode_extra is not None else None
+    # One pass per query gives the teacher-forced match and the decode (``batch_size`` is
+    # kept for callers; batches are cut by a token budget).
+    matches, decoded = match_and_decode(model, tok, pairs, decode_extra)
     return [
         ProbeSample(
             record_id=rid, setting=setting, probe=probes[setting].name, query=q, expected=t, match=m,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..models.tokens import continuation_ids, make_batch, pad_id
-from .generation import query_ids
+from ..models.tokens import continuation_ids, make_batch
+from .batched import TOKEN_BUDGET, cacheable, run_prompts
+from .generation import _eos_ids, greedy_decode, query_ids
 
 IdPair = tuple[Sequence[int], Sequence[int]]
 
@@ -104,100 +105,60 @@ def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int
 
 
 def _cacheable(model) -> bool:
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+    return cacheable(model)
 
 
-def _prompt_batches(model, tok, prompts: Sequence[Sequence[int]], batch_size: int):
-    """Prompts of similar length in left-padded batches, each run once into a fresh KV cache:
-    yields (prompt indices, attention mask, cache, logits at the last position)."""
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = make_batch(tok, [list(prompts[i]) for i in idx], "left").to(device)
-        mask = batch.attention_mask
-        cache = DynamicCache(config=model.config)
-        last = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        yield idx, mask, cache, last
+def _scores(targets: Sequence[Sequence[int]], scored) -> list[TokenScores]:
+    return [TokenScores(target=tuple(t), predicted=tuple(pred), logprobs=None if lp is None else tuple(lp))
+            for t, (pred, lp) in zip(targets, scored)]
 
 
-@torch.no_grad()
+def score_and_decode(model, tok, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]],
+                     decode: Sequence[int] | Callable[[int, list[TokenScores]], int] | None = None,
+                     stop_at_eos: bool = True, logprobs: bool = True, budget: int = TOKEN_BUDGET
+                     ) -> tuple[list[list[TokenScores]], list[list[int]] | None]:
+    """Each prompt run once (``batched.run_prompts``): its continuations teacher-forced and,
+    with ``decode``, ``decode[i]`` greedy tokens after prompt i (EOS kept and ending the
+    row with ``stop_at_eos``), the same tokens as ``greedy_decode``. ``decode`` may be a
+    function of (prompt index, its scores). Models whose cache layers are not plain
+    (sliding windows) take the plain paths."""
+    if not cacheable(model):
+        flat = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
+        it = iter(teacher_forced_ids(model, tok, flat, logprobs=logprobs) if flat else [])
+        scores = [[next(it) for _ in cs] for cs in continuations]
+        if decode is None:
+            return scores, None
+        lengths = [decode(i, s) for i, s in enumerate(scores)] if callable(decode) else list(decode)
+        return scores, _plain_decode(model, tok, prompts, lengths, stop_at_eos)
+    eos = _eos_ids(model, tok) if stop_at_eos else set()
+    lengths_of = decode
+    if callable(decode):
+        lengths_of = lambda i, raw: decode(i, _scores(continuations[i], raw))  # noqa: E731
+    scored, decoded = run_prompts(model, tok, prompts, continuations, lengths_of, eos, logprobs, budget)
+    return [_scores(cs, s) for cs, s in zip(continuations, scored)], decoded
+
+
+def _plain_decode(model, tok, prompts, lengths, stop_at_eos: bool) -> list[list[int]]:
+    """``greedy_decode`` once per distinct length, so no row decodes more than it asks."""
+    out: list[list[int]] = [[] for _ in prompts]
+    for n in sorted(set(lengths) - {0}):
+        rows = [i for i, m in enumerate(lengths) if m == n]
+        for i, ids in zip(rows, greedy_decode(model, tok, [prompts[i] for i in rows], n, stop_at_eos=stop_at_eos)):
+            out[i] = ids
+    return out
+
+
 def score_continuations(model, tok, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]],
                         batch_size: int = 32, logprobs: bool = True) -> list[list[TokenScores]]:
     """:func:`teacher_forced_ids` for several continuations of each prompt, the prompt run
-    once: its keys and values are cached (left padding, explicit positions, as the editing
-    engine's prefix cache) and each continuation then costs only its own tokens. Models whose
-    cache layers are not plain (sliding windows) take the plain path."""
-    if not _cacheable(model):
-        flat = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
-        scores = iter(teacher_forced_ids(model, tok, flat, batch_size, logprobs))
-        return [[next(scores) for _ in cs] for cs in continuations]
-    device = next(model.parameters()).device
-    out: list[list[TokenScores]] = [[] for _ in prompts]
-    for idx, mask, cache, last in _prompt_batches(model, tok, prompts, batch_size):
-        first = last.float()  # predicts each first target token
-        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-        n_prompt = mask.sum(-1, keepdim=True)
-        # Every continuation of every prompt in one suffix pass: the prompt's cached keys
-        # and values are repeated once per continuation.
-        pairs = [(r, list(c)) for r, i in enumerate(idx) for c in continuations[i]]
-        if any(not t for _, t in pairs):
-            raise ValueError("a continuation must have at least one token")
-        sel = torch.tensor([r for r, _ in pairs], device=device)
-        for layer, (keys, values) in zip(cache.layers, prefix_kv):
-            layer.keys, layer.values = keys[sel], values[sel]
-        # Feed target[:-1]; a one-token target feeds one masked pad (its logits unused).
-        suffix = make_batch(tok, [t[:-1] or [pad_id(tok)] for _, t in pairs], "right").to(device)
-        suffix_mask = suffix.attention_mask * torch.tensor([[len(t) > 1] for _, t in pairs], device=device)
-        logits = model(input_ids=suffix.input_ids, attention_mask=torch.cat([mask[sel], suffix_mask], 1),
-                       position_ids=n_prompt[sel] + torch.arange(suffix.input_ids.shape[1], device=device),
-                       past_key_values=cache, use_cache=True).logits.float()
-        for j, (r, target) in enumerate(pairs):
-            window = torch.cat([first[r : r + 1], logits[j, : len(target) - 1]], 0)
-            lp = None
-            if logprobs:
-                picked = torch.log_softmax(window, -1).gather(1, torch.tensor(target, device=device)[:, None])
-                lp = tuple(picked[:, 0].tolist())
-            out[idx[r]].append(TokenScores(target=tuple(target), predicted=tuple(window.argmax(-1).tolist()),
-                                           logprobs=lp))
-    return out
+    once (``batch_size`` is kept for callers; batches are cut by a token budget)."""
+    return score_and_decode(model, tok, prompts, continuations, logprobs=logprobs)[0]
 
 
-@torch.no_grad()
 def greedy_continuations(model, tok, prompts: Sequence[Sequence[int]], lengths: Sequence[int],
                          batch_size: int = 64) -> list[list[int]]:
     """The greedy continuation of ``lengths[i]`` tokens after each prompt (EOS is a token like
-    any other), decoded with a KV cache without ``generate()``'s per-call overhead: the same
-    tokens as ``greedy_decode(..., stop_at_eos=False)`` for the short answers probes need."""
-    if not _cacheable(model):
-        from .generation import greedy_decode
-
-        out_ids = [[] for _ in prompts]
-        for n in sorted(set(lengths)):
-            rows = [i for i, m in enumerate(lengths) if m == n]
-            for i, ids in zip(rows, greedy_decode(model, tok, [prompts[i] for i in rows], n, batch_size,
-                                                  stop_at_eos=False)):
-                out_ids[i] = ids
-        return out_ids
-    out: list[list[int]] = [[] for _ in prompts]
-    for idx, mask, cache, last in _prompt_batches(model, tok, prompts, batch_size):
-        step = last.argmax(-1)
-        tokens = [step]
-        position = mask.sum(-1, keepdim=True)
-        for _ in range(max(lengths[i] for i in idx) - 1):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            logits = model(input_ids=step[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
-                           use_cache=True).logits
-            step = logits[:, -1].argmax(-1)
-            tokens.append(step)
-            position = position + 1
-        ids = torch.stack(tokens, 1).tolist()
-        for row, i in enumerate(idx):
-            out[i] = ids[row][: lengths[i]]
-    return out
+    any other): the same tokens as ``greedy_decode(..., stop_at_eos=False)``."""
+    decoded = score_and_decode(model, tok, prompts, [[] for _ in prompts], lengths, stop_at_eos=False)[1]
+    assert decoded is not None
+    return decoded

@@ -34,13 +34,10 @@ from ..base import (
 from ..classic import DEFAULT_REFERENCE_TOKENS
 from ..generation import query_ids
 from ...models.tokens import continuation_ids
-from ..scoring import greedy_continuations, score_continuations, teacher_forced
+from ..scoring import score_and_decode, teacher_forced
 
 Protocol = Literal["prob", "tokens"]
 PROB_FORMATS = {"counterfact", "mquake"}
-# Prompts per batch when several continuations share one prompt pass (on SmolLM2, 2 CPU
-# cores, 400 neighborhood prompts: 10 s at 64, 11 s at 32; paraphrases 4 s at 64, 8 s at 128).
-SHARED_BATCH = 64
 TOKEN_FORMATS = {"zsre", "knowedit", "easyedit"}
 
 
@@ -76,10 +73,11 @@ class ClassicProbe(Probe):
         protocol = protocol_of(ctx.records)
         rows = [(r, p, a) for r in ctx.records for p, a in self.prompts(r)]
         if protocol == "prob":
-            reference = None if stage == "baseline" else self._reference(ctx, rows, stage, baseline, None)
-            state, scores = self._prob(ctx, rows, reference)
+            reference = None if stage == "baseline" else self._reference(ctx, rows, stage, baseline, None, None)
+            lengths = self._reference_lengths(ctx, rows) if stage == "baseline" else None
+            state, scores, decoded = self._prob(ctx, rows, reference, lengths)
             if stage == "baseline":
-                reference = self._reference(ctx, rows, stage, baseline, scores)
+                reference = self._reference(ctx, rows, stage, baseline, scores, decoded)
             if reference is not None:
                 state["reference"] = reference
                 if stage == "baseline":  # the unedited model against its own greedy continuation
@@ -89,22 +87,31 @@ class ClassicProbe(Probe):
         return {"protocol": protocol, "record_ids": [r.id for r, _, _ in rows], "prompts": [p for _, p, _ in rows],
                 **state}
 
-    def _prob(self, ctx: ProbeContext, rows, reference: list[list[int]] | None) -> tuple[dict[str, Any], list]:
+    def _prob(self, ctx: ProbeContext, rows, reference: list[list[int]] | None, lengths: list[int] | None = None
+              ) -> tuple[dict[str, Any], list, list[list[int]] | None]:
         """Both targets (and the reference, when exact match is against it) as continuations
-        of each prompt, the prompt run once."""
+        of each prompt, the prompt run once; with ``lengths``, the greedy continuation of
+        that many tokens too, decoded from the same pass where the targets do not show it."""
         tok = ctx.tokenizer
         asked = ctx.transform.completions([p for _, p, _ in rows])
         continuations = [[continuation_ids(tok, p, r.target_new), continuation_ids(tok, p, r.target_true)]
                          + ([reference[i]] if reference is not None else []) for i, ((r, _, _), p) in
                          enumerate(zip(rows, asked))]
-        scores = score_continuations(ctx.model, tok, [query_ids(tok, p) for p in asked], continuations,
-                                     batch_size=SHARED_BATCH)
+        decode = None
+        if lengths is not None:
+            decode = lambda i, scored: 0 if _greedy_from(lengths[i], scored) else lengths[i]  # noqa: E731
+        scores, decoded = score_and_decode(ctx.model, tok, [query_ids(tok, p) for p in asked], continuations, decode,
+                                           stop_at_eos=False)
         # Exact match of o* is read off the o* continuation (its argmax at every token).
         em = [s[2 if reference is not None else 0].exact for s in scores]
         state = {"nll_new": [s[0].mean_nll for s in scores], "nll_old": [s[1].mean_nll for s in scores], "em": em}
-        return state, scores  # the scores too: the baseline reads greedy references off them
+        return state, scores, decoded  # the baseline reads greedy references off them
 
-    def _reference(self, ctx: ProbeContext, rows, stage, baseline, scores) -> list[list[int]] | None:
+    def _reference_lengths(self, ctx: ProbeContext, rows) -> list[int] | None:
+        """Tokens of greedy continuation the baseline keeps per prompt (None: none)."""
+        return None
+
+    def _reference(self, ctx: ProbeContext, rows, stage, baseline, scores, decoded) -> list[list[int]] | None:
         """What exact match compares with when it is not o* (the neighborhood's reference)."""
         return None
 
@@ -239,22 +246,20 @@ class NeighborhoodProbe(ClassicProbe):
     def prompts(self, record):
         return [(pa.prompt, pa.answers[0] if pa.answers else None) for pa in record.neighborhood]
 
-    def _reference(self, ctx: ProbeContext, rows, stage, baseline, scores) -> list[list[int]] | None:
+    def _reference_lengths(self, ctx: ProbeContext, rows) -> list[int]:
+        tok = ctx.tokenizer
+        return [len(continuation_ids(tok, p, a)) if a else DEFAULT_REFERENCE_TOKENS for _, p, a in rows]
+
+    def _reference(self, ctx: ProbeContext, rows, stage, baseline, scores, decoded) -> list[list[int]] | None:
         """The unedited model's greedy continuations (taken at the baseline, kept in its
         state), as long (in tokens) as the dataset's answer; EM after an edit: the model
         still produces them. Most are read off the baseline's o*/o passes (greedy decoding
-        follows a teacher-forced target while its argmax agrees with it); the rest are decoded."""
+        follows a teacher-forced target while its argmax agrees with it); the rest were
+        decoded from the same prompt pass."""
         if stage != "baseline":
             return baseline["reference"]
-        tok = ctx.tokenizer
-        lengths = [len(continuation_ids(tok, p, a)) if a else DEFAULT_REFERENCE_TOKENS for _, p, a in rows]
-        reference = [_greedy_from(n, row_scores) for n, row_scores in zip(lengths, scores)]
-        todo = [i for i, ref in enumerate(reference) if ref is None]
-        decoded = greedy_continuations(ctx.model, tok, [query_ids(tok, rows[i][1]) for i in todo],
-                                       [lengths[i] for i in todo])
-        for i, ids in zip(todo, decoded):
-            reference[i] = ids
-        return reference
+        lengths = self._reference_lengths(ctx, rows)
+        return [_greedy_from(n, row_scores) or ids for n, row_scores, ids in zip(lengths, scores, decoded)]
 
     def _tokens(self, ctx: ProbeContext, rows, stage) -> dict[str, Any]:
         # EasyEdit's locality (KnowEdit, the flat format) compares the argmax at each token

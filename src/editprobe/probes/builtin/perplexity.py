@@ -14,27 +14,31 @@ import torch
 
 from ...data.corpus import load_corpus
 from ...models.tokens import encode, make_batch
+from ..batched import length_batches
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 
 CORPUS = "wikitext-heldout"
 DOCS = 24
 MAX_TOKENS = 128
 BATCH = 8
+PPL_BUDGET = 1024  # padded tokens per forward: every position's logits are kept
 LABEL = (f"exp(mean token NLL) of the unedited/edited model on {DOCS} held-out WikiText-2 paragraphs (the "
          f"'{CORPUS}' corpus, disjoint from the C0 corpus), each cut at {MAX_TOKENS} tokens; lower is better")
 
 
 @torch.no_grad()
 def corpus_nll(model, tok, texts: list[str], max_tokens: int = MAX_TOKENS, batch_size: int = BATCH) -> tuple[float, int]:
-    """(summed NLL, token count) of ``texts`` under ``model``: every token after the first."""
+    """(summed NLL, token count) of ``texts`` under ``model``: every token after the first.
+    Texts of similar length share a batch (cut by a token budget, ``batch_size`` rows at
+    least), and log p is taken as logit − logsumexp, without a second vocabulary-sized tensor."""
     device = next(model.parameters()).device
     seqs = [ids[:max_tokens] for ids in (encode(tok, t) for t in texts) if len(ids) > 1]
     total, count = 0.0, 0
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start : start + batch_size]
-        b = make_batch(tok, chunk, "right").to(device)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, b.input_ids[:, 1:, None])[..., 0]
+    budget = max(PPL_BUDGET, batch_size * max_tokens)
+    for idx in length_batches([len(s) for s in seqs], budget):
+        b = make_batch(tok, [seqs[i] for i in idx], "right").to(device)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits[:, :-1].float()
+        logp = logits.gather(2, b.input_ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
         mask = b.attention_mask[:, 1:].bool()
         total -= float(logp[mask].sum())
         count += int(mask.sum())
