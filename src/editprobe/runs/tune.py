@@ -26,7 +26,7 @@ from ..errors import EditFailedError, OutputError
 from .tune_space import DEFAULT_EVAL, DevSplit, SearchSpace, TuneConfig, choose_dev_split, parse_range
 
 __all__ = ["DEFAULT_EVAL", "TrialRecord", "TuneConfig", "TuneResult", "Tuner", "choose_dev_split", "objective_score",
-           "parse_range"]
+           "parse_range", "select_best"]
 
 
 # --- one trial's record -----------------------------------------------------------------------
@@ -55,6 +55,16 @@ def objective_score(efficacy: float, specificity: float | None) -> float:
     if efficacy <= 0 or specificity <= 0:
         return 0.0
     return 2 * efficacy * specificity / (efficacy + specificity)
+
+
+def select_best(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The finished trial with the highest score; among equal scores (a few dev records give
+    few distinct values) the one with the higher Avg discrepancy, i.e. the setting that
+    keeps more of the meaning, then the earlier trial (the base setting when it is as good)."""
+    finished = [r for r in trials if r.state == "complete" and r.score is not None]
+    if not finished:
+        return None
+    return max(finished, key=lambda r: (round(r.score, 6), r.avg if r.avg is not None else float("-inf"), -r.number))
 
 
 class TuneResult(BaseModel):
@@ -149,19 +159,16 @@ class Tuner:
             return record.score if record.score is not None else 0.0
 
         def after(study, frozen) -> None:
-            complete = [r for r in records if r.state != "pruned" and r.score is not None]
-            best = max(complete, key=lambda r: (r.score, -r.number)).number if complete else -1
+            best = select_best(records)
             if on_trial is not None:
-                on_trial(records[-1], best)
+                on_trial(records[-1], best.number if best is not None else -1)
 
         timeout = cfg.timeout_min * 60 if cfg.timeout_min is not None else None
         study.optimize(objective, n_trials=cfg.trials, timeout=timeout, callbacks=[after])
-        complete = [r for r in records if r.state != "pruned" and r.score is not None]
-        if not complete:
+        best = select_best(records)
+        if best is None:
             raise EditFailedError("tune: no trial finished (every one failed or was pruned); widen the ranges or "
                                   "raise --trials")
-        # Ties go to the earliest trial: the base setting when it is as good as any.
-        best = max(complete, key=lambda r: (r.score, -r.number))
         return TuneResult(trials=records, best=best.number, baseline=0 if baseline_params is not None else None,
                           baseline_note=baseline_note, wall_s=time.perf_counter() - started, c0_s=c0_s,
                           candidate_layers=space.candidate_layers, space=space)
