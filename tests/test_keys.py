@@ -56,3 +56,29 @@ def test_preserved_keys_are_the_edited_models_keys(method, tmp_path_factory):
     for layer in editor.layers:
         k = keys[layer].double()
         torch.testing.assert_close(editor.preserved(layer), k @ k.T, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_key_replay_starts_at_the_last_written_block(model_type):
+    from editprobe.editing.keys import KeyReplay
+
+    lm = fresh(model_type)
+    model, tok, adapter = lm.model, lm.tokenizer, lm.adapter
+    requests = random_edits(5, seed=4)
+    replay = KeyReplay()
+    read_at_subject(model, tok, adapter, requests, TEMPLATES, [1], {"block": 3}, rows_per_pass=4, replay=replay)
+    assert replay.block == 1 and len(replay.inputs) == 4  # 15 rows in chunks of 4
+    with torch.no_grad():  # a write at the stored block: what lies below it is unchanged
+        model.get_submodule(adapter.path("mlp_out", 1)).weight.mul_(1.5)
+    calls = []
+    handle = adapter.block(model, 0).register_forward_hook(lambda *a: calls.append(1))
+    try:
+        replayed = read_at_subject(model, tok, adapter, requests, TEMPLATES, [2], {"block": 3}, rows_per_pass=4,
+                                   replay=replay)
+    finally:
+        handle.remove()
+    assert not calls  # block 0 never ran
+    plain = read_at_subject(model, tok, adapter, requests, TEMPLATES, [2], {"block": 3}, rows_per_pass=4)
+    torch.testing.assert_close(replayed[0][2], plain[0][2], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(replayed[1]["block"], plain[1]["block"], rtol=1e-6, atol=1e-6)
+    assert replay.block == 2

@@ -17,7 +17,7 @@ from ..data.records import EditRequest
 from ..models.adapters import get_adapter
 from .context import ContextTemplates, TemplateSpec, generate_templates
 from .hparams import LTEHParams
-from .keys import compute_keys
+from .keys import KeyReplay, compute_keys
 from .negation_terms import negation_terms, with_opposite_template
 from .objective import LossTerm
 from .prompts import RequestError, as_request, validate_request
@@ -83,6 +83,7 @@ class LTEEditor(EditorState):
         # read from it; None computes every batch (target_cache.py)
         self.target_cache = target_cache
         self._insert_keys: dict[int, torch.Tensor] = {}  # this batch's keys as the solves read them
+        self._key_replay = KeyReplay()
 
     # --- shared pieces ------------------------------------------------------------------------
     @property
@@ -211,6 +212,7 @@ class LTEEditor(EditorState):
     def insert(self, requests: list[EditRequest], targets: TargetResult) -> list[LayerReport]:
         """Spread the residual over the layers and write each layer's update (§1.6)."""
         reports = []
+        self._key_replay = KeyReplay()  # these requests' key passes start where the last write was
         for i, layer in enumerate(self.layers):
             where = f"layer {layer}" + (f" (request {requests[0].id})" if self.per_request else "")
             try:
@@ -241,6 +243,7 @@ class LTEEditor(EditorState):
         keys, h_cur = compute_keys(
             self.model, self.tok, self.adapter, requests, self.templates(), [layer],
             hcur_layer=self.critical_layer, hcur_kind=self.residual_kind, locate=self.hp.locate,
+            replay=self._key_replay,
         )
         self._insert_keys[layer] = keys[layer]
         return keys[layer], (z - h_cur) / (len(self.layers) - i) ** self.spread_power
