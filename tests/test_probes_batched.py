@@ -132,3 +132,20 @@ def test_fact_check_answers_equal_generate():
     prompts = [prompt_ids(tok, fact_check_prompt(tok, s), rendered_chat=True) for s in statements]
     want = greedy_decode(loaded.model, tok, prompts, 4, batch_size=16)
     assert [g for g, _ in got] == [decode_text(tok, ids) for ids in want]
+
+
+def test_sliding_window_models_take_the_plain_path():
+    """Gemma-2's cache layers slide: no cache surgery, the plain passes give the same."""
+    from editprobe.probes.batched import cacheable
+    from editprobe.probes.scoring import score_and_decode
+
+    loaded = tiny_model("gemma2", seed=9)
+    assert not cacheable(loaded.model)
+    tok = loaded.tokenizer
+    prompts = [query_ids(tok, p) for p in PROMPTS[:3]]
+    conts = [[continuation_ids(tok, p, t) for t in ts] for p, ts in zip(PROMPTS[:3], TARGETS[:3])]
+    scores, decoded = score_and_decode(loaded.model, tok, prompts, conts, lambda i, s: i + 1, stop_at_eos=False)
+    for p, cs, got, ids, n in zip(prompts, conts, scores, decoded, (1, 2, 3)):
+        for t, s in zip(cs, got):
+            assert list(s.predicted) == _by_hand(loaded.model, p, t)[0]
+        assert ids == _greedy_by_hand(loaded.model, p, n, set())

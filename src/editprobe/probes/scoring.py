@@ -2,7 +2,8 @@
 every target position, the log-probability of the target token and the model's argmax.
 Every classic metric is a function of these (probability comparison, exact match, token
 accuracy); the target ids are always the target as a continuation of the query
-(``continuation_ids``), never the target encoded alone."""
+(``continuation_ids``), never the target encoded alone. Several targets of one prompt, and
+greedy text after it, come from one prompt pass: :func:`score_and_decode` (``batched.py``)."""
 
 from __future__ import annotations
 
@@ -102,10 +103,6 @@ def teacher_forced(model, tok, pairs: Sequence[tuple[str, str]], batch_size: int
     """:func:`teacher_forced_ids` for (query, target) texts."""
     return teacher_forced_ids(model, tok, [text_pair_ids(tok, q, t) for q, t in pairs], batch_size, logprobs,
                               only_targets)
-
-
-def _cacheable(model) -> bool:
-    return cacheable(model)
 
 
 def _scores(targets: Sequence[Sequence[int]], scored) -> list[TokenScores]:
