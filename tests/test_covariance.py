@@ -8,6 +8,8 @@ import random
 import pytest
 import torch
 
+from editprobe.editing import gram
+from editprobe.editing.corpus_batches import DocumentBatches
 from editprobe.editing.covariance import CovarianceStore, accumulate_second_moment, model_fingerprint
 from editprobe.editing.solvers import NumericalError, nullspace_projector
 from editprobe.models.loading import LoadedModel
@@ -68,6 +70,59 @@ def test_matches_direct_computation_with_padding_and_truncation(model_type):
         torch.testing.assert_close(c0.double(), expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.fixture(params=["syrk", "blocks"])
+def gram_path(request, monkeypatch):
+    """BLAS syrk, or the torch fallback with 48-column blocks, which split the tiny models'
+    d_ff = 128 unevenly (48, 48, 32): block edges and the narrower last block are exercised."""
+    if request.param == "blocks":
+        monkeypatch.setattr(gram, "_ssyrk", None)
+        monkeypatch.setattr(gram, "_dsyrk", None)
+        monkeypatch.setattr(gram, "_GRAM_BLOCK", 48)
+    else:
+        assert gram._ssyrk is not None
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_fast_path_equals_a_plain_computation_on_a_tiny_random_model(model_type, dtype, gram_path):
+    model, tok, adapter = tiny_model(model_type)
+    docs = corpus(10, seed=3)
+    for batch_size in (4, 1):  # padded batches (masked copy) and single rows (no padding: a view)
+        stats = accumulate_second_moment(model, tok, adapter, [0, 2], docs, max_len=24, dtype=dtype,
+                                         batch_size=batch_size, progress=False)
+        for layer in (0, 2):
+            total = stats[layer].mom2_sum
+            assert total.dtype == dtype and torch.equal(total, total.T)  # exactly symmetric
+            expected, n_tok = direct_second_moment(model, tok, adapter, layer, docs, 24)
+            assert stats[layer].count == n_tok
+            tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-9, rtol=1e-9)
+            torch.testing.assert_close(stats[layer].mean_second_moment().double(), expected, **tol)
+
+
+@pytest.mark.parametrize("keys_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("total_dtype", [torch.float32, torch.float64])
+def test_add_gram_accumulates_the_full_product(keys_dtype, total_dtype, gram_path):
+    torch.manual_seed(0)
+    total = torch.zeros(130, 130, dtype=total_dtype)
+    batches = [torch.randn(n, 130).to(keys_dtype) for n in (7, 50, 1)]
+    for keys in batches:
+        gram.add_gram(total, keys)
+    k = torch.cat(batches).double()
+    torch.testing.assert_close(gram.symmetric(total).double(), k.T @ k, atol=1e-4, rtol=1e-5)
+
+
+def test_document_batches_keep_every_token_and_count_every_document():
+    _, tok, _ = tiny_model("llama")
+    docs = ["", " "] + corpus(9, seed=1)
+    reader = DocumentBatches(tok, docs, n_docs=7, max_len=15, batch_size=3, pool_docs=4)
+    batches = list(reader)
+    rows = [b.input_ids[i, : b.lengths[i]].tolist() for b in batches for i in range(len(b.lengths))]
+    assert reader.docs_read == 7 and len(batches) == 3  # pools of 4 documents (3 + 1 rows) and 3 (3 rows)
+    assert sorted(rows) == sorted(tok(d)["input_ids"][:15] for d in docs[2:9])
+    assert all(b.attention_mask.sum() == sum(b.lengths) and b.padding_side == "right" for b in batches)
+
+
 def test_float64_accumulation(llama):
     model, tok, adapter = llama
     docs = corpus(6)
@@ -83,12 +138,15 @@ def test_one_truncated_pass_stops_after_the_deepest_layer(llama):
     deepest_requested = ForwardCounter(adapter.block(model, 2))
     head = ForwardCounter(model.get_submodule(adapter.lm_head))
     top = ForwardCounter(model)
+    projected = []  # the deepest layer's output projection is not needed: the pass ends before it runs
+    done = adapter.mlp_out_module(model, 2).register_forward_hook(lambda m, args, out: projected.append(1))
     try:
         accumulate_second_moment(model, tok, adapter, [2, 0, 1], corpus(8), batch_size=4, progress=False)
     finally:
+        done.remove()
         for c in (deeper, deepest_requested, head, top):
             c.handle.remove()
-    assert deeper.calls == 0 and head.calls == 0
+    assert deeper.calls == 0 and head.calls == 0 and not projected
     assert deepest_requested.calls == top.calls == 2  # every layer from the same passes: 8 docs / 4 rows
 
 

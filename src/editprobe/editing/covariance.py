@@ -2,7 +2,8 @@
 
 C0^l = (1/N_tok)·Σ_t k_t k_tᵀ, uncentred, over every non-pad token of a corpus, where k is
 the input of layer l's MLP output projection. All requested layers come from one forward
-pass per batch that stops right after the deepest of them. Statistics are cached per layer
+pass per batch that stops as soon as the deepest layer's key exists (before that layer's
+output projection runs); token batching is in corpus_batches, the product in gram. Statistics are cached per layer
 as safetensors + JSON, keyed by everything that changes them, so a stale file can never be
 reused for a different model, corpus or setting.
 """
@@ -13,8 +14,8 @@ import hashlib
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -25,9 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.adapters import ModelAdapter
-from ..models.hooks import capture, run_until_stop
-from ..models.tokens import make_batch
+from ..models.hooks import StopForward, first_tensor, run_until_stop
 from ..paths import atomic_path, cache_dir, write_json_atomic
+from .corpus_batches import BATCH_ROWS, BATCH_TOKENS, POOL_DOCS, DocumentBatches
+from .gram import add_gram, symmetric
 from .solvers import NullSpaceInfo, NumericalError, nullspace_projector
 
 __all__ = ["CovarianceStore", "LayerStats", "StatsKey", "accumulate_second_moment", "model_fingerprint",
@@ -126,38 +128,28 @@ def model_max_positions(model: nn.Module) -> int | None:
 # ------------------------------------------------------------------ accumulation
 
 
-def _length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> Iterator[list[int]]:
-    """Indices grouped longest first, so rows of a batch have similar lengths (little
-    padding) and the largest batch runs first (an out-of-memory error shows at once)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    for i in order:
-        width = lengths[batch[0]] if batch else lengths[i]
-        if batch and (len(batch) + 1 > batch_size or (len(batch) + 1) * width > max_batch_tokens):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+@contextmanager
+def _keys_until_last(model: nn.Module, paths: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the input of the modules at ``paths`` as each is called; the last one's call
+    ends the pass (StopForward) before it runs: its product is not needed."""
+    store: dict[str, torch.Tensor] = {}
 
+    def make_hook(path: str, last: bool):
+        def pre_hook(module, args, kwargs):
+            value = first_tensor(args) if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            store[path] = value.detach()
+            if last:
+                raise StopForward
 
-_HALF_GEMM_ROWS = 1024  # measured on an H200: rel. error 2e-6 vs fp64 at 1024 rows, 5e-5 at 16384
+        return pre_hook
 
-
-def _add_gram(total: torch.Tensor, keys: torch.Tensor) -> None:
-    """total += keysᵀ keys, in total's dtype.
-
-    On CUDA, bf16/fp16 keys with an fp32 total go through a half-precision GEMM with fp32
-    output, about 6x faster than an fp32 GEMM on upcast keys. Its accumulation is not full
-    fp32 (the error grows with the inner length), so the tokens are fed in chunks of
-    ``_HALF_GEMM_ROWS``, keeping the relative error near 2e-6 (fp32 GEMM: 8e-7).
-    """
-    if keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16) and total.dtype == torch.float32:
-        for chunk in keys.split(_HALF_GEMM_ROWS):
-            total += torch.mm(chunk.T, chunk, out_dtype=torch.float32)
-        return
-    k = keys.to(total.dtype)
-    total.addmm_(k.T, k)
+    handles = [model.get_submodule(p).register_forward_pre_hook(make_hook(p, i == len(paths) - 1), with_kwargs=True)
+               for i, p in enumerate(paths)]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def accumulate_second_moment(
@@ -170,9 +162,9 @@ def accumulate_second_moment(
     n_docs: int | None = None,
     max_len: int = 1024,
     dtype: torch.dtype = torch.float32,
-    batch_size: int = 32,
-    max_batch_tokens: int = 16384,
-    pool_docs: int = 512,
+    batch_size: int = BATCH_ROWS,
+    max_batch_tokens: int = BATCH_TOKENS,
+    pool_docs: int = POOL_DOCS,
     progress: bool = True,
 ) -> dict[int, LayerStats]:
     """Σ k kᵀ and token counts of the MLP-output-projection inputs at ``layers``.
@@ -195,40 +187,38 @@ def accumulate_second_moment(
     device = next(model.parameters()).device
     d_ff = adapter.d_ff(model)
     sums = {layer: torch.zeros(d_ff, d_ff, dtype=dtype, device=device) for layer in layers}
-    count = docs_read = 0
-    docs = (t for t in texts if t and not t.isspace())
-    if n_docs is not None:
-        docs = islice(docs, n_docs)
+    batches = DocumentBatches(tokenizer, texts, n_docs=n_docs, max_len=max_len, batch_size=batch_size,
+                              max_batch_tokens=max_batch_tokens, pool_docs=pool_docs)
+    count = 0
     was_training = model.training
     model.eval()  # dropout would bias the statistic
     bar = tqdm(desc=f"C0 layers {layers}", unit="tok", unit_scale=True, disable=not progress)
     try:
-        with capture(model, list(paths.values()), what="input", stop_after=paths[layers[-1]]) as store:
-            while pool := list(islice(docs, pool_docs)):
-                encoded = tokenizer(pool, add_special_tokens=True, truncation=True, max_length=max_len)["input_ids"]
-                encoded = [ids for ids in encoded if ids]
-                for rows in _length_batches([len(ids) for ids in encoded], batch_size, max_batch_tokens):
-                    batch = make_batch(tokenizer, [encoded[i] for i in rows], "right").to(device)
-                    store.clear()
-                    with torch.no_grad():
-                        run_until_stop(lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                                     use_cache=False))
-                    keep = batch.attention_mask.bool()  # padding never enters the statistic
-                    for layer, path in paths.items():
-                        if path not in store:
-                            raise RuntimeError(f"layer {layer}: {path} did not run in the forward pass")
-                        _add_gram(sums[layer], store[path][keep])
-                    n_tok = int(keep.sum())
-                    count += n_tok
-                    bar.update(n_tok)
-                docs_read += len(pool)
-                bar.set_postfix(docs=docs_read)
+        with _keys_until_last(model, [paths[layer] for layer in layers]) as store:
+            for batch in batches:
+                batch = batch.to(device)
+                store.clear()
+                with torch.no_grad():
+                    run_until_stop(lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                                 use_cache=False))
+                keep = batch.attention_mask.bool()  # padding never enters the statistic
+                n_tok = int(keep.sum())
+                unpadded = n_tok == keep.numel()  # then every row is kept: a view, no copy
+                for layer, path in paths.items():
+                    if path not in store:
+                        raise RuntimeError(f"layer {layer}: {path} did not run in the forward pass")
+                    keys = store[path]
+                    add_gram(sums[layer], keys.reshape(-1, keys.shape[-1]) if unpadded else keys[keep])
+                count += n_tok
+                bar.update(n_tok)
+                bar.set_postfix(docs=batches.docs_read)
     finally:
         bar.close()
         model.train(was_training)
+    docs_read = batches.docs_read
     out = {}
     for layer in layers:
-        total = sums[layer].cpu()
+        total = symmetric(sums[layer]).cpu()
         if not bool(torch.isfinite(total).all()):
             raise NumericalError(f"layer {layer}: the key second moment contains NaN or inf")
         out[layer] = LayerStats(layer, total, count, docs_read)
@@ -339,7 +329,7 @@ class CovarianceStore:
         n_docs: int = 10000,
         max_len: int = 1024,
         dtype: torch.dtype = torch.float32,
-        batch_size: int = 32,
+        batch_size: int = BATCH_ROWS,
         model_id: str | None = None,
     ) -> dict[int, LayerStats]:
         """Statistics for ``layers``; ``texts_factory()`` is called only if some are missing."""
@@ -379,7 +369,7 @@ class CovarianceStore:
         n_docs: int = 10000,
         max_len: int = 1024,
         dtype: torch.dtype = torch.float32,
-        batch_size: int = 32,
+        batch_size: int = BATCH_ROWS,
         model_id: str | None = None,
     ) -> dict[int, tuple[torch.Tensor, NullSpaceInfo]]:
         """AlphaEdit's null-space projector of each layer's C0, cached beside the statistics
