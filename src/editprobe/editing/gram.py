@@ -25,17 +25,18 @@ def add_gram(total: torch.Tensor, keys: torch.Tensor) -> None:
     CPU: BLAS ``syrk`` (half the multiply-adds of a full product; 1.2x faster than the
     torch fallback, block rows of ``_GRAM_BLOCK`` from the diagonal rightwards, and 2.1x
     faster than ``addmm``: one core, 3500 x 1536 keys).
-    CUDA: bf16/fp16 keys with an fp32 total go through a half-precision GEMM with fp32
-    output, about 6x faster than an fp32 GEMM on upcast keys. Its accumulation is not full
-    fp32 (the error grows with the inner length), so the tokens are fed in chunks of
-    ``_HALF_GEMM_ROWS``, keeping the relative error near 2e-6 (fp32 GEMM: 8e-7).
+    Other devices: ``addmm``, except that on CUDA bf16/fp16 keys with an fp32 total go
+    through a half-precision GEMM with fp32 output, about 6x faster than an fp32 GEMM on
+    upcast keys. Its accumulation is not full fp32 (the error grows with the inner length),
+    so the tokens are fed in chunks of ``_HALF_GEMM_ROWS``, keeping the relative error near
+    2e-6 (fp32 GEMM: 8e-7).
     """
     if keys.is_cuda and keys.dtype in (torch.bfloat16, torch.float16) and total.dtype == torch.float32:
         for chunk in keys.split(_HALF_GEMM_ROWS):
             total += torch.mm(chunk.T, chunk, out_dtype=torch.float32)
         return
     k = keys.to(total.dtype)
-    if k.is_cuda:
+    if k.device.type != "cpu":  # other accelerators: one full product, as before
         total.addmm_(k.T, k)
         return
     k = k.contiguous()
