@@ -19,7 +19,7 @@ def _one_thread():
 
 PROMPTS = ["The capital of France is", "Bob", "Alice speaks the language of her mother and",
            "The mother tongue of Danielle Darrieux is", "Toko Yasuda plays"]
-TARGETS = [["Paris", "Rome city"], ["plays the piano and the violin", "x"], ["French"], ["English", "French"], []]
+TARGETS = [["Paris", "Rome city"], ["plays the piano and the violin", "x"], ["French"], ["English", "French", "English"], []]
 
 
 @torch.no_grad()

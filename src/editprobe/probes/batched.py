@@ -292,10 +292,14 @@ def run_prompts(model, tok, prompts: Sequence[Sequence[int]],
             groups.append([idx])
     for group in groups:
         g = _merge([_prompt_pass(model, tok, prompts, idx, shared, prefix_kv) for idx in group])
-        pairs = [(r, list(t)) for r, i in enumerate(g.idx) for t in conts[i]]
+        # A continuation asked twice of one prompt (the neighborhood's reference is often o
+        # itself) is scored once.
+        unique = {(r, tuple(t)): None for r, i in enumerate(g.idx) for t in conts[i]}
+        pairs = [(r, list(t)) for r, t in unique]
         if pairs:
-            for (r, _), s in zip(pairs, _score_suffix(model, tok, g, pairs, logprobs)):
-                scored[g.idx[r]].append(s)
+            found = dict(zip(unique, _score_suffix(model, tok, g, pairs, logprobs)))
+            for r, i in enumerate(g.idx):
+                scored[i] = [found[(r, tuple(t))] for t in conts[i]]
         if decoded is not None and decode is not None:
             lengths = [decode(i, scored[i]) if callable(decode) else decode[i] for i in g.idx]
             for i, ids in zip(g.idx, _decode(model, g, lengths, eos or set())):
