@@ -151,14 +151,13 @@ def test_run_picks_the_tuned_file_of_the_dataset_kind(tmp_path, monkeypatch):
     assert choose_hparams("memit", "smollm2-135m", hparams="smollm2-135m", dataset="zsre-sample").chosen_by == "hparams"
 
 
-def test_ties_go_to_the_setting_that_keeps_more_meaning_then_the_earlier():
+def test_ties_go_to_the_earlier_trial_so_the_base_setting_stays_unless_beaten():
     from editprobe.runs.tune import TrialRecord, select_best
 
     def trial(number, score, avg, state="complete"):
         return TrialRecord(number=number, state=state, fields={}, score=score, avg=avg)
 
-    trials = [trial(0, 82.5, 4.2), trial(1, 82.5, 25.0), trial(2, 90.0, None, "pruned"), trial(3, 82.5, 25.0),
-              trial(4, 77.0, 60.0)]
-    assert select_best(trials).number == 1
-    assert select_best([trial(0, 50.0, None), trial(1, 50.0, 10.0)]).number == 1
+    trials = [trial(0, 82.5, 4.2), trial(1, 82.5, 25.0), trial(2, 90.0, None, "pruned"), trial(3, 77.0, 60.0)]
+    assert select_best(trials).number == 0
+    assert select_best(trials + [trial(4, 83.0, 0.0)]).number == 4
     assert select_best([trial(0, 50.0, None, "pruned")]) is None

@@ -58,13 +58,13 @@ def objective_score(efficacy: float, specificity: float | None) -> float:
 
 
 def select_best(trials: list[TrialRecord]) -> TrialRecord | None:
-    """The finished trial with the highest score; among equal scores (a few dev records give
-    few distinct values) the one with the higher Avg discrepancy, i.e. the setting that
-    keeps more of the meaning, then the earlier trial (the base setting when it is as good)."""
+    """The finished trial with the highest score; among equal scores the earlier one, so the
+    base setting (trial 0) stays unless a setting beats it. (Breaking ties by the Avg
+    discrepancy instead was tried on zsRE and did worse on held-out records: docs/tune.md.)"""
     finished = [r for r in trials if r.state == "complete" and r.score is not None]
     if not finished:
         return None
-    return max(finished, key=lambda r: (round(r.score, 6), r.avg if r.avg is not None else float("-inf"), -r.number))
+    return max(finished, key=lambda r: (round(r.score, 6), -r.number))
 
 
 class TuneResult(BaseModel):
