@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data.records import EditRequest
 from ..models.adapters import ModelAdapter
@@ -198,6 +199,14 @@ class TargetOptimizer:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, requests: list[EditRequest], templates: list[str]) -> TargetResult:
+        if self.device.type != "cpu":
+            return self._run(requests, templates)
+        # At these shapes (a few query tokens, short caches) the math attention kernel is ~4%
+        # faster per step on CPU than the flash kernel (measured; the same values to 1e-6).
+        with sdpa_kernel(SDPBackend.MATH):
+            return self._run(requests, templates)
+
+    def _run(self, requests: list[EditRequest], templates: list[str]) -> TargetResult:
         t0 = time.perf_counter()
         s, dev, n = self.s, self.device, len(requests)
         setup = self._setup(requests, templates)
