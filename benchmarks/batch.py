@@ -2,9 +2,9 @@
 
 The parts of a MEMIT-family batch are the target optimization (its arithmetic at the
 measured matmul peak: the floor the target row of the table measures against), the key
-passes (bare truncated forwards over the same key rows, as many as the method runs: one
-per edit layer, keys recomputed after each layer's write, and one after the batch for
-K_p), and the closed-form solves (each layer's solve called alone on the same inputs).
+passes (bare forwards over the same key rows cut at the edited token: the first from the
+embeddings, each later one from the block written last, as the engine runs them; the K_p
+keys are the ones the solves read), and the closed-form solves (each layer's solve called alone on the same inputs).
 Whatever the batch spends beyond their sum is orchestration: validation, snapshots,
 writes, template generation, the covariance lookup.
 """
@@ -12,6 +12,7 @@ writes, template generation, the covariance lookup.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -23,14 +24,35 @@ from editprobe.models.hooks import capture, run_until_stop
 from .table import Ratio
 
 
-def _bare_key_pass(model, tok, adapter, requests, templates, top_layer: int) -> float:
-    """One forward over the key rows, stopped after ``top_layer``, no hooks but the stop."""
-    rb = batch_rows(tok, key_rows(tok, requests, templates), "right")
-    b = rb.batch.to(next(model.parameters()).device)
-    t = time.perf_counter()
-    with torch.no_grad(), capture(model, [], stop_after=adapter.path("block", top_layer)):
-        run_until_stop(lambda: model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False))
-    return time.perf_counter() - t
+def _bare_key_passes(model, tok, adapter, requests, templates, layers: list[int], critical: int) -> float:
+    """The key passes' arithmetic: rows cut at the edited token, the first pass from the
+    embeddings to the critical layer, each later one from the block written last (its
+    input given), no hooks but the stop. Inputs are captured in an untimed pass."""
+    from editprobe.models.replay import block_output_arity, replay_from
+
+    rows = [replace(r, ids=r.ids[: r.subject_index + 1]) for r in key_rows(tok, requests, templates)]
+    b = batch_rows(tok, rows, "right").batch.to(next(model.parameters()).device)
+
+    def forward():
+        model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
+
+    stop = adapter.path("block", critical)
+    starts = [layers[i - 1] for i in range(1, len(layers))]
+    with torch.no_grad(), capture(model, [adapter.path("block", l) for l in starts], what="input") as given:
+        arity = block_output_arity(adapter.block(model, 0), forward)
+    total = 0.0
+    with torch.no_grad():
+        t = time.perf_counter()
+        with capture(model, [], stop_after=stop):
+            run_until_stop(forward)
+        total += time.perf_counter() - t
+        for start in starts:
+            h = given[adapter.path("block", start)]
+            t = time.perf_counter()
+            with replay_from(model, adapter, start - 1, arity, lambda _x: h), capture(model, [], stop_after=stop):
+                run_until_stop(forward)
+            total += time.perf_counter() - t
+    return total
 
 
 def run(loaded, target_floor_s_per_request: float, n: int = 20, method: str = "memit",
@@ -49,9 +71,7 @@ def run(loaded, target_floor_s_per_request: float, n: int = 20, method: str = "m
 
     # the parts, alone, on the unedited model
     targets = editor.compute_targets(requests)
-    keys_s = sum(_bare_key_pass(model, tok, adapter, requests, templates.all, editor.critical_layer)
-                 for _ in editor.layers)
-    keys_s += _bare_key_pass(model, tok, adapter, requests, templates.all, max(editor.layers))
+    keys_s = _bare_key_passes(model, tok, adapter, requests, templates.all, editor.layers, editor.critical_layer)
     solve_s = 0.0
     for i, layer in enumerate(editor.layers):
         K, R = editor.layer_inputs(requests, targets, i, layer)
