@@ -4,7 +4,7 @@ critical layer, both averaged/read over the context templates (lte-methods.md §
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -12,7 +12,7 @@ import torch
 from ..data.records import EditRequest
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, run_until_stop
-from ..models.replay import replay_from
+from ..models.replay import block_output_arity, replay_from
 from .context import ContextTemplates
 from .prompts import batch_rows, chunks, key_rows
 
@@ -79,12 +79,17 @@ def read_at_subject(
             ins = stack.enter_context(capture(model, list(paths_in), what="input"))
             kept = stack.enter_context(capture(model, keep_path, what="input"))
             outs = stack.enter_context(capture(model, list(paths_out), what="output", stop_after=deepest))
+            def run():
+                run_until_stop(lambda: model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False))
+
             if start is not None and start > 0:
                 given = replay.inputs[c]
                 stack.enter_context(replay_from(model, adapter, start - 1, replay.arity, lambda _h: given))
-            elif replay is not None and replay.arity is None:
-                stack.enter_context(_arity_of(model, adapter, replay))
-            run_until_stop(lambda: model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False))
+                run()
+            elif replay is not None and replay.arity is None:  # replay's stand-ins copy it
+                replay.arity = block_output_arity(adapter.block(model, 0), run)
+            else:
+                run()
         if keep is not None:
             stored.append(kept[keep_path[0]])
         for path, l in paths_in.items():
@@ -101,19 +106,6 @@ def read_at_subject(
         {k: torch.cat(v)[back] for k, v in got_out.items()},
         rows,
     )
-
-
-@contextmanager
-def _arity_of(model, adapter: ModelAdapter, replay: KeyReplay):
-    """Record how many outputs a block returns (replay's stand-ins copy it) during a pass."""
-    def hook(module, args, output):
-        replay.arity = 0 if isinstance(output, torch.Tensor) else len(output)
-
-    handle = adapter.block(model, 0).register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def template_mean(per_row: torch.Tensor, rows, n_requests: int, templates: ContextTemplates) -> torch.Tensor:
