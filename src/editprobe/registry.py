@@ -8,10 +8,17 @@ probes), with one set of rules:
 - looking up an unknown name raises :class:`UnknownNameError`, which lists the known names;
 - iteration follows registration order (``first=True`` puts an entry before the others,
   e.g. a user's dataset format that detection should try first).
+
+A user's plug-ins (a method, an adapter, a dataset format, a probe) register when their module
+is imported. The command line (and each Ray worker of a study) imports the modules named in
+the ``EDITPROBE_PLUGINS`` environment variable (comma-separated module names) before it does
+anything else: :func:`load_plugins`. The how-to pages (docs/howto/) use it.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
@@ -22,6 +29,28 @@ T = TypeVar("T")
 
 class RegistryError(UserError, ValueError):
     """A name already taken by a different object."""
+
+
+class PluginError(UserError, ImportError):
+    """A module named in ``EDITPROBE_PLUGINS`` that cannot be imported."""
+
+
+PLUGINS_ENV = "EDITPROBE_PLUGINS"
+
+
+def load_plugins(names: str | None = None) -> list[str]:
+    """Import the plug-in modules named in ``names`` (default: ``$EDITPROBE_PLUGINS``),
+    comma-separated; importing a module registers what it defines. Importing one again is a
+    no-op (Python caches modules). Returns the names imported."""
+    spec = os.environ.get(PLUGINS_ENV, "") if names is None else names
+    modules = [name.strip() for name in spec.split(",") if name.strip()]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise PluginError(f"{PLUGINS_ENV}: cannot import {name!r}: {exc} (is its directory on PYTHONPATH?)") \
+                from None
+    return modules
 
 
 class UnknownNameError(UserError, KeyError):

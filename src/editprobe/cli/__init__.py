@@ -19,6 +19,7 @@ import typer
 from typer._click import exceptions as click
 
 from ..errors import EditprobeWarning, UserError
+from ..registry import load_plugins
 from . import analyze, data, demo, edit, models, report, run, study, trace, train, tune
 from .common import print_error, warn
 
@@ -73,6 +74,7 @@ _SHOW_WARNING = warnings.showwarning
 
 def _main(command, args: list[str], debug: bool) -> int:
     try:
+        load_plugins()  # $EDITPROBE_PLUGINS: a user's methods, adapters, formats, probes
         result = command.main(args=args, prog_name="editprobe", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except click.NoArgsIsHelpError as exc:

@@ -191,8 +191,11 @@ def run_task(root: str, cwd: str, run: StudyRun, threads: int) -> str:
     """One run on a Ray worker (the body of its task): the local backend's run, status and all."""
     import torch
 
+    from ..registry import load_plugins
+
     if os.path.isdir(cwd):  # the driver's relative paths (datasets, --out) mean the same here
         os.chdir(cwd)
+    load_plugins()  # the worker's $EDITPROBE_PLUGINS, as the command line does
     torch.set_num_threads(threads)
     study = StudyDir(root)
     if RunDir(run.config.out).finished:  # a retry of a task killed after its run finished
