@@ -1,4 +1,5 @@
-"""The no-edit baseline of the negation settings (evaluation-protocol.md §2, paper A.7).
+"""The no-edit baseline of the negation settings (docs/protocol.md#no-edit-baseline; the paper's
+appendix A.7).
 
 On the unedited model the ground truth is the old object o. Only records whose positive
 query the model exact-matches with o are kept (so PP is 100 by construction); PN is the
@@ -16,7 +17,7 @@ from .negation import DECODE_EXTRA, NegationItem, NegationPlan, QueryRow, score_
 from .registry import NO_EDIT_KNOWN, NO_EDIT_PN, NO_EDIT_PP
 from .results import ProbeSample, Score
 
-QUESTION_REASON = "question dataset (zsRE): no old object in the sense of §2, no baseline"
+QUESTION_REASON = "question dataset (zsRE): no old object to score the unedited model with, no baseline"
 NO_TARGET_REASON = "no old object (target_true) in the record"
 
 

@@ -1,4 +1,4 @@
-"""Exact match (evaluation-protocol.md §1): greedy decoding of len(target_ids) tokens after
+"""Exact match (docs/protocol.md#exact-match): greedy decoding of len(target_ids) tokens after
 the query yields exactly target_ids. Greedy decoding is deterministic, so this equals one
 teacher-forced pass over query + target in which the argmax at every target position is
 the next target token — the fast path here. ``generate_exact_match`` is the slow

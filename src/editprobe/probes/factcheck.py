@@ -1,4 +1,4 @@
-"""Fact-checking queries (evaluation-protocol.md §3).
+"""Fact-checking queries (docs/protocol.md#fact-checking).
 
 The model is asked, through its chat template (with the template's default system
 prompt), whether the edited statement is true. An editor that learned a shortcut from the
@@ -39,7 +39,7 @@ class FactCheckConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    statement_template: str = "{query} {target}"  # §3: statement = query + " " + o*
+    statement_template: str = "{query} {target}"  # statement = query + " " + o*
     # [choice] question datasets (zsRE): a fixed declarative wrapper around the question.
     question_statement_template: str = 'The answer to the question "{question}" is {target}.'
     instruction: str = "Judge whether the following statement is true or false: {statement}"
@@ -175,7 +175,7 @@ class FactCheckSample(BaseModel):
 
 
 class FactCheckResult(BaseModel):
-    """Accuracy of §3 with its inclusion rule, Eff beside it, and the balanced control."""
+    """Accuracy with its inclusion rule, Eff beside it, and the balanced control."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -219,7 +219,7 @@ class FactCheckResult(BaseModel):
 
 
 def is_included(before: FactAnswer, after: FactAnswer) -> bool:
-    """§3: the unedited model answered true/false, and not 'true' both before and after."""
+    """Included: the unedited model answered true/false, and not 'true' both before and after."""
     return before in ("true", "false") and not (before == "true" and after == "true")
 
 

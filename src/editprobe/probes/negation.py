@@ -1,4 +1,4 @@
-"""Negated queries (evaluation-protocol.md §2): the four settings PP, PN, NN, NP.
+"""Negated queries (docs/protocol.md#negated-queries): the four settings PP, PN, NN, NP.
 
 Flow: ``build_negation_plan(records)`` negates every record's template and yields the
 positive requests (p, s, o*) and the negative requests (neg(p), s, o*); records whose
@@ -205,7 +205,7 @@ def score_negation_run(
 
 
 class NegationScores(BaseModel):
-    """PP/PN/NN/NP efficacies (%, one decimal) and the discrepancies of §2.
+    """PP/PN/NN/NP efficacies (%, one decimal) and the discrepancies (docs/protocol.md#discrepancy).
 
     Either run may be missing (RLEdit is evaluated with PP and PN only); settings and
     discrepancies that need a missing run are None, and Avg needs all four."""
@@ -279,7 +279,7 @@ class NegationScores(BaseModel):
 
 
 def negation_scores(plan: NegationPlan, positive: NegationRun | None, negative: NegationRun | None) -> NegationScores:
-    """Combine the runs of one plan (either may be None) into the §2 table row."""
+    """Combine the runs of one plan (either may be None) into the table row (PP, PN, NN, NP, the discrepancies, Avg)."""
     settings: dict[str, Score] = {}
     samples: list[ProbeSample] = []
     for expected, run in (("positive", positive), ("negative", negative)):

@@ -1,4 +1,5 @@
-"""Registered, versioned metric definitions (the lm-eval-harness lesson of architecture.md).
+"""Registered, versioned metric definitions (the lesson of lm-eval-harness: a number must
+carry the protocol it was measured under).
 
 A probe definition is declarative: a name, a version and a protocol *label* saying exactly
 how the number is computed (decoding, ground truth, query, model state). Every result and
@@ -22,7 +23,7 @@ class ProbeDefinition(BaseModel):
     name: str  # "negation/PN"
     version: int = 1
     label: str  # "exact-match, teacher-forced greedy, target = new object o*, ..."
-    protocol: str = ""  # where the definition comes from, e.g. "evaluation-protocol.md §2"
+    protocol: str = ""  # where the definition comes from, e.g. "docs/protocol.md#negated-queries"
     higher_is_better: bool | None = None  # None: a diagnostic with no preferred direction
     unit: str = "%"
 
@@ -54,9 +55,9 @@ def get_definition(name: str) -> ProbeDefinition:
 # --- the built-in probes ----------------------------------------------------------------------
 
 _EM = "exact-match, teacher-forced greedy (argmax = target at every target token)"
-_EM_DOC = "evaluation-protocol.md §1"
-_NEG_DOC = "evaluation-protocol.md §2"
-_FC_DOC = "evaluation-protocol.md §3"
+_EM_DOC = "docs/protocol.md#exact-match"
+_NEG_DOC = "docs/protocol.md#negated-queries"
+_FC_DOC = "docs/protocol.md#fact-checking"
 
 EXACT_FAST = register_definition(ProbeDefinition(
     name="exact-match/fast", label=f"{_EM}, len(target_ids) tokens after the query", protocol=_EM_DOC,
@@ -119,9 +120,9 @@ PARAPHRASE = register_definition(ProbeDefinition(
     name="classic/paraphrase-efficacy",
     label=f"{_EM}, target = new object o*, query = each paraphrase prompt; mean over a record's prompts, "
           "then over records",
-    protocol="classic (ROME/MEMIT)", higher_is_better=True))
+    protocol="docs/protocol.md#classic-metrics", higher_is_better=True))
 NEIGHBORHOOD = register_definition(ProbeDefinition(
     name="classic/neighborhood-specificity",
     label=f"{_EM}, target = the unedited model's own greedy continuation (len(dataset answer) tokens), "
           "query = each neighborhood prompt; mean over a record's prompts, then over records",
-    protocol="classic (ROME/MEMIT)", higher_is_better=True))
+    protocol="docs/protocol.md#classic-metrics", higher_is_better=True))

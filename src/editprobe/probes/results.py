@@ -1,6 +1,6 @@
 """Records shared by the probes: one scored sample, one aggregated score.
 
-Percentages are reported with one decimal (evaluation-protocol.md §1); the counts they come
+Percentages are reported with one decimal (docs/protocol.md#exact-match); the counts they come
 from are kept beside them, so nothing is lost to rounding and differences of scores are
 computed from the exact fractions, then rounded.
 """

@@ -1,4 +1,4 @@
-"""The fact-checking probe (evaluation-protocol.md §3): after the positive edit, is the
+"""The fact-checking probe (docs/protocol.md#fact-checking): after the positive edit, is the
 edited statement judged true? Eff (the negation probe's PP of the same edited model) beside
 Acc, the balanced control, and the "No edit" row.
 
@@ -56,7 +56,7 @@ class FactCheckProbe(Probe):
         replies = _replies(baseline["no_edit"])
         rows = [_row("factcheck-no-edit", "none", r) for r in replies]
         rows += [_row("factcheck-before", "none", r) for r in _replies(baseline["before"])]
-        if not replies:  # zsRE: no old object in the sense of §2
+        if not replies:  # zsRE: no old object (docs/protocol.md#no-edit-baseline)
             return None, rows
         known = set(baseline["known"])
         kept = [r for r in replies if r.record_id in known]

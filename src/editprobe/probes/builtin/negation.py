@@ -1,4 +1,4 @@
-"""The negation probe (evaluation-protocol.md §2): PP, PN, NN, NP, their discrepancies and
+"""The negation probe (docs/protocol.md#negated-queries): PP, PN, NN, NP, their discrepancies and
 Avg; on the unedited model the "No edit" row (PP 100 by construction, PN)."""
 
 from __future__ import annotations
