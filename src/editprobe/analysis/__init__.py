@@ -1,3 +1,3 @@
 """Locate and look: causal tracing (which hidden states carry a fact) and the mechanism
-analysis of evaluation-protocol.md §5 (what an editor's targets are for p and neg(p)).
+analysis of docs/protocol.md#mechanism-analysis (what an editor's targets are for p and neg(p)).
 Modules are imported by their full path (editprobe.analysis.tracing, .mechanism)."""

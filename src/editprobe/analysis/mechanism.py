@@ -1,4 +1,4 @@
-"""Mechanism analysis (evaluation-protocol.md §5; paper A.8, Figures 6–7): does the editor's
+"""Mechanism analysis (docs/protocol.md#mechanism-analysis; the paper's appendix A.8, Figures 6–7): does the editor's
 optimized target for "X is o*" differ from its target for "X is not o*"?
 
 For a record (p, s, o*) at the analysis layer L (the editor's critical layer):

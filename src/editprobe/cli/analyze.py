@@ -1,4 +1,4 @@
-"""`editprobe analyze`: the mechanism analysis of evaluation-protocol.md §5 — the editor's
+"""`editprobe analyze`: the mechanism analysis of docs/protocol.md#mechanism-analysis — the editor's
 targets m¹ (for p) and m² (for neg p) against the unedited MLP output m⁰, as numbers and as
 PCA / t-SNE figures. Nothing is edited."""
 

@@ -1,6 +1,6 @@
 """`editprobe demo`: the main job on a fresh machine — edit the built-in model with MEMIT
 and AlphaEdit, evaluate on positive and negated queries and by fact-checking, print the
-paper's tables (evaluation-protocol.md §2-4) and say where everything is.
+paper's tables (docs/protocol.md) and say where everything is.
 
 The run directory is reused: an unfinished demo run is resumed, a finished one with the
 same settings is reported again without recomputing; ``--fresh`` starts over."""

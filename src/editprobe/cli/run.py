@@ -1,4 +1,4 @@
-"""`editprobe run`: the experiment of evaluation-protocol.md §2–4, checkpointed."""
+"""`editprobe run`: the experiment of docs/protocol.md#experimental-protocol, checkpointed."""
 
 from __future__ import annotations
 

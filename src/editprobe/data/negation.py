@@ -1,4 +1,4 @@
-"""``negate(template)``: the negated prompt of evaluation-protocol.md §2, with its provenance.
+"""``negate(template)``: the negated prompt of docs/protocol.md#negating-a-template, with its provenance.
 
 Precedence, highest first: a user table (template -> negated, ``load_negation_table``),
 the curated per-relation table shipped in ``builtin/negation_relations.yaml``, the grammar

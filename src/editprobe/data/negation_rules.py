@@ -1,4 +1,4 @@
-"""Rule-based negation of one prompt template (evaluation-protocol.md §2).
+"""Rule-based negation of one prompt template (docs/protocol.md#negating-a-template).
 
 The rules find the finite verb of the clause that carries the relation and either insert
 "not" after it (auxiliary/copula) or rewrite it with do-support ("plays" -> "does not

@@ -1,4 +1,4 @@
-"""The configuration of one experiment run (evaluation-protocol.md §4), from YAML or flags.
+"""The configuration of one experiment run (docs/protocol.md#experimental-protocol), from YAML or flags.
 
 A run is (model) × (methods) × (datasets): for each dataset a no-edit baseline, and for each
 method two sequential batch-editing runs (positive and negated requests). Everything that
@@ -81,8 +81,10 @@ class RunConfig(ProfileDefaults):
     # settings, float32); an explicit ``hparams`` still wins (editing/profiles.py).
     profile: ProfileName = None
     overrides: dict[str, Any] = Field(default_factory=dict)  # single hparams fields
-    negation_table: str | None = None  # user YAML "template: negated", overrides the rules (§2)
-    # The fact-check probe's wording (§3 defaults: statement "{query} {target}", no full stop).
+    # A user YAML "template: negated", overrides the rules (docs/protocol.md#negating-a-template).
+    negation_table: str | None = None
+    # The fact-check probe's wording (docs/protocol.md#fact-checking; defaults: statement
+    # "{query} {target}", no full stop).
     # E.g. {statement_template: "{query} {target}."} — SmolLM2-135M judges 4% of true
     # CounterFact statements true without the full stop and 42% with it.
     factcheck: FactCheckConfig = Field(default_factory=FactCheckConfig)

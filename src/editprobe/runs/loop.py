@@ -1,4 +1,4 @@
-"""The experiment loop (evaluation-protocol.md §2–4), checkpointed so a killed run resumes.
+"""The experiment loop (docs/protocol.md#experimental-protocol), checkpointed so a killed run resumes.
 
 For each dataset: every selected probe that applies measures the unedited model (once).
 For each method on it: a sequential batch-editing run with the positive requests, after
