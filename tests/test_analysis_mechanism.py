@@ -1,4 +1,4 @@
-"""The mechanism analysis (evaluation-protocol.md §5): m⁰ = W k, m¹ − m⁰ = the engine's δ,
+"""The mechanism analysis (docs/protocol.md#mechanism-analysis): m⁰ = W k, m¹ − m⁰ = the engine's δ,
 the ratio / cosine formulas, record selection, weights untouched, and `editprobe analyze`."""
 
 from __future__ import annotations

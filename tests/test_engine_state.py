@@ -209,7 +209,7 @@ def test_bad_requests_raise_naming_the_request_and_change_nothing(stats):
     with pytest.raises(RequestError, match="empty batch"):
         editor.apply([])
     assert same_weights(lm.model, before) and _same_state(editor, state)
-    # A dict without a placeholder has its subject replaced by one (§1.1) and is edited.
+    # A dict without a placeholder has its subject replaced by one (docs/engine.md#subject-location) and is edited.
     report = editor.apply([{"id": "ok", "subject": s, "template": t.format(s), "target": "Tokyo"}])
     assert report.requests[0].id == "ok" and not same_weights(lm.model, before)
 

@@ -76,8 +76,9 @@ def test_prune_edits_survive_finalize(stats):
 
 
 def test_prune_per_batch_edits_sequentially(stats):
-    # FE's placement restrains every layer update against the current weight, in a lifelong
-    # run of batches; finalize then does nothing. Measured: 18/20 in four batches of five.
+    # The FE reimplementation's placement (docs/methods/prune.md) restrains every layer
+    # update against the current weight, in a lifelong run of batches; finalize then does
+    # nothing. Measured: 18/20 in four batches of five.
     lm = fresh("llama")
     requests = random_edits(N_EDITS, seed=0)
     editor = make_editor("prune", lm.model, lm.tokenizer, "tiny", overrides={"prune_apply_at": "per_batch"},

@@ -1,5 +1,5 @@
 """negate(): hand-written expected negations of real templates, table coverage of the shared
-datasets, user tables, unnegatable templates and bad tables (evaluation-protocol.md §2)."""
+datasets, user tables, unnegatable templates and bad tables (docs/protocol.md#negating-a-template)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def test_default_probes_on_a_standard_dataset(ws, shared_data, path):
     assert set(result.probes) == ran
     assert set(result.probes["efficacy"].metrics) == ({"prob", "magnitude", "EM"} if protocol == "prob" else {"tokens"})
     if key.startswith("zsre") or key.startswith("ZsRE"):
-        assert "factcheck" not in data.no_edit  # no old object in the sense of §2: no No-edit row
+        assert "factcheck" not in data.no_edit  # no old object (docs/protocol.md#no-edit-baseline): no No-edit row
     for outcome in result.probes.values():
         for metric in outcome.metrics.values():
             assert metric.label and (metric.value is None or metric.value == metric.value)  # labelled, never NaN

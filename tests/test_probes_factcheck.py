@@ -1,4 +1,4 @@
-"""Fact-checking queries (§3): statements, the chat prompt, answer parsing, batched
+"""Fact-checking queries (docs/protocol.md#fact-checking): statements, the chat prompt, answer parsing, batched
 generation equal to one prompt at a time, the inclusion rule, accuracy, the control."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Negated queries (§2): the plan (requests, exclusions), per-record scoring of an edited
+"""Negated queries (docs/protocol.md#negated-queries): the plan (requests, exclusions), per-record scoring of an edited
 model in the four settings, the score arithmetic, and the no-edit baseline."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_batch_seed_is_stable_and_distinct():
 
 def test_factcheck_wording_is_part_of_the_run_identity():
     default = RunConfig()
-    assert default.factcheck.statement_template == "{query} {target}"  # §3: no full stop
+    assert default.factcheck.statement_template == "{query} {target}"  # docs/protocol.md#fact-checking: no full stop
     dotted = RunConfig.build({"factcheck": {"statement_template": "{query} {target}."}})
     assert dotted.factcheck.statement_template == "{query} {target}."
     assert dotted.identity() != default.identity()  # --resume refuses to mix wordings

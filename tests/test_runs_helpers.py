@@ -13,7 +13,8 @@ import torch
 from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
 from editprobe.runs import RunConfig
 
-# The tiny facts' templates have no verb, so no rule negates them: a user table does (§2).
+# The tiny facts' templates have no verb, so no rule negates them: a user table does
+# (docs/protocol.md#negating-a-template).
 NEGATIONS = {"The mother tongue of {}": "Not the mother tongue of {}",
              "The birthplace of {}": "Never the birthplace of {}"}
 
