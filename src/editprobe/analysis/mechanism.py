@@ -1,5 +1,5 @@
 """Mechanism analysis (docs/protocol.md#mechanism-analysis; the paper's appendix A.8, Figures 6–7): does the editor's
-optimized target for "X is o*" differ from its target for "X is not o*"?
+optimized target for ``"X is o*"`` differ from its target for ``"X is not o*"``?
 
 For a record (p, s, o*) at the analysis layer L (the editor's critical layer):
 
@@ -7,7 +7,7 @@ For a record (p, s, o*) at the analysis layer L (the editor's critical layer):
   unedited model, i.e. W k (plus the projection's bias where the architecture has one; it
   cancels in every difference below). Computed for p and for neg(p): they agree when the
   negation word follows the subject (causal LM) and are counted when they do not.
-- m¹ = m⁰(p) + δ(p, s, o*) and m² = m⁰(neg p) + δ(neg p, s, o*), where δ = z − anchor is the
+- ``m¹ = m⁰(p) + δ(p, s, o*)`` and ``m² = m⁰(neg p) + δ(neg p, s, o*)``, where δ = z − anchor is the
   free vector the target optimization found. Why this is "the target at the MLP output":
   at a 'block' site (MEMIT family) δ is added to the residual after block L, which is the
   same as adding it to the MLP output at L, and it is exactly what the insertion asks

@@ -275,7 +275,7 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
 
 
 def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
-    """Write <name>.md/.csv/.tex for every table under ``out``; return the Markdown of all."""
+    """Write ``<name>.md/.csv/.tex`` for every table under ``out``; return the Markdown of all."""
     out = Path(out)
     parts = []
     for name, caption, df, legend in all_tables(summaries):
