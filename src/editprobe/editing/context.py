@@ -1,5 +1,5 @@
 """Context templates: short random prefixes sampled from the model being edited, so keys
-and targets are averaged/optimized across contexts (lte-methods.md §1.2).
+and targets are averaged/optimized across contexts (docs/engine.md, Context templates).
 
 Generated once per editor, seeded, decoded without special tokens (a Llama prefix
 decoded with them would carry a second BOS), and saved with the editor state.

@@ -1,4 +1,5 @@
-"""The key second-moment statistic C0 (design doc §1.7) and its on-disk store.
+"""The key second-moment statistic C0 and its on-disk store (docs/engine.md, Covariance
+(C0); docs/covariance.md).
 
 C0^l = (1/N_tok)·Σ_t k_t k_tᵀ, uncentred, over every non-pad token of a corpus, where k is
 the input of layer l's MLP output projection. All requested layers come from one forward

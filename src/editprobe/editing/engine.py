@@ -210,7 +210,7 @@ class LTEEditor(EditorState):
                           layers=layer_reports, timings=timings)
 
     def insert(self, requests: list[EditRequest], targets: TargetResult) -> list[LayerReport]:
-        """Spread the residual over the layers and write each layer's update (§1.6)."""
+        """Spread the residual over the layers and write each layer's update (docs/engine.md, Spreading over layers)."""
         reports = []
         self._key_replay = KeyReplay()  # these requests' key passes start where the last write was
         for i, layer in enumerate(self.layers):
@@ -237,8 +237,8 @@ class LTEEditor(EditorState):
     def layer_inputs(self, requests: list[EditRequest], targets: TargetResult, i: int, layer: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys ``[d_ff, n]`` at ``layer`` and residuals ``[d, n]`` for the i-th edit layer, on
-        the current model: R_i = (Z − H_cur) / (m − i)^spread_power (§1.6). NAMET's official
-        residual differs (a mean over prompts)."""
+        the current model: R_i = (Z − H_cur) / (m − i)^spread_power (docs/engine.md, Spreading
+        over layers). NAMET's official residual differs (a mean over prompts)."""
         z = targets.z[self.site_kind].T.to(self.device)  # [d, n]
         keys, h_cur = compute_keys(
             self.model, self.tok, self.adapter, requests, self.templates(), [layer],
@@ -249,10 +249,10 @@ class LTEEditor(EditorState):
         return keys[layer], (z - h_cur) / (len(self.layers) - i) ** self.spread_power
 
     def after_batch(self, requests: list[EditRequest]) -> None:
-        """Add this batch's keys, recomputed on the edited model (the AlphaEdit-repo choice),
-        to K_p K_pᵀ (float64, on the CPU); the keys are kept too, for saved states. Sums and
-        key lists are new objects, never in-place updates: rollback keeps references. Nothing
-        for a method that never uses them (ROME)."""
+        """Add this batch's keys, recomputed on the edited model (the choice of the official
+        AlphaEdit code, jianghoucheng/AlphaEdit), to K_p K_pᵀ (float64, on the CPU); the keys
+        are kept too, for saved states. Sums and key lists are new objects, never in-place
+        updates: rollback keeps references. Nothing for a method that never uses them (ROME)."""
         if not self.uses_preserved_keys:
             return
         keys = self._insert_keys

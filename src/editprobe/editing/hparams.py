@@ -17,14 +17,14 @@ class HParamsError(UserError, ValueError):
 
 
 class LTEHParams(BaseModel):
-    """Settings shared by the MEMIT-style engine (lte-methods.md §1.11)."""
+    """Settings shared by the MEMIT-style engine (docs/methods/memit.md, Settings)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str
     source: str = Field("", description="where these values come from (paper, repo:path, or our sweep)")
     layers: list[int]
-    # target optimization (§1.5)
+    # target optimization (docs/engine.md, Target search)
     v_lr: float = 0.5
     v_num_grad_steps: int = 20
     v_weight_decay: float = 0.5
@@ -32,19 +32,19 @@ class LTEHParams(BaseModel):
     kl_factor: float = 0.0625
     early_stop_loss: float = 5e-2
     kl_prompt: str | None = "{} is a"
-    # context templates (§1.2)
+    # context templates (docs/engine.md, Context templates)
     template_groups: list[tuple[int, int]] = [(10, 5)]
     template_flat: bool = False
     template_seed: int = 0
-    # closed form (§1.8)
+    # closed form (docs/engine.md, Solvers)
     mom2_update_weight: float | list[float] = 15000.0
     L2: float = 0.0  # alpha·I ridge added by the MEMIT-seq / AlphaEdit solves
-    # covariance statistics (§1.7)
+    # covariance statistics (docs/engine.md, Covariance (C0); docs/covariance.md)
     mom2_corpus: str | None = None  # None: the built-in WikiText sample
     mom2_n_samples: int = 10000
     mom2_max_len: int = 1024
     mom2_dtype: Literal["float32", "float64"] = "float32"
-    # sequential editing (§1.9)
+    # sequential editing (docs/engine.md, Sequential editing and K_p)
     preserve_previous: bool = True
     # negation-aware editing (docs/negation-editing.md): "defend" also optimizes the target
     # on the opposite-polarity query (unlikelihood of the new target, KL to the unedited

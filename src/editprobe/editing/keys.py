@@ -1,6 +1,6 @@
 """Keys (inputs of the MLP output projection at the edited token: the subject's last token,
 or the query's last token with ``locate="last-token"``) and the current hidden state at the
-critical layer, both averaged/read over the context templates (lte-methods.md §1.4, §1.6)."""
+critical layer, both averaged/read over the context templates (docs/engine.md, Keys; Spreading over layers)."""
 
 from __future__ import annotations
 

@@ -78,8 +78,8 @@ def validate_request(req: EditRequest) -> None:
 def as_request(item, index: int = 0) -> EditRequest:
     """An EditRequest from an EditRequest or a dict, with errors that name the request.
 
-    A dict whose template has no ``{}`` gets the subject replaced by ``{}`` (lte-methods.md
-    §1.1); a subject that does not occur in it is an error."""
+    A dict whose template has no ``{}`` gets the subject replaced by ``{}`` (docs/engine.md,
+    Subject location); a subject that does not occur in it is an error."""
     if isinstance(item, EditRequest):
         validate_request(item)
         return item

@@ -1,11 +1,12 @@
-"""Closed-form weight updates of the locate-then-edit family (design doc §1.8, §2, §4, §5).
+"""Closed-form weight updates of the locate-then-edit family (docs/engine.md, Solvers;
+docs/methods/memit.md, rome.md, emmet.md, alphaedit.md).
 
 Conventions, shared by every function here:
 - Δ is returned in [d, d_ff] (out × in) orientation, float32, on the device of ``R``;
   the caller maps it to the stored weight with ``ModelAdapter.to_stored``.
 - R [d, n] holds residuals and K [d_ff, n] keys, one edit per column.
 - C0 is the per-token *mean* second moment of keys; Cp is the unnormalised sum of
-  earlier batches' K Kᵀ. λ weighs one against the other (§1.8, scale note).
+  earlier batches' K Kᵀ. λ weighs one against the other (docs/methods/memit.md).
 - The algebra runs in ``solve_dtype``, float64 by default wherever the device has it
   (float32 on MPS). Measured at Llama-3-8B size (d_ff = 14336, λ = 1.5e4, a C0 spectrum
   spanning 1e6) on an H200, an fp32 MEMIT/EMMET solve differed from fp64 by 1% while

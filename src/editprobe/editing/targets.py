@@ -1,4 +1,5 @@
-"""Target optimization (lte-methods.md §1.5), batched across all requests of a batch.
+"""Target optimization, batched across all requests of a batch (docs/engine.md, Target
+search; the objective: docs/methods/memit.md).
 
 One forward and backward per step serves every request's rewriting prompts and KL prompt
 together. Each request has its own free vector(s), clamp and early stop: the summed loss
@@ -44,7 +45,7 @@ class Site:
     clamp_norm_factor: float = 0.75
     weight_decay: float = 0.5
     # The value whose norm the clamp is relative to: None = this site's own anchor; 'block'
-    # = the block output at the same layer (FE's PMET/AdaEdit clamp δ_mlp that way).
+    # = the block output at the same layer (FE, jugechengzi/FE, clamps PMET's/AdaEdit's δ_mlp that way).
     clamp_to: str | None = None
 
 
@@ -189,7 +190,7 @@ class TargetOptimizer:
 
     def norms(self, site: Site, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         """Per request: the norm a site's δ is clamped relative to, and the divisor of its
-        weight decay w·‖δ‖/divisor (§1.5: ‖h0‖ and ‖h0‖²). Methods may change both."""
+        weight decay w·‖δ‖/divisor (docs/methods/memit.md: ‖h0‖ and ‖h0‖²). Methods may change both."""
         own = ctx.anchor[site.kind].norm(dim=-1)
         ref = ctx.reference[site.clamp_to].norm(dim=-1) if site.clamp_to else own
         return ref, own.pow(2)

@@ -1,8 +1,9 @@
-"""AdaEdit (lte-methods.md §9): a PMET-style target, a MEMIT-seq solve with α·I, and a
+"""AdaEdit (docs/methods/adaedit.md): a PMET-style target, a MEMIT-seq solve with α·I, and a
 sparse, low-rank version of each layer update.
 
 The paper's method section was not accessible and no official code was found: everything
-here follows the only implementation, FE ``algs/adaedit`` [V for FE only; paper unverified]:
+here follows the only implementation, FE (jugechengzi/FE) ``algs/adaedit`` (checked
+against FE's code only; the paper is unverified):
 
 - target: PMET's two sites (δ_attn, δ_mlp) at l_m, joint Adam, weight decay on both, δ_mlp
   clamped against the **block-output** norm (``mlp_clamp_reference: block``), no adaptive
@@ -19,7 +20,7 @@ here follows the only implementation, FE ``algs/adaedit`` [V for FE only; paper 
 Defaults: ρ_r = ``adaedit_topr`` = 0.6, ρ_k = ``adaedit_topk`` = 0.6 (FE). With a batch of
 n < r edits the update has rank ≤ n, so the truncation keeps it whole and only the
 sparsification acts. K_p K_pᵀ: the engine's post-edit keys (AE-repo), where FE adds the
-keys computed during insertion.
+keys computed during insertion. (short names of source repositories: docs/glossary.md.)
 """
 
 from __future__ import annotations

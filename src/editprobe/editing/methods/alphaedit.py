@@ -1,4 +1,4 @@
-"""AlphaEdit (lte-methods.md §5): the MEMIT update projected onto the null space of the
+"""AlphaEdit (docs/methods/alphaedit.md): the MEMIT update projected onto the null space of the
 preserved keys, Δ = R Kᵀ P (K Kᵀ P + K_p K_pᵀ P + α I)⁻¹, with P from an
 eigendecomposition of C0 computed once on the unedited model. No λ·C0 term.
 

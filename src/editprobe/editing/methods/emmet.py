@@ -1,4 +1,4 @@
-"""EMMET (lte-methods.md §4): the equality-constrained mass edit
+"""EMMET (docs/methods/emmet.md): the equality-constrained mass edit
 Δ = R (Kᵀ C̃⁻¹ K + μ I)⁻¹ Kᵀ C̃⁻¹ with C̃ = λ·C0 [+ K_p K_pᵀ]; μ (``emmet_lambda``) only
 regularizes batches of more than one edit, as in the official code."""
 

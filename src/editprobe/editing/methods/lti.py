@@ -1,4 +1,4 @@
-"""MEMIT-LTI ("Learn to Inference", lte-methods.md §11): MEMIT whose target optimization
+"""MEMIT-LTI ("Learn to Inference", docs/methods/memit-lti.md): MEMIT whose target optimization
 makes the edited model, which sees no context, match a teacher — the same model before this
 batch reading the new fact in context — at a middle layer and at the output.
 
@@ -21,7 +21,7 @@ contains the subject), and its target window comes from that row. The reimplemen
 read (ENC, FE) reuse the unprefixed rows' indices for the prefixed batch, which with right
 padding points at the wrong tokens; we do not reproduce that [U: unknown whether the
 official EVOKE code has it]. Defaults are ENC's Llama-3-8B factors (nll 0.125, last-KL
-0.0725, mid-KL 0.0425); FE uses nll 1 and last-KL 0.0625.
+0.0725, mid-KL 0.0425); FE uses nll 1 and last-KL 0.0625. (short names of source repositories: docs/glossary.md.)
 """
 
 from __future__ import annotations

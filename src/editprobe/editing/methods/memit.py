@@ -1,4 +1,4 @@
-"""MEMIT (lte-methods.md §3): Δ = R Kᵀ (λ·C0 + [K_p K_pᵀ] + K Kᵀ + α I)⁻¹ per layer.
+"""MEMIT (docs/methods/memit.md): Δ = R Kᵀ (λ·C0 + [K_p K_pᵀ] + K Kᵀ + α I)⁻¹ per layer.
 
 With ``preserve_previous`` (default) the keys of all earlier batches enter the solve
 (the paper's "improved" MEMIT-seq baseline); off, it is plain MEMIT (Table 6).

@@ -1,4 +1,4 @@
-"""NAMET (lte-methods.md §10): MEMIT whose targets are optimized on **left-padded** prompts —
+"""NAMET (docs/methods/namet.md): MEMIT whose targets are optimized on **left-padded** prompts —
 the paper's "one-line modification" that adds noise to memory extraction. Target steps run
 the full padded rows (``prefix_cache`` off), with the model's default position ids, as the
 reference passes only ``input_ids`` and ``attention_mask``.
@@ -21,7 +21,7 @@ Not reproduced: the official code also sets ``tok.add_bos_token = False`` (non-G
 reads keys and H_cur under left padding; here both use the engine's right-padded reads,
 which differ only through position ids. The official early stop is loss < 1e-2 and λ is a
 per-layer list (``mom2_update_weight``). Templates: 12 seed words, top-k 100 at temperature
-0.5 (NAMET-repo ``get_context_templates``).
+0.5 (NAMET-repo ``get_context_templates``). (short names of source repositories: docs/glossary.md.)
 """
 
 from __future__ import annotations

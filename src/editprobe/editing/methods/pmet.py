@@ -1,4 +1,4 @@
-"""PMET (lte-methods.md §8): targets for the attention output and the MLP output at the
+"""PMET (docs/methods/pmet.md): targets for the attention output and the MLP output at the
 critical layer, optimized jointly; only the MLP output projection is written.
 
 What differs from MEMIT:
@@ -18,6 +18,7 @@ What differs from MEMIT:
   one batch, where the two coincide).
 
 Attention weights are never written: the engine writes only ``mlp_out``; the tests check it.
+(short names of source repositories: docs/glossary.md.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PRUNE (lte-methods.md §7): MEMIT whose edit has its large singular values restrained,
+"""PRUNE (docs/methods/prune.md): MEMIT whose edit has its large singular values restrained,
 so sequential edits cannot blow up the edited matrix's condition number.
 
 With ξ the reference singular value, each singular value σ of the update is mapped by
@@ -21,6 +21,7 @@ Where and against what (``prune_apply_at``):
   the current (already edited) W and ``>=``. ``finalize`` then does nothing.
 
 Default base α: e (``log``), as in AE-repo; the PRUNE-repo class default is ``log1_2``.
+(short names of source repositories: docs/glossary.md.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RECT (lte-methods.md §6): MEMIT whose per-layer update keeps only its entries with the
+"""RECT (docs/methods/rect.md): MEMIT whose per-layer update keeps only its entries with the
 largest change and zeroes the rest, to limit damage to general abilities.
 
 Per layer, per batch (``postprocess``), with W the weight Δ is about to be added to:
@@ -13,6 +13,8 @@ Default ρ = 0.2: the official RECT code zeroes the 80% smallest relative change
 other sources differ (AE-repo/ENC keep 40% relative; FE keeps 60% absolute,
 ``zero_prob: 0.4``): set ``rect_keep``/``rect_score`` for parity with them. The paper's
 value was not read [U].
+
+(short names of source repositories: docs/glossary.md.)
 
 ``rect_mode`` says when the mask applies:
 

@@ -1,4 +1,4 @@
-"""ROME (lte-methods.md §2): one layer, one request at a time, a rank-one update
+"""ROME (docs/methods/rome.md): one layer, one request at a time, a rank-one update
 Δ = (v* − m)(C⁻¹k̄)ᵀ / (kᵀ C⁻¹ k̄).
 
 The free vector is added to the MLP output (norms for clamp and weight decay are the MLP

@@ -1,4 +1,4 @@
-"""RLEdit (lte-methods.md §12): a hypernetwork trained to turn an edit's keys and value
+"""RLEdit (docs/rledit.md): a hypernetwork trained to turn an edit's keys and value
 gradients into parameter shifts over a sequence of edits; the paper's non-LTE control.
 
 The network (net.py, hypernet.py), what it reads (cache.py), the editor (editor.py, a

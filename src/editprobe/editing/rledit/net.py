@@ -1,4 +1,4 @@
-"""RLEdit's hypernetwork (lte-methods.md §12, RLEdit's ``nets.py`` read for the shapes): for
+"""RLEdit's hypernetwork (docs/rledit.md; the official RLEdit code's ``nets.py`` read for the shapes): for
 the edit modules of one weight shape, it maps a token's normalised [key; value gradient] to
 a pseudo-key and a pseudo value gradient through residual low-rank blocks with a learned
 scale and shift per module; per module it also learns the step size η (initialised to

@@ -1,4 +1,4 @@
-"""Training RLEdit's hypernetwork over a sequence of edit batches (lte-methods.md §12).
+"""Training RLEdit's hypernetwork over a sequence of edit batches (docs/rledit.md).
 
 At step t the batch's keys and value gradients are cached on the model as edited by steps
 < t, the hypernetwork's shifts are applied (they stay: the edits accumulate, as in lifelong
