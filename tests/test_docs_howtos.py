@@ -1,0 +1,296 @@
+"""The how-to pages (``docs/howto/*.md``) run as tests, so a page cannot drift from the code.
+
+How a page runs
+---------------
+Its fenced code blocks are taken in page order, in a fresh temporary directory (the page's
+working directory, which is also put on ``sys.path``, as ``PYTHONPATH=.`` would for a user):
+
+- ```` ```python ```` blocks run in one namespace per page;
+- ```` ```console ````, ```` ```bash ```` and ```` ```shell ```` blocks: after joining ``\\``
+  continuations, each line that starts with ``editprobe `` runs through the real command line,
+  in-process (``cli_helpers.invoke``), and must exit with 0; ``export NAME=value`` sets an
+  environment variable for the rest of the page, and ``NAME=value editprobe ...`` for that
+  command only; any other line (``pip install``, ``ray start`` on other machines, comments)
+  is not run;
+- other blocks (yaml, json, text: what the reader should see) are not run.
+
+Directives are HTML comments, which the rendered site does not show:
+
+- ``<!-- test: file NAME -->`` right before a block: the block's text is written to NAME in
+  the working directory (a YAML file, a dataset, a user's module) instead of being run;
+- ``<!-- test: skip -->`` right before a block: the block is not run;
+- ``<!-- test: replace "OLD" with "NEW" -->``: OLD becomes NEW in every block of the page
+  before anything runs. NEW may name the workspace this module builds: ``{model}`` (a trained
+  tiny Llama saved with ``save_pretrained``), ``{facts}`` (a CounterFact file of its facts),
+  ``{dev}`` (a disjoint CounterFact file for tuning), ``{corpus}`` (a text file for C0),
+  ``{address}`` (the head of a local Ray cluster). This is the one way a page's user-facing
+  values (a model path, a 30-layer model's edit layers) become tiny ones, so every swap is
+  written in the page's source, next to what it swaps.
+
+Each test then checks what its page says the reader should see. Registries and the plug-in
+modules a page defines are restored afterwards, so pages never leak into other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import CliResult, invoke
+
+from editprobe.data import DATASET_FORMATS
+from editprobe.editing import METHODS
+from editprobe.models import ADAPTERS
+from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+from editprobe.probes import PROBES
+from editprobe.probes.registry import DEFINITIONS
+
+HOWTO = Path(__file__).resolve().parents[1] / "docs" / "howto"
+PAGES = ("edit-your-model", "add-adapter", "add-method", "add-probe", "add-dataset-format", "ray-cluster",
+         "tune-new-model")
+SHELLS = ("console", "bash", "shell", "sh")
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
+                    re.S | re.M)
+_DIRECTIVE = re.compile(r"<!--\s*test:\s*(?P<what>.*?)\s*-->", re.S)
+_REPLACE = re.compile(r'replace\s+"(?P<old>(?:[^"\\]|\\.)*)"\s+with\s+"(?P<new>(?:[^"\\]|\\.)*)"$', re.S)
+
+
+# --- reading a page ---------------------------------------------------------------------------
+
+@dataclass
+class Block:
+    lang: str
+    text: str
+    line: int  # where it starts on the page (for messages)
+    file: str | None = None  # <!-- test: file NAME -->
+    skip: bool = False  # <!-- test: skip -->
+
+
+@dataclass
+class Page:
+    name: str
+    blocks: list[Block]
+    replacements: list[tuple[str, str]]
+
+
+def _unescape(text: str) -> str:
+    return text.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def read_page(name: str) -> Page:
+    source = (HOWTO / f"{name}.md").read_text()
+    blocks: list[Block] = []
+    replacements: list[tuple[str, str]] = []
+    pending: dict[str, object] = {}  # directives waiting for the next block
+    pos = 0
+    events = sorted([(m.start(), "directive", m) for m in _DIRECTIVE.finditer(source)] +
+                    [(m.start(), "block", m) for m in _FENCE.finditer(source)], key=lambda e: e[0])
+    for start, kind, match in events:
+        if start < pos:  # a directive quoted inside a code block
+            continue
+        if kind == "directive":
+            what = match["what"]
+            replace = _REPLACE.match(what)
+            if replace:
+                replacements.append((_unescape(replace["old"]), _unescape(replace["new"])))
+            elif what == "skip":
+                pending["skip"] = True
+            elif what.startswith("file "):
+                pending["file"] = what.removeprefix("file ").strip()
+            else:
+                raise ValueError(f"{name}.md: unknown test directive {what!r}")
+            pos = match.end()
+            continue
+        between = source[pos:start].strip()
+        if pending and between:
+            raise ValueError(f"{name}.md: a test directive must come right before its block (line "
+                             f"{source.count(chr(10), 0, start) + 1})")
+        body = "\n".join(line[len(match["indent"]):] for line in match["body"].splitlines())
+        info = match["info"].strip().split()
+        blocks.append(Block(lang=info[0].lower() if info else "", text=body + "\n",
+                            line=source.count("\n", 0, start) + 1, file=pending.get("file"),
+                            skip=bool(pending.get("skip"))))
+        pending = {}
+        pos = match.end()
+    if pending:
+        raise ValueError(f"{name}.md: a test directive at the end of the page has no block after it")
+    return Page(name, blocks, replacements)
+
+
+def shell_commands(text: str) -> list[str]:
+    """The lines of a console block, ``\\`` continuations joined, comments and blanks dropped."""
+    commands, current = [], ""
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if line.startswith("$ "):
+            line = line[2:]
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        if current.strip() and not current.lstrip().startswith("#"):
+            commands.append(current.strip())
+        current = ""
+    return commands
+
+
+# --- running a page ---------------------------------------------------------------------------
+
+@dataclass
+class PageRun:
+    """What running a page left: its namespace, its commands' results and its directory."""
+
+    workdir: Path
+    namespace: dict = field(default_factory=dict)
+    commands: list[tuple[list[str], CliResult]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def result(self, command: str, *args: str) -> CliResult:
+        """The last result of ``editprobe COMMAND`` (with every ARG among its arguments)."""
+        for argv, result in reversed(self.commands):
+            if argv[0] == command and all(a in argv for a in args):
+                return result
+        raise AssertionError(f"the page ran no `editprobe {command}` with {args}")
+
+
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _run_shell(run: PageRun, command: str, monkeypatch, where: str) -> None:
+    words = shlex.split(command)
+    if words[0] == "export":
+        for word in words[1:]:
+            name, _, value = word.partition("=")
+            monkeypatch.setenv(name, os.path.expandvars(value))
+        return
+    env: dict[str, str] = {}
+    while words and _ASSIGNMENT.match(words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = os.path.expandvars(value)
+    if not words or words[0] != "editprobe":
+        return  # not ours to run (pip, ray start on other machines, cd, ...)
+    args = [os.path.expandvars(w) for w in words[1:]]
+    with monkeypatch.context() as mp:  # a per-command assignment lasts for that command
+        for name, value in env.items():
+            mp.setenv(name, value)
+        result = invoke(args)
+    run.commands.append((args, result))
+    assert result.exit_code == 0, f"{where}: `{command}` exited {result.exit_code}:\n{result.output}"
+
+
+def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageRun:
+    page = read_page(name)
+    run = PageRun(workdir=workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(workdir))
+    for block in page.blocks:
+        text = block.text
+        for old, new in page.replacements:
+            text = text.replace(old, new.format(**ws))
+        where = f"docs/howto/{name}.md line {block.line}"
+        if block.skip:
+            continue
+        if block.file is not None:
+            path = workdir / block.file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            run.files.append(block.file)
+        elif block.lang in ("python", "py"):
+            try:
+                exec(compile(text, where, "exec"), run.namespace)
+            except Exception as exc:
+                raise AssertionError(f"{where}: the Python block failed: {type(exc).__name__}: {exc}") from exc
+        elif block.lang in SHELLS:
+            for command in shell_commands(text):
+                _run_shell(run, command, monkeypatch, where)
+    return run
+
+
+# --- the workspace the pages run against -------------------------------------------------------
+
+def _counterfact(subjects: range) -> list[dict]:
+    """CounterFact records of the tiny model's "mother tongue" facts, with "is" templates (so
+    the negation probe and tune's PN can negate them) and one neighbourhood prompt each."""
+    facts = [f for f in tiny_facts() if f[0] == "The mother tongue of {}"]
+    languages = sorted({o for _, _, o in facts})
+    records = []
+    for i in subjects:
+        template, subject, true = facts[i]
+        neighbour = facts[(i + 1) % len(facts)]
+        records.append({
+            "case_id": i,
+            "requested_rewrite": {"prompt": template + " is", "subject": subject, "relation_id": "P103",
+                                   "target_new": {"str": next(o for o in languages if o != true)},
+                                   "target_true": {"str": true}},
+            "paraphrase_prompts": [],
+            "neighborhood_prompts": [neighbour[0].format(neighbour[1]) + " is"],
+        })
+    return records
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A trained tiny Llama saved to disk, CounterFact files of its facts, a corpus; the C0
+    statistics cache is the module's own (shared by the pages: same model, same corpus)."""
+    root = tmp_path_factory.mktemp("howto")
+    torch.set_num_threads(1)
+    loaded = trained_tiny_model("llama", seed=0, steps=60)
+    loaded.model.save_pretrained(root / "model")
+    loaded.tokenizer.save_pretrained(root / "model")
+    (root / "facts.json").write_text(json.dumps(_counterfact(range(8, 16))))
+    (root / "dev.json").write_text(json.dumps(_counterfact(range(0, 8))))
+    (root / "corpus.txt").write_text("\n\n".join(tiny_corpus().texts(100)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
+        yield {"root": str(root), "model": str(root / "model"), "facts": str(root / "facts.json"),
+               "dev": str(root / "dev.json"), "corpus": str(root / "corpus.txt")}
+
+
+_REGISTRIES = (METHODS, ADAPTERS, DATASET_FORMATS, PROBES, DEFINITIONS)
+
+
+@pytest.fixture
+def page(ws, tmp_path, monkeypatch):
+    """``page(name, **extra)`` runs a page; afterwards the registries, ``sys.modules`` and the
+    environment are as they were."""
+    saved = [dict(registry._items) for registry in _REGISTRIES]
+    modules = set(sys.modules)
+    monkeypatch.delenv("EDITPROBE_PLUGINS", raising=False)
+
+    def run(name: str, **extra: str) -> PageRun:
+        return run_page(name, {**ws, **extra}, tmp_path / name, monkeypatch)
+
+    try:
+        yield run
+    finally:
+        for registry, items in zip(_REGISTRIES, saved):
+            registry._items = items
+        for name in set(sys.modules) - modules:
+            module = sys.modules[name]
+            if str(tmp_path) in str(getattr(module, "__file__", "") or ""):
+                del sys.modules[name]
+
+
+# --- the pages --------------------------------------------------------------------------------
+
+def test_every_page_is_tested_and_every_directive_reads():
+    assert sorted(p.stem for p in HOWTO.glob("*.md")) == sorted(PAGES)
+    for name in PAGES:
+        page = read_page(name)
+        assert page.blocks, name
+        for old, _ in page.replacements:  # a replacement that matches nothing is stale
+            assert any(old in b.text for b in page.blocks), f"{name}.md: replace {old!r} matches no block"
