@@ -15,7 +15,8 @@ reference passes only ``input_ids`` and ``attention_mask``.
   prompt and the KL prompt dropped) of z_j − h_j, with h_j the current block output at the
   correct subject index of prompt j (without the target), spread linearly.
 - ``aligned`` (FE ``algs/namet``): pad-aware subject indices, and otherwise MEMIT's target
-  (one h0, one z) and residual. With RoPE and correct masks this is close to MEMIT [U].
+  (one h0, one z) and residual. With rotary position embeddings (RoPE) and correct masks
+  this is close to MEMIT [U].
 
 Not reproduced: the official code also sets ``tok.add_bos_token = False`` (non-Gemma) and
 reads keys and H_cur under left padding; here both use the engine's right-padded reads,
