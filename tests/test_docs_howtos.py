@@ -170,7 +170,9 @@ _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 def _run_shell(run: PageRun, command: str, monkeypatch, where: str) -> None:
-    words = shlex.split(command)
+    words = shlex.split(command, comments=True)
+    if not words:
+        return
     if words[0] == "export":
         for word in words[1:]:
             name, _, value = word.partition("=")
@@ -196,6 +198,7 @@ def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageR
     run = PageRun(workdir=workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(workdir)
+    monkeypatch.setenv("PWD", str(workdir))  # what $PWD means in the page's commands
     monkeypatch.syspath_prepend(str(workdir))
     for block in page.blocks:
         text = block.text
@@ -294,3 +297,141 @@ def test_every_page_is_tested_and_every_directive_reads():
         assert page.blocks, name
         for old, _ in page.replacements:  # a replacement that matches nothing is stale
             assert any(old in b.text for b in page.blocks), f"{name}.md: replace {old!r} matches no block"
+
+
+def test_edit_your_model(page):
+    run = page("edit-your-model")
+    ns = run.namespace
+    assert ns["model"].config.model_type == "llama" and ns["adapter"].n_layers(ns["model"]) == 4
+    assert ns["after"] > ns["before"], "the Python edit did not make the new objects come out"
+    assert "counterfact" in run.result("data", "inspect").output
+    report = json.loads((run.workdir / "runs/my-edit/report.json").read_text())
+    assert report["efficacy_after"] > report["efficacy_before"]
+    assert report["hparams_file"]["chosen_by"] == "hparams" and report["hparams"]["layers"] == [1, 2]
+    assert "PP efficacy" in run.result("edit").stdout
+    summary = json.loads((run.workdir / "runs/my-run/summary.json").read_text())
+    assert summary["datasets"] and (run.workdir / "runs/my-report").is_dir()
+    assert "PP" in run.result("report").stdout
+
+
+def test_add_adapter(page):
+    assert "falcon" not in ADAPTERS
+    run = page("add-adapter")
+    ns = run.namespace
+    assert ns["adapter"] is ADAPTERS["falcon"] and ns["adapter"].d_ff(ns["model"]) == 128
+    assert ns["changed"] == ["transformer.h.1.mlp.dense_4h_to_h.weight", "transformer.h.2.mlp.dense_4h_to_h.weight"]
+    report = json.loads((run.workdir / "runs/falcon-edit/report.json").read_text())
+    assert report["n"] == 2 and report["batches"]
+
+
+def test_add_method(page):
+    assert "memit_capped" not in METHODS
+    run = page("add-method")
+    ns = run.namespace
+    limit = ns["editor"].hp.max_update_norm
+    assert limit == 0.05 and ns["report"].layers
+    assert all(layer.update_norm <= limit * (1 + 1e-4) for layer in ns["report"].layers)
+    report = json.loads((run.workdir / "runs/capped/report.json").read_text())
+    assert report["method"] == "memit_capped" and report["hparams"]["max_update_norm"] == limit
+    assert all(layer["update_norm"] <= limit * (1 + 1e-4) for batch in report["batches"] for layer in batch["layers"])
+    summary = json.loads((run.workdir / "runs/capped-run/summary.json").read_text())
+    assert [r["method"] for r in summary["results"]] == ["memit_capped"]
+
+
+def test_add_probe(page):
+    run = page("add-probe")
+    for out in ("runs/margin", "runs/margin-by-name"):
+        summary = json.loads((run.workdir / out / "summary.json").read_text())
+        (data,) = summary["datasets"].values()
+        assert "target-margin" in data["probes"]
+        before = data["no_edit"]["target-margin"]["metrics"]["margin"]["value"]
+        (result,) = summary["results"]
+        after = result["probes"]["target-margin"]["metrics"]["margin"]["value"]
+        assert after > before, "the edit should move the margin towards the new object"
+    assert "| target-margin margin |" in run.result("report").stdout
+
+
+def test_add_dataset_format(page):
+    run = page("add-dataset-format")
+    loaded = run.namespace["loaded"]
+    assert loaded.format == "fact-sheet" and len(loaded.records) == 3
+    assert loaded.records[0].template == "The mother tongue of {} is" and loaded.records[2].target_true is None
+    assert "fact-sheet" in run.result("data", "inspect").output
+    report = json.loads((run.workdir / "runs/fact-sheet/report.json").read_text())
+    assert report["n"] == 3
+
+
+def test_tune_new_model(page, ws, monkeypatch):
+    from editprobe.editing import hparams as hparams_module
+    from editprobe.editing import keys_model
+    from editprobe.editing.profiles import choose_hparams
+
+    run = page("tune-new-model")
+    tuned_path = run.workdir / "memit-my-model@counterfact.yaml"
+    tuned = run.namespace["tuned"]
+    assert tuned["method"] == "memit" and tuned["source"].startswith("editprobe tune")
+    assert "# Result: trial" in tuned_path.read_text()
+    report = json.loads((run.workdir / "runs/tuned-edit/report.json").read_text())
+    assert report["hparams"]["layers"] == tuned["layers"]
+    # Step 5, shipping: the page's commands need the file inside the package and a hub id, so
+    # here the package's settings folder is a copy and the model's directory stands in.
+    local = run.workdir / "hparams"
+    shutil.copytree(hparams_module.HPARAMS_DIR, local)
+    shutil.copy(tuned_path, local / "memit" / "my-model@counterfact.yaml")
+    monkeypatch.setattr(hparams_module, "HPARAMS_DIR", local)
+    monkeypatch.setitem(keys_model.KNOWN_MODELS, "my-org/my-model", "my-model")
+    chosen = choose_hparams("memit", "my-org/my-model", dataset=ws["facts"])
+    assert chosen.chosen_by == "tuned for counterfact"
+    by_key = invoke(["edit", "--model", ws["model"], "--method", "memit", "--hparams",
+                     "my-model@counterfact", "--data", ws["facts"], "--n", "2", "--batch-size", "2",
+                     "--out", run.workdir / "runs/by-key"])
+    assert by_key.exit_code == 0, by_key.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(ws):
+    """HOST:PORT of a 2-CPU Ray head on this machine (as tests/test_study_ray.py starts one),
+    stopped by its pid afterwards; its workers see the module's statistics cache."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'editprobe[ray]')")
+    temp = Path(tempfile.mkdtemp(prefix="ep-howto-"))  # short: Ray's socket paths must fit 107 bytes
+    log = temp / "ray-start.log"
+    env = {**os.environ, "EDITPROBE_CACHE": os.environ["EDITPROBE_CACHE"], "OMP_NUM_THREADS": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    port = _free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={temp}", "--object-store-memory=100000000"],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "block forever" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()  # `ray start --block` stops what it started on SIGTERM
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.timeout(600)
+def test_ray_cluster(page, ray_head):
+    run = page("ray-cluster", address=ray_head)
+    study = run.result("study", "--backend")
+    assert study.stdout.splitlines()[-1].startswith("all 2 runs finished")
+    assert [line.split(": ")[1] for line in run.result("study", "--status").stdout.splitlines()] == ["finished"] * 2
+    report = run.result("report").stdout
+    assert "memit" in report and "alphaedit" in report
