@@ -231,9 +231,9 @@ def _counterfact(subjects: range) -> list[dict]:
     facts = [f for f in tiny_facts() if f[0] == "The mother tongue of {}"]
     languages = sorted({o for _, _, o in facts})
     records = []
-    for i in subjects:
+    for k, i in enumerate(subjects):
         template, subject, true = facts[i]
-        neighbour = facts[(i + 1) % len(facts)]
+        neighbour = facts[subjects[(k + 1) % len(subjects)]]  # within the file: dev and eval stay disjoint
         records.append({
             "case_id": i,
             "requested_rewrite": {"prompt": template + " is", "subject": subject, "relation_id": "P103",
@@ -435,3 +435,10 @@ def test_ray_cluster(page, ray_head):
     assert [line.split(": ")[1] for line in run.result("study", "--status").stdout.splitlines()] == ["finished"] * 2
     report = run.result("report").stdout
     assert "memit" in report and "alphaedit" in report
+
+
+def test_a_plugin_module_that_cannot_be_imported_is_one_line(monkeypatch):
+    monkeypatch.setenv("EDITPROBE_PLUGINS", "my_method, no_such_module_here")
+    result = invoke(["data", "list"])
+    assert result.exit_code == 2 and result.error_lines == [result.stderr.strip()]
+    assert "EDITPROBE_PLUGINS: cannot import 'my_method'" in result.stderr and "PYTHONPATH" in result.stderr
