@@ -34,7 +34,7 @@ def tune(
     layers: Optional[str] = typer.Option(None, help="candidate layers LO:HI (default: the base window -3/+4)"),
     width: Optional[str] = typer.Option(None, help="edit-window widths LO:HI (default 3:6; 1 for ROME)"),
     v_lr: str = typer.Option("0.05:2", help="target learning rate range (log scale)"),
-    steps: str = typer.Option("10:30", help="target optimization steps range"),
+    steps: str = typer.Option("10:50", help="target optimization steps range"),
     clamp: str = typer.Option("0.5:8", help="clamp_norm_factor range (log scale)"),
     lam: str = typer.Option("100:30000", help="λ (mom2_update_weight) range (log scale)"),
     l2: str = typer.Option("0.1:100", help="AlphaEdit's ridge L2 range (log scale; replaces λ there)"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .tune import TrialRecord, TuneConfig, TuneResult
+from .tune import PRUNER, TrialRecord, TuneConfig, TuneResult
 
 SHORT = {"mom2_update_weight": "lambda", "clamp_norm_factor": "clamp", "v_num_grad_steps": "steps"}
 
@@ -71,7 +71,7 @@ def tuned_yaml(config: TuneConfig, result: TuneResult, base_path: Path, dev, thr
         "Objective: harmonic mean of efficacy (PP exact match) and neighbourhood specificity (the unedited "
         "model's continuation kept), % of the dev records; PN, NN, NP and the Avg discrepancy are recorded, not "
         "optimized.",
-        f"Search: TPE (seed {config.seed}), MedianPruner after each dev batch; window of layers within "
+        f"Search: TPE (seed {config.seed}), {PRUNER} after each dev batch; window of layers within "
         f"{space.layers[0]}..{space.layers[1]} (C0 of all computed once, {result.c0_s:.0f} s), width "
         f"{space.width[0]}..{space.width[1]}; v_lr {space.v_lr[0]:g}..{space.v_lr[1]:g} (log); steps "
         f"{space.steps[0]}..{space.steps[1]}; clamp {space.clamp[0]:g}..{space.clamp[1]:g} (log){solve}.",

@@ -41,7 +41,7 @@ class TuneConfig(ProfileDefaults):
     layers: tuple[int, int] | None = None  # candidate layers lo..hi; None: around the base window
     width: tuple[int, int] | None = None  # window widths; None: 3..6 (1 for ROME)
     v_lr: tuple[float, float] = (0.05, 2.0)
-    steps: tuple[int, int] = (10, 30)
+    steps: tuple[int, int] = (10, 50)  # zsRE targets needed 40+ steps on SmolLM2 (docs/tune.md)
     clamp: tuple[float, float] = (0.5, 8.0)
     lam: tuple[float, float] = (100.0, 30000.0)  # mom2_update_weight λ
     l2: tuple[float, float] = (0.1, 100.0)  # AlphaEdit's ridge L2 (replaces λ there)
