@@ -151,6 +151,18 @@ def test_run_picks_the_tuned_file_of_the_dataset_kind(tmp_path, monkeypatch):
     assert choose_hparams("memit", "smollm2-135m", hparams="smollm2-135m", dataset="zsre-sample").chosen_by == "hparams"
 
 
+def test_the_shipped_zsre_setting_is_what_zsre_runs_of_the_built_in_model_read():
+    from editprobe.editing.hparams import load_hparams_file
+    from editprobe.editing.registry import method_class
+
+    chosen = choose_hparams("memit", "smollm2-135m", dataset="zsre-sample")
+    assert chosen.chosen_by == "tuned for zsre" and chosen.path.name == "smollm2-135m@zsre.yaml"
+    tuned = load_hparams_file(chosen.path, method_class("memit").hparams_cls)
+    assert (tuned.layers, tuned.v_lr, tuned.v_num_grad_steps) == ([6, 7, 8, 9], 1.66, 28)
+    assert "Held out" in chosen.path.read_text()  # the file carries its evidence
+    assert choose_hparams("memit", "smollm2-135m", dataset="counterfact-sample").chosen_by == "shipped default"
+
+
 def test_ties_go_to_the_earlier_trial_so_the_base_setting_stays_unless_beaten():
     from editprobe.runs.tune import TrialRecord, select_best
 
