@@ -22,7 +22,8 @@ Directives are HTML comments, which the rendered site does not show:
 - ``<!-- test: replace "OLD" with "NEW" -->``: OLD becomes NEW in every block of the page
   before anything runs. NEW may name the workspace this module builds: ``{model}`` (a trained
   tiny Llama saved with ``save_pretrained``), ``{facts}`` (a CounterFact file of its facts),
-  ``{dev}`` (a disjoint CounterFact file for tuning), ``{corpus}`` (a text file for C0),
+  ``{dev}`` (a disjoint CounterFact file for tuning), ``{negations}`` (a negation table for
+  the facts' verb-less templates), ``{corpus}`` (a text file for C0),
   ``{address}`` (the head of a local Ray cluster). This is the one way a page's user-facing
   values (a model path, a 30-layer model's edit layers) become tiny ones, so every swap is
   written in the page's source, next to what it swaps.
@@ -193,6 +194,11 @@ def _run_shell(run: PageRun, command: str, monkeypatch, where: str) -> None:
     assert result.exit_code == 0, f"{where}: `{command}` exited {result.exit_code}:\n{result.output}"
 
 
+def _fill(text: str, ws: dict[str, str]) -> str:
+    """``{name}`` of the workspace replaced; any other brace (a template's ``{}``) kept."""
+    return re.sub(r"\{(\w+)\}", lambda m: ws.get(m[1], m[0]), text)
+
+
 def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageRun:
     page = read_page(name)
     run = PageRun(workdir=workdir)
@@ -203,7 +209,7 @@ def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageR
     for block in page.blocks:
         text = block.text
         for old, new in page.replacements:
-            text = text.replace(old, new.format(**ws))
+            text = text.replace(old, _fill(new, ws))
         where = f"docs/howto/{name}.md line {block.line}"
         if block.skip:
             continue
@@ -225,9 +231,12 @@ def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageR
 
 # --- the workspace the pages run against -------------------------------------------------------
 
-def _counterfact(subjects: range) -> list[dict]:
-    """CounterFact records of the tiny model's "mother tongue" facts, with "is" templates (so
-    the negation probe and tune's PN can negate them) and one neighbourhood prompt each."""
+def _counterfact(subjects: range, verb: str) -> list[dict]:
+    """CounterFact records of the tiny model's "mother tongue" facts, each with one
+    neighbourhood prompt (another subject of the same file). ``verb`` "": templates end with
+    the subject, as the tiny model learned them (a 4-layer model reads the subject where the
+    answer follows it, so only such templates can be edited); " is": templates the negation
+    rules handle (tune needs them, it cannot take a negation table)."""
     facts = [f for f in tiny_facts() if f[0] == "The mother tongue of {}"]
     languages = sorted({o for _, _, o in facts})
     records = []
@@ -236,11 +245,11 @@ def _counterfact(subjects: range) -> list[dict]:
         neighbour = facts[subjects[(k + 1) % len(subjects)]]  # within the file: dev and eval stay disjoint
         records.append({
             "case_id": i,
-            "requested_rewrite": {"prompt": template + " is", "subject": subject, "relation_id": "P103",
+            "requested_rewrite": {"prompt": template + verb, "subject": subject, "relation_id": "P103",
                                    "target_new": {"str": next(o for o in languages if o != true)},
                                    "target_true": {"str": true}},
             "paraphrase_prompts": [],
-            "neighborhood_prompts": [neighbour[0].format(neighbour[1]) + " is"],
+            "neighborhood_prompts": [neighbour[0].format(neighbour[1]) + verb],
         })
     return records
 
@@ -254,13 +263,15 @@ def ws(tmp_path_factory):
     loaded = trained_tiny_model("llama", seed=0, steps=60)
     loaded.model.save_pretrained(root / "model")
     loaded.tokenizer.save_pretrained(root / "model")
-    (root / "facts.json").write_text(json.dumps(_counterfact(range(8, 16))))
-    (root / "dev.json").write_text(json.dumps(_counterfact(range(0, 8))))
+    (root / "facts.json").write_text(json.dumps(_counterfact(range(8, 16), "")))
+    (root / "dev.json").write_text(json.dumps(_counterfact(range(0, 8), " is")))
+    (root / "negations.yaml").write_text('"The mother tongue of {}": "Not the mother tongue of {}"\n')
     (root / "corpus.txt").write_text("\n\n".join(tiny_corpus().texts(100)))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
         yield {"root": str(root), "model": str(root / "model"), "facts": str(root / "facts.json"),
-               "dev": str(root / "dev.json"), "corpus": str(root / "corpus.txt")}
+               "dev": str(root / "dev.json"), "negations": str(root / "negations.yaml"),
+               "corpus": str(root / "corpus.txt")}
 
 
 _REGISTRIES = (METHODS, ADAPTERS, DATASET_FORMATS, PROBES, DEFINITIONS)
