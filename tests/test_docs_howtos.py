@@ -367,6 +367,8 @@ def test_add_dataset_format(page):
     loaded = run.namespace["loaded"]
     assert loaded.format == "fact-sheet" and len(loaded.records) == 3
     assert loaded.records[0].template == "The mother tongue of {} is" and loaded.records[2].target_true is None
+    assert run.namespace["message"] == "broken.jsonl: record 1: field 'should_be': must not be empty"
+    assert [(bad.index, bad.field) for bad in run.namespace["skipped"].skipped] == [(1, "should_be")]
     assert "fact-sheet" in run.result("data", "inspect").output
     report = json.loads((run.workdir / "runs/fact-sheet/report.json").read_text())
     assert report["n"] == 3
