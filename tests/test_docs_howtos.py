@@ -19,6 +19,9 @@ Directives are HTML comments, which the rendered site does not show:
 - ``<!-- test: file NAME -->`` right before a block: the block's text is written to NAME in
   the working directory (a YAML file, a dataset, a user's module) instead of being run;
 - ``<!-- test: skip -->`` right before a block: the block is not run;
+- ``<!-- test: output -->`` right before a block of what the reader should see: each of its
+  lines (but ``...``) must be a line of what the previous block printed (a Python block's
+  stdout, or a command's), in order. Only output that does not depend on numerics is marked.
 - ``<!-- test: replace "OLD" with "NEW" -->``: OLD becomes NEW in every block of the page
   before anything runs. NEW may name the workspace this module builds: ``{model}`` (a trained
   tiny Llama saved with ``save_pretrained``), ``{facts}`` (a CounterFact file of its facts),
@@ -34,6 +37,8 @@ modules a page defines are restored afterwards, so pages never leak into other t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -78,6 +83,7 @@ class Block:
     line: int  # where it starts on the page (for messages)
     file: str | None = None  # <!-- test: file NAME -->
     skip: bool = False  # <!-- test: skip -->
+    output: bool = False  # <!-- test: output -->
 
 
 @dataclass
@@ -107,8 +113,8 @@ def read_page(name: str) -> Page:
             replace = _REPLACE.match(what)
             if replace:
                 replacements.append((_unescape(replace["old"]), _unescape(replace["new"])))
-            elif what == "skip":
-                pending["skip"] = True
+            elif what in ("skip", "output"):
+                pending[what] = True
             elif what.startswith("file "):
                 pending["file"] = what.removeprefix("file ").strip()
             else:
@@ -123,7 +129,7 @@ def read_page(name: str) -> Page:
         info = match["info"].strip().split()
         blocks.append(Block(lang=info[0].lower() if info else "", text=body + "\n",
                             line=source.count("\n", 0, start) + 1, file=pending.get("file"),
-                            skip=bool(pending.get("skip"))))
+                            skip=bool(pending.get("skip")), output=bool(pending.get("output"))))
         pending = {}
         pos = match.end()
     if pending:
@@ -158,6 +164,7 @@ class PageRun:
     namespace: dict = field(default_factory=dict)
     commands: list[tuple[list[str], CliResult]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    last_output: str = ""  # what the last Python block printed, or the last command's stdout
 
     def result(self, command: str, *args: str) -> CliResult:
         """The last result of ``editprobe COMMAND`` (with every ARG among its arguments)."""
@@ -191,7 +198,22 @@ def _run_shell(run: PageRun, command: str, monkeypatch, where: str) -> None:
             mp.setenv(name, value)
         result = invoke(args)
     run.commands.append((args, result))
+    run.last_output = result.stdout
     assert result.exit_code == 0, f"{where}: `{command}` exited {result.exit_code}:\n{result.output}"
+
+
+def check_output(expected: str, actual: str, where: str) -> None:
+    """Every line of an output block (but a line ``...``, which stands for lines left out)
+    is a line of what was printed, in the same order."""
+    lines = [line.rstrip() for line in actual.splitlines()]
+    at = 0
+    for want in (line.rstrip() for line in expected.splitlines()):
+        if not want or want == "...":
+            continue
+        try:
+            at = lines.index(want, at) + 1
+        except ValueError:
+            raise AssertionError(f"{where}: the page shows {want!r}, but what ran printed:\n{actual}") from None
 
 
 def _fill(text: str, ws: dict[str, str]) -> str:
@@ -213,6 +235,9 @@ def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageR
         where = f"docs/howto/{name}.md line {block.line}"
         if block.skip:
             continue
+        if block.output:
+            check_output(text, run.last_output, where)
+            continue
         if block.file is not None:
             path = workdir / block.file
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +245,10 @@ def run_page(name: str, ws: dict[str, str], workdir: Path, monkeypatch) -> PageR
             run.files.append(block.file)
         elif block.lang in ("python", "py"):
             try:
-                exec(compile(text, where, "exec"), run.namespace)
+                printed = io.StringIO()
+                with contextlib.redirect_stdout(printed):
+                    exec(compile(text, where, "exec"), run.namespace)
+                run.last_output = printed.getvalue()
             except Exception as exc:
                 raise AssertionError(f"{where}: the Python block failed: {type(exc).__name__}: {exc}") from exc
         elif block.lang in SHELLS:
@@ -331,6 +359,9 @@ def test_add_adapter(page):
     ns = run.namespace
     assert ns["adapter"] is ADAPTERS["falcon"] and ns["adapter"].d_ff(ns["model"]) == 128
     assert ns["changed"] == ["transformer.h.1.mlp.dense_4h_to_h.weight", "transformer.h.2.mlp.dense_4h_to_h.weight"]
+    assert ns["message"] == ("the 'falcon' adapter does not fit FalconForCausalLM: no module at "
+                             "mlp_out='transformer.h.0.mlp.fc_out'; register a corrected ModelAdapter with "
+                             "register_adapter()")
     report = json.loads((run.workdir / "runs/falcon-edit/report.json").read_text())
     assert report["n"] == 2 and report["batches"]
 
