@@ -336,6 +336,8 @@ def test_every_page_is_tested_and_every_directive_reads():
         assert page.blocks, name
         for old, _ in page.replacements:  # a replacement that matches nothing is stale
             assert any(old in b.text for b in page.blocks), f"{name}.md: replace {old!r} matches no block"
+        text = (HOWTO / f"{name}.md").read_text()  # every page: when, steps, pitfalls
+        assert "**When you need it:**" in text and "## Pitfalls" in text, name
 
 
 def test_edit_your_model(page):
