@@ -106,3 +106,14 @@ def test_memit_on_gpt2_writes_conv1d_orientation_and_edits(stats):
         assert tuple(weight.shape) == (d_ff, d)
         assert tuple(editor.deltas[layer].shape) == (d_ff, d)
         assert torch.equal(weight, before[f"transformer.h.{layer}.mlp.c_proj.weight"] + editor.deltas[layer])
+
+
+def test_memit_edits_with_layer_0_alone(stats):
+    # Keys at layer 0 stop the forward inside block 0, so its output (and arity) is never
+    # seen; that once raised an IndexError in the key replay.
+    lm = fresh("llama")
+    requests = random_edits(5, seed=0)
+    editor = make_editor("memit", lm.model, lm.tokenizer, "tiny", {"layers": [0]}, stats=stats, corpus=corpus())
+    editor.apply(requests)
+    assert editor.layers == [0]
+    assert n_exact(lm.model, lm.tokenizer, requests) >= 4

@@ -82,7 +82,7 @@ def read_at_subject(
             def run():
                 run_until_stop(lambda: model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False))
 
-            if start is not None and start > 0:
+            if start is not None and start > 0 and replay.arity is not None:
                 given = replay.inputs[c]
                 stack.enter_context(replay_from(model, adapter, start - 1, replay.arity, lambda _h: given))
                 run()

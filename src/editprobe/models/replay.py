@@ -37,15 +37,16 @@ class _StandIn(nn.Module):
         return out if self._n_outputs == 0 else (out,) + (None,) * (self._n_outputs - 1)
 
 
-def block_output_arity(block: nn.Module, probe: Callable[[], object]) -> int:
-    """0 when the block returns a tensor, else the tuple's length (observed once)."""
+def block_output_arity(block: nn.Module, probe: Callable[[], object]) -> int | None:
+    """0 when the block returns a tensor, else the tuple's length (observed once); None when
+    ``probe`` stopped the forward inside the block (e.g. keys read at layer 0 only)."""
     seen: list[int] = []
     handle = block.register_forward_hook(lambda m, a, o: seen.append(0 if isinstance(o, torch.Tensor) else len(o)))
     try:
         probe()
     finally:
         handle.remove()
-    return seen[0]
+    return seen[0] if seen else None
 
 
 @contextmanager
