@@ -49,6 +49,12 @@ def _run(ws: dict, out: Path, *extra: str, data: Path | None = None) -> list[str
             *extra]
 
 
+def _without(args: list[str], option: str) -> list[str]:
+    """``args`` less ``option`` and its value."""
+    i = args.index(option)
+    return args[:i] + args[i + 2:]
+
+
 def _write(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(text, bytes):
@@ -275,6 +281,9 @@ CASES = [
     Case("run-without-out", lambda ws, t: ["run", "--model", str(ws["model"])], ("--out is required",)),
     Case("run-negation-table-missing",
          lambda ws, t: [*_run(ws, t / "out"), "--negation-table", str(t / "neg.yaml")], ("neg.yaml",)),
+    Case("run-no-record-can-be-negated",  # the tiny data's templates need the negation table
+         lambda ws, t: _without(_run(ws, t / "out"), "--negation-table"),
+         ("none of its 2 records has a template that can be negated", "--negation-table")),
     Case("numeric-failure-rolls-back", lambda ws, t: _edit(ws, t / "out", "--set", "v_lr=.nan"),
          ("batch 1 of 1", "rolled back")),
     # --- model references ---

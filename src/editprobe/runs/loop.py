@@ -102,9 +102,25 @@ class Experiment:
         self._negate_fn()  # a bad table fails here, not after the baseline
         self.probes()  # unknown names and bad module:attribute specs fail here
         self._records, self._warnings = check_datasets(self.config.datasets, self.config.n)
+        self._check_negatable()
         if self._loaded is None:
             check_model_and_device(self.config.model, self.config.device)
         return self._warnings
+
+    def _check_negatable(self) -> None:
+        """A run scores the records whose template has a negated form (every setting is measured
+        on the same records); a dataset with none would finish having edited nothing."""
+        from ..data.errors import DataError
+
+        negate = self._negate_fn()
+        for spec, records in (self._records or {}).items():
+            plan = build_negation_plan(records, negate)
+            if records and plan.n_records == 0:
+                first = plan.excluded[0]
+                raise DataError(spec, f"none of its {len(records)} records has a template that can be negated "
+                                      f"(e.g. record {first.record_id}: {first.template!r}); a run evaluates only "
+                                      f"records with a negated query: give --negation-table (see `editprobe data "
+                                      f"negate`)")
 
     def preflight(self, resume: bool) -> list[str]:
         """:meth:`check_inputs` and the run directory's rules, still writing nothing."""
