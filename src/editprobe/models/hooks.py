@@ -123,3 +123,19 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) ->
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Within the context no parameter of ``model`` records gradients (an editor's free
+    variables are separate leaves); the flags are restored after. A model built with
+    ``from_config`` trains by default, and its gradients would tie every step's graph to the
+    weights."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -31,6 +31,7 @@ from torch import nn
 from ...data.negation import negate
 from ...data.records import EditRequest
 from ...models.adapters import get_adapter
+from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, make_batch
 from ...paths import atomic_path
 from ..context import ContextTemplates, TemplateSpec, generate_templates
@@ -41,7 +42,7 @@ from ..state import StateError, read_state_meta
 STATE_VERSION = 1
 
 
-from .ft_parts import FTEditReport, FTHParams, FTRequestReport, _Row, _detached, _frozen, _query_rows, _Replay  # noqa: F401 (FTHParams etc. are public here too)
+from .ft_parts import FTEditReport, FTHParams, FTRequestReport, _Row, _detached, _query_rows, _Replay  # noqa: F401 (FTHParams etc. are public here too)
 
 
 @register_method
@@ -213,7 +214,7 @@ class FTEditor:
         parts = list(chunks(order, hp.rows_per_pass))
         history: list[float] = []
         steps = 0
-        with _frozen(self.model):
+        with frozen_parameters(self.model):
             below = self._record_below({self._param_name(l): p.to(dtypes[l]) for l, p in params.items()},
                                        [[rows[i] for i in part] for part in parts])
             for step in range(hp.num_steps):

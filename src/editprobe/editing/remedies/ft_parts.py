@@ -4,7 +4,6 @@ blocks below the edit layer."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,19 +90,6 @@ def _query_rows(tok, request: int, query: str, target: str, prefixes: list[str],
         labels = continuation_ids(tok, text, target)
         rows.append(_Row(request, q + labels[:-1], len(q) - 1, labels, negative, i == 0))
     return rows
-
-
-@contextlib.contextmanager
-def _frozen(model: nn.Module):
-    """No parameter of the model records gradients (the master copies are separate leaves)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 class _Replay(nn.Module):
