@@ -122,9 +122,12 @@ def test_memit_edits_with_layer_0_alone(stats):
 def test_a_model_that_records_gradients_is_edited_and_left_so(stats):
     # from_config models train by default; the target search must not tie its steps' graphs
     # to the weights (once: "backward through the graph a second time").
-    lm = fresh("llama")
+    lm = fresh("llama")  # the session's shared model: its flags are put back after
     lm.model.requires_grad_(True)
-    requests = random_edits(5, seed=0)
-    make_editor("memit", lm.model, lm.tokenizer, "tiny", stats=stats, corpus=corpus()).apply(requests)
-    assert n_exact(lm.model, lm.tokenizer, requests) >= 4
-    assert all(p.requires_grad for p in lm.model.parameters())
+    try:
+        requests = random_edits(5, seed=0)
+        make_editor("memit", lm.model, lm.tokenizer, "tiny", stats=stats, corpus=corpus()).apply(requests)
+        assert n_exact(lm.model, lm.tokenizer, requests) >= 4
+        assert all(p.requires_grad for p in lm.model.parameters())
+    finally:
+        lm.model.requires_grad_(False)
