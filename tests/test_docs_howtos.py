@@ -44,17 +44,14 @@ import os
 import re
 import shlex
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 from cli_helpers import CliResult, invoke
+from ray_helpers import local_ray_head
 
 from editprobe.data import DATASET_FORMATS
 from editprobe.editing import METHODS
@@ -434,43 +431,14 @@ def test_tune_new_model(page, ws, monkeypatch):
     assert by_key.exit_code == 0, by_key.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def ray_head(ws):
     """HOST:PORT of a 2-CPU Ray head on this machine (as tests/test_study_ray.py starts one),
     stopped by its pid afterwards; its workers see the module's statistics cache."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'editprobe[ray]')")
-    temp = Path(tempfile.mkdtemp(prefix="ep-howto-"))  # short: Ray's socket paths must fit 107 bytes
-    log = temp / "ray-start.log"
-    env = {**os.environ, "EDITPROBE_CACHE": os.environ["EDITPROBE_CACHE"], "OMP_NUM_THREADS": "1",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    port = _free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={temp}", "--object-store-memory=100000000"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while "block forever" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()  # `ray start --block` stops what it started on SIGTERM
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(temp, ignore_errors=True)
+    env = {**os.environ, "EDITPROBE_CACHE": os.environ["EDITPROBE_CACHE"], "OMP_NUM_THREADS": "1"}
+    with local_ray_head(env, prefix="ep-howto-") as address:
+        yield address
 
 
 @pytest.mark.timeout(600)

@@ -6,17 +6,14 @@ spent leave a failed run (with why) and the others finished; bad options are one
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from cli_helpers import deterministic_tables, invoke
+from ray_helpers import free_port, local_ray_head
 from test_runs_helpers import comparable, subprocess_env
 from test_study import _study_file
 
@@ -26,12 +23,6 @@ pytestmark = pytest.mark.timeout(600)  # a hang guard; each test takes seconds o
 
 KILLED = "00__model__memit__cf__kp__seed0"  # the first run of _study_file's grid
 STAGE = "cf__memit__positive"  # its first stage with a checkpoint (one batch: n 3, batch_size 3)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +35,8 @@ def cluster(ws):
     """HOST:PORT of a 2-CPU Ray head whose workers see the workspace's cache and tests/
     (ray_kill_hook), stopped (by its pid) after the module. Without Ray's token authentication
     (the driver, this process, is given no token), whatever ~/.ray holds."""
-    temp = Path(tempfile.mkdtemp(prefix="ep-ray-"))  # short: Ray's socket paths must fit 107 bytes
-    log = temp / "ray-start.log"
-    env = {**subprocess_env(ws["root"]), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    port = _free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-             "--object-store-memory=100000000"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while "block forever" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()  # `ray start --block` stops the processes it started on SIGTERM
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_ray_head(subprocess_env(ws["root"])) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +149,7 @@ def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(ws, tmp_path
     study = _study_file(ws, tmp_path / "grid.yaml")
     started = time.monotonic()
     result = invoke(["study", study, "--out", tmp_path / "s", "--backend", "ray", "--address",
-                     f"127.0.0.1:{_free_port()}"])
+                     f"127.0.0.1:{free_port()}"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "no Ray cluster answers there" in result.stderr
     assert time.monotonic() - started < 10 and not (tmp_path / "s").exists()
