@@ -55,6 +55,7 @@ class Experiment:
         self.progress = progress
         self.console = console or Console(stderr=True)
         self._records: dict[str, list] | None = None
+        self._plans: dict = {}  # dataset spec -> its NegationPlan (built once, by check_inputs)
         self._warnings: list[str] = []
         self._probe_seconds: dict[str, dict[str, float]] = {}  # stage -> probe -> seconds of measure()
 
@@ -102,25 +103,28 @@ class Experiment:
         self._negate_fn()  # a bad table fails here, not after the baseline
         self.probes()  # unknown names and bad module:attribute specs fail here
         self._records, self._warnings = check_datasets(self.config.datasets, self.config.n)
-        self._check_negatable()
+        self._plans = self._negation_plans()
         if self._loaded is None:
             check_model_and_device(self.config.model, self.config.device)
         return self._warnings
 
-    def _check_negatable(self) -> None:
-        """A run scores the records whose template has a negated form (every setting is measured
-        on the same records); a dataset with none would finish having edited nothing."""
+    def _negation_plans(self) -> dict:
+        """Each dataset's negation plan: a run scores the records whose template has a negated
+        form (every setting is measured on the same records), so a dataset with none is refused
+        here rather than finishing having edited nothing."""
         from ..data.errors import DataError
 
         negate = self._negate_fn()
+        plans = {}
         for spec, records in (self._records or {}).items():
-            plan = build_negation_plan(records, negate)
+            plans[spec] = plan = build_negation_plan(records, negate)
             if records and plan.n_records == 0:
                 first = plan.excluded[0]
                 raise DataError(spec, f"none of its {len(records)} records has a template that can be negated "
                                       f"(e.g. record {first.record_id}: {first.template!r}); a run evaluates only "
                                       f"records with a negated query: give --negation-table (see `editprobe data "
                                       f"negate`)")
+        return plans
 
     def preflight(self, resume: bool) -> list[str]:
         """:meth:`check_inputs` and the run directory's rules, still writing nothing."""
@@ -172,7 +176,7 @@ class Experiment:
         model, tok = self.loaded.model, self.loaded.tokenizer
         for spec in self.config.datasets:
             dk = dataset_key(spec)
-            plan = build_negation_plan(self._records[spec], self._negate_fn())
+            plan = self._plans[spec]
             ctx = ProbeContext(dataset=dk, records=[item.record for item in plan.items], plan=plan, model=model,
                                tokenizer=tok, config=self.config)
             probes = [p for p in self.probes() if p.applies_to(ctx)]
