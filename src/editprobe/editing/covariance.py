@@ -1,12 +1,11 @@
-"""The key second-moment statistic C0 and its on-disk store (docs/engine.md, Covariance
-(C0); docs/covariance.md).
+"""The key second-moment statistic C0 and its on-disk store (docs/engine.md, docs/covariance.md).
 
 C0^l = (1/N_tok)·Σ_t k_t k_tᵀ, uncentred, over every non-pad token of a corpus, where k is
 the input of layer l's MLP output projection. All requested layers come from one forward
-pass per batch that stops as soon as the deepest layer's key exists (before that layer's
-output projection runs); token batching is in corpus_batches, the product in gram. Statistics are cached per layer
-as safetensors + JSON, keyed by everything that changes them, so a stale file can never be
-reused for a different model, corpus or setting.
+pass per batch that stops as soon as the deepest layer's key exists; token batching is in
+corpus_batches, the product in gram. Statistics are cached per layer as safetensors + JSON,
+keyed by everything that changes them, so a stale file is never reused for another model,
+corpus or setting.
 """
 
 from __future__ import annotations

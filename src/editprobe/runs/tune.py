@@ -4,14 +4,13 @@ A trial edits the dev records sequentially (batches of ``batch_size``, as ``run`
 with one candidate setting, and is scored by the harmonic mean of efficacy (PP exact match)
 and neighbourhood specificity on the records edited so far; Optuna's PercentilePruner stops
 a trial after any batch that scores in the bottom quarter of the finished trials at that
-batch (PRUNER below). PN is
-measured at every report and, for every trial that finishes, a second run with the negated
-requests gives NN, NP and the Avg discrepancy: recorded, never optimized, so a setting that
-buys efficacy with meaning shows it. The shipped setting is the first trial, so the best
-trial is never worse on the dev records than what ships. C0 of every candidate layer is
-computed once, before the first trial. The output (tune_output.py) is an hparams YAML that
-``edit --hparams`` reads, with its evidence as comments; the config, the dev split and the
-search space are in tune_space.py.
+batch (PRUNER below). PN is measured at every report and, for every trial that finishes, a
+second run with the negated requests gives NN, NP and the Avg discrepancy: recorded, never
+optimized, so a setting that buys efficacy with meaning shows it. The shipped setting is
+the first trial, so the best trial is never worse on the dev records than what ships. C0 of
+every candidate layer is computed once, before the first trial. The output (tune_output.py)
+is an hparams YAML that ``edit --hparams`` reads, with its evidence as comments; the config,
+the dev split and the search space are in tune_space.py.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ __all__ = ["DEFAULT_EVAL", "TrialRecord", "TuneConfig", "TuneResult", "Tuner", "
            "parse_range", "select_best"]
 
 
-# --- one trial's record -----------------------------------------------------------------------
 # Optuna compares a running trial only with *finished* ones. Against the median of the first
 # two finished trials (MedianPruner, until 2026-11-28) a zsRE search pruned a trial at 80%
 # efficacy after its first batch of 10: with few finished trials and 10-record batches the
@@ -40,6 +38,7 @@ PRUNE_STARTUP = 3  # finished trials before any pruning
 PRUNER = f"PercentilePruner ({PRUNE_PERCENTILE:g}th percentile of finished trials, from {PRUNE_STARTUP} on)"
 
 
+# --- one trial's record -----------------------------------------------------------------------
 class TrialRecord(BaseModel):
     number: int
     state: str  # complete | pruned | failed
