@@ -70,3 +70,13 @@ def run_ws(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
         yield {**workspace(root), "root": root}
+
+
+@pytest.fixture(scope="session")
+def failure_workspace(tmp_path_factory):
+    """The failure tests' workspace (test_failures_*.py), built once per session: the trained
+    tiny model saved to disk, its facts, a negation table, a corpus, and ``root``."""
+    from test_runs_helpers import workspace
+
+    root = tmp_path_factory.mktemp("failures")
+    return {**workspace(root), "root": root}

@@ -26,30 +26,98 @@ def cache_dir() -> Path:
     return path
 
 
+# Temporary and set-aside names beside a target: ``.NAME.tmp-XXXX/NAME`` is the new file or
+# directory being written (complete once the swap starts), ``.NAME.old`` the one it
+# replaces, between the two renames of a swap. recover_swaps() reads them after a kill.
+TMP_INFIX = ".tmp-"
+OLD_SUFFIX = ".old"
+
+
 @contextmanager
 def atomic_path(target: str | Path):
     """Yield a temporary path next to ``target``; on success rename it into place, so a
-    reader never sees a half-written file (or directory). A failed write (disk full,
-    read-only, permission) leaves nothing behind and raises :class:`OutputError` naming
-    ``target``."""
+    reader never sees a half-written file (or directory). A directory that already exists
+    is replaced by rename-aside: the old one is renamed to ``.NAME.old``, the new one into
+    place, then the old one removed, so at every moment one complete version exists on
+    disk (:func:`recover_swaps` completes a swap a kill interrupted). A failed write (disk
+    full, read-only, permission) leaves nothing behind and raises :class:`OutputError`
+    naming ``target``."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_INFIX}", dir=target.parent)) / target.name
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {_reason(exc)}") from None
     try:
         try:
             yield tmp
-            if target.is_dir() and tmp.is_dir():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            move_into_place(tmp, target)
         except UserError:
             raise
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_reason(exc)}", _reason(exc)) from None
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def move_into_place(new: str | Path, target: str | Path) -> None:
+    """Rename the complete ``new`` (a file, or a directory) to ``target``: a file by one
+    atomic rename, an existing directory by rename-aside (:func:`atomic_path`)."""
+    new, target = Path(new), Path(target)
+    if target.is_dir() and new.is_dir():
+        _swap_directory(new, target)
+    else:
+        os.replace(new, target)
+
+
+def _swap_directory(new: Path, target: Path) -> None:
+    aside = target.with_name(f".{target.name}{OLD_SUFFIX}")
+    if aside.exists():  # left by an earlier swap that was killed after its second rename
+        shutil.rmtree(aside)
+    _set_aside(target, aside)
+    os.rename(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _set_aside(target: Path, aside: Path) -> None:
+    """The first rename of a swap (its own function: the kill tests stop a process here)."""
+    os.rename(target, aside)
+
+
+def recover_swaps(directory: str | Path, recursive: bool = True) -> list[str]:
+    """Complete or roll back what a killed write left in ``directory`` (and, ``recursive``,
+    its subdirectories); returns the names it repaired. A ``.NAME.old`` whose NAME is
+    missing was killed between the two renames of a swap: the new version, complete, waits
+    in ``.NAME.tmp-*`` and is moved into place (rolled back to the old one when it is not
+    there). Any other ``.NAME.tmp-*`` was still being written and is removed. Only call it
+    on a directory this process holds the lock of: another process's temporaries are
+    indistinguishable from a dead one's."""
+    directory = Path(directory)
+    repaired: list[str] = []
+    if not directory.is_dir():
+        return repaired
+    entries = sorted(p.name for p in directory.iterdir())
+    for name in entries:
+        if not (name.startswith(".") and name.endswith(OLD_SUFFIX)) or TMP_INFIX in name:
+            continue
+        stem = name[1:-len(OLD_SUFFIX)]
+        target, aside = directory / stem, directory / name
+        if not target.exists():
+            staged = [directory / t / stem for t in entries
+                      if t.startswith(f".{stem}{TMP_INFIX}") and (directory / t / stem).exists()]
+            os.rename(staged[0] if len(staged) == 1 else aside, target)
+            repaired.append(stem)
+        if aside.exists():
+            shutil.rmtree(aside)
+    for name in entries:
+        path = directory / name
+        if name.startswith(".") and TMP_INFIX in name and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    if recursive:
+        for path in sorted(directory.iterdir()):
+            if path.is_dir() and not path.is_symlink() and not path.name.startswith("."):
+                repaired += [f"{path.name}/{r}" for r in recover_swaps(path)]
+    return repaired
 
 
 def _reason(exc: OSError) -> str:

@@ -52,20 +52,23 @@ def study(
     def show(run, state: str, error: str) -> None:
         typer.echo(f"{run.name}: {state}" + (f": {error}" if error else ""))
 
+    if runs is None:
+        study_dir.check_location()  # a foreign --out fails before Ray starts or anything is written
     if backend == "ray":
         from ..runs.study_ray import RayBackend
 
         if runs is None:
             expand(load_study(source), Path(out), str(source))  # a bad file fails before Ray starts
-        with RayBackend(address, threads) as ray_backend:  # Ray importable, the cluster answering
+        with RayBackend(address, threads) as ray_backend, study_dir.work.hold():  # Ray up, the directory ours
             runs = runs or study_dir.create(source)
             typer.echo(f"study {study_dir.root}: {len(runs)} runs (Ray)")
             states = ray_backend.run(study_dir, runs, on_run=show)
     else:
-        runs = runs or study_dir.create(source)
-        typer.echo(f"study {study_dir.root}: {len(runs)} runs")
-        set_threads(threads)
-        states = run_study(study_dir, runs, on_run=show)
+        with study_dir.work.hold():  # one study process per directory
+            runs = runs or study_dir.create(source)
+            typer.echo(f"study {study_dir.root}: {len(runs)} runs")
+            set_threads(threads)
+            states = run_study(study_dir, runs, on_run=show)
     failed = [name for name, state in states.items() if state == "failed"]
     if failed:
         fail(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); editprobe study {study_dir.root} "

@@ -1,7 +1,10 @@
 """The ``edit`` job: edit N records sequentially, save the editor state, measure efficacy.
 
-Its output directory is written once, at the end, atomically (state/ and report.json appear
-together or not at all), and an earlier result there is replaced only when asked.
+Its output directory is an editprobe ``edit`` directory (workdir.py), locked while the job
+runs. The result is written at the end: state/ and report.json are staged complete inside
+the directory, then renamed into place, report.json last (it marks a complete result), so
+a failure while writing keeps an earlier result and a kill never leaves a report.json
+beside a state it does not describe. An earlier result is replaced only when asked.
 """
 
 from __future__ import annotations
@@ -11,8 +14,13 @@ from typing import Any, Callable
 
 from pydantic import ConfigDict, Field, ValidationError
 
+import os
+import shutil
+import tempfile
+
 from ..errors import OptionError, OutputError, validation_message
-from ..paths import atomic_path, check_writable, write_json_atomic
+from ..paths import TMP_INFIX, move_into_place, write_json_atomic
+from ..workdir import WorkDir
 from .config import Count, DType, ProfileDefaults, ProfileName
 from ..editing.target_cache import use_target_cache
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
@@ -49,20 +57,15 @@ class EditConfig(ProfileDefaults):
             raise OptionError(f"--{where.replace('_', '-')}: {message}") from None
 
 
-def check_edit_output(out: Path, overwrite: bool) -> None:
+def check_edit_output(out: Path, overwrite: bool) -> WorkDir:
     """``out`` may be new, empty, or (with ``overwrite``) an earlier edit result; never a file,
-    a run directory or anything else that is not ours."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out}: is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / REPORT).is_file():
-            raise OutputError(f"--out {out}: exists and holds something other than an edit result; choose another "
-                              "--out")
-        if not overwrite:
-            raise OutputError(f"--out {out}: holds an earlier edit result (report.json); pass --overwrite to replace "
-                              "it, or choose another --out")
-    check_writable(out)
+    a run directory or anything else editprobe did not make as an edit result."""
+    work = WorkDir(out, "edit")
+    work.check()
+    if work.is_ours and (work.root / REPORT).is_file() and not overwrite:
+        raise OutputError(f"--out {work.root}: holds an earlier edit result (report.json); pass --overwrite to "
+                          "replace it, or choose another --out")
+    return work
 
 
 class EditJob:
@@ -85,19 +88,23 @@ class EditJob:
         self._hp = resolve_hparams(cfg.method, self._choice.path, cfg.overrides)
         records, warnings = check_datasets([cfg.data], cfg.n)
         self._records = records[cfg.data]
-        check_edit_output(cfg.out, cfg.overwrite)
+        self._work = check_edit_output(cfg.out, cfg.overwrite)
         if self._loaded is None:
             check_model_and_device(cfg.model, cfg.device)
         return warnings
 
     def run(self, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Edit, measure, write; returns the report. ``on_progress(done, total)`` after each batch."""
+        if self._records is None:
+            self.preflight()
+        with self._work.hold():  # the marker first, the lock for the job's life
+            return self._run(on_progress)
+
+    def _run(self, on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
         from ..editing import make_editor
         from ..models import load_model
         from ..probes.exact import FAST_LABEL, exact_match_batch
 
-        if self._records is None:
-            self.preflight()
         cfg = self.config
         loaded = self._loaded or load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
@@ -130,11 +137,26 @@ class EditJob:
             "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
             "target_cache": cache.stats.as_dict() if cache is not None else None,
         }
-        try:
-            with atomic_path(cfg.out) as tmp:  # state and report appear together or not at all
-                tmp.mkdir()
-                editor.save_state(tmp / STATE)
-                write_json_atomic(tmp / REPORT, report)
-        except OutputError as exc:  # name the user's --out, not the temporary sibling
-            raise OutputError(f"--out {cfg.out}: cannot write: {exc.reason}; nothing was written") from None
+        self._write_result(editor, report)
         return report
+
+    def _write_result(self, editor, report: dict[str, Any]) -> None:
+        """Stage state/ and report.json complete, then rename them into place, report.json
+        last; an earlier result's entries go (a user's own files stay, named)."""
+        out = self._work.root
+        try:
+            staged = Path(tempfile.mkdtemp(prefix=f".result{TMP_INFIX}", dir=out))
+            try:
+                editor.save_state(staged / STATE)
+                write_json_atomic(staged / REPORT, report)
+                (out / REPORT).unlink(missing_ok=True)  # from here on, no report.json until the new one
+                move_into_place(staged / STATE, out / STATE)
+                os.replace(staged / REPORT, out / REPORT)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        except OutputError as exc:  # name the user's --out, not the staging directory
+            raise OutputError(f"--out {self.config.out}: cannot write: {exc.reason}; nothing was written") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise OutputError(f"--out {self.config.out}: cannot write: {reason}; nothing was written", reason) from None
+        self._work.warn_foreign()

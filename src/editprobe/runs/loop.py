@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from ..editing.registry import method_class
-from ..errors import UserError
+from ..errors import EditFailedError, UserError
 from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
@@ -159,9 +159,10 @@ class Experiment:
         except BaseException as exc:
             self.dir.abandon()  # no work saved: nothing left behind to block the next run
             if isinstance(exc, UserError) and self.dir.has_work:
-                raise RunFailedError(f"{exc} (the work done is kept: editprobe run --out {self.config.out} "
-                                "--resume continues it)") from exc
+                raise RunFailedError(f"{exc} ({resume_advice(exc, self.config.out)})") from exc
             raise
+        finally:
+            self.dir.close()
 
     def probes(self) -> list[Probe]:
         """The config's probes, resolved (``module:attribute`` imported) and ordered."""
@@ -305,6 +306,15 @@ class Experiment:
             editor.restore()
         self.dir.save_stage(stage, result)
         return result
+
+
+def resume_advice(exc: BaseException, out) -> str:
+    """What to say about the work a failed run kept: ``--resume`` only where resuming can
+    help (a numerically failed batch fails again under the same config)."""
+    if isinstance(exc, EditFailedError):
+        return (f"the work done is kept in {out}, but --resume would repeat the failed batch under the same "
+                "settings: change them in a new run")
+    return f"the work done is kept: editprobe run --out {out} --resume continues it"
 
 
 # The fields every line of samples.jsonl has (the HTML report's sample browser reads them);

@@ -11,6 +11,8 @@ Layout::
     OUT/summary.json                config, versions, metrics, timings: the run is finished
 
 Every file is written atomically. A finished run (summary.json present) is never rewritten.
+The directory is an editprobe ``run`` directory (workdir.py): its marker is written first,
+a foreign directory is refused before any work, and a running job holds its lock.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..paths import check_writable, read_json_object, write_json_atomic, write_text_atomic
-from .config import RUN_LAYOUT, RUN_LAYOUT_KEY, RunConfig
 from ..errors import UserError
+from ..locks import Holder
+from ..paths import read_json_object, write_json_atomic, write_text_atomic
+from ..workdir import ForeignDirectoryError, WorkDir
+from .config import RUN_LAYOUT, RUN_LAYOUT_KEY, RunConfig
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
@@ -57,10 +61,12 @@ class RunDir:
     never rewritten; an unfinished run with work in it continues only with ``resume`` under
     the same config; a directory left with a config but no work (a run that failed or was
     killed before its first result) is no obstacle to a new run; anything else already
-    there is not ours to touch."""
+    there is not ours to touch. ``open`` takes the directory's lock; ``close`` (or the
+    process's end) releases it."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.work = WorkDir(self.root, "run")
         self._created = False
 
     # --- what is here ---------------------------------------------------------------------------
@@ -74,7 +80,13 @@ class RunDir:
 
     @property
     def has_config(self) -> bool:
-        return self.config_path.is_file()
+        """A run's config here (a directory editprobe made as a run, with its config.json);
+        a config.json in any other directory (a model's) is not a run's."""
+        return self.config_path.is_file() and self.work.state() in ("ours", "legacy")
+
+    def holder(self) -> Holder | None:
+        """The process running this run now, if any."""
+        return self.work.holder()
 
     @property
     def has_work(self) -> bool:
@@ -87,6 +99,7 @@ class RunDir:
 
     def saved_fields(self) -> dict[str, Any]:
         """The config saved by the run here (to resume it without restating it)."""
+        self._check_ownership()
         if self.finished:
             raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
         if not self.has_config:
@@ -112,10 +125,17 @@ class RunDir:
             return False
 
     # --- opening --------------------------------------------------------------------------------
-    def check(self, config: RunConfig, resume: bool) -> None:
-        """Every rule of :meth:`open`, without writing anything."""
+    def _check_ownership(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise RunExistsError(f"--out {self.root}: is a file, not a directory")
+        try:
+            self.work.check()
+        except ForeignDirectoryError as exc:
+            raise RunExistsError(str(exc)) from None
+
+    def check(self, config: RunConfig, resume: bool) -> None:
+        """Every rule of :meth:`open`, without writing anything."""
+        self._check_ownership()
         if self.finished:
             raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
         if resume:
@@ -124,44 +144,57 @@ class RunDir:
                 ident = config.identity()
                 diff = sorted(k for k in set(saved) | set(ident) if saved.get(k) != ident.get(k))
                 raise RunExistsError(f"{self.root}: cannot resume under another config (differs in {', '.join(diff)})")
-        elif self.has_config:
-            if self.has_work:
-                raise RunExistsError(f"{self.root} holds an unfinished run; pass --resume to continue it "
-                                     "or choose a new out dir")
-        elif self.root.exists() and any(self.root.iterdir()):
-            raise RunExistsError(f"{self.root} exists and is not a run directory; choose a new out dir")
-        check_writable(self.root)
+        elif self.has_config and self.has_work:
+            raise RunExistsError(f"{self.root} holds an unfinished run; pass --resume to continue it "
+                                 "or choose a new out dir")
 
     def open(self, config: RunConfig, resume: bool) -> None:
         """Start a new run here, or (``resume``) continue the one already here under the same
-        config. A finished run is refused either way: results are never silently replaced."""
+        config, holding the directory's lock until :meth:`close`. A finished run is refused
+        either way: results are never silently replaced."""
         self.check(config, resume)
+        if not self.work.locked:
+            self._created = not self.root.exists()
+            self.work.acquire()  # the marker first; a swap a kill interrupted is completed
+            try:
+                self.check(config, resume)  # as it is now that no other process can change it
+            except BaseException:
+                self.close()
+                raise
         if resume and self.has_work:
             return
-        self._created = not self.root.exists()
         for leftover in ("progress.json",):  # of a run that left no work: start clean
             (self.root / leftover).unlink(missing_ok=True)
         write_json_atomic(self.config_path, config.identity())
 
+    def close(self) -> None:
+        """Release the directory's lock (the process's end releases it too)."""
+        self.work.release()
+
     def abandon(self) -> None:
         """After a failure: a directory with no work in it goes back to how it was found
         (removed if this open created it), so it never blocks the next run."""
-        if self.finished or self.has_work:
+        if self.finished or self.has_work or not self.work.is_ours:
             return
         for name in ("config.json", "progress.json"):
             (self.root / name).unlink(missing_ok=True)
         for sub in ("stages", "checkpoints"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
-        if self._created and self.root.is_dir() and not any(self.root.iterdir()):
-            self.root.rmdir()
+        if self._created:
+            self.close()
+            self.work.remove_if_unused()
 
     def reset(self) -> None:
-        """Delete the run here (finished or not) to start over; refuses anything else."""
+        """Delete the run here (finished or not) to start over: only what editprobe wrote
+        (the marker's entries); a user's own files are kept and named. Refuses a directory
+        that is not a run's, and a run another process is running."""
         if not self.root.exists():
             return
-        if not self.root.is_dir() or not (self.has_config or self.finished):
-            raise RunDirError(f"{self.root} is not a run directory; refusing to delete it")
-        shutil.rmtree(self.root)
+        self._check_ownership()
+        if self.work.state() == "empty":
+            return
+        with self.work.hold():
+            self.work.clear()
 
     # --- stages ---------------------------------------------------------------------------------
     def stage_path(self, stage: str) -> Path:

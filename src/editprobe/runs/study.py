@@ -36,12 +36,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import UserError, one_line, validation_message
-from ..paths import check_writable, read_json_object, write_json_atomic, write_text_atomic
+from ..paths import read_json_object, write_json_atomic, write_text_atomic
+from ..workdir import ForeignDirectoryError, WorkDir
 from .config import RunConfig, dataset_key
 from .store import RunDir
 
 STUDY_FILE = "study.yaml"
 State = Literal["pending", "running", "finished", "failed"]
+# What --status shows besides: a run whose status says running but whose directory no
+# process holds (its process died; --resume continues it from its checkpoints).
+INTERRUPTED = "interrupted"
 
 
 class StudyError(UserError, ValueError):
@@ -171,10 +175,13 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
 
 
 class StudyDir:
-    """A study's directory: the copied study file, the runs, a status file per run."""
+    """A study's directory: the copied study file, the runs, a status file per run. An
+    editprobe ``study`` directory (workdir.py): the process running the study holds
+    ``work``'s lock."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.work = WorkDir(self.root, "study")
 
     @property
     def study_file(self) -> Path:
@@ -188,18 +195,24 @@ class StudyDir:
         return expand(load_study(self.study_file), self.root, str(self.study_file))
 
     def create(self, study_path: Path) -> list[StudyRun]:
-        """Start a study here from ``study_path``; refuses a directory holding anything else."""
+        """Start a study here from ``study_path`` (or find it already here); refuses a
+        directory holding anything else. Call it holding ``work``'s lock."""
         runs = expand(load_study(study_path), self.root, str(study_path))
+        self.check_location()
         if self.exists:
             if self.study_file.read_text() != Path(study_path).read_text():
                 raise StudyError(f"{self.root} holds another study; choose a new --out or resume it with "
                                  f"editprobe study {self.root} --resume")
             return runs
-        if self.root.exists() and any(self.root.iterdir()):
-            raise StudyError(f"--out {self.root}: exists and is not a study directory; choose a new --out")
-        check_writable(self.root)
         write_text_atomic(self.study_file, Path(study_path).read_text())
         return runs
+
+    def check_location(self) -> None:
+        """Refuse, before any work, a --out that is not a study directory of editprobe's."""
+        try:
+            self.work.check()
+        except ForeignDirectoryError as exc:
+            raise StudyError(str(exc)) from None
 
     # --- status ----------------------------------------------------------------------------------
     def _status_path(self, name: str) -> Path:
@@ -227,10 +240,18 @@ class StudyDir:
             status["attempt"] = attempt
         write_json_atomic(self._status_path(run.name), status)
 
+    def shown_state(self, run: StudyRun) -> tuple[str, str]:
+        """The state --status shows: a run recorded as running whose directory no process
+        holds was interrupted (its process died without recording how it ended)."""
+        state, error = self.state(run)
+        if state == "running" and RunDir(run.config.out).holder() is None:
+            return INTERRUPTED, "its process ended without finishing it; --resume continues it from its checkpoints"
+        return state, error
+
     def status_lines(self) -> list[str]:
         lines = []
         for run in self.runs():
-            state, error = self.state(run)
+            state, error = self.shown_state(run)
             lines.append(f"{run.name}: {state}" + (f": {error}" if error else ""))
         return lines
 

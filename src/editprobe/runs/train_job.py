@@ -5,11 +5,16 @@ OUT/config.json    what identifies the training (a resume must match it)
 OUT/checkpoint/    the latest training checkpoint (training.py)
 OUT/hypernet/      the trained hypernetwork (safetensors + JSON), written at the end
 OUT/training.json  records used and dropped, settings, losses per step, seconds
+
+OUT is an editprobe ``train`` directory (workdir.py), locked while training runs. A plain
+run starts over in a directory that holds no checkpoint yet (one killed before its first);
+``--resume`` continues from the checkpoint, or starts from the beginning when there is none.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # DEFAULT_EXCLUDE: the built-in evaluation samples, whose subjects and prompts training never sees.
 from ..editing.rledit.store import DEFAULT_DATA, DEFAULT_EXCLUDE
-from ..errors import OptionError, OutputError, UserError, validation_message
-from ..paths import check_writable, read_json_object, write_json_atomic
+from ..errors import EditprobeWarning, OptionError, OutputError, UserError, validation_message
+from ..paths import OLD_SUFFIX, read_json_object, write_json_atomic
+from ..workdir import WorkDir
 from .config import Count, DType
 from .preflight import check_datasets, check_model_and_device
 
@@ -95,35 +101,53 @@ class TrainJob:
         check_model_and_device(cfg.model, cfg.device)
         return warnings
 
+    @property
+    def has_checkpoint(self) -> bool:
+        """A training checkpoint here (or one a kill left between the renames of its swap,
+        which opening the directory completes)."""
+        return (self.out / "checkpoint" / "progress.json").is_file() or (self.out / f".checkpoint{OLD_SUFFIX}").is_dir()
+
     def _check_out(self, resume: bool) -> None:
-        config_path = self.out / "config.json"
+        self.work = WorkDir(self.out, "train")
+        self.work.check()
         if (self.out / "hypernet" / "hypernet.json").is_file():
             raise OutputError(f"--out {self.out}: holds a trained hypernetwork; choose a new --out")
         if resume:
             try:
-                saved = read_json_object(config_path)
+                saved = read_json_object(self.out / "config.json")
             except ValueError:
-                raise OutputError(f"--out {self.out}: no training to resume here (no config.json)") from None
+                raise OutputError(f"--out {self.out}: no training to resume here (no config.json); drop --resume "
+                                  "to start one") from None
             if saved != self.config.identity():
                 raise OutputError(f"--out {self.out}: cannot resume under other options")
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise OutputError(f"--out {self.out}: exists and is not empty; choose a new --out, or --resume")
-        check_writable(self.out)
+        elif self.has_checkpoint:
+            raise OutputError(f"--out {self.out}: holds a training checkpoint; pass --resume to continue it, or "
+                              "choose a new --out")
 
     def run(self, resume: bool = False, on_step: Callable[[int, int, dict[str, float]], None] | None = None
             ) -> dict[str, Any]:
+        if self.settings is None:
+            self.preflight(resume)
+        with self.work.hold():  # the marker first, the lock for the training's life
+            return self._run(resume, on_step)
+
+    def _run(self, resume: bool, on_step) -> dict[str, Any]:
+        from ..editing.covariance import model_fingerprint
         from ..editing.rledit import Hypernetwork, RLEditEditor, TrainingRun, edit_modules, examples_from_records
         from ..editing.rledit import module_shapes
         from ..models import load_model
-        from ..editing.covariance import model_fingerprint
 
-        if self.settings is None:
-            self.preflight(resume)
         cfg = self.config
+        if resume and not self.has_checkpoint:
+            warnings.warn(EditprobeWarning(f"--out {self.out}: no checkpoint yet (the training stopped before its "
+                                           "first); training starts from the beginning"), stacklevel=2)
+            resume = False
+        if not resume:  # a training that stopped before its first checkpoint: start over
+            for name in ("config.json", "training.json"):
+                (self.out / name).unlink(missing_ok=True)
         loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         shapes = module_shapes(edit_modules(loaded.model, loaded.adapter, self.settings))
         editor = RLEditEditor(loaded.model, loaded.tokenizer, Hypernetwork(self.settings, shapes))
-        self.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out / "config.json", cfg.identity())
         started = time.perf_counter()
         history = TrainingRun(editor, examples_from_records(self.records), self.out, cfg.checkpoint_every).run(
