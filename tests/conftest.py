@@ -3,6 +3,8 @@
 - ``tiny``: factory for fresh random tiny models (any registered model_type), milliseconds each.
 - ``smollm2``: the real built-in model, loaded once per session (integration tests only).
 - ``shared_data``: the team's shared data folder, skipping when it is absent.
+- every session checks that no test left a file in the repository outside its temporary
+  directories (``git status --porcelain --ignored`` before and after).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 # offline switch sees it. setdefault: a developer may still override it deliberately.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -20,6 +23,35 @@ import pytest  # noqa: E402
 from editprobe.models.tiny import tiny_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Entries Python and pytest themselves create as a session goes.
+_OWN_LEFTOVERS = ("__pycache__/", ".pytest_cache/")
+
+
+def _repository_entries() -> set[str] | None:
+    """``git status --porcelain --ignored`` of the repository as a set of lines (None outside
+    a git checkout, e.g. an unpacked sdist)."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    # New files only ("??" untracked, "!!" ignored): edits to tracked files are a developer's.
+    return {line for line in done.stdout.splitlines()
+            if line.startswith(("?? ", "!! ")) and not line.endswith(_OWN_LEFTOVERS)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_file_left_outside_temp_dirs():
+    """Every test writes under its temporary directories (and $EDITPROBE_CACHE): a file a test
+    leaves in the repository is an error of the session."""
+    before = _repository_entries()
+    yield
+    after = _repository_entries()
+    if before is not None and after is not None:
+        left = sorted(after - before)
+        assert not left, f"tests left files in the repository: {left}"
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@ call of a named function, before or after it runs. A real kill -9 (no cleanup, n
 no atexit), at a deterministic place, with no test hook in the product.
 
     python tests/kill_driver.py MODULE:QUALNAME:K:before|after -- editprobe args...
+
+``pause`` instead of before/after holds the process after the k-th call until the file named
+by $KILL_DRIVER_RESUME exists, creating $KILL_DRIVER_RESUME.reached when it gets there: a
+test can start a second process while the first is at a known point.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import importlib
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 
 def arm(spec: str) -> None:
@@ -31,6 +37,12 @@ def arm(spec: str) -> None:
         result = original(*args, **kwargs)
         if when == "after" and calls["n"] == int(k):
             os.kill(os.getpid(), signal.SIGKILL)
+        if when == "pause" and calls["n"] == int(k):
+            resume = Path(os.environ["KILL_DRIVER_RESUME"])
+            Path(f"{resume}.reached").touch()
+            deadline = time.monotonic() + 300
+            while not resume.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         return result
 
     setattr(owner, attr, wrapper)

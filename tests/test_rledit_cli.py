@@ -141,3 +141,37 @@ def test_a_trained_default_network_is_cached_and_used_when_hypernet_is_unset(ws,
         (Path(cached) / "hypernet.safetensors").read_bytes()
     used = invoke([*edit, "--out", str(tmp_path / "e1")])
     assert used.exit_code == 0, used.output
+
+
+@pytest.mark.parametrize("then", ["plain", "resume"])
+def test_a_training_killed_before_its_first_checkpoint_is_no_dead_end(ws, tmp_path, then):
+    train = _training_file(tmp_path / "train.json")
+    spec = "editprobe.editing.rledit.training:TrainingRun.save:1:before"
+    killed = subprocess.run(command(spec, _args(ws, train, tmp_path / "cut")), env=subprocess_env(ws["root"]),
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (tmp_path / "cut" / "config.json").is_file() and not (tmp_path / "cut" / "checkpoint").exists()
+    again = invoke([*_args(ws, train, tmp_path / "cut"), *(["--resume"] if then == "resume" else [])])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "cut" / "hypernet" / "hypernet.safetensors").is_file()
+    if then == "resume":
+        assert "no checkpoint yet" in again.stderr and "starts from the beginning" in again.stderr
+
+
+def test_a_training_killed_inside_a_checkpoint_swap_resumes_from_the_complete_checkpoint(ws, tmp_path):
+    train = _training_file(tmp_path / "train.json")
+    assert invoke(_args(ws, train, tmp_path / "whole")).exit_code == 0
+    # The first checkpoint is created; the second replaces it by rename-aside: die between
+    # the two renames, the old checkpoint set aside and the new one complete in its temporary.
+    killed = subprocess.run(command("editprobe.paths:_set_aside:1:after", _args(ws, train, tmp_path / "cut")),
+                            env=subprocess_env(ws["root"]), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "cut" / "checkpoint").exists() and (tmp_path / "cut" / ".checkpoint.old").is_dir()
+    plain = invoke(_args(ws, train, tmp_path / "cut"))
+    assert plain.exit_code == 2 and "holds a training checkpoint; pass --resume" in plain.stderr
+    resumed = invoke([*_args(ws, train, tmp_path / "cut"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    whole = load_file(tmp_path / "whole" / "hypernet" / "hypernet.safetensors")
+    cut = load_file(tmp_path / "cut" / "hypernet" / "hypernet.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert not any(p.name.startswith(".checkpoint") for p in (tmp_path / "cut").iterdir())

@@ -28,7 +28,7 @@ def test_yaml_with_flags_on_top(tmp_path):
 @pytest.mark.parametrize("fields, field", [
     ({"n": 0}, "'n'"), ({"batch_size": -1}, "'batch_size'"), ({"checkpoint_every": 0}, "'checkpoint_every'"), ({"methods": []}, "'methods'"),
     ({"methods": ["memit", "memit"]}, "'methods'"), ({"eval": "every-batch"}, "'eval'"), ({"nope": 1}, "'nope'"),
-    ({"datasets": ["a/mcf.json", "b/mcf.json"]}, "distinct names"),
+    ({"datasets": ["a/mcf.json", "a/../a/mcf.json"]}, "name the same dataset file"),
     ({"factcheck": {"statement_template": "{query}"}}, "factcheck.statement_template"),
 ])
 def test_bad_fields_name_the_field(fields, field):
@@ -60,3 +60,18 @@ def test_factcheck_wording_is_part_of_the_run_identity():
     dotted = RunConfig.build({"factcheck": {"statement_template": "{query} {target}."}})
     assert dotted.factcheck.statement_template == "{query} {target}."
     assert dotted.identity() != default.identity()  # --resume refuses to mix wordings
+
+
+def test_dataset_keys_are_slugs_and_one_stem_in_two_folders_is_told_apart(tmp_path):
+    from editprobe.runs.config import dataset_key, dataset_keys
+
+    assert dataset_key("counterfact-sample") == "counterfact-sample"
+    assert dataset_key("data/facts") == "facts" and dataset_key("/x/y/mcf.json") == "mcf"
+    assert dataset_key("my data/été 1.json") == "t-1"
+    assert dataset_key("..") == "data" and "/" not in dataset_key("../..")
+    keys = dataset_keys(["a/mcf.json", "b/mcf.json", "zsre.json"])
+    assert keys["zsre.json"] == "zsre" and keys["a/mcf.json"] != keys["b/mcf.json"]
+    assert all(k.startswith("mcf-") and len(k) == len("mcf-") + 8 for k in (keys["a/mcf.json"], keys["b/mcf.json"]))
+    assert dataset_keys(["a/mcf.json"]) == {"a/mcf.json": "mcf"}  # unique: the plain stem, as before
+    config = RunConfig(datasets=("a/mcf.json", "b/mcf.json"))  # allowed now: their results are keyed apart
+    assert len(set(config.dataset_keys().values())) == 2

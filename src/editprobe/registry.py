@@ -61,9 +61,10 @@ class UnknownNameError(UserError, KeyError):
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    def __init__(self, kind: str, key: Callable[[T], str] | None = None) -> None:
+    def __init__(self, kind: str, key: Callable[[T], str] | None = None, file_names: bool = False) -> None:
         self.kind = kind  # "method", "model adapter", ... for messages
         self._key = key  # how an object names itself, for register(obj) without a name
+        self._file_names = file_names  # names become parts of file names (a run's stage files)
         self._items: dict[str, T] = {}
 
     # --- registering ------------------------------------------------------------------------------
@@ -74,6 +75,9 @@ class Registry(Mapping[str, T], Generic[T]):
             if self._key is None:
                 raise TypeError(f"the {self.kind} registry needs a name")
             name = self._key(obj)
+        if self._file_names and (not name.strip() or "/" in name or "\\" in name or name.startswith(".")):
+            raise RegistryError(f"{self.kind} name {name!r}: must be a non-empty name without '/', '\\' or a "
+                                "leading '.'")
         old = self._items.get(name)
         if old is not None and not replace and old is not obj and old != obj:
             raise RegistryError(f"{self.kind} {name!r} is already registered as a different {self.kind}; "

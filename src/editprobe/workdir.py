@@ -18,7 +18,6 @@ job opens them.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
@@ -289,7 +288,3 @@ class WorkDir:
         """Who holds the directory's lock now (None: nobody; a job that died holds nothing)."""
         return lock_holder(self.root / LOCK)
 
-
-def marker_json(root: str | Path) -> str:
-    """The marker's text (for messages and tests)."""
-    return json.dumps(read_json_object(Path(root) / MARKER))

@@ -48,7 +48,7 @@ def analyze(
     from ..editing import make_editor, resolve_hparams
     from ..editing.keys_model import hparams_key
     from ..models import load_model
-    from ..paths import check_writable
+    from ..workdir import WorkDir
     from ..runs.preflight import check_datasets, check_model_and_device
 
     if n < 1:
@@ -68,7 +68,8 @@ def analyze(
     if negation_table is not None:
         table = load_negation_table(negation_table)
         negate_fn = lambda template, relation_id: negate(template, relation_id, overrides=table)  # noqa: E731
-    check_writable(out)
+    work = WorkDir(out, "analysis")
+    work.check()  # a directory editprobe did not make as an analysis is never written into
     check_model_and_device(model, device)
 
     loaded = load_model(model, dtype=dtype, device=device)
@@ -89,8 +90,9 @@ def analyze(
                                        on_progress=advance)
         except (FloatingPointError, ArithmeticError) as exc:
             fail(f"{method}: target optimization failed: {exc}")
-    paths = write_analysis(result, out, model=model, data=data, n_requested=n, seed=seed,
-                           extra_metadata={"model": model, "data": data})
+    with work.hold():  # marked, and locked while the files are written
+        paths = write_analysis(result, out, model=model, data=data, n_requested=n, seed=seed,
+                               extra_metadata={"model": model, "data": data})
     _show(result, method, model, n, paths)
 
 

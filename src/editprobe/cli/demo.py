@@ -52,6 +52,7 @@ def demo(
     cfg = RunConfig.from_sources(None, flags, base=demo_config_fields(config))
     set_threads(threads)
     run_dir = RunDir(out)
+    run_dir.check_location()  # a directory that is not a run's is refused before anything else
     experiment = Experiment(cfg)
     warnings = experiment.check_inputs()  # before --fresh deletes anything
     if fresh:

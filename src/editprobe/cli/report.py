@@ -20,8 +20,13 @@ def report(
     """Negation, fact-check and (when runs differ in it) preserve-previous ablation tables;
     with --html also one self-contained page of them, charts, traces, analyses and samples."""
     from ..report import load_summaries, write_tables
-    from ..report.html import classify_dirs, write_html
+    from ..report.html import check_html_output, classify_dirs, write_html
     from ..runs.study import StudyDir, is_study_dir
+    from ..workdir import WorkDir
+
+    WorkDir(out, "report").check()  # output locations first: a foreign one is refused before any reading
+    if html is not None:
+        check_html_output(html)
 
     # A study directory stands for its finished runs.
     expanded: list[Path] = []

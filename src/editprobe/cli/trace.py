@@ -28,11 +28,9 @@ def trace(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
 ) -> None:
     """Corrupt the subject, restore one hidden state at a time, and report where the fact lives."""
-    from ..analysis.trace_output import save_trace
-    from ..analysis.tracing import TraceSettings, run_trace
-    from ..models import load_model
-    from ..paths import check_writable
+    from ..analysis.tracing import TraceSettings
     from ..runs.preflight import check_datasets, check_model_and_device
+    from ..workdir import WorkDir
 
     # Cheap checks first: a typo should not cost a model load.
     if n < 1:
@@ -41,12 +39,21 @@ def trace(
     records, warnings = check_datasets([data], n)
     for line in warnings:
         warn(line)
-    check_writable(out)
+    work = WorkDir(out, "trace")
+    work.check()  # a directory editprobe did not make as a trace is never written into
     check_model_and_device(model, device)
     set_threads(threads)
+    with work.hold():
+        _trace(model, data, out, settings, records[data], device)
+
+
+def _trace(model: str, data: str, out: Path, settings, records, device) -> None:
+    from ..analysis.trace_output import save_trace
+    from ..analysis.tracing import run_trace
+    from ..models import load_model
+
     # fp32: the effects are differences of probabilities, too small for bf16.
     loaded = load_model(model, dtype="float32", device=device)
-    records = records[data]
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("causal tracing: finding known records", total=None)
@@ -61,7 +68,7 @@ def trace(
     curve = summary["kinds"]["mlp"]["buckets_by_layer"][2]
     console.print(f"causal tracing of {model}: {summary['n_known']} of {summary['n_requested']} records known; "
                   f"p clean {summary['kinds']['mlp']['high']:.3f}, corrupted {summary['kinds']['mlp']['low']:.3f} "
-                  f"(noise {noise} × std {summary['noise_std']:.4f}, {samples} samples)")
+                  f"(noise {settings.noise} × std {summary['noise_std']:.4f}, {settings.samples} samples)")
     console.print(f"MLP peak at the last subject token: layer {rec['peak_layer']} "
                   f"(average indirect effect {curve[rec['peak_layer']]:.3f}); "
                   f"suggested MEMIT layers: {rec['window']}")

@@ -9,5 +9,5 @@ from __future__ import annotations
 
 from ..registry import Registry
 
-METHODS: Registry = Registry("method", key=lambda cls: cls.name)
+METHODS: Registry = Registry("method", key=lambda cls: cls.name, file_names=True)
 register_method = METHODS.register

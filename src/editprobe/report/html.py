@@ -273,14 +273,45 @@ def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: st
     links = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in nav)
     # The script goes last so that the elements it fills exist when it runs.
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
             f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head><body>"
             f'<header><h1>{escape(title)}</h1><nav>{links}</nav><ul class="sources">{listed}</ul></header>'
             f'{"".join(sections)}<script>{_asset("report.js")}</script></body></html>\n')
 
 
+# Marks a page editprobe wrote: `report --html FILE` replaces a file only when it has it (or,
+# written before the mark existed, the page's own title).
+GENERATOR = '<meta name="generator" content="editprobe report">'
+_OLD_MARK = "<title>editprobe report</title>"
+
+
+def check_html_output(path: str | Path) -> None:
+    """``--html FILE``: new, or an HTML report editprobe wrote; never a directory or someone
+    else's file."""
+    from ..errors import OutputError
+    from ..paths import check_writable
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--html {path}: is a directory; give the HTML file to write")
+    if path.exists():
+        try:
+            with path.open(encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)
+        except OSError as exc:
+            raise OutputError(f"--html {path}: cannot read it: {exc.strerror or type(exc).__name__}") from None
+        if GENERATOR not in head and _OLD_MARK not in head:
+            raise OutputError(f"--html {path}: exists and is not an HTML report editprobe wrote; editprobe replaces "
+                              "only its own: choose another file")
+    check_writable(path.parent, "--html")
+
+
 def write_html(path: str | Path, sources: Sources, summaries: Sequence[RunSummary] = ()) -> Path:
     """Write the page atomically (a reader never sees half a report); return its path."""
+    from ..locks import FileLock
+
     path = Path(path)
-    write_text_atomic(path, build_html(sources, summaries))
+    check_html_output(path)
+    with FileLock(path.parent / f".{path.name}.lock", f"--html {path}", remove=True):
+        write_text_atomic(path, build_html(sources, summaries))
     return path

@@ -275,13 +275,21 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
 
 
 def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
-    """Write ``<name>.md/.csv/.tex`` for every table under ``out``; return the Markdown of all."""
-    out = Path(out)
+    """Write ``<name>.md/.csv/.tex`` for every table into the report directory ``out`` (an
+    editprobe ``report`` directory: the tables of an earlier report there are replaced, a
+    user's own files kept); return the Markdown of all."""
+    from ..workdir import WorkDir
+
+    tables = all_tables(summaries)
+    work = WorkDir(out, "report")
     parts = []
-    for name, caption, df, legend in all_tables(summaries):
-        md = to_markdown(df) + (f"\n{legend_markdown(legend)}" if legend else "")
-        write_text_atomic(out / f"{name}.md", md)
-        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False, na_rep=""))
-        write_text_atomic(out / f"{name}.tex", to_latex(df, caption))
-        parts.append(f"### {caption}\n\n{md}")
+    with work.hold():
+        work.clear()  # an earlier report's tables, some of which this one may not have
+        work.own(*(f"{name}.{ext}" for name, *_ in tables for ext in ("md", "csv", "tex")))
+        for name, caption, df, legend in tables:
+            md = to_markdown(df) + (f"\n{legend_markdown(legend)}" if legend else "")
+            write_text_atomic(work.root / f"{name}.md", md)
+            write_text_atomic(work.root / f"{name}.csv", df.to_csv(index=False, na_rep=""))
+            write_text_atomic(work.root / f"{name}.tex", to_latex(df, caption))
+            parts.append(f"### {caption}\n\n{md}")
     return "\n".join(parts)

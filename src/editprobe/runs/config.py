@@ -8,6 +8,9 @@ can refuse to continue a run under a different one.
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,11 +118,16 @@ class RunConfig(ProfileDefaults):
 
     @field_validator("datasets")
     @classmethod
-    def _distinct_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        keys = [dataset_key(d) for d in v]
-        if len(set(keys)) != len(keys):  # results and stages are keyed by it
-            raise ValueError(f"datasets must have distinct names (file stems), got {keys}")
+    def _distinct_files(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        keys = dataset_keys(v)
+        if len(set(keys.values())) != len(keys):  # results and stages are keyed by it
+            same = [spec for spec in v if list(keys.values()).count(keys[spec]) > 1]
+            raise ValueError(f"{' and '.join(same)} name the same dataset file")
         return v
+
+    def dataset_keys(self) -> dict[str, str]:
+        """Each dataset's key in results and stage names (:func:`dataset_keys`)."""
+        return dataset_keys(self.datasets)
 
     def hparams_overrides(self) -> dict[str, Any]:
         """The overrides handed to ``make_editor``: the explicit switch wins over ``overrides``."""
@@ -181,7 +189,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def dataset_key(spec: str) -> str:
-    """A short name for results: a file's stem, or the built-in name itself."""
+def dataset_key(spec: str, among: Sequence[str] = ()) -> str:
+    """A short, filesystem-safe name for a dataset's results and stage files: a file's stem
+    (or a built-in name) as a slug, never a path. When another dataset ``among`` the run's
+    or study's has the same slug but another file, both get 8 hex digits of their resolved
+    path's hash (``facts-1a2b3c4d``), so their results never mix."""
+    slug = _slug_of(spec)
+    if any(_slug_of(other) == slug and _identity(other) != _identity(spec) for other in among):
+        return f"{slug}-{hashlib.sha256(_identity(spec).encode()).hexdigest()[:8]}"
+    return slug
+
+
+def dataset_keys(specs: Sequence[str]) -> dict[str, str]:
+    """``{spec: key}`` for datasets used together (a run's, or every run's of a study)."""
+    return {spec: dataset_key(spec, specs) for spec in specs}
+
+
+def _slug_of(spec: str) -> str:
     path = Path(spec)
-    return path.stem if path.suffix else spec
+    stem = path.stem if path.suffix else path.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:80] or "data"
+
+
+def _identity(spec: str) -> str:
+    """What tells two datasets apart: the resolved file, or the built-in name."""
+    from ..data.builtin_data import BUILTIN_DATASETS
+
+    path = Path(spec).expanduser()
+    if not path.is_file() and spec in BUILTIN_DATASETS:  # an existing file wins, as in resolve_data
+        return f"builtin:{spec}"
+    return str(path.resolve())

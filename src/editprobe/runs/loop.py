@@ -23,7 +23,7 @@ from ..errors import EditFailedError, UserError
 from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
-from .config import RunConfig, RunConfigError, dataset_key
+from .config import RunConfig, RunConfigError
 from ..editing.target_cache import use_target_cache
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import batch_seed, edit_sequentially, n_batches
@@ -175,8 +175,9 @@ class Experiment:
         samples: list[dict[str, Any]] = []
         assert self._records is not None
         model, tok = self.loaded.model, self.loaded.tokenizer
+        keys = self.config.dataset_keys()
         for spec in self.config.datasets:
-            dk = dataset_key(spec)
+            dk = keys[spec]
             plan = self._plans[spec]
             ctx = ProbeContext(dataset=dk, records=[item.record for item in plan.items], plan=plan, model=model,
                                tokenizer=tok, config=self.config)
@@ -196,7 +197,7 @@ class Experiment:
             for method in self.config.methods:
                 # RLEdit runs the positive requests only (the paper: PP and PN)
                 kinds = [k for k in needed if k in getattr(method_class(method), "edit_stages", EDIT_STAGES)]
-                stages = {kind: self._edit_stage(dk, method, kind, ctx, probes, base) for kind in kinds}
+                stages = {kind: self._edit_stage(spec, dk, method, kind, ctx, probes, base) for kind in kinds}
                 outcomes = {}
                 for p in probes:
                     states = {s: base[p.name] if s == "baseline" else stages[s]["probes"][p.name] for s in p.stages
@@ -236,7 +237,7 @@ class Experiment:
         self._probe_seconds[stage] = seconds
         return states
 
-    def _edit_stage(self, dk: str, method: str, kind: str, ctx: ProbeContext, probes: list[Probe],
+    def _edit_stage(self, spec: str, dk: str, method: str, kind: str, ctx: ProbeContext, probes: list[Probe],
                     base: dict[str, Any]) -> dict[str, Any]:
         """Edit with all ``kind`` requests in sequential batches (checkpoint after each), then
         let the probes that need this edited model measure it; the model is restored before
@@ -249,7 +250,6 @@ class Experiment:
         from ..editing import make_editor
 
         model, tok = ctx.model, ctx.tokenizer
-        spec = next(s for s in self.config.datasets if dataset_key(s) == dk)
         editor = make_editor(method, model, tok, self._hparams(method, spec), model_id=self.config.model)
         cache = use_target_cache(editor, self.config.target_cache)
         requests = ctx.plan.positive_requests() if kind == "positive" else ctx.plan.negative_requests()

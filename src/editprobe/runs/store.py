@@ -99,7 +99,7 @@ class RunDir:
 
     def saved_fields(self) -> dict[str, Any]:
         """The config saved by the run here (to resume it without restating it)."""
-        self._check_ownership()
+        self.check_location()
         if self.finished:
             raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
         if not self.has_config:
@@ -125,7 +125,8 @@ class RunDir:
             return False
 
     # --- opening --------------------------------------------------------------------------------
-    def _check_ownership(self) -> None:
+    def check_location(self) -> None:
+        """Refuse a --out that is a file, or a directory editprobe did not make as a run."""
         if self.root.exists() and not self.root.is_dir():
             raise RunExistsError(f"--out {self.root}: is a file, not a directory")
         try:
@@ -135,7 +136,7 @@ class RunDir:
 
     def check(self, config: RunConfig, resume: bool) -> None:
         """Every rule of :meth:`open`, without writing anything."""
-        self._check_ownership()
+        self.check_location()
         if self.finished:
             raise RunExistsError(f"{self.root} holds a finished run (summary.json); choose a new out dir")
         if resume:
@@ -190,7 +191,7 @@ class RunDir:
         that is not a run's, and a run another process is running."""
         if not self.root.exists():
             return
-        self._check_ownership()
+        self.check_location()
         if self.work.state() == "empty":
             return
         with self.work.hold():

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import UserError, one_line, validation_message
 from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
-from .config import RunConfig, dataset_key
+from .config import RunConfig, dataset_keys
 from .store import RunDir
 
 STUDY_FILE = "study.yaml"
@@ -140,7 +140,7 @@ def _grid(entry: StudyEntry, defaults: dict[str, Any], models: list[str]):
 
 def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
     """Every run of the study, validated (a bad field fails the study before any work)."""
-    runs: list[StudyRun] = []
+    built: list[tuple[int, str, bool | None, int, RunConfig, RaySettings]] = []
     for i, entry in enumerate(study.runs):
         try:
             ray = RaySettings.model_validate({**study.ray.model_dump(), **entry.ray})
@@ -161,11 +161,16 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
                 config = RunConfig.build(fields)
             except UserError as exc:
                 raise StudyError(f"{source}: runs[{i}] (model {model}): {exc}") from None
-            kp = "" if preserve is None else ("__kp" if preserve else "__nokp")
-            name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
-                    f"__{_slug('+'.join(dataset_key(d) for d in config.datasets))}{kp}__seed{seed}")
-            config = config.model_copy(update={"out": out / "runs" / name})
-            runs.append(StudyRun(name=name, config=config, ray=ray))
+            built.append((i, model, preserve, seed, config, ray))
+    # Dataset keys across the whole study: two files with one stem in different folders are
+    # told apart in every run's name, so no two runs share a directory.
+    keys = dataset_keys(sorted({d for *_, config, _ in built for d in config.datasets}))
+    runs: list[StudyRun] = []
+    for i, model, preserve, seed, config, ray in built:
+        kp = "" if preserve is None else ("__kp" if preserve else "__nokp")
+        name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
+                f"__{_slug('+'.join(keys[d] for d in config.datasets))}{kp}__seed{seed}")
+        runs.append(StudyRun(name=name, config=config.model_copy(update={"out": out / "runs" / name}), ray=ray))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: two runs expand to the same name; give them different settings")

@@ -87,6 +87,7 @@ class TrainJob:
 
         cfg = self.config
         self.settings = resolve_settings(cfg.settings or hparams_key(cfg.model), cfg.setting, cfg.overrides)
+        self._check_out(resume)
         loaded, warnings = check_datasets(cfg.data, None)
         records = [r for spec in cfg.data for r in loaded[spec]]
         excluded = [r for recs in check_datasets(cfg.exclude, None)[0].values() for r in recs] if cfg.exclude else []
@@ -97,7 +98,6 @@ class TrainJob:
                             f"subject or prompt with {', '.join(cfg.exclude) or 'nothing'}; the setting needs "
                             f"{need} ({self.settings.n_steps} batches of {self.settings.batch_size})")
         self.records = self.records[:need]
-        self._check_out(resume)
         check_model_and_device(cfg.model, cfg.device)
         return warnings
 

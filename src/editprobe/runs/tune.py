@@ -87,6 +87,37 @@ class TuneResult(BaseModel):
     space: SearchSpace
 
 
+TUNED_HEADER = "# Tuned by `editprobe tune`"
+
+
+def check_tuned_output(out: Path, overwrite: bool) -> None:
+    """``--out`` is a new file, or (``--overwrite``) a YAML an earlier ``tune`` wrote; never a
+    directory or a file of someone else's."""
+    from ..paths import check_writable
+
+    if out.is_dir():
+        raise OutputError(f"--out {out}: is a directory, not a YAML file")
+    if out.exists():
+        if not overwrite:
+            raise OutputError(f"--out {out}: exists; pass --overwrite to replace it, or choose another --out")
+        try:
+            with out.open(encoding="utf-8", errors="replace") as f:
+                first = f.readline()
+        except OSError as exc:
+            raise OutputError(f"--out {out}: cannot read it: {exc.strerror or type(exc).__name__}") from None
+        if not first.startswith(TUNED_HEADER):
+            raise OutputError(f"--out {out}: is not a file `editprobe tune` wrote (its first line is not "
+                              f"{TUNED_HEADER!r}); --overwrite replaces only those: choose another --out")
+    check_writable(out.parent)
+
+
+def tune_lock(out: Path):
+    """The lock of a tune writing ``out``: a hidden file beside it, there only while it runs."""
+    from ..locks import FileLock
+
+    return FileLock(out.parent / f".{out.name}.lock", f"--out {out}", remove=True)
+
+
 class Tuner:
     """``Tuner(config).preflight()`` (no model loaded, nothing written), then ``.run()``."""
 
@@ -106,14 +137,7 @@ class Tuner:
         cfg = self.config
         self.choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile)
         self.base = resolve_hparams(cfg.method, self.choice.path, cfg.overrides)
-        out = Path(cfg.out).expanduser()
-        if out.exists() and not cfg.overwrite:
-            raise OutputError(f"--out {out}: exists; pass --overwrite to replace it, or choose another --out")
-        if out.is_dir():
-            raise OutputError(f"--out {out}: is a directory, not a YAML file")
-        from ..paths import check_writable
-
-        check_writable(out.parent)
+        check_tuned_output(Path(cfg.out).expanduser(), cfg.overwrite)
         self.dev = choose_dev_split(cfg)
         if self._loaded is None:
             check_model_and_device(cfg.model, cfg.device)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .tune import PRUNER, TrialRecord, TuneConfig, TuneResult
+from .tune import PRUNER, TUNED_HEADER, TrialRecord, TuneConfig, TuneResult
 
 SHORT = {"mom2_update_weight": "lambda", "clamp_norm_factor": "clamp", "v_num_grad_steps": "steps"}
 
@@ -60,7 +60,7 @@ def tuned_yaml(config: TuneConfig, result: TuneResult, base_path: Path, dev, thr
         if space.solve_name and space.solve else ""
     base_trial = by_number.get(result.baseline) if result.baseline is not None else None
     lines = [
-        f"Tuned by `editprobe tune` on {date} (editprobe {_version('editprobe')}, optuna {_version('optuna')}, "
+        f"{TUNED_HEADER[2:]} on {date} (editprobe {_version('editprobe')}, optuna {_version('optuna')}, "
         f"torch threads {threads}).",
         f"Command: {config.command()}",
         f"Model: {config.model}; method: {config.method}; base settings: {base_path.name}.",
