@@ -258,3 +258,24 @@ def test_the_lock_file_names_its_holder_while_held_and_nobody_after(ws, tmp_path
     first.communicate(timeout=600)
     assert first.returncode == 0
     assert read_holder(out / ".editprobe.lock").pid is None and os.path.getsize(out / ".editprobe.lock") == 0
+
+
+def test_a_study_with_and_without_kp_on_an_extensionless_dataset_runs_both_edits(ws, tmp_path):
+    """The issue's reproduction: with stage files beside the data, the no-K_p run found the
+    K_p run's stages and reported them as its own."""
+    facts = write(tmp_path / "data" / "facts", ws["data"].read_text())
+    study = write(tmp_path / "study.yaml", json.dumps({
+        "defaults": {"model": str(ws["model"]), "datasets": [str(facts)], "n": 4, "batch_size": 2,
+                     "hparams": "tiny", "negation_table": str(ws["negations"]),
+                     "overrides": {"mom2_corpus": str(ws["corpus"])}},
+        "runs": [{"methods": ["memit"], "preserve_previous": [True, False]}]}))
+    result = invoke(["study", str(study), "--out", str(tmp_path / "study")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["facts"]
+    rows = {}
+    for run in sorted((tmp_path / "study" / "runs").iterdir()):
+        row = json.loads((run / "summary.json").read_text())["results"][0]
+        rows[row["preserve_previous"]] = row
+    assert set(rows) == {True, False}
+    # the second batch's solve differs with and without the first batch's keys
+    assert rows[True]["edit_reports"] != rows[False]["edit_reports"] or rows[True]["probes"] != rows[False]["probes"]

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,9 +85,9 @@ def _set_aside(target: Path, aside: Path) -> None:
     os.rename(target, aside)
 
 
-def recover_swaps(directory: str | Path, recursive: bool = True) -> list[str]:
-    """Complete or roll back what a killed write left in ``directory`` (and, ``recursive``,
-    its subdirectories); returns the names it repaired. A ``.NAME.old`` whose NAME is
+def recover_swaps(directory: str | Path, descend: Callable[[Path], bool] | None = lambda path: True) -> list[str]:
+    """Complete or roll back what a killed write left in ``directory`` (and in the
+    subdirectories ``descend`` accepts; None: none); returns the names it repaired. A ``.NAME.old`` whose NAME is
     missing was killed between the two renames of a swap: the new version, complete, waits
     in ``.NAME.tmp-*`` and is moved into place (rolled back to the old one when it is not
     there). Any other ``.NAME.tmp-*`` was still being written and is removed. Only call it
@@ -113,10 +114,10 @@ def recover_swaps(directory: str | Path, recursive: bool = True) -> list[str]:
         path = directory / name
         if name.startswith(".") and TMP_INFIX in name and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-    if recursive:
+    if descend is not None:
         for path in sorted(directory.iterdir()):
-            if path.is_dir() and not path.is_symlink() and not path.name.startswith("."):
-                repaired += [f"{path.name}/{r}" for r in recover_swaps(path)]
+            if path.is_dir() and not path.is_symlink() and not path.name.startswith(".") and descend(path):
+                repaired += [f"{path.name}/{r}" for r in recover_swaps(path, descend)]
     return repaired
 
 

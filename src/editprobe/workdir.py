@@ -217,7 +217,9 @@ class WorkDir:
             self.check()  # another process may have claimed it between our check and our lock
             if self.state() != "ours":
                 self._write_marker(self.owned())
-            repaired = recover_swaps(self.root)
+            # Not into job directories inside this one (a study's runs): each is repaired by
+            # the job that opens it, under its own lock.
+            repaired = recover_swaps(self.root, descend=lambda path: not (path / MARKER).exists())
         except BaseException:
             lock.release()
             raise
