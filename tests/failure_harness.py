@@ -131,10 +131,17 @@ def inject_enospc_on_state(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(state, "save_file", enospc)
 
 
-def inject_enospc_on_covariance(mp: pytest.MonkeyPatch) -> None:
-    import editprobe.editing.covariance as cov
+def safetensors_enospc(*_a, **_k):
+    """What safetensors' save_file raises when the disk fills (not an OSError)."""
+    from safetensors import SafetensorError
 
-    mp.setattr(cov, "save_file", enospc)
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def inject_enospc_on_covariance(mp: pytest.MonkeyPatch) -> None:
+    import editprobe.editing.stats_store as store
+
+    mp.setattr(store, "save_file", safetensors_enospc)
 
 
 def enospc_on_stage_write(mp: pytest.MonkeyPatch, nth: int) -> None:

@@ -307,3 +307,70 @@ def test_projector_is_cached_beside_the_statistics(tmp_path):
     assert torch.equal(again[2][0], P) and again[2][1] == info
     assert other[2][1].dim > info.dim and other[2][1].threshold == 0.2
     assert len(list(tmp_path.rglob("proj_*.safetensors"))) == 3
+
+
+# ------------------------------------------------------------------ damaged entries, locks
+
+
+def test_has_says_no_for_a_damaged_entry_and_get_heals_it(tmp_path):
+    import json
+
+    model, tok, adapter = loaded = tiny_model("llama")
+    store = CovarianceStore(tmp_path, progress=False)
+    first = _get(store, loaded, corpus(10))
+    request = dict(layers=[1, 2], corpus_id="toy", n_docs=8, max_len=64)
+    assert store.has(model, tok, **request)
+    (tensors,) = tmp_path.rglob("mom2_layer2_*.safetensors")
+    meta = tensors.with_suffix(".json")
+    sound_tensors, sound_meta = tensors.read_bytes(), meta.read_text()
+    for damage in (lambda: tensors.write_bytes(sound_tensors[:100]), lambda: meta.write_text("{"),
+                   lambda: meta.write_text(json.dumps({**json.loads(sound_meta), "count": 0}))):
+        damage()
+        assert not store.has(model, tok, **request)
+        with pytest.warns(UserWarning, match="damaged cache entry"):
+            healed = _get(store, loaded, corpus(10))
+        assert torch.equal(healed[2].mom2_sum, first[2].mom2_sum) and store.has(model, tok, **request)
+
+
+@pytest.mark.parametrize("what", ["statistics", "projector"])
+def test_two_callers_that_need_the_same_missing_entries_compute_them_once(tmp_path, monkeypatch, what):
+    """The second caller waits on the first one's entry locks (flock conflicts between two
+    open files even in one process), then reads what the first one wrote."""
+    import threading
+
+    import editprobe.editing.stats_store as stats_store
+
+    model, tok, adapter = loaded = tiny_model("llama")
+    spied = "accumulate_second_moment" if what == "statistics" else "nullspace_projector"
+    real, calls = getattr(stats_store, spied), []
+    computing, waiting = threading.Event(), threading.Event()
+
+    def spy(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        computing.set()
+        waiting.wait(10)  # the other caller is blocked on a lock by now
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stats_store, spied, spy)
+    monkeypatch.setattr(stats_store, "wait_note", lambda what: lambda holder: waiting.set())
+    store, results = CovarianceStore(tmp_path, progress=False), {}
+
+    def work():
+        if what == "statistics":
+            got = _get(store, loaded, corpus(10))
+            results[threading.current_thread().name] = {l: s.mom2_sum for l, s in got.items()}
+        else:
+            got = store.projector(model, tok, adapter, [1, 2], lambda: iter(corpus(10)), "toy", n_docs=8, max_len=64)
+            results[threading.current_thread().name] = {l: P for l, (P, _) in got.items()}
+
+    first = threading.Thread(target=work, name="first")
+    first.start()
+    assert computing.wait(30)
+    second = threading.Thread(target=work, name="second")
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert waiting.is_set(), "the second caller did not wait for the first one's lock"
+    assert calls == (["first"] if what == "statistics" else ["first", "first"])  # one pass; one P per layer
+    assert all(torch.equal(results["first"][l], results["second"][l]) for l in (1, 2))
+    assert not list(tmp_path.rglob(".*")), "a lock file was left behind"

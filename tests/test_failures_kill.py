@@ -96,7 +96,7 @@ def test_edit_killed_between_batches_leaves_no_result(ws, tmp_path):
 def test_edit_killed_while_writing_the_covariance_cache(ws, tmp_path):
     out = tmp_path / "edit"
     args = _edit(ws, out, "--set", "mom2_n_samples=120")  # statistics no other test has cached
-    _killed(ws, "editprobe.editing.covariance:save_file:1:after", args)
+    _killed(ws, "editprobe.editing.stats_store:save_file:1:after", args)
     assert not (out / "report.json").exists()  # the directory, marked first, holds no result
     result = invoke(args)
     assert result.exit_code == 0, result.output

@@ -90,8 +90,37 @@ def test_unreadable_entry_is_recomputed(tmp_path):
     first = cache.run(_optimizer(lm), requests, TEMPLATES)
     (entry,) = tmp_path.rglob("*.safetensors")
     entry.write_bytes(b"not a safetensors file")
-    _same(first, cache.run(_optimizer(lm), requests, TEMPLATES))
+    with pytest.warns(UserWarning, match="damaged cache entry"):
+        _same(first, cache.run(_optimizer(lm), requests, TEMPLATES))
     assert cache.stats.misses == 2
+
+
+def test_a_nan_entry_is_named_and_recomputed_and_a_failed_write_is_a_warning(tmp_path, monkeypatch):
+    import editprobe.editing.target_cache as target_cache
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import save_file
+
+    lm = fresh("llama")
+    requests = random_edits(2, seed=0)
+    cache = TargetCache(tmp_path)
+    first = cache.run(_optimizer(lm), requests, TEMPLATES)
+    (entry,) = tmp_path.rglob("*.safetensors")
+    with safe_open(str(entry), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors["z.block"][1, 3] = float("nan")
+    save_file(tensors, str(entry), metadata=meta)
+    with pytest.warns(UserWarning, match=f"{entry}: damaged cache entry \\(z.block holds NaN or inf\\)"):
+        _same(first, cache.run(_optimizer(lm), requests, TEMPLATES))
+    assert cache.stats.misses == 2 and torch.isfinite(cache.load(entry.stem, "cpu").z["block"]).all()
+
+    def full(*_a, **_k):  # what save_file raises when the disk is full
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(target_cache, "save_file", full)
+    with pytest.warns(UserWarning, match="cannot write .*: No space left on device; the target cache is optional"):
+        cache.run(_optimizer(lm), requests, ["{}", "The dog is. {}"])  # a miss, computed and returned
+    assert cache.stats.misses == 3 and len(list(tmp_path.rglob("*.safetensors"))) == 1
+    assert not list(tmp_path.rglob(".*"))
 
 
 def test_second_method_reuses_the_first_batch_and_edits_identically(tmp_path, stats):

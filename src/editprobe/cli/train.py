@@ -54,7 +54,8 @@ def rledit(
     last = info["history"][-1] if info["history"] else {}
     typer.echo(f"trained in {info['seconds_this_process']:.0f} s; last batch loss {last.get('loss', float('nan')):.3f}, "
                f"edit loss after its shift {last.get('edit_loss', float('nan')):.3f}")
-    typer.echo(f"hypernetwork in {out / 'hypernet'} (cached for runs: {info['cached']})")
+    cached = f"cached for runs: {info['cached']}" if info["cached"] else "not cached: see the warning"
+    typer.echo(f"hypernetwork in {out / 'hypernet'} ({cached})")
 
 
 def register(app_: typer.Typer) -> None:

@@ -3,40 +3,34 @@
 C0^l = (1/N_tok)·Σ_t k_t k_tᵀ, uncentred, over every non-pad token of a corpus, where k is
 the input of layer l's MLP output projection. All requested layers come from one forward
 pass per batch that stops as soon as the deepest layer's key exists; token batching is in
-corpus_batches, the product in gram. Statistics are cached per layer as safetensors + JSON,
-keyed by everything that changes them, so a stale file is never reused for another model,
-corpus or setting.
+corpus_batches, the product in gram. The on-disk store (per-layer safetensors + JSON, keyed
+by everything that changes the statistic, checked on read, locked while computed) is
+stats_store.py; ``CovarianceStore`` and ``StatsKey`` are importable from here too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.adapters import ModelAdapter
 from ..models.hooks import StopForward, first_tensor, run_until_stop
-from ..paths import atomic_path, cache_dir, write_json_atomic
 from .corpus_batches import BATCH_ROWS, BATCH_TOKENS, POOL_DOCS, DocumentBatches
 from .gram import add_gram, symmetric
-from .solvers import NullSpaceInfo, NumericalError, nullspace_projector
+from .solvers import NumericalError
 
 __all__ = ["CovarianceStore", "LayerStats", "StatsKey", "accumulate_second_moment", "model_fingerprint",
            "model_max_positions", "tokenizer_fingerprint"]
 
 _ACCUM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_FORMAT = 1  # bump when the file layout or the statistic's definition changes
 
 
 @dataclass
@@ -225,176 +219,11 @@ def accumulate_second_moment(
     return out
 
 
-# ------------------------------------------------------------------ the store
+def __getattr__(name: str):
+    # The store lives in stats_store.py (which imports this module); its names stay
+    # importable from here, resolved on first use so that neither import order breaks.
+    if name in ("CovarianceStore", "StatsKey"):
+        from . import stats_store
 
-
-def _slug(text: str) -> str:
-    """A readable, filesystem-safe name plus a short hash, so distinct ids never collide."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:48] or "x"
-    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-@dataclass(frozen=True)
-class StatsKey:
-    """Everything that changes one layer's statistic."""
-
-    model_id: str
-    fingerprint: str
-    tokenizer: str
-    layer: int
-    corpus_id: str
-    n_docs: int
-    max_len: int
-    dtype: str
-    format: int = _FORMAT
-
-    def directory(self, root: Path) -> Path:
-        return root / _slug(self.model_id) / f"{self.fingerprint[:24]}-tok{self.tokenizer}" / _slug(self.corpus_id)
-
-    def stem(self) -> str:
-        return f"layer{self.layer}_n{self.n_docs}_len{self.max_len}_{self.dtype}"
-
-
-def _dtype_name(dtype: torch.dtype | str) -> str:
-    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
-    if name not in _ACCUM_DTYPES:
-        raise ValueError(f"accumulation dtype must be float32 or float64, not {dtype}")
-    return name
-
-
-def _read(tensor_path: Path, meta_path: Path, expect: dict) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The cached tensors and metadata, or None unless both exist and the key matches.
-    The JSON is written last, so its presence marks a complete entry."""
-    if not (meta_path.is_file() and tensor_path.is_file()):
-        return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("key") != expect:
-        return None
-    return load_file(str(tensor_path)), meta
-
-
-def _write(tensor_path: Path, meta_path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    with atomic_path(tensor_path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": json.dumps(meta["key"])})
-    write_json_atomic(meta_path, meta)
-
-
-class CovarianceStore:
-    """Per-layer C0 statistics (and AlphaEdit projectors) cached under ``root``.
-
-    Missing layers of one request are computed together in a single pass over the corpus;
-    cached ones are read without running the model.
-    """
-
-    def __init__(self, root: str | Path | None = None, progress: bool = True) -> None:
-        self.root = Path(root) if root is not None else cache_dir() / "stats"
-        self.progress = progress
-
-    def _keys(self, model, tokenizer, layers, corpus_id, n_docs, max_len, dtype, model_id) -> dict[int, StatsKey]:
-        cap = model_max_positions(model)
-        max_len = min(max_len, cap) if cap else max_len
-        name = model_id or str(getattr(model.config, "_name_or_path", "") or "").rstrip("/").split("/")[-1]
-        name = name or model.config.model_type
-        fingerprint, tok_hash = model_fingerprint(model), tokenizer_fingerprint(tokenizer)[:16]
-        return {
-            layer: StatsKey(name, fingerprint, tok_hash, layer, corpus_id, n_docs, max_len, _dtype_name(dtype))
-            for layer in sorted(set(layers))
-        }
-
-    def _stats_paths(self, key: StatsKey) -> tuple[Path, Path]:
-        base = key.directory(self.root) / f"mom2_{key.stem()}"
-        return base.with_suffix(".safetensors"), base.with_suffix(".json")
-
-    def has(self, model: nn.Module, tokenizer, layers: Iterable[int], corpus_id: str, n_docs: int = 10000,
-            max_len: int = 1024, dtype: torch.dtype = torch.float32, model_id: str | None = None, **_: object) -> bool:
-        """Whether the statistics of every layer are cached (nothing is read but metadata)."""
-        keys = self._keys(model, tokenizer, layers, corpus_id, n_docs, max_len, dtype, model_id)
-        for key in keys.values():
-            _, meta_path = self._stats_paths(key)
-            try:
-                if json.loads(meta_path.read_text(encoding="utf-8")).get("key") != asdict(key):
-                    return False
-            except (OSError, ValueError):
-                return False
-        return True
-
-    def get(
-        self,
-        model: nn.Module,
-        tokenizer,
-        adapter: ModelAdapter,
-        layers: Iterable[int],
-        texts_factory: Callable[[], Iterable[str]],
-        corpus_id: str,
-        n_docs: int = 10000,
-        max_len: int = 1024,
-        dtype: torch.dtype = torch.float32,
-        batch_size: int = BATCH_ROWS,
-        model_id: str | None = None,
-    ) -> dict[int, LayerStats]:
-        """Statistics for ``layers``; ``texts_factory()`` is called only if some are missing."""
-        keys = self._keys(model, tokenizer, layers, corpus_id, n_docs, max_len, dtype, model_id)
-        found: dict[int, LayerStats] = {}
-        for layer, key in keys.items():
-            hit = _read(*self._stats_paths(key), expect=asdict(key))
-            if hit is not None:
-                tensors, meta = hit
-                found[layer] = LayerStats(layer, tensors["mom2_sum"], meta["count"], meta["n_docs_read"])
-        missing = [layer for layer in keys if layer not in found]
-        if missing:
-            start = time.perf_counter()
-            computed = accumulate_second_moment(
-                model, tokenizer, adapter, missing, texts_factory(), n_docs=n_docs,
-                max_len=keys[missing[0]].max_len, dtype=_ACCUM_DTYPES[keys[missing[0]].dtype],
-                batch_size=batch_size, progress=self.progress,
-            )
-            seconds = time.perf_counter() - start
-            for layer, stats in computed.items():
-                meta = dict(key=asdict(keys[layer]), count=stats.count, n_docs_read=stats.n_docs,
-                            seconds=round(seconds, 3), layers_in_pass=missing)
-                _write(*self._stats_paths(keys[layer]), {"mom2_sum": stats.mom2_sum}, meta)
-            found.update(computed)
-        return {layer: found[layer] for layer in keys}
-
-    def projector(
-        self,
-        model: nn.Module,
-        tokenizer,
-        adapter: ModelAdapter,
-        layers: Iterable[int],
-        texts_factory: Callable[[], Iterable[str]],
-        corpus_id: str,
-        threshold: float = 2e-2,
-        mode: str = "absolute",
-        n_docs: int = 10000,
-        max_len: int = 1024,
-        dtype: torch.dtype = torch.float32,
-        batch_size: int = BATCH_ROWS,
-        model_id: str | None = None,
-    ) -> dict[int, tuple[torch.Tensor, NullSpaceInfo]]:
-        """AlphaEdit's null-space projector of each layer's C0, cached beside the statistics
-        (the key adds threshold and mode); statistics are fetched only for missing layers."""
-        keys = self._keys(model, tokenizer, layers, corpus_id, n_docs, max_len, dtype, model_id)
-
-        def paths(key: StatsKey) -> tuple[Path, Path]:
-            base = key.directory(self.root) / f"proj_{key.stem()}_{mode}_{threshold!r}"
-            return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
-
-        def expect(key: StatsKey) -> dict:
-            return dict(asdict(key), threshold=float(threshold), mode=mode)
-
-        out: dict[int, tuple[torch.Tensor, NullSpaceInfo]] = {}
-        for layer, key in keys.items():
-            hit = _read(*paths(key), expect=expect(key))
-            if hit is not None:
-                tensors, meta = hit
-                out[layer] = (tensors["P"], NullSpaceInfo(**meta["info"]))
-        missing = [layer for layer in keys if layer not in out]
-        if missing:
-            stats = self.get(model, tokenizer, adapter, missing, texts_factory, corpus_id, n_docs=n_docs,
-                             max_len=max_len, dtype=dtype, batch_size=batch_size, model_id=model_id)
-            for layer in missing:
-                P, info = nullspace_projector(stats[layer].mean_second_moment(), threshold, mode, layer=layer)
-                _write(*paths(keys[layer]), {"P": P}, dict(key=expect(keys[layer]), info=asdict(info)))
-                out[layer] = (P, info)
-        return {layer: out[layer] for layer in keys}
+        return getattr(stats_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

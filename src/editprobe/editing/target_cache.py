@@ -13,6 +13,10 @@ across model states.
 A batch is the unit (not a request): a batch's targets are computed jointly, and results
 read from the cache are bit-identical to computing them again. Only optimizers and loss
 terms that describe themselves (``cache_identity``) are cached; others always compute.
+
+The cache is optional: an entry that cannot be used (truncated, another shape, NaN, a
+missing field) is named in one warning and computed again; an entry that cannot be written
+(disk full, read-only) is one warning, and the edit goes on with the same numbers.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..errors import OutputError
 from ..paths import atomic_path, cache_dir
+from .cache_entries import (DamagedEntry, check_tensor, expect_number, load_tensors, os_errors, warn_damaged,
+                            warn_unwritten)
 from .targets import TargetOptimizer, TargetResult
 
 FORMAT = 1
@@ -101,27 +107,31 @@ class TargetCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def load(self, key: str, device) -> TargetResult | None:
+    def load(self, key: str, device, rows: int | None = None, width: int | None = None,
+             kinds: set[str] | None = None) -> TargetResult | None:
+        """The entry of ``key``, checked (``rows`` requests, ``width`` = d_model, ``kinds`` of
+        sites when given); None when there is none or it is damaged (named in a warning)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                meta = json.loads(f.metadata()["result"])
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError):
-            return None  # unreadable: compute again (and overwrite)
-        z = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("z.")}
-        anchor = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("anchor.")}
-        return TargetResult(z=z, anchor=anchor, **meta)
+            tensors, header = load_tensors(path, str(device))
+            return _checked_result(tensors, header, rows, width, kinds)
+        except DamagedEntry as exc:
+            warn_damaged(path, exc)
+            return None
 
     def store(self, key: str, result: TargetResult) -> None:
+        """Write the entry atomically; a failed write is a warning (the cache is optional)."""
         tensors = {f"z.{k}": v.detach().contiguous().cpu() for k, v in result.z.items()}
         tensors.update({f"anchor.{k}": v.detach().contiguous().cpu() for k, v in result.anchor.items()})
         meta = {f.name: getattr(result, f.name) for f in dataclasses.fields(TargetResult) if f.name not in ("z", "anchor")}
         path = self.path(key)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"result": json.dumps(meta)})
+        try:
+            with atomic_path(path) as tmp, os_errors():
+                save_file(tensors, str(tmp), metadata={"result": json.dumps(meta)})
+        except OutputError as exc:
+            warn_unwritten(exc, "the target cache is optional: going on without this entry")
 
     def run(self, optimizer: TargetOptimizer, requests, templates: list[str], seed: int | None = None) -> TargetResult:
         """``optimizer.run(requests, templates)``, read from the cache when the same batch
@@ -130,7 +140,8 @@ class TargetCache:
         if key is None:
             self.stats.skipped += 1
             return optimizer.run(requests, templates)
-        cached = self.load(key, optimizer.device)
+        cached = self.load(key, optimizer.device, rows=len(requests), width=optimizer.adapter.d_model(optimizer.model),
+                           kinds={site.kind for site in optimizer.s.sites})
         if cached is not None:
             self.stats.hits += 1
             self.stats.saved_s += cached.seconds
@@ -140,6 +151,47 @@ class TargetCache:
         if type(result) is TargetResult:  # a subclass's extra fields would be lost
             self.store(key, result)
         return result
+
+
+_LISTS = ("loss", "nll", "target_prob", "steps", "history")
+
+
+def _checked_result(tensors: dict, header: dict, rows: int | None, width: int | None,
+                    kinds: set[str] | None) -> TargetResult:
+    """The TargetResult an entry holds, or DamagedEntry: every field it needs, well typed,
+    and every tensor [rows, width] and finite."""
+    try:
+        meta = json.loads(header["result"])
+    except KeyError:
+        raise DamagedEntry("no result metadata") from None
+    except ValueError as exc:
+        raise DamagedEntry(f"corrupt result metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DamagedEntry("its result metadata is not an object")
+    z = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("z.")}
+    anchor = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("anchor.")}
+    if len(z) + len(anchor) != len(tensors) or not z or not set(z) <= set(anchor):
+        raise DamagedEntry(f"holds tensors {sorted(tensors)}, expected z.<site> and anchor.<site> for each site")
+    if kinds is not None and set(z) != kinds:
+        raise DamagedEntry(f"targets for sites {sorted(z)}, expected {sorted(kinds)}")
+    first = next(iter(z.values()))
+    shape = (rows if rows is not None else first.shape[0], width if width is not None else first.shape[-1])
+    for name, t in tensors.items():
+        check_tensor(name, t, shape)
+    required = [f.name for f in dataclasses.fields(TargetResult) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and f.name not in ("z", "anchor")]
+    absent = [name for name in required if name not in meta]
+    if absent:
+        raise DamagedEntry(f"metadata field {absent[0]!r} is missing")
+    for name in _LISTS:
+        value = meta.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(x, (int, float)) for x in value):
+            raise DamagedEntry(f"metadata field {name!r} is not a list of numbers")
+    expect_number(meta, "seconds")
+    try:
+        return TargetResult(z=z, anchor=anchor, **meta)
+    except TypeError as exc:
+        raise DamagedEntry(f"result metadata does not fit: {exc}") from None
 
 
 def use_target_cache(editor, enabled: bool = True, root: str | Path | None = None) -> TargetCache | None:

@@ -157,15 +157,13 @@ class TrainJob:
                 "excluded": list(cfg.exclude), "records_used": len(self.records), "records_dropped": self.n_dropped,
                 "modules": list(shapes), "settings": self.settings.model_dump(mode="json"),
                 "seconds_this_process": round(seconds, 1), "history": history}
-        from ..editing.rledit.store import cached_path, training_key
+        from ..editing.rledit.store import cache_copy, cached_path, training_key
 
         meta = {"trained_on": info | {"history": None}}
         editor.hypernet.save(self.out / "hypernet", meta=meta)
         # cached for later runs (a run whose hypernet is unset looks up the default training)
         fingerprint = info["model_fingerprint"]
         cached = cached_path(fingerprint, training_key(fingerprint, self.settings, cfg.data, cfg.exclude))
-        if not (cached / "hypernet.json").is_file():
-            editor.hypernet.save(cached, meta=meta)
-        info["cached"] = str(cached)
+        info["cached"] = str(cached) if cache_copy(editor.hypernet, cached, meta, self.out / "hypernet") else None
         write_json_atomic(self.out / "training.json", info)
         return info

@@ -44,7 +44,9 @@ class RLEditHParams(BaseModel):
         """``hypernet``, or when unset the cached network of the model's default training."""
         from .store import default_hypernet
 
-        return Hypernetwork.load(self.hypernet if self.hypernet is not None else default_hypernet(model, model_id))[0]
+        if self.hypernet is not None:
+            return Hypernetwork.load(self.hypernet)[0]
+        return default_hypernet(model, model_id)
 
 
 def edit_modules(model: nn.Module, adapter, settings) -> dict[str, nn.Module]:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ...errors import UserError
+from ...errors import UserError, one_line
 from ...paths import atomic_path
+from ..cache_entries import os_errors
 from .net import RLEditNet
 
 HYPERNET_VERSION = 1
@@ -78,7 +80,7 @@ class Hypernetwork(nn.Module):
     # --- files --------------------------------------------------------------------------------
     def save(self, directory: str | Path, meta: dict | None = None) -> Path:
         directory = Path(directory)
-        with atomic_path(directory) as tmp:
+        with atomic_path(directory) as tmp, os_errors():
             tmp.mkdir(parents=True)
             save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
                       tmp / "hypernet.safetensors")
@@ -89,17 +91,35 @@ class Hypernetwork(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> tuple["Hypernetwork", dict]:
+        """The network saved in ``directory``; HypernetError (one line) when it is missing,
+        truncated, of another format, or its tensors do not fit its settings or hold NaN."""
         directory = Path(directory)
+
+        def broken(reason: object) -> HypernetError:
+            return HypernetError(f"{directory}: not a trained RLEdit hypernetwork ({one_line(reason)[:300]})")
+
         try:
             meta = json.loads((directory / "hypernet.json").read_text())
             tensors = load_file(directory / "hypernet.safetensors")
-        except (OSError, ValueError) as exc:
-            raise HypernetError(f"{directory}: not a trained RLEdit hypernetwork ({exc})") from None
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise broken(exc) from None
+        if not isinstance(meta, dict):
+            raise broken("hypernet.json is not an object")
         if meta.get("version") != HYPERNET_VERSION:
             raise HypernetError(f"{directory}: hypernetwork format {meta.get('version')}, this version reads "
                                 f"{HYPERNET_VERSION}")
-        net = cls(RLEditSettings.model_validate(meta["settings"]), {k: tuple(v) for k, v in meta["shapes"].items()})
-        net.load_state_dict(tensors)
+        try:
+            net = cls(RLEditSettings.model_validate(meta["settings"]),
+                      {k: tuple(v) for k, v in meta["shapes"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise broken(f"hypernet.json: {type(exc).__name__}: {exc}") from None
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError:
+            raise broken("its tensors do not fit the settings and shapes in hypernet.json") from None
+        bad = next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise broken(f"tensor {bad} holds NaN or inf")
         return net, meta
 
 
