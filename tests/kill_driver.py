@@ -1,8 +1,9 @@
-"""Runs the editprobe CLI in a subprocess that SIGKILLs itself at a chosen point: the k-th
-call of a named function, before or after it runs. A real kill -9 (no cleanup, no finally,
-no atexit), at a deterministic place, with no test hook in the product.
+"""Runs the editprobe CLI in a subprocess that signals itself at a chosen point: the k-th
+call of a named function, before or after it runs. By default a real kill -9 (no cleanup, no
+finally, no atexit); with a fifth field ``INT``, a real SIGINT (what Ctrl-C sends). At a
+deterministic place, with no test hook in the product.
 
-    python tests/kill_driver.py MODULE:QUALNAME:K:before|after -- editprobe args...
+    python tests/kill_driver.py MODULE:QUALNAME:K:before|after[:KILL|INT] -- editprobe args...
 
 ``pause`` instead of before/after holds the process after the k-th call until the file named
 by $KILL_DRIVER_RESUME exists, creating $KILL_DRIVER_RESUME.reached when it gets there: a
@@ -20,8 +21,11 @@ import time
 from pathlib import Path
 
 
-def arm(spec: str) -> None:
-    module_name, qualname, k, when = spec.split(":")
+def arm(spec: str, patch=setattr) -> None:
+    """Signal this process at ``spec``; ``patch`` sets the wrapper (a MonkeyPatch's setattr
+    undoes it after a test: an in-process SIGINT is a real one too)."""
+    module_name, qualname, k, when, *sig = spec.split(":")
+    signum = getattr(signal, f"SIG{sig[0] if sig else 'KILL'}")
     owner = importlib.import_module(module_name)
     *parents, attr = qualname.split(".")
     for name in parents:
@@ -33,10 +37,10 @@ def arm(spec: str) -> None:
     def wrapper(*args, **kwargs):
         calls["n"] += 1
         if when == "before" and calls["n"] == int(k):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
         result = original(*args, **kwargs)
         if when == "after" and calls["n"] == int(k):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
         if when == "pause" and calls["n"] == int(k):
             resume = Path(os.environ["KILL_DRIVER_RESUME"])
             Path(f"{resume}.reached").touch()
@@ -45,7 +49,7 @@ def arm(spec: str) -> None:
                 time.sleep(0.05)
         return result
 
-    setattr(owner, attr, wrapper)
+    patch(owner, attr, wrapper)
 
 
 def command(spec: str, args: list[str]) -> list[str]:

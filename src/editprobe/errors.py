@@ -49,16 +49,43 @@ class CorpusShortfallWarning(EditprobeWarning):
     """A corpus gave fewer documents than asked for (e.g. ``mom2_n_samples`` above its size)."""
 
 
+LINE_LIMIT = 1000  # characters of an error or warning line
+QUOTE_LIMIT = 200  # characters of a user's value quoted in one
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text``, or its first ``limit`` characters and ``…(N characters)``, N its length."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text):,} characters)"
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, a long value cut (:func:`clip`): a message echoes
+    user input, which can be megabytes."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}…({len(value):,} characters)"
+    return clip(repr(value), limit)
+
+
 def one_line(message: object) -> str:
-    """The message on one line: scripts read stderr line by line."""
-    return " ".join(str(message).split())
+    """The message on one line: scripts read stderr line by line. Over :data:`LINE_LIMIT`
+    characters its middle is cut, with the message's length (the end usually says what to do)."""
+    text = str(message)
+    size = len(text)
+    if size > 4 * LINE_LIMIT:  # collapse only what can be shown
+        text = f"{text[:LINE_LIMIT]} {text[-LINE_LIMIT:]}"
+    line = " ".join(text.split())
+    if size <= 4 * LINE_LIMIT and len(line) <= LINE_LIMIT:
+        return line
+    head, tail = LINE_LIMIT * 3 // 4, LINE_LIMIT // 5
+    return f"{line[:head]}…({size:,} characters)…{line[max(head, len(line) - tail):]}"
 
 
 def validation_message(exc) -> tuple[str, str]:
-    """(where, message) of a pydantic ValidationError's first error, for one error line."""
-    first = exc.errors()[0]
-    where = ".".join(str(x) for x in first["loc"])
+    """(where, message) of a pydantic ValidationError's first error, for one error line
+    (a long key or message cut: both can quote the user's input)."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(clip(str(x)) for x in first["loc"])
     message = first["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
-    return where, message
+    return where, clip(message, LINE_LIMIT // 2)

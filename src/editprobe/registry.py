@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-from .errors import UserError
+from .errors import UserError, quoted
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ class Registry(Mapping[str, T], Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {quoted(name)}; registered: {known}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)

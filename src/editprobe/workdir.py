@@ -240,8 +240,8 @@ class WorkDir:
         """``acquire`` for the body; on a failure (or Ctrl-C) a directory this call created
         and left with nothing of the job's in it is removed again."""
         created = not self.root.exists()
-        self.acquire()
         try:
+            self.acquire()  # inside: a failure (or Ctrl-C) after the mkdir removes it too
             yield self
         except BaseException:
             self.release()

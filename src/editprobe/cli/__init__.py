@@ -3,25 +3,57 @@
 Each command group lives in its own module and is attached here. :func:`main` is the one
 error path: an expected failure (:class:`~editprobe.errors.UserError`, a usage error) prints
 one plain ``error: ...`` line and exits with code 2; anything else is a bug: one line saying
-so, exit code 1, and the traceback with ``editprobe --debug ...``.
+so, exit code 1, and the traceback with ``editprobe --debug ...``. Ctrl-C, wherever it lands,
+is ``error: interrupted`` and exit code 130.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
-import typer
 
-# typer (pinned) ships its own copy of click; its usage errors are of that copy's classes.
-from typer._click import exceptions as click
+def _exit_interrupted(signum, frame) -> None:
+    os.write(2, b"error: interrupted\n")
+    os._exit(130)
 
-from ..errors import EditprobeWarning, UserError
-from ..registry import load_plugins
-from . import analyze, data, demo, edit, models, report, run, study, trace, train, tune
-from .common import print_error, warn
+
+@contextmanager
+def _ctrl_c_exits_while_importing():
+    """Ctrl-C while the program imports its commands (before main(); nothing written yet)
+    is ``error: interrupted``, exit 130, not an import traceback. Only for the program (the
+    console script, ``python -m editprobe``): a library user's process keeps its handler."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = Path(sys.argv[0] if sys.argv else "").name == "editprobe" or getattr(spec, "name", "") in (
+        "editprobe", "editprobe.__main__")
+    guard = (program and threading.current_thread() is threading.main_thread()
+             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if guard:
+        signal.signal(signal.SIGINT, _exit_interrupted)
+    try:
+        yield
+    finally:
+        if guard:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+with _ctrl_c_exits_while_importing():
+    import typer
+
+    # typer (pinned) ships its own copy of click; its usage errors are of that copy's classes.
+    from typer._click import exceptions as click
+    from typer._click.utils import PacifyFlushWrapper
+
+    from ..errors import EditprobeWarning, UserError
+    from ..registry import load_plugins
+    from . import analyze, data, demo, edit, models, report, run, study, trace, train, tune
+    from .common import print_error, warn
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Knowledge editing, evaluated beyond the literal target string.")
@@ -53,13 +85,18 @@ def _debug_requested(args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    debug = _debug_requested(args)
-    command = typer.main.get_command(app)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default", EditprobeWarning)  # each distinct warning once
-        warnings.showwarning = _show_warning
-        return _main(command, args, debug)
+    try:
+        args = sys.argv[1:] if argv is None else list(argv)
+        debug = _debug_requested(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", EditprobeWarning)  # each distinct warning once
+            warnings.showwarning = _show_warning
+            return _main(args, debug)
+    except KeyboardInterrupt:
+        # Whatever was running unwound as for any error (locks released, temporaries
+        # removed); what is on disk is what a kill at the same point would leave.
+        print_error("interrupted")
+        return 130
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -72,10 +109,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _SHOW_WARNING = warnings.showwarning
 
 
-def _main(command, args: list[str], debug: bool) -> int:
+def _invoke(args: list[str]):
+    """Parse ``args`` and run the command; its return value. Not ``command.main``: typer's
+    main turns a KeyboardInterrupt into a silent exit code 130, so Ctrl-C said nothing."""
+    command = typer.main.get_command(app)
+    try:
+        with command.make_context("editprobe", args) as ctx:
+            return command.invoke(ctx)
+    except typer.Exit as exc:  # --help, ctx.exit()
+        return exc.exit_code
+
+
+def _main(args: list[str], debug: bool) -> int:
     try:
         load_plugins()  # $EDITPROBE_PLUGINS: a user's methods, adapters, formats, probes
-        result = command.main(args=args, prog_name="editprobe", standalone_mode=False)
+        result = _invoke(args)
         return result if isinstance(result, int) else 0
     except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
@@ -88,15 +136,15 @@ def _main(command, args: list[str], debug: bool) -> int:
     except click.ClickException as exc:
         print_error(exc.format_message())
         return exc.exit_code
-    except typer.Abort:
+    except (typer.Abort, EOFError):
         print_error("aborted")
         return 1
     except UserError as exc:
         print_error(exc)
         return 2
-    except KeyboardInterrupt:
-        print_error("interrupted")
-        return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        sys.stdout = PacifyFlushWrapper(sys.stdout)
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said so plainly
         if debug:
             traceback.print_exc()

@@ -6,7 +6,8 @@ import sys
 
 import yaml
 
-from ..errors import OptionError, one_line
+from ..errors import OptionError, clip, one_line, quoted
+from ..yamlio import YAMLInputError, parse_yaml
 
 
 def print_error(message: object) -> None:
@@ -29,14 +30,16 @@ def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            fail(f"--set expects key=value, got {item!r}")
+            fail(f"--set expects key=value, got {quoted(item)}")
         key, value = item.split("=", 1)
         if not key.strip():
-            fail(f"--set {item!r}: the key is empty")
+            fail(f"--set {quoted(item)}: the key is empty")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = parse_yaml(value)
+        except YAMLInputError as exc:
+            fail(f"--set {clip(key.strip())}: {exc}")
         except yaml.YAMLError as exc:
-            fail(f"--set {item!r}: the value is not YAML: {exc}")
+            fail(f"--set {quoted(item)}: the value is not YAML: {exc}")
     return out
 
 

@@ -23,12 +23,11 @@ console = Console()
 
 def demo_config_fields(path: Path | None = None) -> dict:
     """The shipped demo settings (runs/builtin/demo.yaml), or a user's run config YAML."""
-    import yaml
-
     from ..runs.config import read_config_file
+    from ..yamlio import parse_yaml
 
     if path is None:
-        return yaml.safe_load(resources.files("editprobe.runs").joinpath("builtin/demo.yaml").read_text())
+        return parse_yaml(resources.files("editprobe.runs").joinpath("builtin/demo.yaml").read_text())
     return read_config_file(path)
 
 

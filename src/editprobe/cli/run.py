@@ -58,7 +58,13 @@ def run(
     experiment = Experiment(cfg)
     for line in experiment.preflight(resume):
         warn(line)
-    summary = parse_summary(experiment.run(resume=resume))
+    try:
+        summary = parse_summary(experiment.run(resume=resume))
+    except KeyboardInterrupt:  # Ctrl-C: say where the saved work is (main prints the error line)
+        if RunDir(cfg.out).has_work:
+            typer.echo(f"interrupted: the work done is kept in {cfg.out}; editprobe run --out {cfg.out} --resume "
+                       "continues it")
+        raise
     for r in summary.results:
         typer.echo(result_line(r))
     typer.echo(f"results in {cfg.out} (summary.json, samples.jsonl); tables: editprobe report {cfg.out}")

@@ -49,7 +49,7 @@ def tune(
     """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
     import torch
 
-    from ..runs.tune import DEFAULT_EVAL, TuneConfig, Tuner, parse_range, tune_lock
+    from ..runs.tune import DEFAULT_EVAL, TuneConfig, TuneInterrupted, Tuner, parse_range, tune_lock
     from ..runs.tune_output import trial_line, write_tuned
 
     fields = {
@@ -71,17 +71,25 @@ def tune(
                f"up to {trials} trials" + (f" or {timeout:g} min" if timeout else "") +
                (f" ({dev.skipped_overlap} records overlapping {', '.join(config.evaluation)} skipped)"
                 if dev.skipped_overlap else ""))
-    with tune_lock(Path(out).expanduser()), Progress(console=console, transient=True) as progress:
-        task = progress.add_task(escape("tune: loading"), total=trials)
+    with tune_lock(Path(out).expanduser()):  # one tune per --out file, until it is written
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(escape("tune: loading"), total=trials)
 
-        def on_stage(text: str) -> None:
-            progress.update(task, description=escape(f"tune: {text}"))
+                def on_stage(text: str) -> None:
+                    progress.update(task, description=escape(f"tune: {text}"))
 
-        def on_trial(record, best: int) -> None:
-            progress.console.print(escape(trial_line(record)), highlight=False)
-            progress.update(task, advance=1, description=escape(f"tune: trials (best so far: {best})"))
+                def on_trial(record, best: int) -> None:
+                    progress.console.print(escape(trial_line(record)), highlight=False)
+                    progress.update(task, advance=1, description=escape(f"tune: trials (best so far: {best})"))
 
-        result = tuner.run(on_trial=on_trial, on_stage=on_stage)
+                result = tuner.run(on_trial=on_trial, on_stage=on_stage)
+        except TuneInterrupted as stopped:  # Ctrl-C: keep what the finished trials found
+            if stopped.result is not None:
+                write_tuned(config, stopped.result, tuner.choice.path, dev, torch.get_num_threads())
+                typer.echo(f"interrupted after {len(stopped.result.trials)} trials: the best so far (trial "
+                           f"{stopped.result.best}) in {out}")
+            raise
         write_tuned(config, result, tuner.choice.path, dev, torch.get_num_threads())
     best = next(r for r in result.trials if r.number == result.best)
     typer.echo(f"best: trial {best.number} ({trial_line(best).split('|', 1)[0].split(None, 2)[2].strip()}): score "

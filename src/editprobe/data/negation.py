@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..errors import quoted
+from ..yamlio import YAMLInputError, load_yaml
 from .errors import DataError
 from .negation_rules import PLACEHOLDER, negate_by_rules
 
@@ -30,7 +32,7 @@ class NegationTableError(DataError):
 
     def __init__(self, path: str | Path | None, message: str, entry: str | None = None):
         self.entry = entry
-        super().__init__(path, f"entry {entry!r}: {message}" if entry is not None else message)
+        super().__init__(path, f"entry {quoted(entry)}: {message}" if entry is not None else message)
 
 
 class Negation(BaseModel):
@@ -68,12 +70,12 @@ def _key(template: str) -> str:
 
 
 def _check_pair(template: Any, negated: Any, path: str | Path | None, where: str) -> None:
-    entry = f"{where}{template}" if isinstance(template, str) else f"{where}{template!r}"
+    entry = f"{where}{template}" if isinstance(template, str) else f"{where}{quoted(template)}"
     if not isinstance(template, str) or not isinstance(negated, str):
         raise NegationTableError(path, "template and negation must both be strings", entry)
     for side, text in (("template", template), ("negation", negated)):
         if text.count(PLACEHOLDER) != 1:
-            raise NegationTableError(path, f"the {side} {text!r} must contain exactly one '{{}}'", entry)
+            raise NegationTableError(path, f"the {side} {quoted(text)} must contain exactly one '{{}}'", entry)
     if _key(template) == _key(negated):
         raise NegationTableError(path, "the negation is the template unchanged", entry)
 
@@ -98,11 +100,11 @@ class NegationTable(BaseModel):
 
 def _read_yaml(path: str | Path) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return load_yaml(Path(path))
     except OSError as err:
         raise NegationTableError(path, f"cannot read: {err.strerror or err}") from err
-    try:
-        return yaml.safe_load(text)
+    except YAMLInputError as err:
+        raise NegationTableError(path, str(err)) from None
     except yaml.YAMLError as err:
         raise NegationTableError(path, f"not valid YAML: {err}") from err
 
@@ -188,7 +190,7 @@ def load_relation_table(path: str | Path) -> RelationTable:
             try:
                 re.compile(item["match"])
             except re.error as err:
-                raise NegationTableError(path, f"bad regex {item['match']!r}: {err}", str(rid)) from err
+                raise NegationTableError(path, f"bad regex {quoted(item['match'])}: {err}", str(rid)) from err
             patterns.append(RelationPattern(match=item["match"], replace=item["replace"]))
         relations[str(rid)] = RelationEntry(
             name=str(body.get("name", "")),

@@ -7,7 +7,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from ..errors import UserError, one_line, validation_message
+from ..errors import UserError, clip, one_line, quoted, validation_message
+from ..yamlio import load_yaml
 
 HPARAMS_DIR = Path(__file__).parent / "hparams"
 
@@ -86,7 +87,7 @@ class LTEHParams(BaseModel):
 def load_hparams_file(path: str | Path, cls: type[LTEHParams], overrides: dict | None = None) -> LTEHParams:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path) or {}
     except (OSError, yaml.YAMLError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
         raise HParamsError(f"{path}: cannot read hyperparameters: {reason}") from None
@@ -99,7 +100,7 @@ def load_hparams_file(path: str | Path, cls: type[LTEHParams], overrides: dict |
         field, message = validation_message(exc)
         top = field.split(".")[0]
         if overrides and top in overrides:  # the culprit is the user's --set, not the file
-            raise HParamsError(f"--set {top}={overrides[top]!r}: {message}") from None
+            raise HParamsError(f"--set {clip(top)}={quoted(overrides[top])}: {message}") from None
         if not field:  # a check of the whole file (e.g. one value per layer)
             raise HParamsError(f"{path}: {message}") from None
         raise HParamsError(f"{path}: field {field!r}: {message}") from None

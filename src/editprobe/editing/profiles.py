@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import validation_message
+from ..yamlio import YAMLInputError, load_yaml
 from .hparams import HPARAMS_DIR, HParamsError, hparams_path
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -57,7 +58,9 @@ def load_profile(name: str) -> Profile:
     if not path.is_file():
         raise HParamsError(f"unknown profile {name!r}; profiles: {', '.join(available_profiles()) or 'none'}")
     try:
-        return Profile.model_validate({"name": name, **(yaml.safe_load(path.read_text()) or {})})
+        return Profile.model_validate({"name": name, **(load_yaml(path) or {})})
+    except YAMLInputError as exc:
+        raise HParamsError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise HParamsError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:

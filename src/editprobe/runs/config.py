@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..probes.factcheck import FactCheckConfig
 from ..errors import UserError, one_line, validation_message
+from ..yamlio import load_yaml
 
 
 class RunConfigError(UserError, ValueError):
@@ -180,7 +181,7 @@ def _default_probes() -> tuple[str, ...]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A run config YAML's fields; one clear error when it is unreadable or not a mapping."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = load_yaml(Path(path)) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
         raise RunConfigError(f"cannot read run config {path}: {reason}") from None

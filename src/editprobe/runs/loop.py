@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from ..editing.registry import method_class
-from ..errors import EditFailedError, UserError
+from ..errors import EditFailedError, UserError, clip, quoted
 from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
@@ -87,7 +87,7 @@ class Experiment:
     def _check_overrides(self) -> None:
         for key, value in self.config.overrides.items():
             if not any(key in method_class(m).hparams_cls.model_fields for m in self.config.methods):
-                raise RunConfigError(f"--set {key}={value!r}: not a hyperparameter of "
+                raise RunConfigError(f"--set {clip(key)}={quoted(value)}: not a hyperparameter of "
                                      f"{', '.join(self.config.methods)}")
 
     def check_inputs(self) -> list[str]:
@@ -153,10 +153,12 @@ class Experiment:
                 self._hparams(method, spec).check_model(n_layers)
                 check_c0_corpus(make_editor(method, loaded.model, loaded.tokenizer, self._hparams(method, spec),
                                             model_id=self.config.model))
-        self.dir.open(self.config, resume)
         try:
+            self.dir.open(self.config, resume)  # inside: Ctrl-C may land once the lock is held
             return self._run()
         except BaseException as exc:
+            if not self.dir.work.locked:  # open refused (and released what it took)
+                raise
             self.dir.abandon()  # no work saved: nothing left behind to block the next run
             if isinstance(exc, UserError) and self.dir.has_work:
                 raise RunFailedError(f"{exc} ({resume_advice(exc, self.config.out)})") from exc

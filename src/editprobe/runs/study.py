@@ -35,9 +35,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import UserError, one_line, validation_message
+from ..errors import UserError, clip, one_line, validation_message
 from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
+from ..yamlio import load_yaml
 from .config import RunConfig, dataset_keys
 from .store import RunDir
 
@@ -107,7 +108,7 @@ def _slug(text: str) -> str:
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
         raise StudyError(f"cannot read study file {path}: {reason}") from None
@@ -160,7 +161,7 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
             try:
                 config = RunConfig.build(fields)
             except UserError as exc:
-                raise StudyError(f"{source}: runs[{i}] (model {model}): {exc}") from None
+                raise StudyError(f"{source}: runs[{i}] (model {clip(str(model))}): {exc}") from None
             built.append((i, model, preserve, seed, config, ray))
     # Dataset keys across the whole study: two files with one stem in different folders are
     # told apart in every run's name, so no two runs share a directory.

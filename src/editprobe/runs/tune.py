@@ -25,8 +25,8 @@ from pydantic import BaseModel
 from ..errors import EditFailedError, OutputError
 from .tune_space import DEFAULT_EVAL, DevSplit, SearchSpace, TuneConfig, choose_dev_split, parse_range
 
-__all__ = ["DEFAULT_EVAL", "TrialRecord", "TuneConfig", "TuneResult", "Tuner", "choose_dev_split", "objective_score",
-           "parse_range", "select_best"]
+__all__ = ["DEFAULT_EVAL", "TrialRecord", "TuneConfig", "TuneInterrupted", "TuneResult", "Tuner", "choose_dev_split",
+           "objective_score", "parse_range", "select_best"]
 
 
 # Optuna compares a running trial only with *finished* ones. Against the median of the first
@@ -85,6 +85,21 @@ class TuneResult(BaseModel):
     c0_s: float
     candidate_layers: list[int]
     space: SearchSpace
+    interrupted: bool = False  # Ctrl-C ended the search: the best of the trials that finished
+
+
+class TuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the search. ``result``: the trials that finished before it and the best
+    of them (None when none finished); the trial it interrupted is not among them."""
+
+    def __init__(self, result: TuneResult | None) -> None:
+        super().__init__()
+        self.result = result
+
+
+class _InterruptedTrial(BaseException):
+    """Ctrl-C inside a trial, carried past Optuna: it records a KeyboardInterrupt from the
+    objective as a failed trial and logs it with a 50-line traceback."""
 
 
 TUNED_HEADER = "# Tuned by `editprobe tune`"
@@ -185,7 +200,10 @@ class Tuner:
         trial_runner = _TrialRunner(cfg, self.base, space, dev.plan, reference, model, tok, stats)
 
         def objective(trial) -> float:
-            record = trial_runner(trial)
+            try:
+                record = trial_runner(trial)
+            except KeyboardInterrupt:
+                raise _InterruptedTrial from None
             records.append(record)
             if record.state == "pruned":
                 raise optuna.TrialPruned()
@@ -196,15 +214,25 @@ class Tuner:
             if on_trial is not None:
                 on_trial(records[-1], best.number if best is not None else -1)
 
+        def result(interrupted: bool = False) -> TuneResult | None:
+            best = select_best(records)
+            if best is None:
+                return None
+            return TuneResult(trials=list(records), best=best.number,
+                              baseline=0 if baseline_params is not None else None, baseline_note=baseline_note,
+                              wall_s=time.perf_counter() - started, c0_s=c0_s,
+                              candidate_layers=space.candidate_layers, space=space, interrupted=interrupted)
+
         timeout = cfg.timeout_min * 60 if cfg.timeout_min is not None else None
-        study.optimize(objective, n_trials=cfg.trials, timeout=timeout, callbacks=[after])
-        best = select_best(records)
-        if best is None:
+        try:
+            study.optimize(objective, n_trials=cfg.trials, timeout=timeout, callbacks=[after])
+        except (KeyboardInterrupt, _InterruptedTrial):
+            raise TuneInterrupted(result(interrupted=True)) from None
+        found = result()
+        if found is None:
             raise EditFailedError("tune: no trial finished (every one failed or was pruned); widen the ranges or "
                                   "raise --trials")
-        return TuneResult(trials=records, best=best.number, baseline=0 if baseline_params is not None else None,
-                          baseline_note=baseline_note, wall_s=time.perf_counter() - started, c0_s=c0_s,
-                          candidate_layers=space.candidate_layers, space=space)
+        return found
 
 
 class _Pruned(Exception):

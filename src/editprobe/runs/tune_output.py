@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..yamlio import load_yaml
 from .tune import PRUNER, TUNED_HEADER, TrialRecord, TuneConfig, TuneResult
 
 SHORT = {"mom2_update_weight": "lambda", "clamp_norm_factor": "clamp", "v_num_grad_steps": "steps"}
@@ -44,15 +45,16 @@ def _version(name: str) -> str:
 
 def tuned_yaml(config: TuneConfig, result: TuneResult, base_path: Path, dev, threads: int) -> str:
     """The file's text: evidence comments, then the hparams fields."""
-    base_raw = yaml.safe_load(Path(base_path).read_text()) or {}
+    base_raw = load_yaml(Path(base_path)) or {}
     by_number = {r.number: r for r in result.trials}
     best = by_number[result.best]
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     space = result.space
     fields = {**base_raw, **config.overrides, **best.fields}
     fields["method"] = config.method
-    fields["source"] = (f"editprobe tune {date[:10]}: best of {len(result.trials)} trials on {dev.plan.n_records} "
-                        f"records of {config.data} (seed {config.seed}); base {base_path.name}")
+    stopped = " (interrupted)" if result.interrupted else ""
+    fields["source"] = (f"editprobe tune {date[:10]}: best of {len(result.trials)} trials{stopped} on "
+                        f"{dev.plan.n_records} records of {config.data} (seed {config.seed}); base {base_path.name}")
     order = ["method", "source"] + [k for k in fields if k not in ("method", "source")]
     body = yaml.safe_dump({k: fields[k] for k in order}, sort_keys=False, default_flow_style=None, width=120)
 
@@ -82,6 +84,8 @@ def tuned_yaml(config: TuneConfig, result: TuneResult, base_path: Path, dev, thr
          f"Avg {_pct(base_trial.avg)}); {base_trial.state}.") if base_trial is not None else
         f"Base settings not tried: {result.baseline_note}.",
         f"Wall time: {result.wall_s:.0f} s ({len(result.trials)} trials).",
+        *([f"Interrupted (Ctrl-C) after {len(result.trials)} finished trials of up to {config.trials}: this is the "
+           "best so far; the trial running then is not listed."] if result.interrupted else []),
         "Trials (number, state, setting | dev batches edited | efficacy, specificity, score | negation | seconds):",
         *(f"  {trial_line(r)}" for r in result.trials),
     ]

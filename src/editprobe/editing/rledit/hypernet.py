@@ -133,6 +133,7 @@ def resolve_settings(model_key_or_path: str, name: str | None = None, overrides:
     from pydantic import ValidationError
 
     from ...errors import validation_message
+    from ...yamlio import load_yaml
 
     path = Path(model_key_or_path)
     if not (path.suffix in (".yaml", ".yml") or path.exists()):
@@ -141,7 +142,7 @@ def resolve_settings(model_key_or_path: str, name: str | None = None, overrides:
             known = ", ".join(sorted(p.stem for p in SETTINGS_DIR.glob("*.yaml")))
             raise HypernetError(f"no RLEdit settings for {model_key_or_path!r} (shipped: {known}); pass --settings FILE.yaml")
     try:
-        named = yaml.safe_load(path.read_text()) or {}
+        named = load_yaml(path) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise HypernetError(f"{path}: cannot read RLEdit settings: {exc}") from None
     name = name or ("reduced" if "reduced" in named else "reference")
