@@ -125,16 +125,25 @@ def enospc(*_a, **_k):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def safetensors_enospc(*_a, **_k):
+    """What safetensors' save_file raises on a full disk: not an OSError, but its Rust I/O
+    error with the errno in the text (the same text as the EFBIG that test_failures_disk.py
+    provokes for real, with ENOSPC's code: a full file system needs a mount)."""
+    from safetensors import SafetensorError
+
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
 def inject_enospc_on_state(mp: pytest.MonkeyPatch) -> None:
     import editprobe.editing.state as state
 
-    mp.setattr(state, "save_file", enospc)
+    mp.setattr(state, "save_file", safetensors_enospc)
 
 
 def inject_enospc_on_covariance(mp: pytest.MonkeyPatch) -> None:
     import editprobe.editing.covariance as cov
 
-    mp.setattr(cov, "save_file", enospc)
+    mp.setattr(cov, "save_file", safetensors_enospc)
 
 
 def enospc_on_stage_write(mp: pytest.MonkeyPatch, nth: int) -> None:

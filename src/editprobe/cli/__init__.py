@@ -22,6 +22,7 @@ from ..errors import EditprobeWarning, UserError
 from ..registry import load_plugins
 from . import analyze, data, demo, edit, models, report, run, study, trace, train, tune
 from .common import print_error, warn
+from .stdout import guarded_stdout
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Knowledge editing, evaluated beyond the literal target string.")
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default", EditprobeWarning)  # each distinct warning once
         warnings.showwarning = _show_warning
-        return _main(command, args, debug)
+        with guarded_stdout():
+            return _main(command, args, debug)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -76,6 +78,7 @@ def _main(command, args: list[str], debug: bool) -> int:
     try:
         load_plugins()  # $EDITPROBE_PLUGINS: a user's methods, adapters, formats, probes
         result = command.main(args=args, prog_name="editprobe", standalone_mode=False)
+        sys.stdout.flush()  # a full disk behind stdout shows now, as one line, not at exit
         return result if isinstance(result, int) else 0
     except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
