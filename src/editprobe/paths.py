@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import OutputError, UserError
+from .jsontext import dumps
 
 
 def cache_dir() -> Path:
@@ -182,4 +183,4 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, dumps(obj, path, indent=2, ensure_ascii=False) + "\n")

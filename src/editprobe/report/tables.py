@@ -208,6 +208,8 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
 
 
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    # An infinity (in a summary written before non-finite numbers became null) is no number either.
+    rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
     df = pd.DataFrame(rows, columns=list(columns))
     if "n" in df.columns:  # counts stay integers even where a row has none
         df["n"] = df["n"].astype("Int64")
@@ -220,8 +222,8 @@ def _numeric(df: pd.DataFrame, column: str) -> bool:
 
 # --- rendering ------------------------------------------------------------------------------
 def _cell(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"  # not applicable / not computed, never 0
+    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"  # not applicable / not computed (or not finite), never 0
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)

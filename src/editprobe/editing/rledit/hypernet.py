@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...errors import UserError
+from ...jsontext import dumps
 from ...paths import atomic_path
 from .net import RLEditNet
 
@@ -82,9 +83,10 @@ class Hypernetwork(nn.Module):
             tmp.mkdir(parents=True)
             save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
                       tmp / "hypernet.safetensors")
-            (tmp / "hypernet.json").write_text(json.dumps({
+            (tmp / "hypernet.json").write_text(dumps({
                 "version": HYPERNET_VERSION, "settings": self.settings.model_dump(mode="json"),
-                "shapes": {k: list(v) for k, v in self.shapes.items()}, **(meta or {})}, indent=2))
+                "shapes": {k: list(v) for k, v in self.shapes.items()}, **(meta or {})},
+                directory / "hypernet.json", indent=2))
         return directory
 
     @classmethod
