@@ -47,8 +47,7 @@ def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("disk")
     paths = {**workspace(root), "root": root, "env": subprocess_env(root)}
     reference = root / "reference"
-    done = _cli(paths, _run(paths, reference))
-    assert done.returncode == 0, done.stderr
+    _again(paths, _run(paths, reference))
     return {**paths, "reference": reference}
 
 
@@ -71,6 +70,12 @@ def _cli(ws, args, limit: int | None = None, env: dict | None = None, **kwargs) 
         kwargs["stderr"] = subprocess.PIPE
     return subprocess.run([*head, *map(str, args)], env={**ws["env"], **(env or {})}, text=True, timeout=600,
                           **kwargs)
+
+
+def _again(ws, args, cache: Path | None = None) -> None:
+    """The next command, without a limit (in-process: it only has to work)."""
+    result = invoke([str(a) for a in args], env={"EDITPROBE_CACHE": str(cache or ws["root"] / "cache")})
+    assert result.exit_code == 0, result.output
 
 
 def _one_error(done: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -101,8 +106,7 @@ def test_edit_whose_state_does_not_fit(ws, tmp_path):
     line = _one_error(_cli(ws, _edit(ws, out), limit))
     assert line == f"error: --out {out}: cannot write: File too large; nothing was written"
     assert not out.exists() and not _temporaries(tmp_path)
-    again = _cli(ws, _edit(ws, out))
-    assert again.returncode == 0, again.stderr
+    _again(ws, _edit(ws, out))
     # The limit fell on the state's tensors (safetensors), after everything smaller.
     assert _size(out / "report.json") < limit < _size(out / "state" / "deltas.safetensors")
     assert _size(out / "state" / "state.json") < limit
@@ -116,8 +120,7 @@ def test_edit_whose_covariance_statistics_do_not_fit(ws, tmp_path):
     assert not list(cache.rglob("*.safetensors")) or all(  # what is there is complete and small
         "targets" in p.parts for p in cache.rglob("*.safetensors"))
     assert not _temporaries(cache) and not (out / "report.json").exists()
-    again = _cli(ws, _edit(ws, out), env={"EDITPROBE_CACHE": str(cache)})
-    assert again.returncode == 0, again.stderr
+    _again(ws, _edit(ws, out), cache)
     assert min(_size(p) for p in (cache / "stats").rglob("mom2_*.safetensors")) > limit
 
 
@@ -131,8 +134,7 @@ def test_run_whose_first_result_does_not_fit_leaves_nothing(ws, tmp_path):
     line = _one_error(_cli(ws, _run(ws, out), limit))
     assert line == f"error: cannot write {out}/stages/cf__baseline.json: File too large"
     assert not out.exists()  # a run that failed before saving any work removes what it made
-    again = _cli(ws, _run(ws, out))
-    assert again.returncode == 0, again.stderr
+    _again(ws, _run(ws, out))
 
 
 def test_run_whose_checkpoint_does_not_fit_keeps_its_work_and_resumes(ws, tmp_path):
@@ -144,8 +146,7 @@ def test_run_whose_checkpoint_does_not_fit_keeps_its_work_and_resumes(ws, tmp_pa
                     f"is kept: editprobe run --out {out} --resume continues it)")
     assert (out / "stages" / "cf__baseline.json").is_file() and not _temporaries(out)
     assert not (out / "checkpoints" / "cf__memit__positive").exists()
-    resumed = _cli(ws, ["run", "--out", out, "--resume"])
-    assert resumed.returncode == 0, resumed.stderr
+    _again(ws, ["run", "--out", out, "--resume"])
     summary = json.loads((out / "summary.json").read_text())
     assert comparable(summary) == comparable(json.loads((ref / "summary.json").read_text()))
 
@@ -161,8 +162,7 @@ def test_trace_whose_figure_does_not_fit(ws, tmp_path):
     assert re.fullmatch(rf"error: cannot write {re.escape(str(out))}/trace_\w+\.png: File too large", line), line
     assert not (out / "trace.json").exists() and not _temporaries(out)
     assert _size(out / "trace_records.safetensors") < limit
-    again = _cli(ws, args)
-    assert again.returncode == 0, again.stderr
+    _again(ws, args)
     assert (out / "trace.json").is_file()
 
 
@@ -173,8 +173,7 @@ def test_report_whose_page_does_not_fit(ws, tmp_path):
     assert line == f"error: cannot write {page}: File too large"
     assert not page.exists() and not _temporaries(tmp_path)
     assert max(_size(p) for p in tables.iterdir()) < limit  # the tables came first and fit
-    again = _cli(ws, args)
-    assert again.returncode == 0, again.stderr
+    _again(ws, args)
     assert _size(page) > limit
 
 
