@@ -125,10 +125,19 @@ def enospc(*_a, **_k):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def safetensors_enospc(*_a, **_k):
+    """What safetensors' save_file raises on a full disk: not an OSError, but its Rust I/O
+    error with the errno in the text (the same text as the EFBIG that test_failures_disk.py
+    provokes for real, with ENOSPC's code: a full file system needs a mount)."""
+    from safetensors import SafetensorError
+
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
 def inject_enospc_on_state(mp: pytest.MonkeyPatch) -> None:
     import editprobe.editing.state as state
 
-    mp.setattr(state, "save_file", enospc)
+    mp.setattr(state, "save_file", safetensors_enospc)
 
 
 def safetensors_enospc(*_a, **_k):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import OutputError, UserError
+from .jsontext import dumps
 
 
 def cache_dir() -> Path:
@@ -55,8 +57,11 @@ def atomic_path(target: str | Path):
             move_into_place(tmp, target)
         except UserError:
             raise
-        except OSError as exc:
-            raise OutputError(f"cannot write {target}: {_reason(exc)}", _reason(exc)) from None
+        except Exception as exc:
+            reason = write_failure_reason(exc)
+            if reason is None:  # not a failed write: a bug
+                raise
+            raise OutputError(f"cannot write {target}: {reason}", reason) from None
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -125,6 +130,23 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+# safetensors (Rust) reports a failed write as SafetensorError("Error while serializing: I/O
+# error: File too large (os error 27)"), not as an OSError: the errno is only in the text.
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+
+
+def write_failure_reason(exc: BaseException) -> str | None:
+    """The plain cause ("No space left on device", "File too large") when ``exc`` is a
+    failed write: an OSError (Python's own writes, matplotlib's savefig) or safetensors'
+    SafetensorError around an I/O error; None for anything else (a bug)."""
+    if isinstance(exc, OSError):
+        return _reason(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc):
+        code = _OS_ERROR_CODE.search(str(exc))
+        return os.strerror(int(code.group(1))) if code else str(exc).split("I/O error:", 1)[1].strip()
+    return None
+
+
 def check_writable(path: str | Path, option: str = "--out") -> None:
     """Fail now, before any work, when ``path`` could not be created or written later: it is
     a file, or its nearest existing ancestor is not a directory we can create entries in.
@@ -162,4 +184,4 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, dumps(obj, path, indent=2, ensure_ascii=False) + "\n")

@@ -54,6 +54,7 @@ with _ctrl_c_exits_while_importing():
     from ..registry import load_plugins
     from . import analyze, data, demo, edit, models, report, run, study, trace, train, tune
     from .common import print_error, warn
+    from .stdout import guarded_stdout
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Knowledge editing, evaluated beyond the literal target string.")
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default", EditprobeWarning)  # each distinct warning once
             warnings.showwarning = _show_warning
-            return _main(args, debug)
+            with guarded_stdout():
+                return _main(args, debug)
     except KeyboardInterrupt:
         # Whatever was running unwound as for any error (locks released, temporaries
         # removed); what is on disk is what a kill at the same point would leave.
@@ -124,6 +126,7 @@ def _main(args: list[str], debug: bool) -> int:
     try:
         load_plugins()  # $EDITPROBE_PLUGINS: a user's methods, adapters, formats, probes
         result = _invoke(args)
+        sys.stdout.flush()  # a full disk behind stdout shows now, as one line, not at exit
         return result if isinstance(result, int) else 0
     except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,20 +58,6 @@ def warn_damaged(path: str | Path, reason: object, action: str = "computing it a
 def warn_unwritten(error: OutputError, consequence: str) -> None:
     """An optional cache's failed write: ``error`` names the file and the reason."""
     warnings.warn(CacheEntryWarning(f"{error}; {consequence}"), stacklevel=3)
-
-
-@contextmanager
-def os_errors() -> Iterator[None]:
-    """safetensors reports a failed write (disk full, read-only) as ``SafetensorError(... (os
-    error 28))``, not as OSError: turn it into the OSError it was, so ``atomic_path`` gives
-    its one line ``cannot write <file>: No space left on device``."""
-    try:
-        yield
-    except SafetensorError as exc:
-        code = re.search(r"\(os error (\d+)\)", str(exc))
-        if code is None:
-            raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
 
 
 def read_meta(path: Path) -> dict:

@@ -30,7 +30,7 @@ from .solvers import NumericalError
 __all__ = ["CovarianceStore", "LayerStats", "StatsKey", "accumulate_second_moment", "model_fingerprint",
            "model_max_positions", "tokenizer_fingerprint"]
 
-_ACCUM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ACCUM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -171,7 +171,7 @@ def accumulate_second_moment(
     layers = sorted(set(layers))
     if not layers:
         raise ValueError("no layers requested")
-    if dtype not in _ACCUM_DTYPES.values():
+    if dtype not in ACCUM_DTYPES.values():
         raise ValueError(f"accumulation dtype must be float32 or float64, not {dtype}")
     for layer in layers:
         adapter.block(model, layer)  # clear range error before any work

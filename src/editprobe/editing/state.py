@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..jsontext import dumps
 from ..paths import atomic_path
 from .context import ContextTemplates
 from .preserved import PreservedKeys
@@ -197,7 +198,7 @@ class EditorState:
                 "extra": self._extra_meta(),
                 "preserved": self._cp.meta(),
             }
-            (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+            (tmp / "state.json").write_text(dumps(meta, directory / "state.json", indent=2))
             save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
             save_file(self._cp.tensors(), tmp / "preserved.safetensors")
             extra = self._extra_state() if include_stats else {}

@@ -32,9 +32,9 @@ from ..locks import FileLock, wait_note
 from ..models.adapters import ModelAdapter
 from ..paths import atomic_path, cache_dir, write_json_atomic
 from .cache_entries import (DamagedEntry, blame, check_tensor, expect_int, expect_names, expect_number, load_tensors,
-                            os_errors, read_meta, tensor_header, warn_damaged)
+                            read_meta, tensor_header, warn_damaged)
 from .corpus_batches import BATCH_ROWS
-from .covariance import (_ACCUM_DTYPES, LayerStats, accumulate_second_moment, model_fingerprint, model_max_positions,
+from .covariance import (ACCUM_DTYPES, LayerStats, accumulate_second_moment, model_fingerprint, model_max_positions,
                          tokenizer_fingerprint)
 from .solvers import NullSpaceInfo, nullspace_projector
 
@@ -74,7 +74,7 @@ class StatsKey:
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
     name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
-    if name not in _ACCUM_DTYPES:
+    if name not in ACCUM_DTYPES:
         raise ValueError(f"accumulation dtype must be float32 or float64, not {dtype}")
     return name
 
@@ -157,7 +157,7 @@ def _write(entry: Entry, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         entry.meta.unlink(missing_ok=True)
     except OSError:
         pass  # the write below names the file and the reason
-    with atomic_path(entry.tensors) as tmp, os_errors():
+    with atomic_path(entry.tensors) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": json.dumps(meta["key"])})
     write_json_atomic(entry.meta, meta)
 
@@ -176,7 +176,7 @@ def _computing(entries: Iterable[Entry], what: str) -> Iterator[None]:
 def _mom2_check(d_ff: int, dtype: str) -> Check:
     def check(tensors: dict) -> None:
         expect_names(tensors, {"mom2_sum"})
-        check_tensor("mom2_sum", tensors["mom2_sum"], (d_ff, d_ff), _ACCUM_DTYPES[dtype])
+        check_tensor("mom2_sum", tensors["mom2_sum"], (d_ff, d_ff), ACCUM_DTYPES[dtype])
 
     return check
 
@@ -296,7 +296,7 @@ class CovarianceStore:
         start = time.perf_counter()
         computed = accumulate_second_moment(
             model, tokenizer, adapter, layers, texts_factory(), n_docs=n_docs, max_len=first.max_len,
-            dtype=_ACCUM_DTYPES[first.dtype], batch_size=batch_size, progress=self.progress,
+            dtype=ACCUM_DTYPES[first.dtype], batch_size=batch_size, progress=self.progress,
         )
         seconds = time.perf_counter() - start
         for layer, stats in computed.items():

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from ..errors import OutputError
 from ..paths import atomic_path, cache_dir
-from .cache_entries import (DamagedEntry, check_tensor, expect_number, load_tensors, os_errors, warn_damaged,
+from .cache_entries import (DamagedEntry, check_tensor, expect_number, load_tensors, warn_damaged,
                             warn_unwritten)
 from .targets import TargetOptimizer, TargetResult
 
@@ -128,7 +128,7 @@ class TargetCache:
         meta = {f.name: getattr(result, f.name) for f in dataclasses.fields(TargetResult) if f.name not in ("z", "anchor")}
         path = self.path(key)
         try:
-            with atomic_path(path) as tmp, os_errors():
+            with atomic_path(path) as tmp:
                 save_file(tensors, str(tmp), metadata={"result": json.dumps(meta)})
         except OutputError as exc:
             warn_unwritten(exc, "the target cache is optional: going on without this entry")

@@ -38,7 +38,7 @@ class Chart:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    return value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value))
 
 
 def _png_data_uri(fig: Figure) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..jsontext import finite
 from ..paths import write_text_atomic
 from ..runs.store import SAMPLES, SUMMARY, read_samples
 from ..runs.summary import RunSummary
@@ -95,13 +96,13 @@ def _asset(name: str) -> str:
 def embed_json(obj: Any) -> str:
     """JSON safe inside <script>: every < > & is written as a \\u escape (they can only occur
     in strings), so neither </script> nor <!-- in the data can end or bend the block."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(finite(obj), ensure_ascii=False, allow_nan=False)  # NaN of older runs: null
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # --- small pieces ---------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"

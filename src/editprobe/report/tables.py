@@ -19,6 +19,7 @@ from ..paths import write_text_atomic
 from ..probes.base import ProbeOutcome
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
+from .latex import tabular_table
 
 SETTINGS = ("PP", "PN", "NN", "NP")
 DISCREPANCY_KEYS = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
@@ -31,6 +32,9 @@ CLASSIC_KEYS = ("Model", "Dataset", "Method")
 COST_COLUMNS = ("Model", "Dataset", "Method", "edit s/request", "negation probe ms/query")
 SETTINGS_COLUMNS = ("Model", "Dataset", "Method", "dtype", "C0 corpus", "C0 documents", "hparams file", "chosen by")
 NO_EDIT = "No edit"
+# Where LaTeX says it better than the escaped text: the preserved keys K_p K_pᵀ as math.
+LATEX_HEADERS = {"K_p": r"$K_p$"}
+LATEX_CAPTIONS = {"ablation": r"With and without the preserved keys $K_p K_p^{\top}$"}
 
 
 def load_summaries(run_dirs: Sequence[str | Path]) -> list[RunSummary]:
@@ -208,6 +212,8 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
 
 
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    # An infinity (in a summary written before non-finite numbers became null) is no number either.
+    rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
     df = pd.DataFrame(rows, columns=list(columns))
     if "n" in df.columns:  # counts stay integers even where a row has none
         df["n"] = df["n"].astype("Int64")
@@ -220,8 +226,8 @@ def _numeric(df: pd.DataFrame, column: str) -> bool:
 
 # --- rendering ------------------------------------------------------------------------------
 def _cell(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"  # not applicable / not computed, never 0
+    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"  # not applicable / not computed (or not finite), never 0
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
@@ -235,20 +241,14 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join([header, align, *body]) + "\n"
 
 
-def to_latex(df: pd.DataFrame, caption: str) -> str:
-    """A booktabs tabular; own writer, so the output does not depend on pandas' Styler."""
-    def esc(text: str) -> str:
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                     ("−", "$-$"), ("–", "--")):
-            text = text.replace(a, b)
-        return text
-
+def to_latex(df: pd.DataFrame, caption: str, legend: dict[str, str] | None = None,
+             caption_tex: str | None = None) -> str:
+    """A booktabs table float that compiles whatever the runs are named (every special
+    character escaped, symbols as LaTeX: :mod:`editprobe.report.latex`); ``legend`` below it.
+    Own writer, so the output does not depend on pandas' Styler."""
     spec = "".join("r" if _numeric(df, c) else "l" for c in df.columns)
-    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{esc(caption)}}}", f"\\begin{{tabular}}{{{spec}}}",
-             r"\toprule", " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(esc(_cell(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
+    return tabular_table(list(df.columns), rows, spec, caption, legend, caption_tex, LATEX_HEADERS)
 
 
 def legend_markdown(legend: dict[str, str]) -> str:
@@ -290,6 +290,6 @@ def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
             md = to_markdown(df) + (f"\n{legend_markdown(legend)}" if legend else "")
             write_text_atomic(work.root / f"{name}.md", md)
             write_text_atomic(work.root / f"{name}.csv", df.to_csv(index=False, na_rep=""))
-            write_text_atomic(work.root / f"{name}.tex", to_latex(df, caption))
+            write_text_atomic(work.root / f"{name}.tex", to_latex(df, caption, legend, LATEX_CAPTIONS.get(name)))
             parts.append(f"### {caption}\n\n{md}")
     return "\n".join(parts)

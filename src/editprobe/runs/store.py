@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..jsontext import finite
 from ..locks import Holder
 from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
@@ -236,7 +237,9 @@ class RunDir:
     # --- finishing ------------------------------------------------------------------------------
     def finish(self, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         """Samples first, summary last: summary.json is the mark of a finished run."""
-        write_text_atomic(self.root / SAMPLES, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+        rows = finite(samples, self.root / SAMPLES)  # a field's path starts with its line number - 1
+        write_text_atomic(self.root / SAMPLES, "".join(json.dumps(s, ensure_ascii=False, allow_nan=False) + "\n"
+                                                       for s in rows))
         write_json_atomic(self.root / SUMMARY, summary)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
 

@@ -33,6 +33,7 @@ from ...data.records import EditRequest
 from ...models.adapters import get_adapter
 from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, make_batch
+from ...jsontext import dumps
 from ...paths import atomic_path
 from ..context import ContextTemplates, TemplateSpec, generate_templates
 from ..plugins import register_method
@@ -344,11 +345,12 @@ class FTEditor:
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
             save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
-            (tmp / "state.json").write_text(json.dumps({
+            (tmp / "state.json").write_text(dumps({
                 "version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
                 "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
                 "batches": self._batches, "n_edits": self._n_edits,
-                "templates": self._templates.model_dump(mode="json") if self._templates else None}, indent=2))
+                "templates": self._templates.model_dump(mode="json") if self._templates else None},
+                directory / "state.json", indent=2))
         return directory
 
     def load_state(self, directory: str | Path) -> None:

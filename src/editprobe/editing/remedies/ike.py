@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...data.transform import PromptTransform
 from ...models.tokens import continuation_ids, encode, join_target, open_ids
+from ...jsontext import dumps
 from ...paths import atomic_path
 from ..engine import EditReport, RequestReport
 from ..hparams import HParamsError
@@ -295,9 +296,10 @@ class IKEEditor:
         directory = Path(directory)
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
-            (tmp / "state.json").write_text(json.dumps({
+            (tmp / "state.json").write_text(dumps({
                 "version": STATE_VERSION, "method": self.name, "hparams": self.hp.model_dump(mode="json"),
-                "batches": self._batches, "n_edits": self._n_edits, "facts": self._facts}, indent=2))
+                "batches": self._batches, "n_edits": self._n_edits, "facts": self._facts}, directory / "state.json",
+                indent=2))
         return directory
 
     def load_state(self, directory: str | Path) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from pydantic import BaseModel, ConfigDict
 
+from ...jsontext import dumps
 from ...paths import atomic_path
 from ..engine import EditReport, RequestReport
 from ..plugins import register_method
@@ -186,10 +187,10 @@ class RLEditEditor:
             tmp.mkdir(parents=True)
             save_file({f"delta.{n}": a.contiguous().cpu() for n, a in self._accum.items()}, tmp / "deltas.safetensors")
             save_file({k: v.contiguous().cpu() for k, v in self._norms().items()}, tmp / "normalizers.safetensors")
-            (tmp / "state.json").write_text(json.dumps({
+            (tmp / "state.json").write_text(dumps({
                 "version": STATE_VERSION, "method": self.name, "model_type": self.model.config.model_type,
                 "batches": self._batches, "n_edits": self._n_edits,
-                "settings": self.hypernet.settings.model_dump(mode="json")}, indent=2))
+                "settings": self.hypernet.settings.model_dump(mode="json")}, directory / "state.json", indent=2))
         return directory
 
     def load_state(self, directory: str | Path) -> None:

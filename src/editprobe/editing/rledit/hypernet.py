@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...errors import UserError, one_line
+from ...jsontext import dumps
 from ...paths import atomic_path
-from ..cache_entries import os_errors
 from .net import RLEditNet
 
 HYPERNET_VERSION = 1
@@ -80,13 +80,14 @@ class Hypernetwork(nn.Module):
     # --- files --------------------------------------------------------------------------------
     def save(self, directory: str | Path, meta: dict | None = None) -> Path:
         directory = Path(directory)
-        with atomic_path(directory) as tmp, os_errors():
+        with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
             save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
                       tmp / "hypernet.safetensors")
-            (tmp / "hypernet.json").write_text(json.dumps({
+            (tmp / "hypernet.json").write_text(dumps({
                 "version": HYPERNET_VERSION, "settings": self.settings.model_dump(mode="json"),
-                "shapes": {k: list(v) for k, v in self.shapes.items()}, **(meta or {})}, indent=2))
+                "shapes": {k: list(v) for k, v in self.shapes.items()}, **(meta or {})},
+                directory / "hypernet.json", indent=2))
         return directory
 
     @classmethod

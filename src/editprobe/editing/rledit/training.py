@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn.utils import clip_grad_norm_
 
+from ...jsontext import dumps
 from ...paths import atomic_path
 from .editor import RLEditEditor
 from .hypernet import HypernetError
@@ -76,9 +77,10 @@ class TrainingRun:
             save_file(grads, tmp / "grads.safetensors")
             save_file(opt_tensors, tmp / "optimizer.safetensors")
             save_file({n: a.contiguous().cpu() for n, a in self.editor.deltas.items()}, tmp / "shifts.safetensors")
-            (tmp / "progress.json").write_text(json.dumps({
+            (tmp / "progress.json").write_text(dumps({
                 "version": CHECKPOINT_VERSION, "step": self.step, "history": self.history, "optimizer": opt_meta,
-                "settings": self.settings.model_dump(mode="json")}, indent=2))
+                "settings": self.settings.model_dump(mode="json")},
+                self.checkpoint_dir / "progress.json", indent=2))
 
     def load(self) -> None:
         d = self.checkpoint_dir

@@ -33,6 +33,7 @@ from ..base import (
 )
 from ..classic import DEFAULT_REFERENCE_TOKENS
 from ..generation import query_ids
+from ...jsontext import number
 from ...models.tokens import continuation_ids
 from ..scoring import score_and_decode, teacher_forced
 
@@ -142,8 +143,9 @@ class ClassicProbe(Probe):
             values = [_mean(v) for v in flat.values() if v]
             return {"tokens": Metric.mean(values, f"{TEACHER_FORCED_TOKENS}: {self.token_label}")}
         sign = 1 if self.expect_new else -1
-        success = [float(sign * (o - n) > 0) for n, o in zip(state["nll_new"], state["nll_old"])]
-        magnitude = [sign * (_p(n) - _p(o)) for n, o in zip(state["nll_new"], state["nll_old"])]
+        pairs = list(zip(map(number, state["nll_new"]), map(number, state["nll_old"])))
+        success = [float(sign * (o - n) > 0) for n, o in pairs]
+        magnitude = [sign * (_p(n) - _p(o)) for n, o in pairs]
         winner, loser = ("o*", "o") if self.expect_new else ("o", "o*")
         out = {
             "prob": Metric.mean(self._per_record(ids, success),
@@ -174,7 +176,7 @@ class ClassicProbe(Probe):
                 hits = self._token_values(state, baseline)[1][i]
                 row.update(expected=state["expected"][i], match=all(hits), token_accuracy=_mean(hits) if hits else None)
             else:
-                n, o = state["nll_new"][i], state["nll_old"][i]
+                n, o = number(state["nll_new"][i]), number(state["nll_old"][i])
                 row.update(expected="o*" if self.expect_new else "o", match=(o - n > 0) == self.expect_new,
                            nll_new=n, nll_old=o)
                 em = self._em_values(state, baseline)

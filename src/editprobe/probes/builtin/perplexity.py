@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ...data.corpus import load_corpus
+from ...jsontext import number
 from ...models.tokens import encode, make_batch
 from ..batched import length_batches
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
@@ -45,6 +46,14 @@ def corpus_nll(model, tok, texts: list[str], max_tokens: int = MAX_TOKENS, batch
     return total, count
 
 
+def _exp(x: float) -> float:
+    """exp, infinite past a float's range (a broken model's NLL); the JSON then holds null."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 @register_probe
 class PerplexityProbe(Probe):
     name = "perplexity"
@@ -56,7 +65,7 @@ class PerplexityProbe(Probe):
         return {"nll": nll, "tokens": count}
 
     def _metric(self, state: dict[str, Any]) -> Metric:
-        value = math.exp(state["nll"] / state["tokens"]) if state["tokens"] else None
+        value = _exp(number(state["nll"]) / state["tokens"]) if state["tokens"] else None
         return Metric(value=None if value is None else round(value, 2), n=state["tokens"], label=LABEL, unit="ppl",
                       higher_is_better=False)
 
@@ -67,7 +76,7 @@ class PerplexityProbe(Probe):
         before, after = self._metric(states["baseline"]), self._metric(states["positive"])
         change = None
         if before.value and after.value is not None:
-            change = round(100.0 * (math.exp((states["positive"]["nll"] - states["baseline"]["nll"])
-                                             / states["baseline"]["tokens"]) - 1), 1)
+            nll_after, nll_before = number(states["positive"]["nll"]), number(states["baseline"]["nll"])
+            change = round(100.0 * (_exp((nll_after - nll_before) / states["baseline"]["tokens"]) - 1), 1)
         return self.outcome({"ppl": after, "change": Metric(value=change, label="relative change of the perplexity "
                                                           "after editing, in %", unit="%", higher_is_better=False)}), []
