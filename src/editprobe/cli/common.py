@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 
 import yaml
 
 from ..errors import OptionError, one_line
+
+
+class OnBadRecordChoice(str, Enum):
+    """``--on-bad-record``: what a malformed or over-long record does."""
+
+    error = "error"
+    skip = "skip"
 
 
 def print_error(message: object) -> None:
