@@ -32,13 +32,14 @@ def trace(
     from ..analysis.tracing import TraceSettings, run_trace
     from ..models import load_model
     from ..paths import check_writable
+    from ..runs.lengths import PromptLengths
     from ..runs.preflight import check_datasets, check_model_and_device
 
     # Cheap checks first: a typo should not cost a model load.
     if n < 1:
         fail(f"--n must be at least 1, got {n}")
     settings = TraceSettings(samples=samples, noise=noise, layers_window=layers_window, seed=seed).check()
-    records, warnings = check_datasets([data], n)
+    records, warnings = check_datasets([data], n, PromptLengths(model, probe_prompts=False, option=None, can_skip=False))
     for line in warnings:
         warn(line)
     check_writable(out)
