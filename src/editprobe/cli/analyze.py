@@ -48,6 +48,7 @@ def analyze(
     from ..editing import make_editor, resolve_hparams
     from ..editing.keys_model import hparams_key
     from ..models import load_model
+    from ..runs.lengths import PromptLengths
     from ..workdir import WorkDir
     from ..runs.preflight import check_datasets, check_model_and_device
 
@@ -61,12 +62,15 @@ def analyze(
     negate_fn = None
     # Cheap checks first: a typo should not cost a model load.
     hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
-    records, warnings = check_datasets([data], None)
+    table = load_negation_table(negation_table) if negation_table is not None else None
+    # It asks each record's prompt and its negation, each with the target: within the context.
+    lengths = PromptLengths(model, probe_prompts=False, option=None, can_skip=False,
+                            negated=lambda template, rid: negate(template, rid, overrides=table).negated)
+    records, warnings = check_datasets([data], None, lengths)
     records = records[data]
     for line in warnings:
         warn(line)
-    if negation_table is not None:
-        table = load_negation_table(negation_table)
+    if table is not None:
         negate_fn = lambda template, relation_id: negate(template, relation_id, overrides=table)  # noqa: E731
     work = WorkDir(out, "analysis")
     work.check()  # a directory editprobe did not make as an analysis is never written into

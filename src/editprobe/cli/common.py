@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 
 import yaml
 
 from ..errors import OptionError, clip, one_line, quoted
 from ..yamlio import YAMLInputError, parse_yaml
+
+
+class OnBadRecordChoice(str, Enum):
+    """``--on-bad-record``: what a malformed or over-long record does."""
+
+    error = "error"
+    skip = "skip"
 
 
 def print_error(message: object) -> None:

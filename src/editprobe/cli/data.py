@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 from typing import TYPE_CHECKING
 
 import typer
@@ -12,21 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..data.checks import suspicious_records
-from .common import fail, warn
+from .common import OnBadRecordChoice, fail, warn
 
 if TYPE_CHECKING:
-    from ..data import EditRecord
+    from ..data import EditRecord, LoadResult
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
 MAX_PROBLEM_ROWS = 50
 N_EXAMPLES = 2
-
-
-class OnBadRecordChoice(str, Enum):
-    error = "error"
-    skip = "skip"
 
 
 def _fail(message: str) -> None:
@@ -71,6 +64,16 @@ def inspect_cmd(
     for rec in records[:N_EXAMPLES]:
         console.print(_example_table(rec))
 
+    _print_problems(result)
+    if not records:
+        console.print("[yellow]warning:[/yellow] no usable records")
+    for line in suspicious_records(records, str(result.path)):
+        warn(line)
+
+
+def _print_problems(result: LoadResult) -> None:
+    """The skipped records (a table), and the fields the format does not read (one line)."""
+    ignored = result.unread_warning()
     if result.skipped:
         problems = Table("record (0-based)", "field", "message", title="problems", title_justify="left")
         for bad in result.skipped[:MAX_PROBLEM_ROWS]:
@@ -78,12 +81,11 @@ def inspect_cmd(
         console.print(problems)
         if result.n_skipped > MAX_PROBLEM_ROWS:
             console.print(f"... and {result.n_skipped - MAX_PROBLEM_ROWS} more")
-    else:
+    if ignored:
+        # Plain text, never wrapped: the field names are what a user greps for.
+        console.print(f"{'' if result.skipped else 'problems: '}fields not read: {escape(ignored)}", soft_wrap=True)
+    elif not result.skipped:
         console.print("problems: none")
-    if not records:
-        console.print("[yellow]warning:[/yellow] no usable records")
-    for line in suspicious_records(records, str(result.path)):
-        warn(line)
 
 
 def _example_table(rec: EditRecord) -> Table:

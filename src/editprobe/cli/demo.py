@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .common import fail, set_threads, warn
+from .common import OnBadRecordChoice, fail, set_threads, warn
 
 console = Console()
 
@@ -40,6 +40,12 @@ def demo(
     model: Optional[str] = typer.Option(None, help="model (default: the built-in smollm2-135m)"),
     data: Optional[str] = typer.Option(None, help="dataset (default: the built-in counterfact-sample)"),
     fresh: bool = typer.Option(False, "--fresh", help="delete the run directory's earlier demo run first"),
+    max_prompt_tokens: Optional[int] = typer.Option(
+        None, help="most tokens a record's query may have, checked before the model loads (default: the model's "
+                   "context length)"),
+    on_bad_record: Optional[OnBadRecordChoice] = typer.Option(
+        None, "--on-bad-record", help="a malformed or over-long record: stop with an error naming it (default), or "
+                                      "skip it and count it in one warning"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit the built-in model (MEMIT, AlphaEdit), evaluate negation and fact-checking, print the tables."""
@@ -47,7 +53,8 @@ def demo(
     from ..runs import Experiment, RunConfig, RunDir
 
     flags = {"n": n, "batch_size": batch_size, "methods": tuple(method) or None, "model": model,
-             "datasets": (data,) if data else None, "out": out}
+             "datasets": (data,) if data else None, "out": out, "max_prompt_tokens": max_prompt_tokens,
+             "on_bad_record": on_bad_record.value if on_bad_record else None}
     cfg = RunConfig.from_sources(None, flags, base=demo_config_fields(config))
     set_threads(threads)
     run_dir = RunDir(out)

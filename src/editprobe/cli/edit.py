@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from .common import parse_overrides, set_threads, warn
+from .common import OnBadRecordChoice, parse_overrides, set_threads, warn
 
 console = Console()
 
@@ -32,6 +32,12 @@ def edit(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier edit result in --out"),
     target_cache: bool = typer.Option(True, "--target-cache/--no-target-cache",
                                       help="reuse target vectors optimized before on the same model state and settings"),
+    max_prompt_tokens: Optional[int] = typer.Option(
+        None, help="most tokens a record's prompt with its target may have, checked before the model loads "
+                   "(default: the model's context length)"),
+    on_bad_record: OnBadRecordChoice = typer.Option(
+        OnBadRecordChoice.error, "--on-bad-record", help="a malformed or over-long record: stop with an error "
+                                                         "naming it, or skip it and count it in one warning"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
@@ -42,7 +48,8 @@ def edit(
         overrides["preserve_previous"] = preserve_previous
     config = EditConfig.build({"model": model, "method": method, "data": data, "n": n, "batch_size": batch_size,
                                "out": out, "hparams": hparams, "profile": profile, "overrides": overrides, "dtype": dtype,
-                               "device": device, "seed": seed, "overwrite": overwrite, "target_cache": target_cache})
+                               "device": device, "seed": seed, "overwrite": overwrite, "target_cache": target_cache,
+                               "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value})
     set_threads(threads)
     job = EditJob(config)
     for line in job.preflight():

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .common import fail, parse_overrides, set_threads, warn
+from .common import OnBadRecordChoice, fail, parse_overrides, set_threads, warn
 
 console = Console()
 
@@ -37,6 +37,12 @@ def run(
     target_cache: Optional[bool] = typer.Option(None, "--target-cache/--no-target-cache",
                                                 help="reuse target vectors optimized before on the same model state "
                                                      "and settings (default: on)"),
+    max_prompt_tokens: Optional[int] = typer.Option(
+        None, help="most tokens a record's query may have, checked before the model loads (default: the model's "
+                   "context length)"),
+    on_bad_record: Optional[OnBadRecordChoice] = typer.Option(
+        None, "--on-bad-record", help="a malformed or over-long record: stop with an error naming it (default), or "
+                                      "skip it and count it in one warning"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
@@ -47,7 +53,8 @@ def run(
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
              "hparams": hparams, "profile": profile, "negation_table": negation_table, "dtype": dtype, "device": device,
-             "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache}
+             "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache,
+             "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value if on_bad_record else None}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

@@ -71,8 +71,11 @@ def study(
             states = run_study(study_dir, runs, on_run=show)
     failed = [name for name, state in states.items() if state == "failed"]
     if failed:
+        # --resume only where it can help: a failure the settings caused would come again.
+        retry = (", --resume retries them" if study_dir.can_retry(failed) else
+                 " (their settings or data caused it: --resume would fail the same way)")
         fail(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); editprobe study {study_dir.root} "
-             "--status shows why, --resume retries them")
+             f"--status shows why{retry}")
     typer.echo(f"all {len(runs)} runs finished; tables: editprobe report {study_dir.root}")
 
 

@@ -29,6 +29,7 @@ def trace(
 ) -> None:
     """Corrupt the subject, restore one hidden state at a time, and report where the fact lives."""
     from ..analysis.tracing import TraceSettings
+    from ..runs.lengths import PromptLengths
     from ..runs.preflight import check_datasets, check_model_and_device
     from ..workdir import WorkDir
 
@@ -36,7 +37,7 @@ def trace(
     if n < 1:
         fail(f"--n must be at least 1, got {n}")
     settings = TraceSettings(samples=samples, noise=noise, layers_window=layers_window, seed=seed).check()
-    records, warnings = check_datasets([data], n)
+    records, warnings = check_datasets([data], n, PromptLengths(model, probe_prompts=False, option=None, can_skip=False))
     for line in warnings:
         warn(line)
     work = WorkDir(out, "trace")

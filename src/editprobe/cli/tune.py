@@ -44,6 +44,9 @@ def tune(
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    max_prompt_tokens: Optional[int] = typer.Option(
+        None, help="most tokens a dev record's query may have, checked before the model loads (default: the "
+                   "model's context length)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
@@ -57,6 +60,7 @@ def tune(
         "trials": trials, "timeout_min": timeout, "seed": seed, "evaluation": tuple(eval_) or DEFAULT_EVAL,
         "exclude_overlap": exclude_overlap, "negative": negative, "hparams": hparams, "profile": profile,
         "overrides": parse_overrides(set_), "dtype": dtype, "device": device, "overwrite": overwrite,
+        "max_prompt_tokens": max_prompt_tokens,
         "layers": parse_range(layers, "layers", integer=True), "width": parse_range(width, "width", integer=True),
         "v_lr": parse_range(v_lr, "v-lr"), "steps": parse_range(steps, "steps", integer=True),
         "clamp": parse_range(clamp, "clamp"), "lam": parse_range(lam, "lam"), "l2": parse_range(l2, "l2"),

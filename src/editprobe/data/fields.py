@@ -25,25 +25,43 @@ def _type_name(value: Any) -> str:
 
 
 class RawEntry:
-    """One JSON object of a dataset file, with ``prefix`` giving the path of nested objects."""
+    """One JSON object of a dataset file, with ``prefix`` giving the path of nested objects.
+
+    It remembers which keys the converter asked for, so the loader can name the fields a
+    format does not read (:meth:`unread`) instead of dropping them in silence. A converter
+    that takes ``.data`` itself is assumed to read everything."""
 
     def __init__(self, data: Mapping[str, Any], prefix: str = ""):
-        self.data = data
+        self._data = data
         self.prefix = prefix
+        self._read: set[str] = set()
+        self._opaque = False
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        self._opaque = True  # what the converter does with it is not seen
+        return self._data
+
+    def unread(self) -> list[str]:
+        """The keys of this object no accessor was asked for (none once ``.data`` was taken)."""
+        return [] if self._opaque else sorted(k for k in self._data if k not in self._read)
 
     def path(self, key: str) -> str:
         return f"{self.prefix}{key}"
 
     def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
+        self._read.add(key)
+        return self._data.get(key) is not None
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
+        self._read.add(key)
+        return self._data.get(key, default)
 
     def require(self, key: str) -> Any:
-        if key not in self.data or self.data[key] is None:
+        self._read.add(key)
+        if key not in self._data or self._data[key] is None:
             raise FieldError(self.path(key), "missing")
-        return self.data[key]
+        return self._data[key]
 
     def text(self, key: str) -> str:
         """A required, non-blank string (stripped)."""
@@ -58,7 +76,7 @@ class RawEntry:
         """A string or absent/null/blank (-> None)."""
         if not self.has(key):
             return None
-        value = self.data[key]
+        value = self._data[key]
         if not isinstance(value, str):
             raise FieldError(self.path(key), f"expected a string, got {_type_name(value)}")
         return value.strip() or None
@@ -67,7 +85,7 @@ class RawEntry:
         """An id (int or string) as a string, or None when absent."""
         if not self.has(key):
             return None
-        value = self.data[key]
+        value = self._data[key]
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise FieldError(self.path(key), f"expected an integer or string id, got {_type_name(value)}")
         if isinstance(value, str) and not value.strip():
@@ -80,7 +98,7 @@ class RawEntry:
             if required:
                 raise FieldError(self.path(key), "missing")
             return ()
-        value = self.data[key]
+        value = self._data[key]
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list):
             raise FieldError(self.path(key), f"expected a string or a list of strings, got {_type_name(value)}")
@@ -99,7 +117,7 @@ class RawEntry:
             if required:
                 raise FieldError(self.path(key), "missing")
             return ()
-        flat = flatten_answers(self.data[key], self.path(key))
+        flat = flatten_answers(self._data[key], self.path(key))
         if required and not flat:
             raise FieldError(self.path(key), "must contain at least one non-empty answer")
         return flat

@@ -19,22 +19,41 @@ from .records import EditRecord
 OnBadRecord = Literal["error", "skip"]
 RECORD_FIELD = "(record)"  # the field name used for problems with a record as a whole
 DETECTION_SAMPLE = 20
+MAX_NAMED_FIELDS = 12
 
 
 @dataclass(frozen=True)
 class LoadResult:
     """``n_total`` counts the entries in the file; ``records`` may hold more (an MQuAKE case
-    gives one record per rewrite). Every skipped entry is listed in ``skipped``."""
+    gives one record per rewrite). Every skipped entry is listed in ``skipped``.
+    ``positions[i]``: the entry (0-based, in the file) that ``records[i]`` came from.
+    ``unread``: each top-level field the format's converter never read, with the number of
+    loaded entries that have it; ``n_loaded`` counts those entries."""
 
     records: list[EditRecord]
     format: str
     n_total: int
     skipped: list[BadRecord] = field(default_factory=list)
     path: Path | None = None
+    positions: list[int] = field(default_factory=list)
+    unread: dict[str, int] = field(default_factory=dict)
+    n_unread_entries: int = 0
+    n_loaded: int = 0
 
     @property
     def n_skipped(self) -> int:
         return len(self.skipped)
+
+    def unread_warning(self) -> str | None:
+        """One line naming the fields this format ignores, or None: input the program does not
+        understand is named, never dropped in silence."""
+        if not self.unread:
+            return None
+        names = sorted(self.unread, key=lambda name: (-self.unread[name], name))
+        shown = ", ".join(names[:MAX_NAMED_FIELDS]) + (f" and {len(names) - MAX_NAMED_FIELDS} more"
+                                                        if len(names) > MAX_NAMED_FIELDS else "")
+        return (f"{self.path}: {self.n_unread_entries} of {self.n_loaded} records have fields the {self.format} "
+                f"format does not read: {shown} (ignored)")
 
 
 def read_entries(path: Path) -> list[Any]:
@@ -108,20 +127,22 @@ def detect_format(entries: list[Any], path: str | Path | None = None) -> Dataset
     return DATASET_FORMATS[best]
 
 
-def _convert(fmt: DatasetFormat, raw: Any, index: int) -> list[EditRecord] | BadRecord:
+def _convert(fmt: DatasetFormat, raw: Any, index: int) -> tuple[list[EditRecord] | BadRecord, list[str]]:
+    """The entry's records (or why it is bad), and the top-level fields the converter did not read."""
     if isinstance(raw, BadRecord):
-        return raw
+        return raw, []
     if not isinstance(raw, dict):
         kind = "array" if isinstance(raw, list) else type(raw).__name__
-        return BadRecord(index, RECORD_FIELD, f"expected a JSON object, got {kind}")
+        return BadRecord(index, RECORD_FIELD, f"expected a JSON object, got {kind}"), []
+    entry = RawEntry(raw)
     try:
-        return fmt.convert(RawEntry(raw), index)
+        return fmt.convert(entry, index), entry.unread()
     except FieldError as exc:
-        return BadRecord(index, exc.field, exc.message)
+        return BadRecord(index, exc.field, exc.message), []
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or RECORD_FIELD
-        return BadRecord(index, where, err["msg"])
+        return BadRecord(index, where, err["msg"]), []
 
 
 def load_records(
@@ -151,13 +172,15 @@ def load_records(
         raise DataError(resolved, f"unknown format {format!r}; known formats: {', '.join(DATASET_FORMATS)}")
 
     records: list[EditRecord] = []
+    positions: list[int] = []
     skipped: list[BadRecord] = []
     first_seen: dict[str, int] = {}
-    n_good = 0
+    unread: Counter[str] = Counter()
+    n_unread = n_good = 0
     for index, raw in enumerate(entries):
         if limit is not None and n_good >= limit:
             break
-        result = _convert(fmt, raw, index)
+        result, ignored = _convert(fmt, raw, index)
         if not isinstance(result, BadRecord):
             result = _check_unique_ids(result, raw, index, first_seen)
         if isinstance(result, BadRecord):
@@ -168,8 +191,12 @@ def load_records(
         for rec in result:
             first_seen[rec.id] = index
         records.extend(result)
+        positions.extend([index] * len(result))
+        unread.update(ignored)
+        n_unread += bool(ignored)
         n_good += 1
-    return LoadResult(records=records, format=fmt.name, n_total=len(entries), skipped=skipped, path=resolved)
+    return LoadResult(records=records, format=fmt.name, n_total=len(entries), skipped=skipped, path=resolved,
+                      positions=positions, unread=dict(unread), n_unread_entries=n_unread, n_loaded=n_good)
 
 
 def _check_unique_ids(

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..errors import quoted
 from ..yamlio import YAMLInputError, load_yaml
 from .errors import DataError
+from .placeholders import one_subject_slot
 from .negation_rules import PLACEHOLDER, negate_by_rules
 
 BUILTIN_RELATIONS = Path(__file__).resolve().parent / "builtin" / "negation_relations.yaml"
@@ -74,8 +75,10 @@ def _check_pair(template: Any, negated: Any, path: str | Path | None, where: str
     if not isinstance(template, str) or not isinstance(negated, str):
         raise NegationTableError(path, "template and negation must both be strings", entry)
     for side, text in (("template", template), ("negation", negated)):
-        if text.count(PLACEHOLDER) != 1:
-            raise NegationTableError(path, f"the {side} {quoted(text)} must contain exactly one '{{}}'", entry)
+        try:
+            one_subject_slot(text)  # a "{x}" or a lone brace would fail only when the run negates
+        except ValueError as exc:
+            raise NegationTableError(path, f"the {side} {exc}", entry) from None
     if _key(template) == _key(negated):
         raise NegationTableError(path, "the negation is the template unchanged", entry)
 

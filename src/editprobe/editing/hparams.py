@@ -7,6 +7,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ..data.placeholders import one_subject_slot
 from ..errors import UserError, clip, one_line, quoted, validation_message
 from ..yamlio import load_yaml
 
@@ -42,8 +43,8 @@ class LTEHParams(BaseModel):
     L2: float = 0.0  # alpha·I ridge added by the MEMIT-seq / AlphaEdit solves
     # covariance statistics (docs/engine.md, Covariance (C0); docs/covariance.md)
     mom2_corpus: str | None = None  # None: the built-in WikiText sample
-    mom2_n_samples: int = 10000
-    mom2_max_len: int = 1024
+    mom2_n_samples: int = Field(10000, ge=1)
+    mom2_max_len: int = Field(1024, ge=1)
     mom2_dtype: Literal["float32", "float64"] = "float32"
     # sequential editing (docs/engine.md, Sequential editing and K_p)
     preserve_previous: bool = True
@@ -57,7 +58,7 @@ class LTEHParams(BaseModel):
     negation_kl: float = Field(0.0625, ge=0.0)
     locate: Literal["subject", "last-token"] = "subject"
     # keys rows per forward pass
-    rows_per_pass: int = 128
+    rows_per_pass: int = Field(128, ge=1)
 
     @field_validator("layers")
     @classmethod
@@ -66,6 +67,24 @@ class LTEHParams(BaseModel):
             raise ValueError("at least one layer")
         if sorted(set(v)) != v:
             raise ValueError(f"layers must be strictly increasing, got {v}")
+        return v
+
+    @field_validator("kl_prompt")
+    @classmethod
+    def _kl_prompt_slot(cls, v: str | None) -> str | None:
+        # It is filled with each subject in the first batch's target search: a bad one would
+        # fail only after the model load and the no-edit baseline.
+        return v if v is None else one_subject_slot(v)
+
+    @field_validator("template_groups")
+    @classmethod
+    def _template_groups(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        # (length in tokens, number of prefixes) per group (editing/context.py): both at
+        # least 1, else the prefix generation fails after the model load.
+        for i, (length, count) in enumerate(v):
+            if length < 1 or count < 1:
+                raise ValueError(f"group {i} is {[length, count]}: each group is [length in tokens >= 1, "
+                                 "number of prefixes >= 1]")
         return v
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 
+from ..data.placeholders import known_fields
 from ..data.records import EditRecord
 from ..data.transform import IDENTITY, PromptTransform
 from ..models.tokens import chat_prompt, has_chat_template
@@ -37,7 +38,7 @@ class FactCheckConfig(BaseModel):
     (marked [choice] where the paper is silent). Changing any of them changes the numbers:
     bump nothing here, but report the config beside the results (they carry it)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     statement_template: str = "{query} {target}"  # statement = query + " " + o*
     # [choice] question datasets (zsRE): a fixed declarative wrapper around the question.
@@ -51,17 +52,17 @@ class FactCheckConfig(BaseModel):
     @field_validator("statement_template")
     @classmethod
     def _statement_fields(cls, v: str) -> str:
-        return _require(v, ("{query}", "{target}"))
+        return _require(v, ("query", "target"))
 
     @field_validator("question_statement_template")
     @classmethod
     def _question_fields(cls, v: str) -> str:
-        return _require(v, ("{question}", "{target}"))
+        return _require(v, ("question", "target"))
 
     @field_validator("instruction")
     @classmethod
     def _instruction_fields(cls, v: str) -> str:
-        return _require(v, ("{statement}",))
+        return _require(v, ("statement",))
 
     @field_validator("max_new_tokens", "batch_size")
     @classmethod
@@ -72,10 +73,9 @@ class FactCheckConfig(BaseModel):
 
 
 def _require(template: str, fields: tuple[str, ...]) -> str:
-    missing = [f for f in fields if f not in template]
-    if missing:
-        raise ValueError(f"{template!r} must contain {', '.join(missing)}")
-    return template
+    """Exactly these placeholders (each at least once): a typo such as ``{querry}`` or a stray
+    ``{}`` fails when the config is read, not when the first statement is formatted."""
+    return known_fields(template, allowed=fields, required=fields)
 
 
 DEFAULT_CONFIG = FactCheckConfig()

@@ -107,6 +107,11 @@ class RunConfig(ProfileDefaults):
     # before on the same model state with the same settings (editing/target_cache.py); the
     # numbers are identical either way, so it is not part of the run's identity.
     target_cache: bool = True
+    # The most tokens any query of a record may have (None: the model's context length, from
+    # its config.json), checked with the tokenizer before the model loads (runs/lengths.py).
+    max_prompt_tokens: Count | None = None
+    # A malformed or over-long record: an error naming it, or left out and counted ("skip").
+    on_bad_record: Literal["error", "skip"] = "error"
 
     @field_validator("methods", "datasets", "probes")
     @classmethod
@@ -140,8 +145,10 @@ class RunConfig(ProfileDefaults):
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` to continue a run (the out dir may move), and the
         layout of the run directory it was written with."""
-        # ``profile`` came later: left out when unset, so runs saved before it still resume.
-        exclude = {"out", "device", "checkpoint_every", "target_cache"} | ({"profile"} if self.profile is None else set())
+        # Fields that came later are left out at their defaults, so runs saved before them still resume.
+        later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error"}
+        exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
+                                                                             if getattr(self, k) == v}
         return {**self.model_dump(mode="json", exclude=exclude), RUN_LAYOUT_KEY: RUN_LAYOUT}
 
     @classmethod

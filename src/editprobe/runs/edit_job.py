@@ -10,7 +10,7 @@ beside a state it does not describe. An earlier result is replaced only when ask
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import ConfigDict, Field, ValidationError
 
@@ -23,6 +23,7 @@ from ..paths import TMP_INFIX, move_into_place, write_json_atomic
 from ..workdir import WorkDir
 from .config import Count, DType, ProfileDefaults, ProfileName
 from ..editing.target_cache import use_target_cache
+from .lengths import PromptLengths
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
 from .sequential import edit_sequentially
 
@@ -47,6 +48,8 @@ class EditConfig(ProfileDefaults):
     seed: int = 0
     overwrite: bool = False
     target_cache: bool = True  # reuse target vectors computed before (editing/target_cache.py)
+    max_prompt_tokens: Count | None = None  # None: the model's context length (runs/lengths.py)
+    on_bad_record: Literal["error", "skip"] = "error"
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":
@@ -86,7 +89,9 @@ class EditJob:
         cfg = self.config
         self._choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile, dataset=cfg.data)
         self._hp = resolve_hparams(cfg.method, self._choice.path, cfg.overrides)
-        records, warnings = check_datasets([cfg.data], cfg.n)
+        # An edit asks each record's prompt (for the target, before and after); nothing else.
+        lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded, probe_prompts=False)
+        records, warnings = check_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record)
         self._records = records[cfg.data]
         self._work = check_edit_output(cfg.out, cfg.overwrite)
         if self._loaded is None:

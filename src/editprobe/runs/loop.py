@@ -102,11 +102,22 @@ class Experiment:
                 self._hparams(method, spec)
         self._negate_fn()  # a bad table fails here, not after the baseline
         self.probes()  # unknown names and bad module:attribute specs fail here
-        self._records, self._warnings = check_datasets(self.config.datasets, self.config.n)
+        self._records, self._warnings = check_datasets(self.config.datasets, self.config.n, self._prompt_lengths(),
+                                                       self.config.on_bad_record)
         self._plans = self._negation_plans()
         if self._loaded is None:
             check_model_and_device(self.config.model, self.config.device)
         return self._warnings
+
+    def _prompt_lengths(self):
+        """The token cap on every query the run will ask of each record (runs/lengths.py)."""
+        from ..data.negation import negate
+        from .lengths import PromptLengths
+
+        fn = self._negate_fn() or negate
+        factcheck = self.config.factcheck if any(p.name == "factcheck" for p in self.probes()) else None
+        return PromptLengths(self.config.model, self.config.max_prompt_tokens, loaded=self._loaded,
+                             factcheck=factcheck, negated=lambda template, rid: _negated(fn(template, rid)))
 
     def _negation_plans(self) -> dict:
         """Each dataset's negation plan: a run scores the records whose template has a negated
@@ -310,13 +321,33 @@ class Experiment:
         return result
 
 
+def _negated(negation) -> str | None:
+    """The negated template of a negation function's answer (a Negation, a string or None)."""
+    return getattr(negation, "negated", negation)
+
+
 def resume_advice(exc: BaseException, out) -> str:
     """What to say about the work a failed run kept: ``--resume`` only where resuming can
-    help (a numerically failed batch fails again under the same config)."""
+    help, after a failure of the machine or its surroundings (a full disk, device memory, the
+    network); any other failure follows from the settings and the data, which a resumed run
+    must keep, so it would come again (a numerically failed batch, a bad record or hparam)."""
+    if resumable(exc):
+        return f"the work done is kept: editprobe run --out {out} --resume continues it"
     if isinstance(exc, EditFailedError):
         return (f"the work done is kept in {out}, but --resume would repeat the failed batch under the same "
                 "settings: change them in a new run")
-    return f"the work done is kept: editprobe run --out {out} --resume continues it"
+    return f"the work done is kept in {out}, but --resume would meet this error again: fix it in a new run"
+
+
+def resumable(exc: BaseException) -> bool:
+    """Whether a failure can pass once its cause outside the run is fixed (see resume_advice)."""
+    from ..data.corpus import CorpusUnavailableError
+    from ..errors import DeviceError, ModelReferenceError, OutputError
+    from ..locks import LockHeldError
+    from ..models.builtin import BuiltinModelError
+
+    return isinstance(exc, (OutputError, DeviceError, CorpusUnavailableError, ModelReferenceError,
+                            BuiltinModelError, LockHeldError))
 
 
 # The fields every line of samples.jsonl has (the HTML report's sample browser reads them);

@@ -4,23 +4,59 @@ job (``edit``, ``run``, ``demo``, studies): a typo must not cost a model load.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..data import EditRecord, load_records
 from ..data.checks import suspicious_records
-from ..data.errors import DataError
+from ..data.errors import BadRecord, DataError
+from ..data.loading import OnBadRecord
+
+if TYPE_CHECKING:
+    from .lengths import Overlong, PromptLengths
 
 
-def check_datasets(specs: Sequence[str], n: int | None) -> tuple[dict[str, list[EditRecord]], list[str]]:
-    """Every record (up to ``n`` per dataset; None: all) of every dataset, and the warnings about them."""
+def check_datasets(specs: Sequence[str], n: int | None, lengths: PromptLengths | None = None,
+                   on_bad_record: OnBadRecord = "error") -> tuple[dict[str, list[EditRecord]], list[str]]:
+    """Every record (up to ``n`` entries per dataset; None: all) of every dataset, and the
+    warnings about them. ``lengths``: each record's queries within the model's token cap.
+    ``on_bad_record="skip"``: a malformed or over-long record is left out (the next ones
+    fill its place up to ``n``) and counted in one warning line per dataset."""
     records: dict[str, list[EditRecord]] = {}
-    warnings: list[str] = []
+    warnings: list[str] = lengths.setup() if lengths is not None else []
+    check_lengths = lengths is not None and lengths.active
     for spec in specs:
-        loaded = load_records(spec, limit=n)
-        if not loaded.records:
-            raise DataError(loaded.path or spec, "holds no records")
-        records[spec] = loaded.records
-        warnings += suspicious_records(loaded.records, str(loaded.path or spec))
+        fill = check_lengths and on_bad_record == "skip"  # over-long entries make room for later ones
+        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record)
+        source = str(loaded.path or spec)
+        kept, dropped, skipped = loaded.records, [], loaded.skipped
+        if fill:
+            kept, dropped, end = lengths.select(loaded.records, loaded.positions, n)
+            skipped = [bad for bad in skipped if end is None or bad.index < end]  # only those passed on the way
+        elif check_lengths:
+            lengths.check(loaded.records, source, loaded.positions)
+        left_out = _left_out(skipped, dropped, lengths) if skipped or dropped else ""
+        if not kept:
+            raise DataError(loaded.path or spec, f"holds no usable records: {left_out}" if left_out else "holds no records")
+        records[spec] = kept
+        if left_out:
+            warnings.append(f"{source}: {left_out}")
+        ignored = loaded.unread_warning()
+        if ignored:
+            warnings.append(ignored)
+        warnings += suspicious_records(kept, source)
     return records, warnings
+
+
+def _left_out(skipped: list[BadRecord], dropped: list[Overlong], lengths: PromptLengths | None) -> str:
+    """Skip mode's one count: the malformed entries and the over-long ones, each with its first."""
+    parts = []
+    if skipped:
+        first = skipped[0]
+        parts.append(f"{len(skipped)} malformed (first: record {first.index}, field '{first.field}': {first.message})")
+    if dropped and lengths is not None:
+        parts.append(lengths.dropped_summary(dropped))
+    total = len(skipped) + len({d.position for d in dropped})
+    return f"{total} record{'s' if total != 1 else ''} left out (--on-bad-record skip): {'; '.join(parts)}"
 
 
 def check_model_and_device(model: str, device: str | None) -> None:

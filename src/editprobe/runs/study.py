@@ -40,7 +40,7 @@ from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
 from ..yamlio import load_yaml
 from .config import RunConfig, dataset_keys
-from .store import RunDir
+from .store import RunDir, RunFailedError
 
 STUDY_FILE = "study.yaml"
 State = Literal["pending", "running", "finished", "failed"]
@@ -238,13 +238,23 @@ class StudyDir:
         status = self.status(run)
         return status.get("state", "pending"), status.get("error", "")
 
-    def set_state(self, run: StudyRun, state: State, error: str = "", attempt: int | None = None) -> None:
+    def set_state(self, run: StudyRun, state: State, error: str = "", attempt: int | None = None,
+                  resumable: bool | None = None) -> None:
         """``error``: the one line after the state (a failure's error; a retry's note while
-        running); ``attempt``: which attempt of a Ray task is running."""
+        running); ``attempt``: which attempt of a Ray task is running; ``resumable``: whether
+        running a failed run again can pass (False: its settings or data caused the failure)."""
         status: dict[str, Any] = {"state": state, "error": error}
         if attempt is not None:
             status["attempt"] = attempt
+        if resumable is not None:
+            status["resumable"] = resumable
         write_json_atomic(self._status_path(run.name), status)
+
+    def can_retry(self, names: list[str]) -> bool:
+        """Whether ``--resume`` may finish any of these failed runs (a failure recorded before
+        this was known counts as one it may)."""
+        runs = {run.name: run for run in self.runs()}
+        return any(self.status(runs[name]).get("resumable", True) for name in names if name in runs)
 
     def shown_state(self, run: StudyRun) -> tuple[str, str]:
         """The state --status shows: a run recorded as running whose directory no process
@@ -270,7 +280,7 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
     """Run one run of the study here, from its checkpoints when it has any, and record how it
     ended: "finished" or "failed" (with its one-line error). Both backends run a run with this
     (the Ray backend on a worker, with the ``attempt`` and ``note`` of a retry)."""
-    from .loop import Experiment
+    from .loop import Experiment, resumable
 
     study.set_state(run, "running", note, attempt)
     if on_start is not None:
@@ -281,9 +291,12 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
         study.set_state(run, "finished", attempt=attempt)
         return "finished"
     except UserError as exc:
-        study.set_state(run, "failed", one_line(exc), attempt)
+        cause = exc.__cause__ if isinstance(exc, RunFailedError) and exc.__cause__ is not None else exc
+        study.set_state(run, "failed", one_line(exc), attempt, resumable=resumable(cause))
     except Exception as exc:  # noqa: BLE001 - one failed run never loses the others
-        study.set_state(run, "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}", attempt)
+        # A bug: a fixed editprobe may pass it, so --resume stays advertised.
+        study.set_state(run, "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}", attempt,
+                        resumable=True)
         (study.root / "status" / f"{run.name}.traceback.txt").write_text(traceback.format_exc())
     return "failed"
 

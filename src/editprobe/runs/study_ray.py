@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from ..errors import one_line
+from .ray_address import check_address, native_stderr_to
 from .store import RunDir
 from .study import StudyDir, StudyError, StudyRun, execute_run
 
 RAY_MISSING = "--backend ray needs Ray: pip install 'editprobe[ray]'"
 POLL_S = 1.0  # how often the driver looks for runs a worker has started
-CONNECT_TIMEOUT_S = 5.0
 
 
 def import_ray():
@@ -33,25 +35,6 @@ def import_ray():
     except ImportError:
         raise StudyError(RAY_MISSING) from None
     return ray
-
-
-def check_address(address: str) -> None:
-    """``auto``, or HOST:PORT where something answers: checked in seconds, where Ray itself
-    would retry for a minute before failing."""
-    if address == "auto":
-        return
-    if "://" in address:
-        raise StudyError(f"--address {address}: give auto or HOST:PORT of the Ray head (ray start --head); "
-                         "Ray Client (ray://) is not supported: run the study on a node of the cluster")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise StudyError(f"--address {address!r}: give auto or HOST:PORT of the Ray head, e.g. 10.0.0.1:6379")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise StudyError(f"--address {address}: no Ray cluster answers there ({reason}); start one with "
-                         f"`ray start --head --port={port}` or give the head's address") from None
 
 
 class RayBackend:
@@ -68,14 +51,31 @@ class RayBackend:
         self._connected = False
 
     def __enter__(self) -> "RayBackend":
-        self._connected = self._connect()
+        self._quiet = ExitStack()
+        # Ray's C++ core logs to this process's stderr (a line a second while it waits for a
+        # GCS): into a file for the study's length, the terminal keeps the study's own lines.
+        self.log_path = Path(tempfile.gettempdir()) / f"editprobe-ray-{os.getpid()}.log"
+        self._quiet.enter_context(native_stderr_to(self.log_path))
+        try:
+            self._connected = self._connect()
+        except BaseException:
+            self._close_log()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._connected:
-            self._connected = False
-            self.ray.shutdown()
-            self.ray._private.worker._worker_logs_enabled = True
+        try:
+            if self._connected:
+                self._connected = False
+                self.ray.shutdown()
+                self.ray._private.worker._worker_logs_enabled = True
+        finally:
+            self._close_log()
+
+    def _close_log(self) -> None:
+        self._quiet.close()
+        if self.log_path.is_file() and self.log_path.stat().st_size == 0:
+            self.log_path.unlink()
 
     # --- the cluster ----------------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -85,7 +85,7 @@ class RayBackend:
             return False
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         # Workers' output goes to Ray's log files: the runs report through their status files.
-        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
         if self.address is None:
             kwargs.update(address="local", include_dashboard=False)  # "local": never RAY_ADDRESS's cluster
         else:

@@ -147,6 +147,8 @@ class Tuner:
         from ..editing import resolve_hparams
         from ..editing.profiles import choose_hparams
         from ..data.checks import suspicious_records
+        from ..data.negation import negate
+        from .lengths import PromptLengths
         from .preflight import check_model_and_device
 
         cfg = self.config
@@ -154,9 +156,15 @@ class Tuner:
         self.base = resolve_hparams(cfg.method, self.choice.path, cfg.overrides)
         check_tuned_output(Path(cfg.out).expanduser(), cfg.overwrite)
         self.dev = choose_dev_split(cfg)
+        dev_records = [item.record for item in self.dev.plan.items]
+        # A trial edits the dev records, asks their negated prompts and their neighbours.
+        lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded,
+                                negated=lambda template, rid: negate(template, rid).negated, can_skip=False)
+        warnings = lengths.setup() + ([self.dev.unread_fields] if self.dev.unread_fields else [])
+        lengths.check(dev_records, self.dev.path)
         if self._loaded is None:
             check_model_and_device(cfg.model, cfg.device)
-        return suspicious_records([item.record for item in self.dev.plan.items], cfg.data)
+        return warnings + suspicious_records(dev_records, cfg.data)
 
     def run(self, on_trial: Callable[[TrialRecord, int], None] | None = None,
             on_stage: Callable[[str], None] | None = None) -> TuneResult:

@@ -48,6 +48,7 @@ class TuneConfig(ProfileDefaults):
     dtype: DType = None
     device: str | None = None
     overwrite: bool = False
+    max_prompt_tokens: Count | None = None  # None: the model's context length (runs/lengths.py)
 
     @field_validator("layers", "width", "v_lr", "steps", "clamp", "lam", "l2")
     @classmethod
@@ -142,6 +143,7 @@ class DevSplit(BaseModel):
     n_in_file: int
     skipped_overlap: int
     skipped_unnegatable: int
+    unread_fields: str | None = None  # the loader's line naming the fields the format ignores
 
 
 def overlapping(records, evaluation: dict[str, list]) -> dict[str, list]:
@@ -200,7 +202,8 @@ def choose_dev_split(config: TuneConfig) -> DevSplit:
     plan = NegationPlan(items=used, excluded=())
     path = resolve_data(config.data)
     return DevSplit(plan=plan, path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                    n_in_file=loaded.n_total, skipped_overlap=skipped, skipped_unnegatable=unnegatable)
+                    n_in_file=loaded.n_total, skipped_overlap=skipped, skipped_unnegatable=unnegatable,
+                    unread_fields=loaded.unread_warning())
 
 
 # --- the search space -------------------------------------------------------------------------
