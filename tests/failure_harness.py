@@ -37,15 +37,17 @@ def ws(failure_workspace):
         yield failure_workspace
 
 
-def edit_args(ws: dict, out: Path, *extra: str, data: Path | None = None) -> list[str]:
+def edit_args(ws: dict, out: Path, *extra: str, data: Path | None = None, n: int = 2) -> list[str]:
+    """``edit`` of ``n`` tiny records in batches of 2 into ``out``."""
     return ["edit", "--model", str(ws["model"]), "--method", "memit", "--data", str(data or ws["data"]),
-            "--n", "2", "--batch-size", "2", "--out", str(out), "--hparams", "tiny",
+            "--n", str(n), "--batch-size", "2", "--out", str(out), "--hparams", "tiny",
             "--set", f"mom2_corpus={ws['corpus']}", "--threads", "1", *extra]
 
 
-def run_args(ws: dict, out: Path, *extra: str, data: Path | None = None) -> list[str]:
+def run_args(ws: dict, out: Path, *extra: str, data: Path | None = None, n: int = 2) -> list[str]:
+    """``run`` of ``n`` tiny records in batches of 2 into ``out``."""
     return ["run", "--model", str(ws["model"]), "--method", "memit", "--data", str(data or ws["data"]),
-            "--n", "2", "--batch-size", "2", "--out", str(out), "--hparams", "tiny",
+            "--n", str(n), "--batch-size", "2", "--out", str(out), "--hparams", "tiny",
             "--set", f"mom2_corpus={ws['corpus']}", "--negation-table", str(ws["negations"]), "--threads", "1",
             *extra]
 

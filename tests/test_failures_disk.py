@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import invoke
+from failure_harness import edit_args, run_args
 from test_runs_helpers import comparable, subprocess_env, workspace
 
 # The child sets its own limit before importing editprobe (a preexec_fn is unsafe in a
@@ -52,15 +53,11 @@ def ws(tmp_path_factory):
 
 
 def _edit(ws, out, *extra):
-    return ["edit", "--model", str(ws["model"]), "--method", "memit", "--data", str(ws["data"]), "--n", "4",
-            "--batch-size", "2", "--out", str(out), "--hparams", "tiny", "--set", f"mom2_corpus={ws['corpus']}",
-            "--threads", "1", *extra]
+    return edit_args(ws, out, *extra, n=4)
 
 
 def _run(ws, out, *extra):
-    return ["run", "--model", str(ws["model"]), "--method", "memit", "--data", str(ws["data"]), "--n", "4",
-            "--batch-size", "2", "--out", str(out), "--hparams", "tiny", "--set", f"mom2_corpus={ws['corpus']}",
-            "--negation-table", str(ws["negations"]), "--threads", "1", *extra]
+    return run_args(ws, out, *extra, n=4)
 
 
 def _cli(ws, args, limit: int | None = None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 from cli_helpers import invoke
+from failure_harness import edit_args, run_args
 from kill_driver import command
 from test_runs_helpers import subprocess_env, workspace
 
@@ -26,15 +27,11 @@ def ws(tmp_path_factory):
 
 
 def _edit(ws, out, *extra):
-    return ["edit", "--model", str(ws["model"]), "--method", "memit", "--data", str(ws["data"]), "--n", "4",
-            "--batch-size", "2", "--out", str(out), "--hparams", "tiny", "--set", f"mom2_corpus={ws['corpus']}",
-            "--threads", "1", *extra]
+    return edit_args(ws, out, *extra, n=4)
 
 
 def _run(ws, out, *extra):
-    return ["run", "--model", str(ws["model"]), "--method", "memit", "--data", str(ws["data"]), "--n", "4",
-            "--batch-size", "2", "--out", str(out), "--hparams", "tiny", "--set", f"mom2_corpus={ws['corpus']}",
-            "--negation-table", str(ws["negations"]), "--threads", "1", *extra]
+    return run_args(ws, out, *extra, n=4)
 
 
 def _killed(ws, at: str, args: list[str]) -> subprocess.CompletedProcess:

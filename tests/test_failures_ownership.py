@@ -226,7 +226,7 @@ def test_two_studies_on_one_directory_and_status_running_then_interrupted(ws, tm
 
 def test_a_run_killed_between_the_two_renames_of_a_checkpoint_swap_resumes_exactly(ws, tmp_path):
     out = tmp_path / "run"
-    args = [*run_args(ws, out), "--n", "4"]  # two batches: the second checkpoint replaces the first
+    args = run_args(ws, out, n=4)  # two batches: the second checkpoint replaces the first
     done = subprocess.run(command("editprobe.paths:_set_aside:1:after", args), env=subprocess_env(ws["root"]),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == -signal.SIGKILL, done.stderr
@@ -238,7 +238,7 @@ def test_a_run_killed_between_the_two_renames_of_a_checkpoint_swap_resumes_exact
     assert resumed.exit_code == 0, resumed.output
     assert not [p for p in out.rglob(".*") if p.name not in (".editprobe.json", ".editprobe.lock")]
     alone = tmp_path / "alone"
-    assert invoke([*run_args(ws, alone), "--n", "4"]).exit_code == 0
+    assert invoke(run_args(ws, alone, n=4)).exit_code == 0
     # The edit losses of the batch whose checkpoint the kill cut are not in progress.json
     # (written after the checkpoint): None there, as after any kill at that point.
     read = lambda d: [{k: v for k, v in r.items() if k != "edit_reports"}  # noqa: E731

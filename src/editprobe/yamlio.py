@@ -39,15 +39,16 @@ class YAMLInputError(UserError, yaml.YAMLError):
 def load_yaml(path: str | os.PathLike) -> Any:
     """The document in the file ``path``, as ``yaml.safe_load`` builds it, or
     :class:`YAMLInputError`; ``OSError`` when it cannot be opened or read."""
-    return parse_yaml(_read(Path(path)))
+    return parse_yaml(_read(Path(path)), name=str(path))
 
 
-def parse_yaml(text: str) -> Any:
+def parse_yaml(text: str, name: str = "the value") -> Any:
     """The document in ``text`` (e.g. a ``--set`` value), as ``yaml.safe_load`` builds it,
-    or :class:`YAMLInputError`."""
+    or :class:`YAMLInputError`; ``name`` is what a syntax error's position names."""
     if len(text) > MAX_BYTES:
         raise YAMLInputError(f"{len(text):,} characters, over the {MAX_BYTES:,}-byte limit of YAML input")
     loader = yaml.SafeLoader(text)
+    loader.name = name  # PyYAML says "<unicode string>" otherwise
     try:
         try:
             node = loader.get_single_node()

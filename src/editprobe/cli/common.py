@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 
+import typer
 import yaml
 
 from ..errors import OptionError, clip, one_line, quoted
@@ -16,6 +17,18 @@ class OnBadRecordChoice(str, Enum):
 
     error = "error"
     skip = "skip"
+
+
+def max_prompt_tokens_option(what: str = "a record's query"):
+    """``--max-prompt-tokens``, as every command that feeds records to a model declares it."""
+    return typer.Option(None, "--max-prompt-tokens", help=f"most tokens {what} may have, checked before the model "
+                                                          "loads (default: the model's context length)")
+
+
+def on_bad_record_option(default: OnBadRecordChoice | None = None):
+    """``--on-bad-record``, as run, edit and demo declare it."""
+    return typer.Option(default, "--on-bad-record", help="a malformed or over-long record: stop with an error naming "
+                                                         "it (default), or skip it and count it in one warning")
 
 
 def print_error(message: object) -> None:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .common import OnBadRecordChoice, fail, set_threads, warn
+from .common import OnBadRecordChoice, fail, max_prompt_tokens_option, on_bad_record_option, set_threads, warn
 
 console = Console()
 
@@ -40,12 +40,8 @@ def demo(
     model: Optional[str] = typer.Option(None, help="model (default: the built-in smollm2-135m)"),
     data: Optional[str] = typer.Option(None, help="dataset (default: the built-in counterfact-sample)"),
     fresh: bool = typer.Option(False, "--fresh", help="delete the run directory's earlier demo run first"),
-    max_prompt_tokens: Optional[int] = typer.Option(
-        None, help="most tokens a record's query may have, checked before the model loads (default: the model's "
-                   "context length)"),
-    on_bad_record: Optional[OnBadRecordChoice] = typer.Option(
-        None, "--on-bad-record", help="a malformed or over-long record: stop with an error naming it (default), or "
-                                      "skip it and count it in one warning"),
+    max_prompt_tokens: Optional[int] = max_prompt_tokens_option(),
+    on_bad_record: Optional[OnBadRecordChoice] = on_bad_record_option(),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit the built-in model (MEMIT, AlphaEdit), evaluate negation and fact-checking, print the tables."""

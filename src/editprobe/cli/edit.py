@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from .common import OnBadRecordChoice, parse_overrides, set_threads, warn
+from .common import (
+    OnBadRecordChoice, max_prompt_tokens_option, on_bad_record_option, parse_overrides, set_threads, warn)
 
 console = Console()
 
@@ -32,12 +33,8 @@ def edit(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier edit result in --out"),
     target_cache: bool = typer.Option(True, "--target-cache/--no-target-cache",
                                       help="reuse target vectors optimized before on the same model state and settings"),
-    max_prompt_tokens: Optional[int] = typer.Option(
-        None, help="most tokens a record's prompt with its target may have, checked before the model loads "
-                   "(default: the model's context length)"),
-    on_bad_record: OnBadRecordChoice = typer.Option(
-        OnBadRecordChoice.error, "--on-bad-record", help="a malformed or over-long record: stop with an error "
-                                                         "naming it, or skip it and count it in one warning"),
+    max_prompt_tokens: Optional[int] = max_prompt_tokens_option("a record's prompt with its target"),
+    on_bad_record: OnBadRecordChoice = on_bad_record_option(OnBadRecordChoice.error),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .common import OnBadRecordChoice, fail, parse_overrides, set_threads, warn
+from .common import (
+    OnBadRecordChoice, fail, max_prompt_tokens_option, on_bad_record_option, parse_overrides, set_threads, warn)
 
 console = Console()
 
@@ -37,12 +38,8 @@ def run(
     target_cache: Optional[bool] = typer.Option(None, "--target-cache/--no-target-cache",
                                                 help="reuse target vectors optimized before on the same model state "
                                                      "and settings (default: on)"),
-    max_prompt_tokens: Optional[int] = typer.Option(
-        None, help="most tokens a record's query may have, checked before the model loads (default: the model's "
-                   "context length)"),
-    on_bad_record: Optional[OnBadRecordChoice] = typer.Option(
-        None, "--on-bad-record", help="a malformed or over-long record: stop with an error naming it (default), or "
-                                      "skip it and count it in one warning"),
+    max_prompt_tokens: Optional[int] = max_prompt_tokens_option(),
+    on_bad_record: Optional[OnBadRecordChoice] = on_bad_record_option(),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from .common import parse_overrides, set_threads, warn
+from .common import max_prompt_tokens_option, parse_overrides, set_threads, warn
 
 console = Console()
 
@@ -44,16 +44,11 @@ def tune(
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
-    max_prompt_tokens: Optional[int] = typer.Option(
-        None, help="most tokens a dev record's query may have, checked before the model loads (default: the "
-                   "model's context length)"),
+    max_prompt_tokens: Optional[int] = max_prompt_tokens_option("a dev record's query"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
-    import torch
-
-    from ..runs.tune import DEFAULT_EVAL, TuneConfig, TuneInterrupted, Tuner, parse_range, tune_lock
-    from ..runs.tune_output import trial_line, write_tuned
+    from ..runs.tune import DEFAULT_EVAL, TuneConfig, Tuner, parse_range
 
     fields = {
         "model": model, "method": method, "data": data, "out": out, "n": n, "batch_size": batch_size,
@@ -75,10 +70,23 @@ def tune(
                f"up to {trials} trials" + (f" or {timeout:g} min" if timeout else "") +
                (f" ({dev.skipped_overlap} records overlapping {', '.join(config.evaluation)} skipped)"
                 if dev.skipped_overlap else ""))
-    with tune_lock(Path(out).expanduser()):  # one tune per --out file, until it is written
+    result = _search_and_write(tuner, config, Path(out))
+    _show(result, out)
+
+
+def _search_and_write(tuner, config, out: Path):
+    """The search, with progress lines, and the YAML of its best trial (on Ctrl-C: of the best
+    finished so far), under the --out file's lock."""
+    import torch
+
+    from ..runs.tune import TuneInterrupted, tune_lock
+    from ..runs.tune_output import trial_line, write_tuned
+
+    dev = tuner.dev
+    with tune_lock(out.expanduser()):  # one tune per --out file, until it is written
         try:
             with Progress(console=console, transient=True) as progress:
-                task = progress.add_task(escape("tune: loading"), total=trials)
+                task = progress.add_task(escape("tune: loading"), total=config.trials)
 
                 def on_stage(text: str) -> None:
                     progress.update(task, description=escape(f"tune: {text}"))
@@ -95,6 +103,13 @@ def tune(
                            f"{stopped.result.best}) in {out}")
             raise
         write_tuned(config, result, tuner.choice.path, dev, torch.get_num_threads())
+    return result
+
+
+def _show(result, out: Path) -> None:
+    """The best trial, the base setting's score and where the YAML is."""
+    from ..runs.tune_output import trial_line
+
     best = next(r for r in result.trials if r.number == result.best)
     typer.echo(f"best: trial {best.number} ({trial_line(best).split('|', 1)[0].split(None, 2)[2].strip()}): score "
                f"{best.score:.1f} (efficacy {best.efficacy:.1f}, specificity "
