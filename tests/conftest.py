@@ -45,7 +45,8 @@ def _repository_entries() -> set[str] | None:
 @pytest.fixture(scope="session", autouse=True)
 def no_file_left_outside_temp_dirs():
     """Every test writes under its temporary directories (and $EDITPROBE_CACHE): a file a test
-    leaves in the repository is an error of the session."""
+    leaves in the repository is an error of the session. (A file a developer creates in the
+    checkout while the suite runs is reported too: it cannot be told apart.)"""
     before = _repository_entries()
     yield
     after = _repository_entries()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from editprobe.data.options import DatasetOptions
 from editprobe.data import (
     BUILTIN_DATASETS,
     DATASET_FORMATS,
@@ -76,10 +77,15 @@ def test_zsre_question_becomes_a_template(loaded):
     rec = loaded["zsre/zsre_mend_edit.json"].records[0]
     assert rec.template == "When was the inception of {}?"
     assert rec.query == "When was the inception of IAAF Combined Events Challenge?"
-    assert (rec.target_new, rec.target_true, rec.is_question) == ("2006", "1998", True)
+    # By default zsRE edits toward answers[0] with no old object (MEMIT's, AlphaEdit's and the paper's way)
+    assert (rec.target_new, rec.target_true, rec.is_question) == ("1998", None, True)
+    assert rec.extra["alt"] == "2006" and rec.portability == ()  # EasyEdit's portability is about alt
     assert rec.paraphrase_prompts == ("When was the IAAF Combined Events Challenge launched?",)
     assert rec.neighborhood[0].answers == ("The String",) and rec.neighborhood[0].prompt.startswith("nq question:")
-    assert rec.portability[0].answers == ("Athletics",) and rec.portability[0].kind == "one_hop"
+    assert rec.neighborhood[0].prompt.endswith("?")  # as the MEMIT and AlphaEdit loaders ask it
+    alt = load_records(SHARED / "zsre/zsre_mend_edit.json", options=DatasetOptions(zsre_target="alt")).records[0]
+    assert (alt.target_new, alt.target_true) == ("2006", "1998")  # EasyEdit's way
+    assert alt.portability[0].answers == ("Athletics",) and alt.portability[0].kind == "one_hop"
     # surrounding whitespace of targets is normalised (15 records have e.g. "' species'")
     assert all(r.target_new == r.target_new.strip() for r in loaded["zsre/zsre_mend_edit.json"].records)
 
@@ -88,10 +94,12 @@ def test_zsre_question_becomes_a_template(loaded):
 def test_knowedit_zsre_record(loaded):
     records = loaded["zsre/ZsRE-test-all.json"].records
     rec = records[0]
-    assert (rec.template, rec.target_new, rec.target_true) == ("Which family does {} belong to?", "Noctuidae", "Aspidoceratidae")
+    assert (rec.template, rec.target_new, rec.target_true) == ("Which family does {} belong to?", "Aspidoceratidae", None)
     assert rec.is_question and rec.paraphrase_prompts == ("What family are Epaspidoceras?",)
     assert [n.kind for n in rec.neighborhood] == ["Relation_Specificity"] * 2
-    assert rec.portability[0].kind == "Reasoning" and rec.portability[0].answers == ("Owlet moths",)
+    alt = load_records(SHARED / "zsre/ZsRE-test-all.json", limit=1, options=DatasetOptions(zsre_target="alt")).records[0]
+    assert (alt.target_new, alt.target_true) == ("Noctuidae", "Aspidoceratidae")
+    assert alt.portability[0].kind == "Reasoning" and alt.portability[0].answers == ("Owlet moths",)
     # a subject with a trailing space ("Angora goat ") is still found in its prompt
     angora = next(r for r in records if r.subject == "Angora goat")
     assert angora.template == "What is {} named after?"

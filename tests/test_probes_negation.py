@@ -109,12 +109,12 @@ def test_scores_and_discrepancies_follow_the_paper_definitions():
     assert dumped["PP"] == 100.0 and dumped["avg"] == 57.1 and len(dumped["samples"]) == 28
 
 
-def test_a_missing_run_leaves_its_settings_and_avg_empty():
+def test_a_missing_run_leaves_its_settings_empty_and_avg_is_the_mean_of_what_exists():
     plan = build_negation_plan([_rec(i, "{} was born in", subject=f"S{i}") for i in range(4)])
     only_pos = negation_scores(plan, _run(plan, "positive", {"PP": 3, "PN": 1}), None)
     assert (only_pos.PP, only_pos.PN, only_pos.NN, only_pos.NP) == (75.0, 25.0, None, None)
     assert only_pos.discrepancies["PP-PN"] == 50.0 and only_pos.discrepancies["NN-NP"] is None
-    assert only_pos.avg is None
+    assert only_pos.avg == 50.0  # the paper's Avg, as every table prints it: PP-PN alone here
     with pytest.raises(ValueError, match="edited with"):
         negation_scores(plan, _run(plan, "negative", {"NN": 1, "NP": 1}), None)
     other = build_negation_plan([_rec(9, "{} was born in")])

@@ -107,7 +107,8 @@ def select_records(model, tok, records: Sequence[EditRecord], n: int, negate_fn:
     scanned = unnegatable = 0
     for start in range(0, len(records), chunk):
         part = list(records[start : start + chunk])
-        kept = {it.record.id: it for it in build_negation_plan(part, negate_fn).items}
+        # a record's own negated prompt without its subject cannot be a negated edit here
+        kept = {it.record.id: it for it in build_negation_plan(part, negate_fn).items if it.editable}
         usable = [kept[r.id] for r in part if r.id in kept]
         answers = greedy_answers(model, tok, [it.query(k) for it in usable for k in ("positive", "negated")],
                                  answer_tokens)

@@ -44,7 +44,7 @@ def analyze(
     import torch
 
     from ..analysis.mechanism import analyze_mechanism, hparams_for_layer, write_analysis
-    from ..data.negation import load_negation_table, negate
+    from ..data.negation import negate, negation_function
     from ..editing import make_editor, resolve_hparams
     from ..editing.keys_model import hparams_key
     from ..models import load_model
@@ -59,19 +59,16 @@ def analyze(
     set_threads(threads)
     torch.manual_seed(seed)
     overrides = parse_overrides(set_)
-    negate_fn = None
     # Cheap checks first: a typo should not cost a model load.
     hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
-    table = load_negation_table(negation_table) if negation_table is not None else None
+    negate_fn = negation_function(negation_table)  # None: the rules
     # It asks each record's prompt and its negation, each with the target: within the context.
     lengths = PromptLengths(model, probe_prompts=False, option=None, can_skip=False,
-                            negated=lambda template, rid: negate(template, rid, overrides=table).negated)
+                            negated=lambda template, rid: (negate_fn or negate)(template, rid).negated)
     records, warnings = check_datasets([data], None, lengths)
     records = records[data]
     for line in warnings:
         warn(line)
-    if table is not None:
-        negate_fn = lambda template, relation_id: negate(template, relation_id, overrides=table)  # noqa: E731
     work = WorkDir(out, "analysis")
     work.check()  # a directory editprobe did not make as an analysis is never written into
     check_model_and_device(model, device)

@@ -31,6 +31,20 @@ def on_bad_record_option(default: OnBadRecordChoice | None = None):
                                                          "it (default), or skip it and count it in one warning")
 
 
+class ZsreTargetChoice(str, Enum):
+    """``--zsre-target``: what zsRE records are edited toward (data/options.py)."""
+
+    answers = "answers"
+    alt = "alt"
+
+
+def zsre_target_option(default: ZsreTargetChoice | None = None):
+    """``--zsre-target``, as every command that edits records declares it."""
+    return typer.Option(default, "--zsre-target", help="zsRE's edit target: answers (answers[0], no old object: the "
+                                                       "MEMIT/AlphaEdit and paper convention, the default) or alt "
+                                                       "(EasyEdit's: alt, answers[0] as the old object)")
+
+
 def print_error(message: object) -> None:
     """``error: ...`` on stderr: one line, no markup interpretation, no wrapping."""
     sys.stderr.write(f"error: {one_line(message)}\n")

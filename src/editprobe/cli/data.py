@@ -112,9 +112,13 @@ def negate_cmd(
     format: str | None = typer.Option(None, "--format", "-f", help="format name; detected from the content by default"),
     limit: int | None = typer.Option(None, "--limit", min=0, help="read only the first N good entries"),
     csv: str | None = typer.Option(None, "--csv", help="also write template, relation, negated, rule, reason here"),
+    compare: bool = typer.Option(False, "--compare", help="compare each record's own negated prompt (the paper's "
+                                 "files carry one) with the rules': identical / contraction only / different / not "
+                                 "negatable, with examples"),
 ) -> None:
     """Every distinct template with its negation and the rule that made it; the templates no
-    rule can negate are listed (they leave the negation settings, never kept positive)."""
+    rule can negate are listed (they leave the negation settings, never kept positive).
+    With --compare: how far the file's own negated prompts agree with the rules."""
     import pandas as pd
 
     from ..data import DataError, load_records
@@ -126,6 +130,9 @@ def negate_cmd(
         records = load_records(file, format=format, limit=limit).records
     except DataError as exc:
         _fail(str(exc))
+        return
+    if compare:
+        _compare(file, records, overrides)
         return
     report = negate_all(((r.template, r.relation_id) for r in records), overrides=overrides)
     rows = [{"template": n.template, "relation": rid or "", "negated": n.negated or "", "rule": n.rule, "reason": n.reason}
@@ -139,6 +146,27 @@ def negate_cmd(
     if csv:
         write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
         console.print(f"written: {escape(csv)}")
+
+
+def _compare(file: str, records, overrides) -> None:
+    """``negate --compare``: the counts per category, then the first examples of each."""
+    from ..data.negation import negate
+    from ..data.negation_compare import CATEGORIES, compare_negations
+
+    fn = (lambda template, rid: negate(template, rid, overrides=overrides)) if overrides else None
+    result = compare_negations(records, fn)
+    if not result.n_compared:
+        _fail(f"{file}: none of its {len(records)} records carries its own negated prompt (negetive_prompt or "
+              "negated_prompt): nothing to compare")
+        return
+    typer.echo(f"{result.n_compared} records with their own negated prompt"
+               + (f" ({result.n_without} without one, not compared)" if result.n_without else ""))
+    for name in CATEGORIES:
+        typer.echo(f"  {name}: {result.counts[name]} ({result.share(name):.1f}%)")
+    for name, examples in result.examples.items():
+        typer.echo(f"{name}, e.g.:")
+        for ex in examples:
+            typer.echo(f"  record {ex.record_id}: file {ex.own!r} | rules {ex.rules!r}")
 
 
 def _distinct(records) -> list[tuple[str, str | None]]:

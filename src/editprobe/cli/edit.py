@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from .common import (
-    OnBadRecordChoice, max_prompt_tokens_option, on_bad_record_option, parse_overrides, set_threads, warn)
+    OnBadRecordChoice, ZsreTargetChoice, max_prompt_tokens_option, on_bad_record_option, parse_overrides,
+    set_threads, warn, zsre_target_option)
 
 console = Console()
 
@@ -35,6 +36,9 @@ def edit(
                                       help="reuse target vectors optimized before on the same model state and settings"),
     max_prompt_tokens: Optional[int] = max_prompt_tokens_option("a record's prompt with its target"),
     on_bad_record: OnBadRecordChoice = on_bad_record_option(OnBadRecordChoice.error),
+    zsre_target: ZsreTargetChoice = zsre_target_option(ZsreTargetChoice.answers),
+    negation_table: Optional[str] = typer.Option(None, help="user YAML 'template: negated template' for the requests' "
+                                                          "opposite query (FT's negation augmentation, negation: defend)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
@@ -46,7 +50,8 @@ def edit(
     config = EditConfig.build({"model": model, "method": method, "data": data, "n": n, "batch_size": batch_size,
                                "out": out, "hparams": hparams, "profile": profile, "overrides": overrides, "dtype": dtype,
                                "device": device, "seed": seed, "overwrite": overwrite, "target_cache": target_cache,
-                               "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value})
+                               "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value,
+                               "zsre_target": zsre_target.value, "negation_table": negation_table})
     set_threads(threads)
     job = EditJob(config)
     for line in job.preflight():

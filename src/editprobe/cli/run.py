@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 
 from .common import (
-    OnBadRecordChoice, fail, max_prompt_tokens_option, on_bad_record_option, parse_overrides, set_threads, warn)
+    OnBadRecordChoice, ZsreTargetChoice, fail, max_prompt_tokens_option, on_bad_record_option, parse_overrides,
+    set_threads, warn, zsre_target_option)
 
 console = Console()
 
@@ -40,6 +41,7 @@ def run(
                                                      "and settings (default: on)"),
     max_prompt_tokens: Optional[int] = max_prompt_tokens_option(),
     on_bad_record: Optional[OnBadRecordChoice] = on_bad_record_option(),
+    zsre_target: Optional[ZsreTargetChoice] = zsre_target_option(),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
@@ -51,7 +53,8 @@ def run(
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
              "hparams": hparams, "profile": profile, "negation_table": negation_table, "dtype": dtype, "device": device,
              "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache,
-             "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value if on_bad_record else None}
+             "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value if on_bad_record else None,
+             "zsre_target": zsre_target.value if zsre_target else None}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

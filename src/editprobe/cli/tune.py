@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from .common import max_prompt_tokens_option, parse_overrides, set_threads, warn
+from .common import (
+    ZsreTargetChoice, max_prompt_tokens_option, parse_overrides, set_threads, warn, zsre_target_option)
 
 console = Console()
 
@@ -45,6 +46,7 @@ def tune(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
     max_prompt_tokens: Optional[int] = max_prompt_tokens_option("a dev record's query"),
+    zsre_target: ZsreTargetChoice = zsre_target_option(ZsreTargetChoice.answers),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
@@ -55,7 +57,7 @@ def tune(
         "trials": trials, "timeout_min": timeout, "seed": seed, "evaluation": tuple(eval_) or DEFAULT_EVAL,
         "exclude_overlap": exclude_overlap, "negative": negative, "hparams": hparams, "profile": profile,
         "overrides": parse_overrides(set_), "dtype": dtype, "device": device, "overwrite": overwrite,
-        "max_prompt_tokens": max_prompt_tokens,
+        "max_prompt_tokens": max_prompt_tokens, "zsre_target": zsre_target.value,
         "layers": parse_range(layers, "layers", integer=True), "width": parse_range(width, "width", integer=True),
         "v_lr": parse_range(v_lr, "v-lr"), "steps": parse_range(steps, "steps", integer=True),
         "clamp": parse_range(clamp, "clamp"), "lam": parse_range(lam, "lam"), "l2": parse_range(l2, "l2"),

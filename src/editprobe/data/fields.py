@@ -207,3 +207,17 @@ def prompt_answers(entry: RawEntry, key: str, answer_key: str = "ground_truth") 
             # Some KnowEdit files pair a list of prompts with one answer list.
             out.extend(PromptAnswer(prompt=p, answers=answers, kind=kind) for p in prompts)
     return tuple(out)
+
+
+def negated_prompt(entry: RawEntry, subject: str, keys: tuple[str, ...] = ("negated_prompt",)) -> str | None:
+    """A record's own negated query (the first of ``keys`` present), subject filled in: a
+    prompt with one ``{}`` gets the subject; a filled one is kept as it is."""
+    for key in keys:
+        text = entry.optional_text(key)
+        if text is None:
+            continue
+        n = text.count("{}")
+        if n > 1:
+            raise FieldError(entry.path(key), f"has {n} '{{}}' placeholders, expected at most one: {text!r}")
+        return text.replace("{}", subject) if n == 1 else text
+    return None

@@ -14,6 +14,7 @@ from .builtin_data import resolve_data
 from .errors import BadRecord, DataError, FieldError
 from .fields import RawEntry
 from .formats import DATASET_FORMATS, DatasetFormat
+from .options import DatasetOptions, apply_options
 from .records import EditRecord
 
 OnBadRecord = Literal["error", "skip"]
@@ -150,6 +151,7 @@ def load_records(
     format: str | None = None,
     on_bad_record: OnBadRecord = "error",
     limit: int | None = None,
+    options: DatasetOptions | None = None,
 ) -> LoadResult:
     """Load a dataset file (or a built-in dataset name) as EditRecords.
 
@@ -157,6 +159,8 @@ def load_records(
     ``on_bad_record``: "error" raises a :class:`DataError` at the first bad record; "skip"
     leaves it out and lists it in ``LoadResult.skipped``.
     ``limit``: stop after this many good entries (cases, for MQuAKE: a case is never split).
+    ``options``: how the records are read (:class:`DatasetOptions`; default: zsRE edits
+    toward ``answers[0]``).
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
@@ -195,6 +199,7 @@ def load_records(
         unread.update(ignored)
         n_unread += bool(ignored)
         n_good += 1
+    records = apply_options(records, options or DatasetOptions())
     return LoadResult(records=records, format=fmt.name, n_total=len(entries), skipped=skipped, path=resolved,
                       positions=positions, unread=dict(unread), n_unread_entries=n_unread, n_loaded=n_good)
 

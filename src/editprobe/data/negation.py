@@ -229,6 +229,65 @@ def negate(
     return Negation(template=template, negated=result.negated, rule=result.rule, ok=result.ok, reason=result.reason)
 
 
+# Rule of a negation a record carries itself; "record-unanchored" when its negated prompt does
+# not hold the subject exactly once, so it can be asked but not edited by a locate-then-edit
+# method (which needs the subject's last token in the prompt).
+RECORD_RULE = "record"
+RECORD_UNANCHORED_RULE = "record-unanchored"
+
+
+def record_negation(record, negate_fn=None) -> "Negation":
+    """The negation of a record's query: its own negated prompt when it carries one (rule
+    "record": the prompt with the subject turned back into "{}"; "record-unanchored" when
+    the subject does not occur in it exactly once: then ``negated`` is the filled query
+    itself, with no "{}"), else ``negate_fn(template, relation_id)`` (default :func:`negate`:
+    a user table, the relation table, the grammar rules)."""
+    if record.negated_prompt:
+        own = record.negated_prompt
+        if own.count(record.subject) == 1:
+            template = own.replace("{", "{{").replace("}", "}}").replace(record.subject, PLACEHOLDER)
+            if template.count(PLACEHOLDER) == 1 and "{{" not in template and "}}" not in template:
+                return Negation(template=record.template, negated=template, rule=RECORD_RULE, ok=True)
+        return Negation(template=record.template, negated=own, rule=RECORD_UNANCHORED_RULE, ok=True)
+    fn = negate_fn or negate
+    result = fn(record.template, record.relation_id)
+    return result if isinstance(result, Negation) else _from_function(record.template, result)
+
+
+def _from_function(template: str, result) -> "Negation":
+    """A user function's plain answer: the negated template, or None (cannot negate)."""
+    if result is None:
+        return Negation(template=template, negated=None, rule="unnegatable", ok=False,
+                        reason="the negation function returned None")
+    return Negation(template=template, negated=result, rule="custom-function", ok=True)
+
+
+def negation_function(table_path: str | Path | None):
+    """The negation a job uses: :func:`negate`, with the user table at ``table_path`` (read
+    and checked now) over the rules; None without a table (the default)."""
+    if table_path is None:
+        return None
+    table = load_negation_table(table_path)
+    return lambda template, relation_id: negate(template, relation_id, overrides=table)
+
+
+def with_opposite(record, negate_fn=None):
+    """The record's edit request carrying its opposite-polarity query (its own negated
+    prompt, else the negation of its template), which negation-aware editors use."""
+    negation = record_negation(record, negate_fn)
+    usable = negation.ok and negation.rule != RECORD_UNANCHORED_RULE and negation.negated.count(PLACEHOLDER) == 1
+    return record.request(opposite_template=negation.negated if usable else None)
+
+
+def negated_query(negation: "Negation", subject: str) -> str:
+    """The negated query asked for a record: its negated template with the subject, or (a
+    record's unanchored negated prompt) the prompt as it is."""
+    assert negation.negated is not None
+    if negation.rule == RECORD_UNANCHORED_RULE:
+        return negation.negated
+    return negation.negated.format(subject)
+
+
 class NegationReport(BaseModel):
     """Negations of distinct (template, relation_id) pairs, in first-seen order."""
 

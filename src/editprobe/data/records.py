@@ -40,6 +40,12 @@ class EditRecord(BaseModel):
     case_id: str | None = None  # links the edits of one multi-edit case (MQuAKE)
     source_format: str = "unknown"
     is_question: bool = False  # zsRE-style question prompts (fact-checking rewrites them)
+    # The record's own negated query, subject filled in (the paper authors' files carry one
+    # per record): when present it is the negated query and edit, instead of the rules'.
+    negated_prompt: str | None = None
+    # Declarative statements of the fact for fact-checking, when the file has them (the
+    # paper's files: the old or other object's statement first, then target_new's).
+    statements: tuple[str, ...] = ()
     extra: dict = Field(default_factory=dict)
 
     @field_validator("subject", "target_new")

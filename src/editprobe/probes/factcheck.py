@@ -91,6 +91,7 @@ def parse_answer(text: str) -> FactAnswer:
 
 
 def make_statement(record: EditRecord, target: str, config: FactCheckConfig = DEFAULT_CONFIG) -> str:
+    """The statement built from the record's query and ``target`` (the configured wording)."""
     if record.is_question:
         return config.question_statement_template.format(question=record.query, target=target)
     return config.statement_template.format(query=record.query, target=target)
@@ -110,6 +111,21 @@ def fact_check_prompt(tok, statement: str, config: FactCheckConfig = DEFAULT_CON
     return chat_prompt(tok, transform.chat(message), config.system)
 
 
+def statement_for(record: EditRecord, target: TargetKind, config: FactCheckConfig = DEFAULT_CONFIG
+                  ) -> tuple[str, str] | None:
+    """(statement, source) about the record with its new object (``"new"``) or the other one
+    (``"old"``: the old object; for zsRE read toward answers[0], which has none, the ``alt``
+    answer, as the paper's false statement); None when the record has no such object. A
+    record that carries declarative statements (the paper's files) is asked those
+    (source "record"); otherwise they are built from its query (source "template")."""
+    obj = record.target_new if target == "new" else (record.target_true or record.extra.get("alt"))
+    if not obj or not str(obj).strip():
+        return None
+    if len(record.statements) >= 2:
+        return record.statements[1 if target == "new" else 0], "record"
+    return make_statement(record, obj, config), "template"
+
+
 class FactCheckReply(BaseModel):
     """One statement put to one model."""
 
@@ -121,6 +137,7 @@ class FactCheckReply(BaseModel):
     generated: str
     answer: FactAnswer
     chat_template: bool = True  # False: the tokenizer had none, the bare message was used
+    statement_source: str = "template"  # "record": the record's own statement (statement_for)
 
 
 def ask_statements(
@@ -143,17 +160,15 @@ def ask_records(
     transform: PromptTransform = IDENTITY,
 ) -> list[FactCheckReply]:
     """Ask about each record's statement with the new object o* (``target="new"``) or the
-    old object o (``"old"``; records without one are skipped)."""
+    other object (``"old"``: :func:`statement_for`; records without one are skipped)."""
     if target not in ("new", "old"):
         raise ValueError(f"target must be 'new' or 'old', not {target!r}")
-    chosen = [(r, r.target_new if target == "new" else r.target_true) for r in records]
-    chosen = [(r, t) for r, t in chosen if t and t.strip()]
-    statements = [make_statement(r, t, config) for r, t in chosen]
-    answers = ask_statements(model, tok, statements, config, transform)
+    chosen = [(r, found) for r in records if (found := statement_for(r, target, config)) is not None]
+    answers = ask_statements(model, tok, [statement for _, (statement, _) in chosen], config, transform)
     return [
-        FactCheckReply(record_id=r.id, target=target, statement=s, generated=g, answer=a,
-                       chat_template=has_chat_template(tok))
-        for (r, _), s, (g, a) in zip(chosen, statements, answers)
+        FactCheckReply(record_id=r.id, target=target, statement=statement, generated=g, answer=a,
+                       chat_template=has_chat_template(tok), statement_source=source)
+        for (r, (statement, source)), (g, a) in zip(chosen, answers)
     ]
 
 

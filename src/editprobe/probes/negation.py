@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from ..data.negation import Negation, negate
+from ..data.negation import RECORD_UNANCHORED_RULE, Negation, negated_query, record_negation
 from ..data.records import EditRecord, EditRequest
 from ..data.transform import IDENTITY, PromptTransform
 from .exact import match_and_decode
@@ -64,14 +64,33 @@ class NegationItem(BaseModel):
         assert self.negation.negated is not None  # guaranteed by build_negation_plan
         return self.negation.negated
 
+    @property
+    def editable(self) -> bool:
+        """Whether the negated query can be an edit request: a record's own negated prompt
+        that does not hold the subject can be asked, not edited (locate-then-edit methods
+        edit at the subject's last token)."""
+        return self.negation.rule != RECORD_UNANCHORED_RULE
+
+    @property
+    def negation_source(self) -> str:
+        """Where the negated query comes from: "record" (the record's own), else the rules'
+        family ("user-table", "relation-table", "aux-insert", ...)."""
+        return "record" if self.negation.rule_family.startswith("record") else self.negation.rule_family
+
     def query(self, kind: str) -> str:
-        template = self.record.template if kind == "positive" else self.negated_template
-        return template.format(self.record.subject)
+        if kind == "positive":
+            return self.record.query
+        return negated_query(self.negation, self.record.subject)
 
     def request(self, kind: str) -> EditRequest:
-        positive, negated = self.record.template, self.negated_template
-        return self.record.request(template=positive if kind == "positive" else negated,
-                                   opposite_template=negated if kind == "positive" else positive)
+        positive = self.record.template
+        negated = self.negated_template if self.editable else None
+        if kind == "positive":
+            return self.record.request(template=positive, opposite_template=negated)
+        if negated is None:
+            raise ValueError(f"record {self.record.id}: its negated prompt does not hold the subject: it cannot be "
+                             "an edit request")
+        return self.record.request(template=negated, opposite_template=positive)
 
 
 class NegationPlan(BaseModel):
@@ -98,7 +117,22 @@ class NegationPlan(BaseModel):
         return [item.request("positive") for item in self.items]
 
     def negative_requests(self) -> list[EditRequest]:
-        return [item.request("negative") for item in self.items]
+        """The negated edits: of every record whose negated query can be edited."""
+        return [item.request("negative") for item in self.negative_items]
+
+    @property
+    def negative_items(self) -> tuple[NegationItem, ...]:
+        """The records a negative run edits (and NN/NP score): those with an editable negated query."""
+        return tuple(item for item in self.items if item.editable)
+
+    @property
+    def n_not_editable(self) -> int:
+        """Records whose own negated prompt lacks the subject: PN asked, no negated edit."""
+        return sum(not item.editable for item in self.items)
+
+    def source_counts(self) -> dict[str, int]:
+        """Records per source of their negated query: {"record": 1990, "aux-insert": 10}."""
+        return dict(Counter(item.negation_source for item in self.items).most_common())
 
     def rule_counts(self) -> dict[str, int]:
         """Records per negation rule family, e.g. {"relation-table": 80, "aux-insert": 12}."""
@@ -112,20 +146,13 @@ class NegationPlan(BaseModel):
         return "\n".join(lines)
 
 
-def _as_negation(template: str, result: Negation | str | None) -> Negation:
-    if isinstance(result, Negation):
-        return result
-    if result is None:
-        return Negation(template=template, negated=None, rule="unnegatable", ok=False,
-                        reason="the negation function returned None")
-    return Negation(template=template, negated=result, rule="custom-function", ok=True)
-
-
 def _problem(negation: Negation) -> str | None:
     """Why a negation cannot be used, or None. Checked here too because a user function
     may return anything."""
     if not negation.ok or negation.negated is None:
         return negation.reason or "no rule could negate the template"
+    if negation.rule == RECORD_UNANCHORED_RULE:
+        return None  # asked as it is (NegationItem.editable)
     if negation.negated.count("{}") != 1:
         return f"the negated template {negation.negated!r} must contain exactly one '{{}}'"
     if " ".join(negation.negated.split()) == " ".join(negation.template.split()):
@@ -134,13 +161,13 @@ def _problem(negation: Negation) -> str | None:
 
 
 def build_negation_plan(records: Iterable[EditRecord], negate_fn: NegateFn | None = None) -> NegationPlan:
-    """Negate each record's template (``negate`` of data/negation.py by default: user table,
-    curated relation table, grammar rules) and split the records into kept and excluded."""
-    fn: NegateFn = negate_fn or negate
+    """Negate each record (its own negated prompt when it carries one, else ``negate_fn`` or
+    ``negate`` of data/negation.py: user table, curated relation table, grammar rules) and
+    split the records into kept and excluded."""
     items: list[NegationItem] = []
     excluded: list[ExcludedRecord] = []
     for record in records:
-        negation = _as_negation(record.template, fn(record.template, record.relation_id))
+        negation = record_negation(record, negate_fn)
         problem = _problem(negation)
         if problem is None:
             items.append(NegationItem(record=record, negation=negation))
@@ -191,24 +218,26 @@ def score_negation_run(
     after the positive and after the negated query of every kept record."""
     if edited_with not in RUN_SETTINGS:
         raise ValueError(f"edited_with must be 'positive' or 'negative', not {edited_with!r}")
+    items = plan.items if edited_with == "positive" else plan.negative_items
     rows = [
         (item.record.id, setting, item.query(kind), item.record.target_new)
         for setting, kind in RUN_SETTINGS[edited_with]
-        for item in plan.items
+        for item in items
     ]
     samples = score_queries(model, tok, rows, NEGATION_SETTINGS, decode_extra, batch_size, transform)
     scores = {
         setting: Score.of(NEGATION_SETTINGS[setting], (s.match for s in samples if s.setting == setting))
         for setting, _ in RUN_SETTINGS[edited_with]
     }
-    return NegationRun(edited_with=edited_with, record_ids=plan.record_ids, scores=scores, samples=tuple(samples))
+    return NegationRun(edited_with=edited_with, record_ids=tuple(item.record.id for item in items), scores=scores,
+                       samples=tuple(samples))
 
 
 class NegationScores(BaseModel):
     """PP/PN/NN/NP efficacies (%, one decimal) and the discrepancies (docs/protocol.md#discrepancy).
 
     Either run may be missing (RLEdit is evaluated with PP and PN only); settings and
-    discrepancies that need a missing run are None, and Avg needs all four."""
+    discrepancies that need a missing run are None, and Avg is the mean of those that exist."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -262,10 +291,10 @@ class NegationScores(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def avg(self) -> float | None:
-        values = list(self._differences().values())
-        if any(v is None for v in values):
-            return None
-        return one_decimal(sum(v for v in values if v is not None) / len(values))
+        """The mean of the discrepancies that exist (the paper's Avg, as every table prints
+        it); None when none does."""
+        values = [v for v in self._differences().values() if v is not None]
+        return one_decimal(sum(values) / len(values)) if values else None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -287,7 +316,8 @@ def negation_scores(plan: NegationPlan, positive: NegationRun | None, negative: 
             continue
         if run.edited_with != expected:
             raise ValueError(f"the {expected} run was edited with {run.edited_with!r} requests")
-        if run.record_ids != plan.record_ids:
+        items = plan.items if expected == "positive" else plan.negative_items
+        if run.record_ids != tuple(item.record.id for item in items):
             raise ValueError(f"the {expected} run scored other records than the plan holds")
         settings.update(run.scores)
         samples.extend(run.samples)

@@ -81,7 +81,9 @@ def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """Table 2/3: PP, PN, NN, NP, the discrepancies and their Avg (the mean of those that
     exist: PP−PN alone on the No edit row and on runs edited positively only)."""
     mark = _preserve_differs(summaries)
-    rows = _no_edit_rows(summaries, lambda d: _negation_values(d.no_edit.get("negation")))
+    # No "No edit" row where it has no number (zsRE read toward answers[0] has no old object: the paper's A.7)
+    rows = _no_edit_rows(summaries, lambda d: _negation_values(o) if (o := d.no_edit.get("negation")) and o.metrics
+                         else None)
     for s in summaries:
         for r in s.results:
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
@@ -176,8 +178,28 @@ def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
             c0, hp_file = r.c0 or {}, r.hparams_file or {}
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
                          "dtype": s.model_dtype, "C0 corpus": c0.get("corpus"), "C0 documents": _c0_documents(r.c0),
-                         "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by")})
-    return _ordered(rows, SETTINGS_COLUMNS)
+                         "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by"),
+                         "targets": _targets(s, r.dataset)})
+    # Only a report with zsRE rows says what they were edited toward.
+    columns = SETTINGS_COLUMNS + (("targets",) if any(row["targets"] for row in rows) else ())
+    return _ordered(rows, columns)
+
+
+def _targets(summary: RunSummary, dataset: str) -> str | None:
+    """What a dataset's zsRE records were edited toward; a summary written before the option
+    existed edited them toward alt."""
+    found = summary.datasets.get(dataset)
+    if found is not None and found.targets:
+        return found.targets
+    if "zsre_target" not in summary.config and found is not None and _question_dataset(found):
+        return "zsRE alt, answers[0] as the old object (written before zsre_target)"
+    return None
+
+
+def _question_dataset(dataset) -> bool:
+    """A dataset scored with token accuracy (questions, or no old object): zsRE-like."""
+    efficacy = dataset.no_edit.get("efficacy")
+    return efficacy is not None and "tokens" in efficacy.metrics
 
 
 def _per(value: float | None, count: int) -> float | None:

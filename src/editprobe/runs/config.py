@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..data.options import DatasetOptions, ZsreTarget
 from ..probes.factcheck import FactCheckConfig
 from ..errors import UserError, one_line, validation_message
 from ..yamlio import load_yaml
@@ -112,6 +113,10 @@ class RunConfig(ProfileDefaults):
     max_prompt_tokens: Count | None = None
     # A malformed or over-long record: an error naming it, or left out and counted ("skip").
     on_bad_record: Literal["error", "skip"] = "error"
+    # zsRE's edit target (data/options.py): answers[0] with no old object (the MEMIT and
+    # AlphaEdit repositories' and the paper's convention), or alt with answers[0] as the old
+    # object (EasyEdit's). Runs saved before this field read as "alt".
+    zsre_target: ZsreTarget = "answers"
 
     @field_validator("methods", "datasets", "probes")
     @classmethod
@@ -131,6 +136,10 @@ class RunConfig(ProfileDefaults):
             raise ValueError(f"{' and '.join(same)} name the same dataset file")
         return v
 
+    def dataset_options(self) -> DatasetOptions:
+        """How the run's datasets are read."""
+        return DatasetOptions(zsre_target=self.zsre_target)
+
     def dataset_keys(self) -> dict[str, str]:
         """Each dataset's key in results and stage names (:func:`dataset_keys`)."""
         return dataset_keys(self.datasets)
@@ -149,6 +158,8 @@ class RunConfig(ProfileDefaults):
         later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error"}
         exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
                                                                              if getattr(self, k) == v}
+        if not may_hold_zsre(self.datasets):  # e.g. the demo's: a run saved before the field still matches
+            exclude.add("zsre_target")
         return {**self.model_dump(mode="json", exclude=exclude), RUN_LAYOUT_KEY: RUN_LAYOUT}
 
     @classmethod
@@ -195,6 +206,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise RunConfigError(f"{path}: a run config must be a mapping of fields")
     return raw
+
+
+def may_hold_zsre(datasets: Sequence[str]) -> bool:
+    """False only when every dataset is a built-in one without zsRE records (then the zsRE
+    target changes nothing); a file may hold any format."""
+    from ..data.builtin_data import BUILTIN_DATASETS
+
+    return not all(spec in BUILTIN_DATASETS and not Path(spec).is_file() and "zsre" not in spec for spec in datasets)
 
 
 def dataset_key(spec: str, among: Sequence[str] = ()) -> str:

@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 
+from ..data.negation import negation_function, with_opposite
+from ..data.options import DatasetOptions, ZsreTarget
 from ..errors import OptionError, OutputError, validation_message
 from ..paths import TMP_INFIX, move_into_place, write_json_atomic
 from ..workdir import WorkDir
@@ -50,6 +52,10 @@ class EditConfig(ProfileDefaults):
     target_cache: bool = True  # reuse target vectors computed before (editing/target_cache.py)
     max_prompt_tokens: Count | None = None  # None: the model's context length (runs/lengths.py)
     on_bad_record: Literal["error", "skip"] = "error"
+    zsre_target: ZsreTarget = "answers"  # zsRE's edit target (data/options.py)
+    # A user YAML "template: negated" for the requests' opposite query (FT's negation
+    # augmentation, negation: defend), over the rules; a record's own negated prompt wins.
+    negation_table: str | None = None
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":
@@ -91,7 +97,9 @@ class EditJob:
         self._hp = resolve_hparams(cfg.method, self._choice.path, cfg.overrides)
         # An edit asks each record's prompt (for the target, before and after); nothing else.
         lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded, probe_prompts=False)
-        records, warnings = check_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record)
+        self._negate = negation_function(cfg.negation_table)  # a bad table fails here
+        records, warnings = check_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record,
+                                           DatasetOptions(zsre_target=cfg.zsre_target))
         self._records = records[cfg.data]
         self._work = check_edit_output(cfg.out, cfg.overwrite)
         if self._loaded is None:
@@ -115,7 +123,7 @@ class EditJob:
         editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
         cache = use_target_cache(editor, cfg.target_cache)
         check_c0_corpus(editor)
-        requests = [r.request() for r in self._records]
+        requests = [with_opposite(r, self._negate) for r in self._records]
         pairs = [(r.query, r.target) for r in requests]
         before = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
         reports: list[dict[str, Any]] = []

@@ -157,19 +157,26 @@ class PromptLengths:
                     yield f"{kind}[{i}]", join_target(probe.prompt, max(probe.answers, key=len))
         negated = self._negated(record)
         if negated is not None:
-            yield "negated prompt", join_target(negated.format(record.subject), longest)
+            yield "negated prompt", join_target(negated, longest)
         if self.factcheck is not None:
-            from ..probes.factcheck import make_statement, user_message
+            from ..probes.factcheck import statement_for, user_message
 
-            yield "fact-check question", user_message(make_statement(record, longest, self.factcheck), self.factcheck)
+            found = statement_for(record, "new", self.factcheck)
+            if found is not None:
+                yield "fact-check question", user_message(found[0], self.factcheck)
 
     def _negated(self, record: EditRecord) -> str | None:
+        """The negated query the run asks of ``record``: its own negated prompt, else the
+        negation of its template (once per template)."""
         if self.negated is None:
             return None
+        if record.negated_prompt:
+            return record.negated_prompt
         key = (record.template, record.relation_id)
         if key not in self._negations:
             self._negations[key] = self.negated(*key)
-        return self._negations[key]
+        negated = self._negations[key]
+        return None if negated is None else negated.format(record.subject)
 
     def _count(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tok(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]

@@ -22,6 +22,7 @@ from ..editing.registry import method_class
 from ..errors import EditFailedError, UserError, clip, quoted
 from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
+from ..data.options import dataset_targets
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .config import RunConfig, RunConfigError
 from ..editing.target_cache import use_target_cache
@@ -103,8 +104,9 @@ class Experiment:
         self._negate_fn()  # a bad table fails here, not after the baseline
         self.probes()  # unknown names and bad module:attribute specs fail here
         self._records, self._warnings = check_datasets(self.config.datasets, self.config.n, self._prompt_lengths(),
-                                                       self.config.on_bad_record)
+                                                       self.config.on_bad_record, self.config.dataset_options())
         self._plans = self._negation_plans()
+        self._warnings += [line for spec, plan in self._plans.items() if (line := unanchored_warning(spec, plan))]
         if self._loaded is None:
             check_model_and_device(self.config.model, self.config.device)
         return self._warnings
@@ -145,12 +147,9 @@ class Experiment:
 
     def _negate_fn(self):
         """The default negation, with the config's user table (if any) taking precedence."""
-        from ..data.negation import load_negation_table, negate
+        from ..data.negation import negation_function
 
-        if self.config.negation_table is None:
-            return None
-        table = load_negation_table(self.config.negation_table)
-        return lambda template, relation_id: negate(template, relation_id, overrides=table)
+        return negation_function(self.config.negation_table)
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -204,7 +203,9 @@ class Experiment:
                         no_edit[p.name] = outcome
                     samples += [_sample(dk, "none", row) for row in rows]
             datasets[dk] = DatasetSummary(n_records=plan.n_records, n_excluded=plan.n_excluded,
-                                          negation_rules=plan.rule_counts(), probes=[p.name for p in probes],
+                                          negation_rules=plan.rule_counts(), negation_sources=plan.source_counts(),
+                                          n_negated_edits=len(plan.negative_items), probes=[p.name for p in probes],
+                                          targets=dataset_targets(ctx.records, self.config.dataset_options()),
                                           no_edit=no_edit)
             needed = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
             for method in self.config.methods:
@@ -324,6 +325,17 @@ class Experiment:
 def _negated(negation) -> str | None:
     """The negated template of a negation function's answer (a Negation, a string or None)."""
     return getattr(negation, "negated", negation)
+
+
+def unanchored_warning(spec: str, plan) -> str | None:
+    """One line when records' own negated prompts lack their subject: asked (PN), not edited."""
+    n = plan.n_not_editable
+    if not n:
+        return None
+    first = next(item for item in plan.items if not item.editable)
+    return (f"{spec}: {n} of {plan.n_records} records have a negated prompt without their subject (e.g. record "
+            f"{first.record.id}: {first.record.negated_prompt!r}): their negated query is asked (PN), their negated "
+            f"edit skipped (NN and NP over the other {plan.n_records - n})")
 
 
 def resume_advice(exc: BaseException, out) -> str:

@@ -10,23 +10,26 @@ from ..data import EditRecord, load_records
 from ..data.checks import suspicious_records
 from ..data.errors import BadRecord, DataError
 from ..data.loading import OnBadRecord
+from ..data.options import DatasetOptions
 
 if TYPE_CHECKING:
     from .lengths import Overlong, PromptLengths
 
 
 def check_datasets(specs: Sequence[str], n: int | None, lengths: PromptLengths | None = None,
-                   on_bad_record: OnBadRecord = "error") -> tuple[dict[str, list[EditRecord]], list[str]]:
+                   on_bad_record: OnBadRecord = "error", options: DatasetOptions | None = None
+                   ) -> tuple[dict[str, list[EditRecord]], list[str]]:
     """Every record (up to ``n`` entries per dataset; None: all) of every dataset, and the
     warnings about them. ``lengths``: each record's queries within the model's token cap.
     ``on_bad_record="skip"``: a malformed or over-long record is left out (the next ones
-    fill its place up to ``n``) and counted in one warning line per dataset."""
+    fill its place up to ``n``) and counted in one warning line per dataset. ``options``: how
+    the records are read (e.g. zsRE's target)."""
     records: dict[str, list[EditRecord]] = {}
     warnings: list[str] = lengths.setup() if lengths is not None else []
     check_lengths = lengths is not None and lengths.active
     for spec in specs:
         fill = check_lengths and on_bad_record == "skip"  # over-long entries make room for later ones
-        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record)
+        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record, options=options)
         source = str(loaded.path or spec)
         kept, dropped, skipped = loaded.records, [], loaded.skipped
         if fill:

@@ -29,7 +29,8 @@ from ..jsontext import finite
 from ..locks import Holder
 from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
-from .config import RUN_LAYOUT, RUN_LAYOUT_KEY, RunConfig
+from ..data.options import ZSRE_TARGET_BEFORE
+from .config import RUN_LAYOUT, RUN_LAYOUT_KEY, RunConfig, may_hold_zsre
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
@@ -111,6 +112,7 @@ class RunDir:
             raise RunDirError(f"{self.config_path}: unreadable ({exc}); the run cannot be resumed: remove {self.root} "
                               "to start over") from None
         layout = fields.pop(RUN_LAYOUT_KEY, 0)
+        fields = read_as_now(fields)
         if layout != RUN_LAYOUT:
             raise RunDirError(f"{self.root}: this run was started by an editprobe whose run directories have layout "
                               f"{layout} (this one writes {RUN_LAYOUT}: probes as plug-ins); it cannot be resumed here: "
@@ -119,7 +121,7 @@ class RunDir:
 
     def matches(self, config: RunConfig) -> bool:
         """Whether the finished run here was made under ``config`` (out dir aside)."""
-        saved = read_summary(self.root)["config"]
+        saved = read_as_now(read_summary(self.root)["config"])
         try:
             return RunConfig.model_validate(saved).identity() == config.identity()
         except ValueError:
@@ -242,6 +244,14 @@ class RunDir:
                                                        for s in rows))
         write_json_atomic(self.root / SUMMARY, summary)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
+
+
+def read_as_now(fields: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, with the values it ran under for fields added
+    since: saved before zsRE's target was an option, its zsRE records were edited toward alt."""
+    if "zsre_target" not in fields and may_hold_zsre(fields.get("datasets") or ()):
+        return {**fields, "zsre_target": ZSRE_TARGET_BEFORE}
+    return fields
 
 
 def read_summary(root: str | Path) -> dict[str, Any]:

@@ -28,6 +28,10 @@ class DatasetSummary(BaseModel):
     n_records: int
     n_excluded: int = 0
     negation_rules: dict[str, int] = Field(default_factory=dict)
+    # Where each negated query came from: "record" (the record's own) or the rules' family.
+    negation_sources: dict[str, int] = Field(default_factory=dict)
+    n_negated_edits: int | None = None  # records edited with their negated query (NN, NP)
+    targets: str | None = None  # what zsRE records were edited toward (None: no zsRE records)
     probes: list[str] = Field(default_factory=list)  # the probes that applied to this dataset
     no_edit: dict[str, ProbeOutcome] = Field(default_factory=dict)
 

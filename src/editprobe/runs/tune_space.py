@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..data.options import DatasetOptions, ZsreTarget
 from ..errors import OptionError, validation_message
 from .config import Count, DType, ProfileDefaults, ProfileName
 
@@ -49,6 +50,7 @@ class TuneConfig(ProfileDefaults):
     device: str | None = None
     overwrite: bool = False
     max_prompt_tokens: Count | None = None  # None: the model's context length (runs/lengths.py)
+    zsre_target: ZsreTarget = "answers"  # zsRE's edit target (data/options.py)
 
     @field_validator("layers", "width", "v_lr", "steps", "clamp", "lam", "l2")
     @classmethod
@@ -168,11 +170,12 @@ def choose_dev_split(config: TuneConfig) -> DevSplit:
     from ..data.errors import DataError
     from ..probes.negation import NegationPlan, build_negation_plan
 
-    loaded = load_records(config.data)
+    options = DatasetOptions(zsre_target=config.zsre_target)
+    loaded = load_records(config.data, options=options)
     records = loaded.records
     if not records:
         raise DataError(loaded.path or config.data, "holds no records")
-    evaluation = {spec: load_records(spec).records for spec in config.evaluation}
+    evaluation = {spec: load_records(spec, options=options).records for spec in config.evaluation}
     skipped = 0
     if config.exclude_overlap:
         bad = {id(r) for hits in overlapping(records, evaluation).values() for r in hits}

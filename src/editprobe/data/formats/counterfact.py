@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import FieldError
-from ..fields import RawEntry, template_from_prompt
+from ..fields import RawEntry, negated_prompt, template_from_prompt
 from ..records import EditRecord, PromptAnswer
 from .base import DatasetFormat, register_format
 
@@ -45,6 +45,7 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
                 PromptAnswer(prompt=p, answers=(target_true,), kind="neighborhood") for p in neighborhood if target_true
             ),
             source_format=NAME,
+            negated_prompt=negated_prompt(entry, subject),
             extra=extra,
         )
     ]

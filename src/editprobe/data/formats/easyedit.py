@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import FieldError
-from ..fields import RawEntry, flatten_answers, template_from_prompt
+from ..fields import RawEntry, flatten_answers, negated_prompt, template_from_prompt
 from ..records import EditRecord, PromptAnswer
 from .base import DatasetFormat, is_question, record_id, register_format
 
@@ -55,6 +55,7 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
             paraphrase_prompts=entry.texts("rephrase_prompt"),
             neighborhood=_locality(entry),
             source_format=NAME,
+            negated_prompt=negated_prompt(entry, subject),
             is_question=is_question(template),
             extra={"ground_truth": list(truths)} if len(truths) > 1 else {},
         )

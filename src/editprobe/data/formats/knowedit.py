@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..fields import RawEntry, prompt_answers, template_from_prompt
+from ..fields import RawEntry, negated_prompt, prompt_answers, template_from_prompt
 from ..records import EditRecord
 from .base import DatasetFormat, is_question, record_id, register_format
 
@@ -40,6 +40,7 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
             neighborhood=prompt_answers(entry, "locality"),
             portability=prompt_answers(entry, "portability"),
             source_format=NAME,
+            negated_prompt=negated_prompt(entry, subject),
             is_question=is_question(template),
             extra=extra,
         )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import FieldError
-from ..fields import RawEntry, prompt_answers, template_from_prompt
+from ..fields import RawEntry, negated_prompt, prompt_answers, template_from_prompt
 from ..records import EditRecord, PromptAnswer
 from .base import DatasetFormat, record_id, register_format
 
@@ -36,7 +36,10 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
     if entry.has("loc"):
         if not entry.has("loc_ans"):
             raise FieldError(entry.path("loc_ans"), "missing (required with 'loc')")
-        neighborhood = (PromptAnswer(prompt=entry.text("loc"), answers=entry.answers("loc_ans", required=True), kind="nq"),)
+        # The MEMIT and AlphaEdit loaders ask "nq question: ...?": the file's loc has no "?".
+        loc = entry.text("loc")
+        loc = loc if loc.endswith("?") else f"{loc}?"
+        neighborhood = (PromptAnswer(prompt=loc, answers=entry.answers("loc_ans", required=True), kind="nq"),)
     extra: dict[str, Any] = {}
     if len(answers) > 1:
         extra["answers"] = list(answers)
@@ -57,6 +60,7 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
             neighborhood=neighborhood,
             portability=_portability(entry),
             source_format=NAME,
+            negated_prompt=negated_prompt(entry, subject),
             is_question=True,
             extra=extra,
         )

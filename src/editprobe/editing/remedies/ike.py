@@ -80,7 +80,7 @@ def _statement(template: str, subject: str, target: str) -> str:
 def build_demos(records, n: int, kinds: list[str], seed: int, exclude_subjects: set[str] = frozenset()) -> list[Demo]:
     """``n`` demonstrations from ``records`` (kinds in turn; every other round states the
     negated fact), in a seeded order. Records lacking what a kind needs are passed over."""
-    from ...data.negation import negate
+    from ...data.negation import RECORD_UNANCHORED_RULE, record_negation
 
     rng = random.Random(seed)
     pool = [r for r in records if r.subject.strip().lower() not in exclude_subjects and r.target_true]
@@ -92,8 +92,8 @@ def build_demos(records, n: int, kinds: list[str], seed: int, exclude_subjects: 
         kind, negated = kinds[i % len(kinds)], (i // len(kinds)) % 2 == 1
         i += 1
         for record in it:
-            neg = negate(record.template, record.relation_id)
-            if not neg.ok:
+            neg = record_negation(record)  # its own negated prompt, else the rules'
+            if not neg.ok or neg.rule == RECORD_UNANCHORED_RULE:
                 continue
             pos_t, neg_t = record.template, neg.negated
             fact_t, other_t = (neg_t, pos_t) if negated else (pos_t, neg_t)

@@ -89,6 +89,9 @@ class FactCheckProbe(Probe):
         }
         rows = [_row("factcheck-after", "positive", r) for r in _replies(after["after"])]
         rows += [_row("factcheck-control", "positive", r) for r in _replies(after["control"])]
+        sources: dict[str, int] = {}
+        for reply in _replies(after["after"]):
+            sources[reply.statement_source] = sources.get(reply.statement_source, 0) + 1
         return self.outcome(metrics, n_records=result.n_records, before_counts=result.before_counts,
                             after_counts=result.after_counts, chat_template=result.chat_template,
-                            label=FACTCHECK_ACCURACY.label), rows
+                            statement_sources=sources, label=FACTCHECK_ACCURACY.label), rows
