@@ -45,6 +45,20 @@ def zsre_target_option(default: ZsreTargetChoice | None = None):
                                                        "(EasyEdit's: alt, answers[0] as the old object)")
 
 
+class MquakeUnitChoice(str, Enum):
+    """``--mquake-unit``: what ``--n`` counts in MQuAKE (data/options.py)."""
+
+    case = "case"
+    rewrite = "rewrite"
+
+
+def mquake_unit_option(default: MquakeUnitChoice | None = None):
+    """``--mquake-unit``, as the commands that edit records declare it."""
+    return typer.Option(default, "--mquake-unit", help="MQuAKE: case (n counts cases, a case's rewrites edited "
+                                                       "together: the default) or rewrite (n counts single "
+                                                       "rewrites, duplicates kept once: the paper's grid)")
+
+
 def print_error(message: object) -> None:
     """``error: ...`` on stderr: one line, no markup interpretation, no wrapping."""
     sys.stderr.write(f"error: {one_line(message)}\n")

@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from .common import (
-    OnBadRecordChoice, ZsreTargetChoice, max_prompt_tokens_option, on_bad_record_option, parse_overrides,
-    set_threads, warn, zsre_target_option)
+    MquakeUnitChoice, OnBadRecordChoice, ZsreTargetChoice, max_prompt_tokens_option, mquake_unit_option,
+    on_bad_record_option, parse_overrides, set_threads, warn, zsre_target_option)
 
 console = Console()
 
@@ -37,6 +37,7 @@ def edit(
     max_prompt_tokens: Optional[int] = max_prompt_tokens_option("a record's prompt with its target"),
     on_bad_record: OnBadRecordChoice = on_bad_record_option(OnBadRecordChoice.error),
     zsre_target: ZsreTargetChoice = zsre_target_option(ZsreTargetChoice.answers),
+    mquake_unit: MquakeUnitChoice = mquake_unit_option(MquakeUnitChoice.case),
     negation_table: Optional[str] = typer.Option(None, help="user YAML 'template: negated template' for the requests' "
                                                           "opposite query (FT's negation augmentation, negation: defend)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
@@ -51,7 +52,8 @@ def edit(
                                "out": out, "hparams": hparams, "profile": profile, "overrides": overrides, "dtype": dtype,
                                "device": device, "seed": seed, "overwrite": overwrite, "target_cache": target_cache,
                                "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value,
-                               "zsre_target": zsre_target.value, "negation_table": negation_table})
+                               "zsre_target": zsre_target.value, "mquake_unit": mquake_unit.value,
+                               "negation_table": negation_table})
     set_threads(threads)
     job = EditJob(config)
     for line in job.preflight():

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 
 from .common import (
-    OnBadRecordChoice, ZsreTargetChoice, fail, max_prompt_tokens_option, on_bad_record_option, parse_overrides,
-    set_threads, warn, zsre_target_option)
+    MquakeUnitChoice, OnBadRecordChoice, ZsreTargetChoice, fail, max_prompt_tokens_option, mquake_unit_option,
+    on_bad_record_option, parse_overrides, set_threads, warn, zsre_target_option)
 
 console = Console()
 
@@ -42,6 +42,7 @@ def run(
     max_prompt_tokens: Optional[int] = max_prompt_tokens_option(),
     on_bad_record: Optional[OnBadRecordChoice] = on_bad_record_option(),
     zsre_target: Optional[ZsreTargetChoice] = zsre_target_option(),
+    mquake_unit: Optional[MquakeUnitChoice] = mquake_unit_option(),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
@@ -54,7 +55,8 @@ def run(
              "hparams": hparams, "profile": profile, "negation_table": negation_table, "dtype": dtype, "device": device,
              "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache,
              "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value if on_bad_record else None,
-             "zsre_target": zsre_target.value if zsre_target else None}
+             "zsre_target": zsre_target.value if zsre_target else None,
+             "mquake_unit": mquake_unit.value if mquake_unit else None}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

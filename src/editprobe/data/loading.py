@@ -14,7 +14,8 @@ from .builtin_data import resolve_data
 from .errors import BadRecord, DataError, FieldError
 from .fields import RawEntry
 from .formats import DATASET_FORMATS, DatasetFormat
-from .options import DatasetOptions, apply_options
+from .joining import joined_parts, unique_ids
+from .options import DatasetOptions, apply_options, single_rewrites
 from .records import EditRecord
 
 OnBadRecord = Literal["error", "skip"]
@@ -166,6 +167,10 @@ def load_records(
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    options = options or DatasetOptions()
+    parts = joined_parts(path)
+    if parts is not None:
+        return _load_joined(str(path), parts, format, on_bad_record, limit, options)
     resolved = resolve_data(path)
     entries = read_entries(resolved)
     if format is None:
@@ -181,8 +186,10 @@ def load_records(
     first_seen: dict[str, int] = {}
     unread: Counter[str] = Counter()
     n_unread = n_good = 0
+    # MQuAKE edited as single rewrites: ``limit`` counts rewrites, chosen after reading
+    rewrites = fmt.name == "mquake" and options.mquake_unit == "rewrite"
     for index, raw in enumerate(entries):
-        if limit is not None and n_good >= limit:
+        if limit is not None and n_good >= limit and not rewrites:
             break
         result, ignored = _convert(fmt, raw, index)
         if not isinstance(result, BadRecord):
@@ -199,7 +206,9 @@ def load_records(
         unread.update(ignored)
         n_unread += bool(ignored)
         n_good += 1
-    records = apply_options(records, options or DatasetOptions())
+    records = apply_options(records, options)
+    if rewrites:
+        records, positions = single_rewrites(records, positions, limit)
     return LoadResult(records=records, format=fmt.name, n_total=len(entries), skipped=skipped, path=resolved,
                       positions=positions, unread=dict(unread), n_unread_entries=n_unread, n_loaded=n_good)
 
@@ -214,3 +223,32 @@ def _check_unique_ids(
             where = "case_id" if "case_id" in raw else "id"
             return BadRecord(index, where, f"duplicate id {rec.id!r} (first used by record {first_seen[rec.id]})")
     return records
+
+
+def _load_joined(spec: str, parts: list[str], format: str | None, on_bad_record: OnBadRecord, limit: int | None,
+                 options: DatasetOptions) -> LoadResult:
+    """Several files read in order as one dataset (data/joining.py); ``limit`` counts across
+    them (entries, or MQuAKE's rewrites when edited one by one)."""
+    results: list[tuple[str, LoadResult]] = []
+    taken = offset = 0
+    positions: list[int] = []
+    for part in parts:
+        remaining = None if limit is None else limit - taken
+        if remaining is not None and remaining <= 0:
+            break
+        result = load_records(part, format, on_bad_record, remaining, options)
+        results.append((part, result))
+        positions += [offset + p for p in result.positions]
+        offset += result.n_total
+        counts_rewrites = result.format == "mquake" and options.mquake_unit == "rewrite"
+        taken += len(result.records) if counts_rewrites else result.n_loaded
+    unread: Counter[str] = Counter()
+    for _, result in results:
+        unread.update(result.unread)
+    return LoadResult(records=unique_ids([(part, result.records) for part, result in results]),
+                      format="+".join(dict.fromkeys(result.format for _, result in results)),
+                      n_total=sum(result.n_total for _, result in results),
+                      skipped=[bad for _, result in results for bad in result.skipped], path=Path(spec),
+                      positions=positions, unread=dict(unread),
+                      n_unread_entries=sum(result.n_unread_entries for _, result in results),
+                      n_loaded=sum(result.n_loaded for _, result in results))

@@ -1,4 +1,5 @@
-"""How a dataset is read, beyond its file: which zsRE answer is the edit target.
+"""How a dataset is read, beyond its file: which zsRE answer is the edit target, and what
+``n`` counts in MQuAKE.
 
 zsRE is not a counterfactual dataset: a record has the question's answers and ``alt``, an
 alternative answer. The MEMIT and AlphaEdit repositories — and the paper's own zsRE file —
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from .records import EditRecord
 
 ZsreTarget = Literal["answers", "alt"]
+MquakeUnit = Literal["case", "rewrite"]
 ZSRE_TARGETS: tuple[str, ...] = ("answers", "alt")
 # How summaries written before the option existed read: the loader then edited toward alt.
 ZSRE_TARGET_BEFORE = "alt"
@@ -32,6 +34,10 @@ class DatasetOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     zsre_target: ZsreTarget = "answers"
+    # MQuAKE: ``case`` keeps a case's rewrites together (n counts cases; multi-hop accuracy
+    # is defined); ``rewrite`` edits single rewrites as the paper does (n counts rewrites, an
+    # exact duplicate — subject, relation, target — kept once; no multi-hop accuracy).
+    mquake_unit: MquakeUnit = "case"
 
 
 def is_zsre(record: EditRecord) -> bool:
@@ -61,3 +67,37 @@ def dataset_targets(records: Sequence[EditRecord], options: DatasetOptions) -> s
         return None
     return ("zsRE answers[0], no old object" if options.zsre_target == "answers"
             else "zsRE alt, answers[0] as the old object")
+
+
+MULTIHOP_NOT_DEFINED = "multi-hop accuracy: not defined when MQuAKE is edited as single rewrites (mquake_unit: rewrite)"
+
+
+def single_rewrites(records: Sequence[EditRecord], positions: Sequence[int], limit: int | None
+                    ) -> tuple[list[EditRecord], list[int]]:
+    """MQuAKE's rewrites one by one, in file order (``mquake_unit: rewrite``): the first
+    ``limit`` distinct (subject, relation, target_new) rewrites, with no case and no
+    multi-hop questions (they need a case's edits together)."""
+    kept: list[EditRecord] = []
+    kept_positions: list[int] = []
+    seen: set[tuple[str, str | None, str]] = set()
+    for record, position in zip(records, positions):
+        key = (record.subject, record.relation_id or record.template, record.target_new)
+        if key in seen:
+            continue
+        if limit is not None and len(kept) >= limit:
+            break
+        seen.add(key)
+        kept.append(record.model_copy(update={"case_id": None, "portability": (),
+                                              "extra": {**record.extra, "mquake_unit": "rewrite"}}))
+        kept_positions.append(position)
+    return kept, kept_positions
+
+
+def dataset_notes(records: Sequence[EditRecord]) -> list[str]:
+    """What a run's summary should say about how its records were read."""
+    notes = []
+    if any(r.extra.get("mquake_unit") == "rewrite" for r in records):
+        notes.append(MULTIHOP_NOT_DEFINED)
+    if any(r.extra.get("portability") == PORTABILITY_NOT_SCORED for r in records):
+        notes.append(f"portability: {PORTABILITY_NOT_SCORED}")
+    return notes

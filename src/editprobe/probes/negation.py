@@ -116,6 +116,13 @@ class NegationPlan(BaseModel):
     def positive_requests(self) -> list[EditRequest]:
         return [item.request("positive") for item in self.items]
 
+    def requests_for(self, records: Sequence[EditRecord]) -> list[EditRequest]:
+        """Positive requests of ``records`` in order — also of those the negation settings
+        leave out (they keep their other probes): a kept record's request carries its
+        opposite query, another record's none."""
+        items = {item.record.id: item for item in self.items}
+        return [items[r.id].request("positive") if r.id in items else r.request() for r in records]
+
     def negative_requests(self) -> list[EditRequest]:
         """The negated edits: of every record whose negated query can be edited."""
         return [item.request("negative") for item in self.negative_items]

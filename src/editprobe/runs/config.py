@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..data.options import DatasetOptions, ZsreTarget
+from ..data.options import DatasetOptions, MquakeUnit, ZsreTarget
 from ..probes.factcheck import FactCheckConfig
 from ..errors import UserError, one_line, validation_message
 from ..yamlio import load_yaml
@@ -117,6 +117,9 @@ class RunConfig(ProfileDefaults):
     # AlphaEdit repositories' and the paper's convention), or alt with answers[0] as the old
     # object (EasyEdit's). Runs saved before this field read as "alt".
     zsre_target: ZsreTarget = "answers"
+    # What n counts in MQuAKE (data/options.py): a case (its rewrites together), or a single
+    # rewrite (the paper's grid: 2000 rewrites of MQuAKE-CF).
+    mquake_unit: MquakeUnit = "case"
 
     @field_validator("methods", "datasets", "probes")
     @classmethod
@@ -138,7 +141,7 @@ class RunConfig(ProfileDefaults):
 
     def dataset_options(self) -> DatasetOptions:
         """How the run's datasets are read."""
-        return DatasetOptions(zsre_target=self.zsre_target)
+        return DatasetOptions(zsre_target=self.zsre_target, mquake_unit=self.mquake_unit)
 
     def dataset_keys(self) -> dict[str, str]:
         """Each dataset's key in results and stage names (:func:`dataset_keys`)."""
@@ -155,7 +158,7 @@ class RunConfig(ProfileDefaults):
         """What must match for ``--resume`` to continue a run (the out dir may move), and the
         layout of the run directory it was written with."""
         # Fields that came later are left out at their defaults, so runs saved before them still resume.
-        later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error"}
+        later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error", "mquake_unit": "case"}
         exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
                                                                              if getattr(self, k) == v}
         if not may_hold_zsre(self.datasets):  # e.g. the demo's: a run saved before the field still matches
@@ -233,15 +236,24 @@ def dataset_keys(specs: Sequence[str]) -> dict[str, str]:
 
 
 def _slug_of(spec: str) -> str:
+    from ..data.joining import JOIN, joined_parts
+
+    parts = joined_parts(spec)
+    if parts is not None:  # several files as one dataset: "test_cf+train_cf"
+        return JOIN.join(_slug_of(part) for part in parts)
     path = Path(spec)
     stem = path.stem if path.suffix else path.name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:80] or "data"
 
 
 def _identity(spec: str) -> str:
-    """What tells two datasets apart: the resolved file, or the built-in name."""
+    """What tells two datasets apart: the resolved file(s), or the built-in name."""
     from ..data.builtin_data import BUILTIN_DATASETS
+    from ..data.joining import JOIN, joined_parts
 
+    parts = joined_parts(spec)
+    if parts is not None:
+        return JOIN.join(_identity(part) for part in parts)
     path = Path(spec).expanduser()
     if not path.is_file() and spec in BUILTIN_DATASETS:  # an existing file wins, as in resolve_data
         return f"builtin:{spec}"

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 
 from ..data.negation import negation_function, with_opposite
-from ..data.options import DatasetOptions, ZsreTarget
+from ..data.options import DatasetOptions, MquakeUnit, ZsreTarget
 from ..errors import OptionError, OutputError, validation_message
 from ..paths import TMP_INFIX, move_into_place, write_json_atomic
 from ..workdir import WorkDir
@@ -53,6 +53,7 @@ class EditConfig(ProfileDefaults):
     max_prompt_tokens: Count | None = None  # None: the model's context length (runs/lengths.py)
     on_bad_record: Literal["error", "skip"] = "error"
     zsre_target: ZsreTarget = "answers"  # zsRE's edit target (data/options.py)
+    mquake_unit: MquakeUnit = "case"  # what n counts in MQuAKE (data/options.py)
     # A user YAML "template: negated" for the requests' opposite query (FT's negation
     # augmentation, negation: defend), over the rules; a record's own negated prompt wins.
     negation_table: str | None = None
@@ -99,7 +100,7 @@ class EditJob:
         lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded, probe_prompts=False)
         self._negate = negation_function(cfg.negation_table)  # a bad table fails here
         records, warnings = check_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record,
-                                           DatasetOptions(zsre_target=cfg.zsre_target))
+                                           DatasetOptions(zsre_target=cfg.zsre_target, mquake_unit=cfg.mquake_unit))
         self._records = records[cfg.data]
         self._work = check_edit_output(cfg.out, cfg.overwrite)
         if self._loaded is None:

@@ -22,7 +22,7 @@ from ..editing.registry import method_class
 from ..errors import EditFailedError, UserError, clip, quoted
 from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
-from ..data.options import dataset_targets
+from ..data.options import dataset_notes, dataset_targets
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .config import RunConfig, RunConfigError
 from ..editing.target_cache import use_target_cache
@@ -191,7 +191,9 @@ class Experiment:
         for spec in self.config.datasets:
             dk = keys[spec]
             plan = self._plans[spec]
-            ctx = ProbeContext(dataset=dk, records=[item.record for item in plan.items], plan=plan, model=model,
+            # Every record is edited and measured; the negation settings are over the records
+            # whose query can be negated (the plan), the other probes over all.
+            ctx = ProbeContext(dataset=dk, records=self._records[spec], plan=plan, model=model,
                                tokenizer=tok, config=self.config)
             probes = [p for p in self.probes() if p.applies_to(ctx)]
             base = self._baseline(dk, ctx, probes)
@@ -202,10 +204,11 @@ class Experiment:
                     if outcome is not None:
                         no_edit[p.name] = outcome
                     samples += [_sample(dk, "none", row) for row in rows]
-            datasets[dk] = DatasetSummary(n_records=plan.n_records, n_excluded=plan.n_excluded,
+            datasets[dk] = DatasetSummary(n_records=plan.n_records, n_excluded=plan.n_excluded, n_edited=len(ctx.records),
                                           negation_rules=plan.rule_counts(), negation_sources=plan.source_counts(),
                                           n_negated_edits=len(plan.negative_items), probes=[p.name for p in probes],
                                           targets=dataset_targets(ctx.records, self.config.dataset_options()),
+                                          notes=dataset_notes(ctx.records),
                                           no_edit=no_edit)
             needed = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
             for method in self.config.methods:
@@ -266,7 +269,7 @@ class Experiment:
         model, tok = ctx.model, ctx.tokenizer
         editor = make_editor(method, model, tok, self._hparams(method, spec), model_id=self.config.model)
         cache = use_target_cache(editor, self.config.target_cache)
-        requests = ctx.plan.positive_requests() if kind == "positive" else ctx.plan.negative_requests()
+        requests = ctx.plan.requests_for(ctx.records) if kind == "positive" else ctx.plan.negative_requests()
         bs = self.config.batch_size
         total = n_batches(len(requests), bs)
         start = self.dir.batches_checkpointed(stage)

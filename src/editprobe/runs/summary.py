@@ -25,13 +25,15 @@ class SummaryError(UserError, ValueError):
 class DatasetSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    n_records: int
-    n_excluded: int = 0
+    n_records: int  # records in the negation settings
+    n_excluded: int = 0  # records left out of them (their query cannot be negated)
+    n_edited: int | None = None  # every record, edited and measured by the other probes
     negation_rules: dict[str, int] = Field(default_factory=dict)
     # Where each negated query came from: "record" (the record's own) or the rules' family.
     negation_sources: dict[str, int] = Field(default_factory=dict)
     n_negated_edits: int | None = None  # records edited with their negated query (NN, NP)
     targets: str | None = None  # what zsRE records were edited toward (None: no zsRE records)
+    notes: list[str] = Field(default_factory=list)  # how the records were read, where it matters
     probes: list[str] = Field(default_factory=list)  # the probes that applied to this dataset
     no_edit: dict[str, ProbeOutcome] = Field(default_factory=dict)
 

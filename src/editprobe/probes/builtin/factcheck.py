@@ -19,6 +19,10 @@ BALANCED_LABEL = ("fact-check via chat template; mean of 'true' to the o* statem
                   "after the edit, over the included records with an old object")
 
 
+OWN_EFF_LABEL = ("exact match of o* after the edit prompt, over every edited record (the negation settings leave "
+                 "out records whose query cannot be negated)")
+
+
 def _replies(rows: list[dict]) -> list[FactCheckReply]:
     return [FactCheckReply.model_validate(r) for r in rows]
 
@@ -49,8 +53,12 @@ class FactCheckProbe(Probe):
                     "no_edit": [x.model_dump(mode="json") for x in ask_records(model, tok, with_old, "old", cfg)],
                     "before": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg)]}
         how = ctx.transform
-        return {"after": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg, how)],
-                "control": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "old", cfg, how)]}
+        state = {"after": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "new", cfg, how)],
+                 "control": [x.model_dump(mode="json") for x in ask_records(model, tok, records, "old", cfg, how)]}
+        if len(records) != ctx.plan.n_records:  # the negation settings leave records out: Eff over these
+            hits = exact_match_batch(model, tok, [(how.completion(r.query), r.target_new) for r in records])
+            state["eff"] = round(100.0 * sum(hits) / len(hits), 1)
+        return state
 
     def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
         replies = _replies(baseline["no_edit"])
@@ -76,10 +84,12 @@ class FactCheckProbe(Probe):
     def combine(self, ctx: ProbeContext, states, others) -> tuple[ProbeOutcome, Rows]:
         base, after = states["baseline"], states["positive"]
         negation = others.get("negation")
+        own_eff = after.get("eff")  # over every edited record, when the negation settings leave some out
         result = fact_check_result(_replies(base["before"]), _replies(after["after"]),
-                                   eff=negation.value("PP") if negation else None,
+                                   eff=own_eff if own_eff is not None else (negation.value("PP") if negation else None),
                                    control=_replies(after["control"]), config=ctx.config.factcheck)
-        eff_label = negation.metrics["PP"].label if negation and "PP" in negation.metrics else NO_EDIT_PP.label
+        eff_label = (OWN_EFF_LABEL if own_eff is not None else
+                     negation.metrics["PP"].label if negation and "PP" in negation.metrics else NO_EDIT_PP.label)
         metrics = {
             "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True),
             "Acc": Metric.of_score(result.accuracy_score, True),
