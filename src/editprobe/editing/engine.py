@@ -64,6 +64,10 @@ class LTEEditor(EditorState):
     spread_power = 1.0  # R_i = (Z - H_cur) / (m - i) ** spread_power
     needs_covariance = True  # whether the solve uses λ·C0 (``c0_for`` gives None otherwise)
     uses_preserved_keys = True  # whether preserve_previous (K_p K_pᵀ) means anything to the method
+    # Whether the keys the layer solves read are those of the model the batch leaves, so K_p
+    # reuses them; False when a method changes a lower layer's write after the upper layers
+    # read their keys (RECT's reference mode): K_p then costs one more key pass per batch.
+    solve_keys_are_final = True
     # Edit a batch one request at a time, each request's targets and keys computed on the
     # model the previous ones edited (ROME); the whole batch at once otherwise.
     per_request = False
@@ -256,12 +260,12 @@ class LTEEditor(EditorState):
         if not self.uses_preserved_keys:
             return
         keys = self._insert_keys
-        if self.per_request or set(keys) != set(self.layers):
+        if self.per_request or not self.solve_keys_are_final or set(keys) != set(self.layers):
             keys, _ = compute_keys(self.model, self.tok, self.adapter, requests, self.templates(), self.layers,
                                    locate=self.hp.locate)
         # Else the keys the solves used are already those of the edited model: a layer's key
         # (its MLP's down-projection input) depends only on the layers below it, and the
-        # insert read it after every lower layer's write; writes go to down-projections only.
+        # insert read it after every lower layer's (final) write; writes go to down-projections only.
         for layer, k in keys.items():
             self._cp.add(layer, k)
 

@@ -25,6 +25,9 @@ value was not read [U].
   spread and written unmasked (later layers see the full update of earlier ones), then each
   layer's update of the batch is masked against the weight it was added to. Nothing
   compensates for what the mask removes. The paper profile uses this mode with ρ = 0.4.
+  The keys the solves read above the first layer were read below the *unmasked* updates, a
+  model that never exists, so K_p takes the batch's keys from one more key pass on the
+  masked (edited) model (``solve_keys_are_final``).
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ def rect_mask(delta: torch.Tensor, weight: torch.Tensor, keep: float, score: str
 class RECTEditor(MEMITEditor):
     name = "rect"
     hparams_cls = RECTHParams
+
+    @property
+    def solve_keys_are_final(self) -> bool:
+        # reference mode masks every layer after all of them read their keys
+        return self.hp.rect_mode == "in_loop"
 
     def current_weight(self, layer: int) -> torch.Tensor:
         """W in [d, d_ff] orientation, fp32: the master copy (original + accumulated) when this
