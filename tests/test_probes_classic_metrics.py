@@ -193,12 +193,16 @@ def test_portability_and_multihop_token_accuracy_by_hand(loaded):
     assert outcome.metrics["tokens"].value == round(100 * _mean(hits), 1)  # both cases ask the same questions
     assert outcome.metrics["tokens"].n == 2 and len(rows) == 4  # two cases, each question once per case
 
+    # answers of different lengths: EasyEdit's per-question mean and the pooled tokens differ
     port = [EditRecord(id="0", subject="Alice", template="{} was born in", target_new="Rome", source_format="knowedit",
                        portability=(PromptAnswer(prompt="Alice lives in the city of", answers=("Rome",), kind="Reasoning"),
-                                    PromptAnswer(prompt="The birthplace of Alice is", answers=("Rome",), kind="Reasoning")))]
+                                    PromptAnswer(prompt="The birthplace of Alice is", answers=("Rome city of Italy",),
+                                                 kind="Reasoning")))]
     state = PROBES["portability"].measure(_ctx(loaded, port), "baseline", None)
-    hits = [h for pa in port[0].portability for h in _by_hand(loaded.model, loaded.tokenizer, pa.prompt, "Rome")[1]]
-    assert PROBES["portability"].no_edit(None, state)[0].metrics["tokens"].value == round(100 * _mean(hits), 1)
+    per_question = [_by_hand(loaded.model, loaded.tokenizer, pa.prompt, pa.answers[0])[1] for pa in port[0].portability]
+    metrics = PROBES["portability"].no_edit(None, state)[0].metrics
+    assert metrics["tokens"].value == round(100 * _mean([_mean(h) for h in per_question]), 1)  # EasyEdit's
+    assert metrics["tokens_pooled"].value == round(100 * _mean([h for q in per_question for h in q]), 1)
 
 
 def test_perplexity_by_hand(loaded):

@@ -1,8 +1,10 @@
 """Beyond the edit prompt: KnowEdit's portability and MQuAKE's multi-hop questions, both as
 **teacher-forced token accuracy** (EasyEdit's portability; the MQuAKE evaluation of the
 AlphaEdit code the paper uses): the share of the answer's tokens that are the argmax after
-the question and the answer's earlier tokens, averaged over all tokens of a record's (a
-case's) questions, then over records (cases)."""
+the question and the answer's earlier tokens. Portability: each question's token accuracy,
+their mean over a record's questions, then over records, as EasyEdit summarises it (beside
+it, labelled, the tokens of all a record's questions pooled); multi-hop: pooled over all
+tokens of a case's questions, then over cases (AlphaEdit's MQuAKE evaluation)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def _questions(ctx: ProbeContext, multi_hop: bool) -> list[tuple[str, str, str]]
 class _TokenAccuracyProbe(Probe):
     multi_hop = False
     label = ""
+    pooled_label = ""  # the label of the tokens-pooled mean (the multi-hop probe's only metric)
 
     def applies_to(self, ctx: ProbeContext) -> bool:
         return bool(_questions(ctx, self.multi_hop))
@@ -43,14 +46,22 @@ class _TokenAccuracyProbe(Probe):
                 "answers": [a for _, _, a in rows], "hits": [s.token_hits for s in scores]}
 
     def _result(self, state: dict[str, Any], edited_with: str) -> tuple[ProbeOutcome, Rows]:
-        by_group: dict[str, list[bool]] = {}
+        pooled: dict[str, list[bool]] = {}  # a group's tokens of all its questions together
+        per_question: dict[str, list[float]] = {}  # a group's questions, each its own token accuracy
         for g, hits in zip(state["groups"], state["hits"]):
-            by_group.setdefault(g, []).extend(hits)
-        values = [sum(v) / len(v) for v in by_group.values() if v]
+            pooled.setdefault(g, []).extend(hits)
+            if hits:
+                per_question.setdefault(g, []).append(sum(hits) / len(hits))
         rows = [{"edited_with": edited_with, "record_id": g, "setting": self.name, "probe": self.name, "query": q,
                  "expected": a, "match": all(h), "token_accuracy": sum(h) / len(h) if h else None}
                 for g, q, a, h in zip(state["groups"], state["questions"], state["answers"], state["hits"])]
-        return self.outcome({"tokens": Metric.mean(values, f"{TEACHER_FORCED_TOKENS}: {self.label}")}), rows
+        pooled_mean = Metric.mean([sum(v) / len(v) for v in pooled.values() if v],
+                                  f"{TEACHER_FORCED_TOKENS}: {self.pooled_label}")
+        if self.multi_hop:
+            return self.outcome({"tokens": pooled_mean}), rows
+        by_question = Metric.mean([sum(v) / len(v) for v in per_question.values()],
+                                  f"{TEACHER_FORCED_TOKENS}: {self.label}")
+        return self.outcome({"tokens": by_question, "tokens_pooled": pooled_mean}), rows
 
     def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
         return self._result(baseline, "none")
@@ -63,7 +74,9 @@ class _TokenAccuracyProbe(Probe):
 class PortabilityProbe(_TokenAccuracyProbe):
     name = "portability"
     description = "questions one reasoning step from the edit (KnowEdit, zsRE with portability)"
-    label = "each portability question's answer, mean over a record's tokens, then over records (EasyEdit)"
+    # EasyEdit's summary: a token accuracy per question, their mean per record, then over records.
+    label = "each portability question's token accuracy, mean over a record's questions, then over records (EasyEdit)"
+    pooled_label = "the tokens of all a record's portability questions together, then mean over records"
 
 
 @register_probe
@@ -71,5 +84,5 @@ class MultiHopProbe(_TokenAccuracyProbe):
     name = "multihop"
     multi_hop = True
     description = "MQuAKE: the multi-hop questions of each edited case, answered with the new answer"
-    label = ("the case's new answer after each of its multi-hop questions, mean over the tokens of all its "
-             "questions, then over cases (AlphaEdit's MQuAKE evaluation)")
+    pooled_label = ("the case's new answer after each of its multi-hop questions, mean over the tokens of all its "
+                    "questions, then over cases (AlphaEdit's MQuAKE evaluation)")
