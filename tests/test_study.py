@@ -116,10 +116,11 @@ def test_the_shipped_study_files_expand():
 
     root = Path(__file__).resolve().parents[1] / "studies"
     paper = expand(load_study(root / "paper.yaml"), Path("/tmp/never-written"))
-    assert len(paper) == 2 * 10 * 4 + 2 * 2  # Table 2's grid, and Table 6's runs without K_p
+    # the nine baselines with K_p, Table 6's eight without, RLEdit's two rows (tests/test_study_paper.py: each)
+    assert len(paper) == 2 * 9 * 4 + 8 + 2
     assert {r.config.profile for r in paper} == {"paper"} and {r.config.dtype for r in paper} == {"float32"}
     assert {(r.config.n, r.config.batch_size) for r in paper} == {(2000, 100)}
-    assert sum(r.config.preserve_previous is False for r in paper) == 4
+    assert sum(r.config.preserve_previous is False for r in paper) == 8
     assert {r.ray.num_gpus for r in paper} == {1}
     smollm2 = expand(load_study(root / "smollm2.yaml"), Path("/tmp/never-written"))
     assert {d for r in smollm2 for d in r.config.datasets} == {"counterfact-sample", "zsre-sample"}
