@@ -162,6 +162,20 @@ def test_pmet_optimizes_two_vectors_spreads_the_mlp_residual_by_sqrt_and_writes_
     assert attn and all(torch.equal(state[k], before[k]) for k in attn)
 
 
+@pytest.mark.parametrize("method, spread, power", [("pmet", "linear", 1.0), ("adaedit", "sqrt", 0.5)])
+def test_pmet_and_adaedit_spread_the_residual_as_residual_spread_says(stats, method, spread, power):
+    """``residual_spread`` overrides each method's default (PMET √, AdaEdit linear; FE's PMET
+    spread linearly at the paper's commit: the paper-code profile)."""
+    lm, editor = _editor(method, stats, {"residual_spread": spread})
+    requests = random_edits(3, seed=1)
+    targets = editor.compute_targets(requests)
+    gap = targets.z["mlp"].T - _bare_mlp_outputs(lm, requests, editor.critical_layer)
+    m = len(editor.layers)
+    _, R = editor.layer_inputs(requests, targets, 0, editor.layers[0])
+    assert torch.allclose(R * m**power, gap, atol=1e-4)
+    assert not torch.allclose(R * m ** (1.5 - power), gap, atol=1e-2)  # not the method's default
+
+
 def test_pmet_adaptive_nll_stops_requests_whose_target_is_top1(stats):
     lm, editor = _editor("pmet", stats)
     requests = random_edits(8, seed=2)

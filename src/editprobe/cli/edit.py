@@ -25,7 +25,8 @@ def edit(
     batch_size: int = typer.Option(50, help="requests per batch (edits accumulate across batches)"),
     out: Path = typer.Option(..., help="output directory (editor state, deltas, report)"),
     hparams: Optional[str] = typer.Option(None, help="hparams YAML or model key (default: the model's shipped YAML)"),
-    profile: Optional[str] = typer.Option(None, help="hparams profile, e.g. paper (the paper's settings, float32)"),
+    profile: Optional[str] = typer.Option(
+        None, help="hparams profile: paper (the paper's text, float32) or paper-code (its code's values, bfloat16)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),
     preserve_previous: Optional[bool] = typer.Option(None, "--preserve-previous/--no-preserve-previous"),
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),

@@ -27,7 +27,8 @@ def run(
     seed: Optional[int] = typer.Option(None, help="seed of every batch"),
     out: Optional[Path] = typer.Option(None, help="run directory (new, or the one to --resume)"),
     hparams: Optional[str] = typer.Option(None, help="hparams model key or YAML (default: the model's shipped key)"),
-    profile: Optional[str] = typer.Option(None, help="hparams profile, e.g. paper (the paper's settings, float32)"),
+    profile: Optional[str] = typer.Option(
+        None, help="hparams profile: paper (the paper's text, float32) or paper-code (its code's values, bfloat16)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),
     negation_table: Optional[str] = typer.Option(None, help="user YAML 'template: negated template'"),
     probe: list[str] = typer.Option([], "--probe", help="a probe to measure (name or module:attribute); repeat for "

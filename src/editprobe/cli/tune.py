@@ -40,7 +40,7 @@ def tune(
     lam: str = typer.Option("100:30000", help="λ (mom2_update_weight) range (log scale)"),
     l2: str = typer.Option("0.1:100", help="AlphaEdit's ridge L2 range (log scale; replaces λ there)"),
     hparams: Optional[str] = typer.Option(None, help="base hparams YAML or model key (default: the shipped file)"),
-    profile: Optional[str] = typer.Option(None, help="base hparams profile, e.g. paper"),
+    profile: Optional[str] = typer.Option(None, help="base hparams profile: paper or paper-code"),
     set_: list[str] = typer.Option([], "--set", help="fix one hparam of every trial: key=value (YAML value)"),
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),

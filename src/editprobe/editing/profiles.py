@@ -1,6 +1,7 @@
 """Hyperparameter profiles: a named set of hparams YAMLs (one per method × model) plus the
-run-level settings that go with them (the ``paper`` profile runs float32, as the reference
-code does). A run or a study entry selects one with ``profile: NAME``.
+run-level settings that go with them (``paper``, the paper's text, runs float32 as the
+AlphaEdit code does; ``paper-code``, the paper's own code, bfloat16). A run or a study entry
+selects one with ``profile: NAME``.
 
 Which file a run's hyperparameters come from (:func:`choose_hparams`), first match wins:
 
@@ -36,6 +37,9 @@ class Profile(BaseModel):
     description: str
     source: str
     dtype: str | None = None  # the model dtype of runs under this profile (an explicit --dtype wins)
+    # Methods the profile deliberately has no file for, each with what to run instead (e.g.
+    # paper-code: the paper's code has no ROME; its "rome" is EMMET at batch size 1).
+    not_covered: dict[str, str] = {}
 
 
 class HParamsChoice(BaseModel):
@@ -149,7 +153,7 @@ def choose_hparams(method: str, model: str, hparams: str | None = None, profile:
                                    f"{', '.join(shipped) or 'none'}. Pass a YAML path instead.")
         return _choice(path, "hparams")
     if profile is not None:
-        load_profile(profile)
+        chosen = load_profile(profile)  # an unknown profile is named before the model is looked at
         try:
             key = hparams_key(model)
         except HParamsError:
@@ -157,6 +161,8 @@ def choose_hparams(method: str, model: str, hparams: str | None = None, profile:
                                f"{', '.join(profile_models(profile, method)) or 'no models'} "
                                f"(pass --hparams FILE.yaml for another model)") from None
         path = profile_path(profile, method, key)
+        if not path.is_file() and method in chosen.not_covered:
+            raise HParamsError(f"profile {profile!r} has no {method} hyperparameters: {chosen.not_covered[method]}")
         if not path.is_file():
             have = profile_models(profile, method)
             raise HParamsError(f"profile {profile!r} has no {method} hyperparameters for {key} "

@@ -8,7 +8,8 @@ against FE's code only; the paper is unverified):
 - target: PMET's two sites (δ_attn, δ_mlp) at l_m, joint Adam, weight decay on both, δ_mlp
   clamped against the **block-output** norm (``mlp_clamp_reference: block``), no adaptive
   NLL (FE's PMET target has none); z = m0 + δ_mlp;
-- residual: MLP output at l_m on the bare prompt, spread **linearly**, R_i = (Z − H_cur)/(m − i);
+- residual: MLP output at l_m on the bare prompt, spread **linearly** (``residual_spread``),
+  R_i = (Z − H_cur)/(m − i);
 - solve: Δ = R Kᵀ (K Kᵀ + K_p K_pᵀ + λ C0 + α I)⁻¹ with α = ``L2`` (0 by default);
   ``use_covariance: false`` drops λ·C0 (FE ``adaedit_nok0``, which uses α = 10);
 - post-processing ``adaedit_sparsify`` (``postprocess``), in the solver's [d_ff, d]
@@ -38,6 +39,7 @@ class AdaEditHParams(PMETHParams):
     method: str = "adaedit"
     adaptive_nll: bool = False
     mlp_clamp_reference: Literal["mlp", "block"] = "block"
+    residual_spread: Literal["sqrt", "linear"] = "linear"
     adaedit_topr: float = Field(0.6, gt=0.0, le=1.0)
     adaedit_topk: float = Field(0.6, gt=0.0, le=1.0)
     use_covariance: bool = True
@@ -82,7 +84,6 @@ def adaedit_sparsify(delta_out_in: torch.Tensor, topr: float = 0.6, topk: float 
 class AdaEditEditor(PMETEditor):
     name = "adaedit"
     hparams_cls = AdaEditHParams
-    spread_power = 1.0
 
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]

@@ -13,7 +13,9 @@ What differs from MEMIT:
   request stops if in addition kl_factor·KL ≤ 0.01; otherwise the weight returns to
   ``nll_loss_factor``. ``adaptive_nll: false`` turns it off (FE's PMET has none).
 - the residual is measured on the MLP (down_proj) output at l_m on the bare prompt and
-  spread with a square root: R_i = (Z_mlp − H_cur) / √(m − i). z_attn is not used.
+  spread with a square root: R_i = (Z_mlp − H_cur) / √(m − i) (PMET-repo).
+  ``residual_spread: linear`` divides by (m − i) as MEMIT does, as FE's PMET did until
+  2026-01-28 (the paper-code profile). z_attn is not used.
 - the solve is MEMIT's (with ``preserve_previous`` the MEMIT-seq form, as FE; PMET-repo edits
   one batch, where the two coincide).
 
@@ -38,6 +40,7 @@ class PMETHParams(MEMITHParams):
     nll_loss_factor: float = 1.0
     adaptive_nll: bool = True
     mlp_clamp_reference: Literal["mlp", "block"] = "mlp"
+    residual_spread: Literal["sqrt", "linear"] = "sqrt"
 
 
 class PMETTargetOptimizer(TargetOptimizer):
@@ -69,7 +72,10 @@ class PMETEditor(MEMITEditor):
     hparams_cls = PMETHParams
     site_kind = "mlp"
     residual_kind = "mlp"
-    spread_power = 0.5
+
+    @property
+    def spread_power(self) -> float:  # type: ignore[override]
+        return 0.5 if self.hp.residual_spread == "sqrt" else 1.0
 
     def target_settings(self) -> TargetSettings:
         settings = super().target_settings()
