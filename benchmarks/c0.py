@@ -56,7 +56,7 @@ def run(loaded, layers=(4, 5, 6, 7, 8), n_samples: int | None = None) -> list[Ra
     n_docs = hp.mom2_n_samples if n_samples is None else n_samples
     cap = model_max_positions(model)
     max_len = min(hp.mom2_max_len, cap) if cap else hp.mom2_max_len
-    corpus = load_corpus(hp.mom2_corpus)
+    corpus = load_corpus(hp.mom2_corpus, sample=hp.mom2_sample, seed=hp.mom2_sample_seed)
     device = next(model.parameters()).device
     layers = sorted(layers)
     model.eval()
@@ -66,7 +66,7 @@ def run(loaded, layers=(4, 5, 6, 7, 8), n_samples: int | None = None) -> list[Ra
             torch.cuda.synchronize(device)
 
     start = time.perf_counter()
-    docs = DocumentBatches(tok, corpus.texts(), n_docs=n_docs, max_len=max_len)
+    docs = DocumentBatches(tok, corpus.texts(n_docs), n_docs=n_docs, max_len=max_len)
     batches = list(docs)
     tokenize_s = time.perf_counter() - start
     n_tok = sum(int(b.attention_mask.sum()) for b in batches)
@@ -84,7 +84,7 @@ def run(loaded, layers=(4, 5, 6, 7, 8), n_samples: int | None = None) -> list[Ra
         store = CovarianceStore(tmp, progress=False)
         sync()
         start, cpu = time.perf_counter(), time.process_time()
-        stats = store.get(model, tok, adapter, layers, corpus.texts, corpus.identity, n_docs=n_docs,
+        stats = store.get(model, tok, adapter, layers, lambda: corpus.texts(n_docs), corpus.identity, n_docs=n_docs,
                           max_len=hp.mom2_max_len, dtype=getattr(torch, hp.mom2_dtype), model_id=loaded.name)
         sync()
         measured_s, measured_cpu = time.perf_counter() - start, time.process_time() - cpu

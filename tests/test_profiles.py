@@ -114,11 +114,13 @@ def test_rect_reference_mode_masks_the_full_spread_update_afterwards(tmp_path_fa
     assert not torch.allclose(in_loop[layers[-1]], got[layers[-1]], atol=1e-4)
 
 
-def test_the_wikipedia_corpus_is_a_pinned_snapshot():
+def test_the_wikipedia_corpus_is_a_pinned_snapshot_drawn_at_random():
     wiki = load_corpus("wikipedia")
     assert isinstance(wiki, HFCorpus) and wiki.name == "wikipedia"
     assert (wiki.dataset, wiki.config, wiki.split) == ("wikimedia/wikipedia", "20231101.en", "train")
-    assert wiki.identity == load_corpus("hf:wikimedia/wikipedia:20231101.en:train").identity
+    assert wiki.sampling() == {"sample": "random", "seed": 1}  # tests/test_c0_sample.py: what it draws
+    first = load_corpus("wikipedia", sample="first")
+    assert first.identity == load_corpus("hf:wikimedia/wikipedia:20231101.en:train").identity != wiki.identity
 
 
 def test_an_unreachable_wikipedia_fails_in_one_line_saying_what_to_do(monkeypatch):

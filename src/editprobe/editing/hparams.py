@@ -44,6 +44,10 @@ class LTEHParams(BaseModel):
     # covariance statistics (docs/engine.md, Covariance (C0); docs/covariance.md)
     mom2_corpus: str | None = None  # None: the built-in WikiText sample
     mom2_n_samples: int = Field(10000, ge=1)
+    # which documents: the first N, or a seeded sample (None: random for `wikipedia` as the
+    # references draw it, first for every other corpus); part of the statistics' cache key
+    mom2_sample: Literal["first", "random", "uniform"] | None = None
+    mom2_sample_seed: int = Field(1, ge=0)  # the references' random_sample=1
     mom2_max_len: int = Field(1024, ge=1)
     mom2_dtype: Literal["float32", "float64"] = "float32"
     # sequential editing (docs/engine.md, Sequential editing and K_p)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -97,14 +98,22 @@ class EditorState:
                     f"{self.hp.mom2_n_samples} asked for (mom2_n_samples); the statistics use {read}"), stacklevel=2)
         return self._c0[layer]
 
-    def c0_info(self) -> dict:
-        """Which corpus the C0 statistics came from and how many documents they read (a
-        corpus shorter than ``mom2_n_samples`` gives fewer): recorded with every run."""
+    def c0_corpus(self):
+        """The corpus C0 reads: the one given, else ``mom2_corpus`` sampled as ``mom2_sample``."""
         from ..data import load_corpus
 
-        corpus = self.corpus or load_corpus(self.hp.mom2_corpus)
-        return {"corpus": corpus.name, "corpus_identity": corpus.identity, "asked": self.hp.mom2_n_samples,
-                "documents": {str(l): n for l, n in sorted(self._c0_documents.items())}}
+        if self.corpus is not None:
+            return self.corpus
+        return load_corpus(self.hp.mom2_corpus, sample=self.hp.mom2_sample, seed=self.hp.mom2_sample_seed)
+
+    def c0_info(self) -> dict:
+        """Which corpus the C0 statistics came from, how its documents were picked and how
+        many they read (a corpus shorter than ``mom2_n_samples`` gives fewer): recorded with
+        every run."""
+        corpus = self.c0_corpus()
+        documents = {str(l): n for l, n in sorted(self._c0_documents.items())}
+        return {"corpus": corpus.name, "corpus_identity": corpus.identity, **corpus.sampling(),
+                "asked": self.hp.mom2_n_samples, "documents": documents}
 
     def stats_store(self):
         if self.stats is None:
@@ -115,11 +124,10 @@ class EditorState:
 
     def _stats_request(self, layers: list[int]) -> dict:
         """Everything that identifies this editor's statistics (the store's cache key)."""
-        from ..data import load_corpus
-
-        corpus = self.corpus or load_corpus(self.hp.mom2_corpus)
+        corpus = self.c0_corpus()
+        n_docs = self.hp.mom2_n_samples
         return dict(
-            layers=layers, texts_factory=corpus.texts, corpus_id=corpus.identity, n_docs=self.hp.mom2_n_samples,
+            layers=layers, texts_factory=partial(corpus.texts, n_docs), corpus_id=corpus.identity, n_docs=n_docs,
             max_len=self.hp.mom2_max_len, dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
         )
 
@@ -197,6 +205,7 @@ class EditorState:
                 "templates": self._templates.model_dump(mode="json") if self._templates else None,
                 "extra": self._extra_meta(),
                 "preserved": self._cp.meta(),
+                "c0_corpus": self.c0_corpus().identity if getattr(self, "needs_covariance", True) else None,
             }
             (tmp / "state.json").write_text(dumps(meta, directory / "state.json", indent=2))
             save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
@@ -223,6 +232,7 @@ class EditorState:
         if meta.get("version") not in (1, STATE_VERSION):
             raise StateError(f"{directory}: state version {meta.get('version')}, this editprobe reads 1 to "
                              f"{STATE_VERSION}")
+        self._check_c0_source(directory, meta)
         preserved = self._read_preserved(directory, meta)
         self.restore()
         self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
@@ -240,6 +250,21 @@ class EditorState:
         self._load_extra_state(stats)
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]
         self._load_extra_meta(meta.get("extra") or {})
+
+    def _check_c0_source(self, directory: Path, meta: dict) -> None:
+        """A checkpoint continues only on C0 from the same corpus sample: its earlier batches
+        were solved against it. A state saved before the sampling existed read the first
+        documents (``wikipedia`` now draws at random by default)."""
+        if not getattr(self, "needs_covariance", True):
+            return
+        corpus = self.c0_corpus()
+        saved = meta.get("c0_corpus")
+        if saved == corpus.identity or (saved is None and corpus.sample == "first"):
+            return
+        was = "another C0 corpus or sample" if saved else f"the first documents of {corpus.name}"
+        raise StateError(f"{directory}: its batches were edited with C0 from {was}, this editor reads "
+                         f"{corpus.name} ({', '.join(f'{k} {v}' for k, v in corpus.sampling().items())}): finish "
+                         "the run with the settings and editprobe version that started it, or start it again")
 
     @staticmethod
     def _read_preserved(directory: Path, meta: dict) -> PreservedKeys:

@@ -168,6 +168,15 @@ def _c0_documents(c0: dict[str, Any] | None) -> str | None:
     return f"{read} of {c0['asked']}" if c0.get("asked") is not None else str(read)
 
 
+def _c0_corpus(c0: dict[str, Any]) -> str | None:
+    """The C0 corpus and, for a seeded sample, how it was drawn (no mark: its first documents,
+    as every run made before sampling existed read them)."""
+    corpus, sample = c0.get("corpus"), c0.get("sample")
+    if corpus is None or sample in (None, "first"):
+        return corpus
+    return f"{corpus} ({sample} sample, seed {c0.get('seed')})"
+
+
 def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """What a reader needs to trust a row: the model dtype, where C0 came from and how many
     documents it read, and the hparams file (and why that one)."""
@@ -177,7 +186,7 @@ def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
         for r in s.results:
             c0, hp_file = r.c0 or {}, r.hparams_file or {}
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
-                         "dtype": s.model_dtype, "C0 corpus": c0.get("corpus"), "C0 documents": _c0_documents(r.c0),
+                         "dtype": s.model_dtype, "C0 corpus": _c0_corpus(c0), "C0 documents": _c0_documents(r.c0),
                          "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by"),
                          "targets": _targets(s, r.dataset)})
     # Only a report with zsRE rows says what they were edited toward.

@@ -84,11 +84,9 @@ def check_cache_writable() -> None:
 def check_c0_corpus(editor) -> None:
     """After the model is loaded, before any work: a remote C0 corpus (e.g. ``wikipedia``)
     whose statistics are not cached yet must be reachable, else one line says what to do."""
-    from ..data import load_corpus
-
     if not editor.needs_covariance:
         return
-    corpus = editor.corpus or load_corpus(editor.hp.mom2_corpus)
+    corpus = editor.c0_corpus()
     if not getattr(corpus, "remote", False):
         return
     request = editor._stats_request(editor.layers)
