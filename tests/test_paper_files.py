@@ -164,6 +164,9 @@ def test_edit_and_run_edit_zsre_toward_the_chosen_target(ws, tmp_path, target): 
     assert summary["datasets"]["zsre"]["targets"].startswith("zsRE answers[0]" if target == "answers" else "zsRE alt")
     assert summary["datasets"]["zsre"]["no_edit"]["negation"]["metrics"] == {}  # questions: no No-edit numbers
     report = invoke(["report", str(tmp_path / "run"), "--out", str(tmp_path / "tables")])
+    settings = report.stdout.split("### Settings")[1]
+    assert ("zsRE answers[0], no old object" if target == "answers" else "zsRE alt, answers[0] as the old object") \
+        in settings  # the report says what zsRE was edited toward
     negation_table = report.stdout.split("### Fact-checking")[0]
     assert "| No edit |" not in negation_table  # and no row of dashes (the paper's A.7: zsRE has no No-edit row)
 
