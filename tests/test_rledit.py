@@ -116,9 +116,14 @@ def test_a_hypernetwork_for_other_modules_is_refused(tmp_path):
         Hypernetwork.load(tmp_path)
 
 
+@pytest.mark.parametrize("grad_handling", ["reference", "summed"])
 @pytest.mark.parametrize("update_every", [1, 4])
-def test_a_training_run_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, update_every):
-    settings = SETTINGS.model_copy(update={"update_every": update_every, "n_steps": 5, "batch_size": 4})
+def test_a_training_run_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, update_every,
+                                                                                       grad_handling):
+    # a clip bound every batch's gradient exceeds: the checkpoint after step 3 holds a gradient
+    # clipped after every batch (reference) or the plain sum (summed)
+    settings = SETTINGS.model_copy(update={"update_every": update_every, "n_steps": 5, "batch_size": 4,
+                                           "max_grad_norm": 1e-3, "grad_handling": grad_handling})
     examples = _examples(20, seed=2)
     whole = _editor(settings)
     TrainingRun(whole, examples, tmp_path / "whole").run()
@@ -135,6 +140,13 @@ def test_a_training_run_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_
     with pytest.raises(Crash):
         TrainingRun(first, examples, tmp_path / "cut").run(on_step=crash_after_step_3)
     assert all(torch.equal(m.weight, w) for (_, m), w in zip(first.modules.items(), _pristine(first)))  # restored
+    if update_every == 4:  # three batches' gradient, not yet spent by an optimizer step
+        from safetensors.torch import load_file
+
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in
+                                                           load_file(tmp_path / "cut" / "checkpoint" /
+                                                                     "grads.safetensors").values()])))
+        assert norm <= 1e-3 * (1 + 1e-5) if grad_handling == "reference" else norm > 1e-2
     again = _editor(settings)  # a fresh hypernetwork: everything comes from the checkpoint
     history = TrainingRun(again, examples, tmp_path / "cut").run(resume=True)
     assert len(history) == 5
@@ -147,3 +159,22 @@ def _pristine(editor):
 
     weights = pristine("llama")
     return [weights[f"{name}.weight"] for name in editor.modules]
+
+
+def test_the_gradient_handling_keys_the_cache_and_a_network_saved_before_it_existed_reads_as_summed(tmp_path):
+    import json
+
+    from editprobe.editing.rledit.store import DEFAULT_DATA, DEFAULT_EXCLUDE, training_key
+
+    reference = SETTINGS.model_copy(update={"grad_handling": "reference"})
+    summed = SETTINGS.model_copy(update={"grad_handling": "summed"})
+    assert training_key("f", reference, DEFAULT_DATA, DEFAULT_EXCLUDE) != training_key("f", summed, DEFAULT_DATA,
+                                                                                       DEFAULT_EXCLUDE)
+    assert RLEditSettings(layers=[1]).grad_handling == "reference"  # the default: RLEdit's code
+    editor = _editor(summed)
+    editor.hypernet.save(tmp_path / "net")
+    meta = json.loads((tmp_path / "net" / "hypernet.json").read_text())
+    del meta["settings"]["grad_handling"]  # as editprobe wrote it before the setting existed
+    (tmp_path / "net" / "hypernet.json").write_text(json.dumps(meta))
+    loaded, _ = Hypernetwork.load(tmp_path / "net")
+    assert loaded.settings == summed and loaded.settings != reference

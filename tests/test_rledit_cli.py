@@ -38,9 +38,10 @@ def _training_file(path):
     return path
 
 
-def _args(ws, train, out):
+def _args(ws, train, out, *sets: str):
     return ["train", "rledit", "--model", str(ws["model"]), "--data", str(train), "--exclude", str(ws["data"]),
-            "--settings", "tiny", "--set", "n_steps=4", "--set", "batch_size=4", "--out", str(out), "--threads", "1"]
+            "--settings", "tiny", "--set", "n_steps=4", "--set", "batch_size=4",
+            *[a for kv in sets for a in ("--set", kv)], "--out", str(out), "--threads", "1"]
 
 
 def test_training_writes_a_hypernetwork_from_records_disjoint_from_the_evaluation_data(ws, tmp_path):
@@ -68,16 +69,21 @@ def test_too_few_disjoint_records_is_one_line_before_any_work(ws, tmp_path):
     assert not (tmp_path / "t").exists()
 
 
-def test_a_killed_training_resumes_to_the_uninterrupted_hypernetwork(ws, tmp_path):
+@pytest.mark.parametrize("grad_handling", ["reference", "summed"])
+def test_a_killed_training_resumes_to_the_uninterrupted_hypernetwork(ws, tmp_path, grad_handling):
+    # killed after step 2 of 4 with an optimizer step every 3: the checkpoint holds two batches'
+    # gradient, clipped after each (reference, the bound binds) or summed
+    sets = (f"grad_handling={grad_handling}", "update_every=3", "max_grad_norm=0.001")
     train = _training_file(tmp_path / "train.json")
-    assert invoke(_args(ws, train, tmp_path / "whole")).exit_code == 0
+    assert invoke(_args(ws, train, tmp_path / "whole", *sets)).exit_code == 0
     spec = "editprobe.editing.rledit.training:TrainingRun.save:2:after"
-    killed = subprocess.run(command(spec, _args(ws, train, tmp_path / "cut")), env=subprocess_env(ws["root"]),
+    killed = subprocess.run(command(spec, _args(ws, train, tmp_path / "cut", *sets)), env=subprocess_env(ws["root"]),
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     progress = json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())
     assert progress["step"] == 2 and not (tmp_path / "cut" / "hypernet").exists()
-    resumed = invoke([*_args(ws, train, tmp_path / "cut"), "--resume"])
+    assert progress["settings"]["grad_handling"] == grad_handling
+    resumed = invoke([*_args(ws, train, tmp_path / "cut", *sets), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     whole = load_file(tmp_path / "whole" / "hypernet" / "hypernet.safetensors")
     cut = load_file(tmp_path / "cut" / "hypernet" / "hypernet.safetensors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +42,12 @@ class RLEditSettings(BaseModel):
     time_decay: float = 0.95
     back_depth: int = Field(10, ge=1)
     max_grad_norm: float = 1.0
+    # How the gradient between optimizer steps is formed (docs/rledit.md, "Gradient handling").
+    # reference (RLEdit's code): after every batch the accumulated gradient is clipped to
+    # max_grad_norm, and the L2 term on the shifts adds to the loss but no gradient (the shifts
+    # it reads carry none). summed (editprobe before this setting): the batches' gradients summed,
+    # clipped once before the optimizer step, and the L2 term's gradient 2·reg_coef·S included.
+    grad_handling: Literal["reference", "summed"] = "reference"
     seed: int = 0
     # the training sequence: RLEdit's num_seq batches of n_edits, one optimizer step per
     # ``update_every`` batches (None: one step for the whole sequence, as RLEdit's code)
@@ -110,7 +117,7 @@ class Hypernetwork(nn.Module):
             raise HypernetError(f"{directory}: hypernetwork format {meta.get('version')}, this version reads "
                                 f"{HYPERNET_VERSION}")
         try:
-            net = cls(RLEditSettings.model_validate(meta["settings"]),
+            net = cls(RLEditSettings.model_validate(_settings_as_trained(meta["settings"])),
                       {k: tuple(v) for k, v in meta["shapes"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise broken(f"hypernet.json: {type(exc).__name__}: {exc}") from None
@@ -122,6 +129,14 @@ class Hypernetwork(nn.Module):
         if bad is not None:
             raise broken(f"tensor {bad} holds NaN or inf")
         return net, meta
+
+
+def _settings_as_trained(saved: object) -> object:
+    """A network saved before ``grad_handling`` existed was trained with the summed handling:
+    read it so (the default, reference, would misstate how it was trained)."""
+    if isinstance(saved, dict) and "grad_handling" not in saved:
+        return {**saved, "grad_handling": "summed"}
+    return saved
 
 
 SETTINGS_DIR = Path(__file__).parent / "settings"

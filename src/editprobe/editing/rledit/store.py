@@ -1,6 +1,7 @@
 """Trained hypernetworks in the cache, keyed like the covariance statistics: by the model's
-weights (fingerprint), the settings and the training data (file contents, and the data it
-was kept disjoint from). ``editprobe train rledit`` puts every network it trains there; a run
+weights (fingerprint), the settings (``grad_handling`` included: a network trained under
+another gradient handling is another entry) and the training data (file contents, and the
+data it was kept disjoint from). ``editprobe train rledit`` puts every network it trains there; a run
 whose ``hypernet`` is unset uses the network of the model's default training (its shipped
 settings on the built-in ``counterfact-train``) and never trains on its own.
 

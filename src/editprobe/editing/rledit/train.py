@@ -10,9 +10,11 @@ editing), and the loss over the last ``back_depth`` batches j is
 
 with P_before the model before step t's shift. Its gradient reaches the hypernetwork through
 the shifts (MALMEN's decomposed backward: d loss / d S from one pass over the model, then
-back through the least-squares solve and the network). Gradients accumulate over
-``update_every`` steps between optimizer steps (RLEdit's code: one step per sequence);
-the loop, with checkpoints and resume, is training.py.
+back through the least-squares solve and the network). The L2 term counts in the reported
+loss; its gradient only with ``grad_handling: summed`` (RLEdit's code computes it from
+shifts that carry no gradient). Gradients accumulate over ``update_every`` steps between
+optimizer steps (RLEdit's code: one step per sequence); the clipping and the loop, with
+checkpoints and resume, are training.py's.
 
 Deviations, named: one forward pass scores the equivalent and the unrelated prompts
 together (the reference runs two backward passes); CE and KL are sums over answer tokens
@@ -89,7 +91,9 @@ def train_step(editor: RLEditEditor, batch: list[TrainingExample], window: deque
     loss, shift_grads = weight_grads(model, editor.modules, loss_fn)
     for name, (keys, grads) in cached.items():  # back through the solve and the network
         shift = hp.shift(name, keys, grads)
-        grad = shift_grads[name] + 2 * settings.reg_coef * shift.detach()
+        grad = shift_grads[name]
+        if settings.grad_handling == "summed":  # the reference's L2 term has no gradient
+            grad = grad + 2 * settings.reg_coef * shift.detach()
         (shift * grad).sum().backward()
     reg = settings.reg_coef * sum(float((s**2).sum()) for s in shifts.values())
     return {"loss": float(loss) + reg, "edit_loss": _edit_loss(editor, edits)}

@@ -2,7 +2,11 @@
 every ``checkpoint_every`` steps it saves (atomically) the hypernetwork with its
 normalisers, the gradients accumulated since the last optimizer step, Adam's state, the
 model's accumulated shifts, the step and the losses so far. Training is deterministic, so a
-resumed run ends where an uninterrupted one does."""
+resumed run ends where an uninterrupted one does.
+
+The gradient (``grad_handling``): ``reference``, as RLEdit's ``update_hypernet``, clips the
+accumulated gradient after every batch; ``summed`` clips the sum once before each optimizer
+step. Either way the checkpointed gradient is the one the next batch adds to."""
 
 from __future__ import annotations
 
@@ -102,6 +106,17 @@ class TrainingRun:
         self.step, self.history = progress["step"], progress["history"]
 
     # --- the loop -----------------------------------------------------------------------------
+    def _clip_and_step(self, update: bool) -> None:
+        """After a batch's backward: reference handling clips the accumulated gradient now, in
+        place (so a checkpoint holds the clipped sum, as the next batch adds to it); summed
+        handling clips the sum once, just before the optimizer step."""
+        params = self.editor.hypernet.parameters()
+        if self.settings.grad_handling == "reference" or update:
+            clip_grad_norm_(params, self.settings.max_grad_norm)
+        if update:
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+
     def run(self, resume: bool = False, on_step: Callable[[int, int, dict[str, float]], None] | None = None
             ) -> list[dict[str, float]]:
         """Train to the end of the sequence; the model is restored afterwards."""
@@ -116,10 +131,7 @@ class TrainingRun:
             while self.step < total:
                 stats = train_step(self.editor, self._batch(self.step), window)
                 self.step += 1
-                if self.step % update_every == 0 or self.step == total:
-                    clip_grad_norm_(self.editor.hypernet.parameters(), self.settings.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
+                self._clip_and_step(self.step % update_every == 0 or self.step == total)
                 self.history.append(stats)
                 if self.out is not None and (self.step % self.checkpoint_every == 0 or self.step == total):
                     self.save()
