@@ -163,7 +163,7 @@ def test_resume_is_advertised_only_where_it_can_help(tmp_path):
     from editprobe.editing.hparams import HParamsError
     from editprobe.errors import EditFailedError, OutputError
     from editprobe.models.tokens import TokenizationError
-    from editprobe.runs.loop import resume_advice
+    from editprobe.runs.advice import resume_advice
 
     out = tmp_path / "run"
     assert "--resume continues it" in resume_advice(OutputError("disk full"), out)

@@ -19,11 +19,12 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from ..editing.registry import method_class
-from ..errors import EditFailedError, UserError, clip, quoted
+from ..errors import UserError, clip, quoted
 from ..probes import build_negation_plan
 from ..data.transform import IDENTITY, PromptTransform
 from ..data.options import dataset_notes, dataset_targets
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
+from .advice import resume_advice, unanchored_warning
 from .config import RunConfig, RunConfigError
 from ..editing.target_cache import use_target_cache
 from .preflight import check_c0_corpus, check_datasets, check_model_and_device
@@ -328,41 +329,6 @@ class Experiment:
 def _negated(negation) -> str | None:
     """The negated template of a negation function's answer (a Negation, a string or None)."""
     return getattr(negation, "negated", negation)
-
-
-def unanchored_warning(spec: str, plan) -> str | None:
-    """One line when records' own negated prompts lack their subject: asked (PN), not edited."""
-    n = plan.n_not_editable
-    if not n:
-        return None
-    first = next(item for item in plan.items if not item.editable)
-    return (f"{spec}: {n} of {plan.n_records} records have a negated prompt without their subject (e.g. record "
-            f"{first.record.id}: {first.record.negated_prompt!r}): their negated query is asked (PN), their negated "
-            f"edit skipped (NN and NP over the other {plan.n_records - n})")
-
-
-def resume_advice(exc: BaseException, out) -> str:
-    """What to say about the work a failed run kept: ``--resume`` only where resuming can
-    help, after a failure of the machine or its surroundings (a full disk, device memory, the
-    network); any other failure follows from the settings and the data, which a resumed run
-    must keep, so it would come again (a numerically failed batch, a bad record or hparam)."""
-    if resumable(exc):
-        return f"the work done is kept: editprobe run --out {out} --resume continues it"
-    if isinstance(exc, EditFailedError):
-        return (f"the work done is kept in {out}, but --resume would repeat the failed batch under the same "
-                "settings: change them in a new run")
-    return f"the work done is kept in {out}, but --resume would meet this error again: fix it in a new run"
-
-
-def resumable(exc: BaseException) -> bool:
-    """Whether a failure can pass once its cause outside the run is fixed (see resume_advice)."""
-    from ..data.corpus import CorpusUnavailableError
-    from ..errors import DeviceError, ModelReferenceError, OutputError
-    from ..locks import LockHeldError
-    from ..models.builtin import BuiltinModelError
-
-    return isinstance(exc, (OutputError, DeviceError, CorpusUnavailableError, ModelReferenceError,
-                            BuiltinModelError, LockHeldError))
 
 
 # The fields every line of samples.jsonl has (the HTML report's sample browser reads them);

@@ -280,7 +280,8 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
     """Run one run of the study here, from its checkpoints when it has any, and record how it
     ended: "finished" or "failed" (with its one-line error). Both backends run a run with this
     (the Ray backend on a worker, with the ``attempt`` and ``note`` of a retry)."""
-    from .loop import Experiment, resumable
+    from .advice import resumable
+    from .loop import Experiment
 
     study.set_state(run, "running", note, attempt)
     if on_start is not None:
