@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ..data.records import EditRequest
 from ..models.adapters import get_adapter
+from .api import EditReport, LayerReport, RequestReport  # noqa: F401  (re-exported: their old home)
 from .context import ContextTemplates, TemplateSpec, generate_templates
 from .hparams import LTEHParams
 from .keys import KeyReplay, compute_keys
@@ -29,28 +30,6 @@ from .targets import Site, TargetOptimizer, TargetResult, TargetSettings
 
 class SolveError(FloatingPointError):
     pass
-
-
-class RequestReport(BaseModel):
-    id: str
-    loss: float
-    target_prob: float
-    steps: int
-
-
-class LayerReport(BaseModel):
-    layer: int
-    residual_norm: float  # mean ‖r_j‖ over requests before this layer's update
-    update_norm: float  # Frobenius norm of this layer's update
-
-
-class EditReport(BaseModel):
-    method: str
-    batch: int
-    n_requests: int
-    requests: list[RequestReport]
-    layers: list[LayerReport]
-    timings: dict[str, float]
 
 
 class LTEEditor(EditorState):

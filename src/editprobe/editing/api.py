@@ -1,0 +1,160 @@
+"""The editor contract: what a run, an ``edit`` job or a study may ask of an editor.
+
+Every registered method (the ten LTE methods, FT, IKE, RLEdit and a user's plug-in) is an
+:class:`Editor`. The run loop, the target cache and the preflight checks reach an editor only
+through the members declared here, so an editor from another family (a codebook, a side
+memory, another toolkit's editor behind a thin wrapper) runs beside MEMIT by meeting this
+contract alone (docs/howto/add-editor.md).
+
+Weight deltas are optional: an editor that writes weights keeps them in a
+:class:`~editprobe.editing.ledger.WeightLedger` and reports them through :attr:`Editor.deltas`;
+an in-context editor (IKE) has none and asks through :meth:`Editor.prompt_transform`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel
+
+from ..data.transform import IDENTITY, PromptTransform
+
+EditStage = Literal["positive", "negative"]
+
+
+class TrainedForm(str, Enum):
+    """A query form an editor's optimization sees for the fact it edits. A probe of a form the
+    editor trained on is not evidence that the edit generalizes to it: tables say so. Later
+    probes extend the list."""
+
+    POSITIVE = "positive"  # the edited prompt itself ("The mother tongue of X is")
+    PARAPHRASE = "paraphrase"  # a rewording of the edited prompt
+    NEGATED = "negated"  # the prompt with its relation negated ("... is not")
+    PREFIXED = "prefixed"  # the prompt behind random context prefixes (the LTE templates)
+    QUESTION = "question"  # the fact asked as a question or a true/false statement
+
+
+# --- what one batch reports --------------------------------------------------------------------
+class RequestReport(BaseModel):
+    id: str
+    loss: float
+    target_prob: float
+    steps: int
+
+
+class LayerReport(BaseModel):
+    layer: int
+    residual_norm: float  # mean ‖r_j‖ over requests before this layer's update
+    update_norm: float  # Frobenius norm of this layer's update
+
+
+class EditReport(BaseModel):
+    method: str
+    batch: int
+    n_requests: int
+    requests: list[RequestReport]
+    layers: list[LayerReport]
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RemoteCheck:
+    """Something an editor will fetch over the network that preflight must find reachable
+    before any work starts (e.g. a C0 corpus whose statistics are not cached yet)."""
+
+    what: str  # e.g. "C0 corpus wikipedia"
+    check: Callable[[], None]  # raises a UserError with one line saying what to do
+
+
+class Editor(ABC):
+    """The contract every method meets. Class-level facts first (read without building an
+    editor), then the life of an editor: ``prepare`` once, ``apply`` per batch (edits
+    accumulate), ``finalize`` once after the last batch, ``restore`` to the unedited model;
+    ``save_state``/``load_state`` checkpoint it.
+
+    A subclass sets ``name`` and ``hparams_cls`` and implements the abstract methods; the
+    rest has defaults that fit an editor with no weights, no statistics and no cache."""
+
+    name: ClassVar[str]
+    hparams_cls: ClassVar[type[BaseModel]]
+    # The edit stages of a run this editor takes part in: its positive requests, and the
+    # negated ones when a probe needs them (RLEdit: positive only, as the paper reports it).
+    edit_stages: ClassVar[tuple[EditStage, ...]] = ("positive", "negative")
+    # Whether ``preserve_previous`` (K_p K_pᵀ, the keys of earlier batches) means anything
+    # to this editor; tables print K_p only where it does.
+    uses_preserved_keys: ClassVar[bool] = False
+    # Whether the editor reads second-moment statistics (C0) of a corpus.
+    needs_covariance: ClassVar[bool] = False
+    # Which query forms the editor's optimization sees (TrainedForm).
+    trained_forms: ClassVar[frozenset[TrainedForm]] = frozenset({TrainedForm.POSITIVE})
+
+    hp: BaseModel  # the validated hyperparameters (an instance of ``hparams_cls``)
+
+    # --- the life of an editor ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Compute what the first batch needs (statistics, templates, demonstrations); called
+        before ``load_state`` on resume, on the unedited model."""
+
+    @abstractmethod
+    def apply(self, requests: list) -> EditReport:
+        """Edit one batch (a list of EditRequest or request dicts); edits accumulate. A batch
+        that fails is rolled back before the error leaves."""
+
+    def finalize(self) -> dict:
+        """Once after the last batch (PRUNE restrains the accumulated edit); idempotent."""
+        return {}
+
+    @abstractmethod
+    def restore(self) -> None:
+        """Back to the unedited model; the edits are forgotten (prepared statistics are kept)."""
+
+    @abstractmethod
+    def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
+        """Write the edits (atomically) so that ``load_state`` on a fresh editor of the same
+        unedited model reproduces them bit for bit. ``include_stats=False`` leaves out what
+        a cache already holds (C0)."""
+
+    @abstractmethod
+    def load_state(self, directory: str | Path) -> None:
+        """Re-apply a saved state to this editor's unedited model."""
+
+    # --- how the edited model is asked --------------------------------------------------------
+    def prompt_transform(self) -> PromptTransform:
+        """What every probe asks through: the identity for editors that write weights."""
+        return IDENTITY
+
+    # --- what the run records -------------------------------------------------------------------
+    def variant(self) -> str | None:
+        """A short label for a non-default mode (e.g. "defend"), shown beside the name."""
+        return None
+
+    @property
+    def deltas(self) -> Mapping[Any, torch.Tensor]:
+        """The accumulated weight updates (fp32), keyed by layer or parameter; empty for an
+        editor that writes no weights."""
+        return {}
+
+    def c0_info(self) -> dict | None:
+        """Which corpus C0 came from and how many documents it read; None without C0."""
+        return None
+
+    def provenance(self) -> dict[str, Any]:
+        """What a run records of this editor beside its numbers."""
+        return {"hparams": self.hp.model_dump(mode="json"), "variant": self.variant(),
+                "c0": self.c0_info() if self.needs_covariance else None}
+
+    # --- what preflight must reach, what a cache may hold --------------------------------------
+    def remote_requirements(self) -> list[RemoteCheck]:
+        """What this editor will fetch that preflight must find reachable (none by default)."""
+        return []
+
+    def attach_target_cache(self, cache) -> bool:
+        """Give the editor a target cache (editing/target_cache.py); False when it optimizes
+        no targets and so has nothing to cache."""
+        return False
