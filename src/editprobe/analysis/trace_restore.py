@@ -8,24 +8,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, edit_output
-from ..models.replay import block_output_arity, final_hidden, logits_at, replay_from
+from ..models.replay import (ForwardInputs, block_output_arity, final_hidden, logits_at, replay_from,
+                             supports_prefix_cache)
+from .trace_types import Prepared, TraceSettings
 
-if TYPE_CHECKING:
-    from .tracing import Prepared, TraceSettings
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _target_probs(model: nn.Module, ids: torch.Tensor, target_id: int) -> torch.Tensor:
+def target_probs(model: nn.Module, ids: torch.Tensor, target_id: int) -> torch.Tensor:
     """p(target | each row) at the last position, in fp32."""
     kwargs = {"use_cache": False}
     # Only the last position's logits are needed; a full vocab × positions × rows tensor
@@ -63,7 +61,7 @@ def _restore_hooks(
 ) -> None:
     """Enter hooks restoring, for each job of ``chunk`` (``samples`` rows each), the clean
     output of every module it covers at its position (``offset`` = the first position fed)."""
-    device, S = _device(model), settings.samples
+    device, S = model_device(model), settings.samples
     restores: dict[tuple[str, int], tuple[list[int], list[int]]] = {}  # module -> (jobs, positions)
     for j, (k, layer, t) in enumerate(chunk):
         if k in skip_kinds:
@@ -80,7 +78,7 @@ def _restore_hooks(
         stack.enter_context(edit_output(adapter.module(model, k, layer), fn))
 
 
-def _restored_reference(
+def restored_reference(
     model: nn.Module, adapter: ModelAdapter, prep: Prepared, ids: torch.Tensor, corrupt: Callable,
     clean: dict, jobs: Sequence[Job], settings: TraceSettings,
 ) -> list[float]:
@@ -94,24 +92,9 @@ def _restored_reference(
         with ExitStack() as stack:
             stack.enter_context(edit_output(embed, corrupt))
             _restore_hooks(stack, model, adapter, chunk, clean, settings, num_layers, 0)
-            probs = _target_probs(model, ids.repeat(len(chunk) * S, 1), prep.target_id)
+            probs = target_probs(model, ids.repeat(len(chunk) * S, 1), prep.target_id)
         out += probs.view(len(chunk), S).mean(dim=1).tolist()
     return out
-
-
-@dataclass
-class _Step:
-    """One replayed forward's inputs, in the form ``replay.final_hidden`` takes."""
-
-    input_ids: torch.Tensor
-    position_ids: torch.Tensor
-    cache: object | None
-
-    def forward_kwargs(self) -> dict:
-        kw = dict(input_ids=self.input_ids, position_ids=self.position_ids, use_cache=self.cache is not None)
-        if self.cache is not None:
-            kw["past_key_values"] = self.cache
-        return kw
 
 
 def _start_layer(kind: str, layer: int, window: int, num_layers: int) -> int:
@@ -121,7 +104,7 @@ def _start_layer(kind: str, layer: int, window: int, num_layers: int) -> int:
     return layer if kind == "block" else window_layers(kind, layer, window, num_layers).start - 1
 
 
-def _restored_replayed(
+def restored_replayed(
     model: nn.Module, adapter: ModelAdapter, prep: Prepared, ids: torch.Tensor, corrupt: Callable,
     clean: dict, jobs: Sequence[Job], settings: TraceSettings,
 ) -> list[float]:
@@ -129,7 +112,7 @@ def _restored_replayed(
     restored layer and position from the corrupted run's states (module docstring)."""
     from transformers import DynamicCache
 
-    device, S = _device(model), settings.samples
+    device, S = model_device(model), settings.samples
     num_layers, length = adapter.n_layers(model), ids.shape[1]
     embed = adapter.module(model, "embed")
 
@@ -138,10 +121,10 @@ def _restored_replayed(
     def new_cache():
         return DynamicCache(config=model.config)
 
-    cacheable = all(type(layer).__name__ == "DynamicLayer" for layer in new_cache().layers)
+    cacheable = supports_prefix_cache(model)
     cache = new_cache() if cacheable else None
     stored_paths = [adapter.path("embed")] + [adapter.path("block", layer) for layer in range(num_layers)]
-    run = _Step(ids.repeat(S, 1), torch.arange(length, device=device)[None], cache)
+    run = ForwardInputs(ids.repeat(S, 1), torch.arange(length, device=device)[None], cache)
     with edit_output(embed, corrupt), capture(model, stored_paths) as got:  # noise first, then capture
         arity = block_output_arity(adapter.block(model, 0), lambda: final_hidden(model, run))
     states = [got[p] for p in stored_paths]  # states[r + 1]: block r's output, [S, positions, d]
@@ -178,7 +161,7 @@ def _restored_replayed(
                         layer.keys = keys[:, :, :offset].repeat(n, 1, 1, 1)
                         layer.values = values[:, :, :offset].repeat(n, 1, 1, 1)
             positions = torch.arange(offset, length, device=device)[None]
-            step = _Step(ids[:, offset:].repeat(n * S, 1), positions, step_cache)
+            step = ForwardInputs(ids[:, offset:].repeat(n * S, 1), positions, step_cache)
             with ExitStack() as stack:
                 if r < 0:
                     stack.enter_context(edit_output(embed, lambda _h, e=emitted: e))

@@ -57,9 +57,9 @@ from ..models.tokens import (
 )
 from ..probes.exact import exact_match_ids
 from ..probes.generation import query_ids
-from ..errors import UserError
-from .trace_restore import _device, _restored_reference, _restored_replayed, _target_probs
+from .trace_restore import model_device, restored_reference, restored_replayed, target_probs
 from .trace_restore import window_layers  # noqa: F401 - part of this module's interface
+from .trace_types import Prepared, TraceError, TraceSettings
 
 KINDS = ("block", "mlp", "attn")
 BUCKETS = (
@@ -78,43 +78,6 @@ RECOMMENDATION_RULE = (
     "that would start before layer 0, all layers when the model has fewer than 5), since MEMIT "
     "spreads an edit over the MLPs that feed the decisive state"
 )
-
-
-class TraceError(UserError, ValueError):
-    """Bad tracing settings or nothing to trace."""
-
-
-@dataclass(frozen=True)
-class TraceSettings:
-    samples: int = 10
-    noise: float = 3.0  # multiple of the subject-embedding std
-    layers_window: int = 10
-    seed: int = 0
-    max_rows: int = 512  # rows per packed forward; a job (samples rows) is never split
-
-    def check(self) -> "TraceSettings":
-        if self.samples < 1:
-            raise TraceError(f"samples must be at least 1, got {self.samples}")
-        if self.layers_window < 1:
-            raise TraceError(f"layers window must be at least 1, got {self.layers_window}")
-        if not self.noise >= 0:  # also rejects NaN
-            raise TraceError(f"noise must be a non-negative multiple of the embedding std, got {self.noise}")
-        if self.max_rows < 1:
-            raise TraceError(f"max_rows must be at least 1, got {self.max_rows}")
-        return self
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A record tokenized for tracing: ids of the query, the subject's token range
-    (inclusive, in those ids) and the true object's first token."""
-
-    index: int  # in the loaded records
-    record: EditRecord
-    ids: list[int]
-    subject_first: int
-    subject_last: int
-    target_id: int
 
 
 @dataclass
@@ -230,7 +193,7 @@ def record_seed(seed: int, index: int) -> int:
 def subject_embedding_std(model: nn.Module, adapter: ModelAdapter, prepared: Sequence[Prepared]) -> float:
     """Std of the embedding module's outputs over every subject token of ``prepared``."""
     embed = adapter.module(model, "embed")
-    device = _device(model)
+    device = model_device(model)
     rows = [
         embed(torch.tensor([p.ids], device=device))[0, p.subject_first : p.subject_last + 1].float()
         for p in prepared
@@ -255,12 +218,12 @@ def trace_record(
     ``_skip_before_subject=False`` (tests) makes the default computation run the positions
     before the subject too instead of writing their exact 0."""
     settings.check()
-    device, S = _device(model), settings.samples
+    device, S = model_device(model), settings.samples
     num_layers, length = adapter.n_layers(model), len(prep.ids)
     ids = torch.tensor([prep.ids], device=device)
     paths = {(k, layer): adapter.path(k, layer) for k in KINDS for layer in range(num_layers)}
     with capture(model, list(paths.values())) as store:
-        p_clean = float(_target_probs(model, ids, prep.target_id)[0])
+        p_clean = float(target_probs(model, ids, prep.target_id)[0])
     clean = {key: store[path][0] for key, path in paths.items()}  # [positions, d]
 
     gen = torch.Generator().manual_seed(record_seed(settings.seed, prep.index))
@@ -272,17 +235,17 @@ def trace_record(
     corrupt = _noise_fn(noise, prep.subject_first, prep.subject_last)
 
     with edit_output(embed, corrupt):
-        p_corrupted = float(_target_probs(model, ids.repeat(S, 1), prep.target_id).mean())
+        p_corrupted = float(target_probs(model, ids.repeat(S, 1), prep.target_id).mean())
 
     effects = {k: np.zeros((length, num_layers), dtype=np.float32) for k in KINDS}
     if reference:
         jobs = [(k, layer, t) for k in KINDS for layer in range(num_layers) for t in range(length)]
-        restored = _restored_reference(model, adapter, prep, ids, corrupt, clean, jobs, settings)
+        restored = restored_reference(model, adapter, prep, ids, corrupt, clean, jobs, settings)
     else:
         # Positions before the first subject token are left at their exact 0 (module docstring).
         first = prep.subject_first if _skip_before_subject else 0
         jobs = [(k, layer, t) for k in KINDS for layer in range(num_layers) for t in range(first, length)]
-        restored = _restored_replayed(model, adapter, prep, ids, corrupt, clean, jobs, settings)
+        restored = restored_replayed(model, adapter, prep, ids, corrupt, clean, jobs, settings)
     for (k, layer, t), p in zip(jobs, restored):
         effects[k][t, layer] = p - p_corrupted
     return RecordTrace(prep, p_clean, p_corrupted, effects)

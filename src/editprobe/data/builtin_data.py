@@ -1,12 +1,11 @@
-"""Data shipped inside the package, and ``resolve_data``: a path or a built-in name."""
+"""Data shipped inside the package, and ``resolve_data``: a path or a built-in name. (How
+the shipped files were made: data/builders.py.)"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import write_text_atomic
 from .errors import DataError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -90,43 +89,3 @@ def resolve_data(spec: str | Path) -> Path:
         raise DataError(path, "is not a file")
     known = ", ".join(BUILTIN_DATASETS)
     raise DataError(path, f"no such file, and not a built-in dataset (built-in: {known})")
-
-
-def build_sample(source: str | Path, out: str | Path, n: int = COUNTERFACT_SAMPLE_SIZE) -> Path:
-    """Write the first ``n`` records of a JSON-array dataset unchanged, one record per line
-    (how the built-in counterfact-sample and zsre-sample were made)."""
-    source = Path(source)
-    records = json.loads(source.read_text(encoding="utf-8"))
-    if not isinstance(records, list) or len(records) < n:
-        raise DataError(source, f"expected a JSON array of at least {n} records")
-    body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records[:n])
-    write_text_atomic(out, f"[\n{body}\n]\n")
-    return Path(out)
-
-
-# The name the counterfact sample was first built with; kept for scripts that call it.
-build_counterfact_sample = build_sample
-
-
-def build_disjoint_sample(source: str | Path, out: str | Path, n: int, exclude: tuple[str, ...]) -> Path:
-    """Write, unchanged, the first ``n`` entries of a JSON-array dataset whose subject and
-    prompt (with its subject) appear in none of the ``exclude`` datasets (how the built-in
-    counterfact-train was made, excluding counterfact-sample and zsre-sample)."""
-    from .loading import load_records
-
-    def key(text: str) -> str:
-        return " ".join(text.lower().split())
-
-    source = Path(source)
-    entries = json.loads(source.read_text(encoding="utf-8"))
-    records = load_records(source).records
-    if len(records) != len(entries):
-        raise DataError(source, "some entries do not load as records; cannot keep the file's entries unchanged")
-    excluded = [r for spec in exclude for r in load_records(spec).records]
-    subjects, prompts = {key(r.subject) for r in excluded}, {key(r.query) for r in excluded}
-    kept = [e for e, r in zip(entries, records) if key(r.subject) not in subjects and key(r.query) not in prompts]
-    if len(kept) < n:
-        raise DataError(source, f"only {len(kept)} entries are disjoint from {', '.join(exclude)}; {n} asked")
-    body = ",\n".join(json.dumps(e, ensure_ascii=False) for e in kept[:n])
-    write_text_atomic(out, f"[\n{body}\n]\n")
-    return Path(out)

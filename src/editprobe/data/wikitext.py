@@ -12,7 +12,8 @@ Covariance statistics should see text the way a model saw it in pretraining, so:
   less than a markup token no pretraining text contains;
 * heading lines are dropped; each remaining line (a WikiText paragraph) is one document.
 
-Run ``python -m editprobe.data.wikitext SRC_DIR OUT`` to regenerate the built-in file.
+``python -m editprobe.data.builders wikitext SRC_DIR OUT`` regenerates the built-in file
+(data/builders.py).
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-
-from ..paths import write_text_atomic
-from .errors import DataError
 
 WIKITEXT_SPLITS = ("valid.txt", "test.txt")  # the order of the built-in sample
 
@@ -87,20 +84,5 @@ def wikitext_documents(lines: Iterable[str]) -> Iterator[str]:
             yield doc
 
 
-def build_wikitext_sample(source_dir: str | Path, out: str | Path) -> Path:
-    """Write ``valid.txt`` + ``test.txt`` of ``source_dir`` as documents separated by blank lines."""
-    source_dir = Path(source_dir)
-    docs: list[str] = []
-    for split in WIKITEXT_SPLITS:
-        path = source_dir / split
-        if not path.is_file():
-            raise DataError(path, "no such file (expected the tokenized WikiText-2 split)")
-        docs.extend(wikitext_documents(path.read_text(encoding="utf-8").splitlines()))
-    write_text_atomic(out, "\n\n".join(docs) + "\n")
-    return Path(out)
-
-
-if __name__ == "__main__":  # pragma: no cover - maintenance entry point
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m editprobe.data.wikitext WIKITEXT2_DIR OUT.txt")
-    print(build_wikitext_sample(sys.argv[1], sys.argv[2]))
+if __name__ == "__main__":  # pragma: no cover - the entry point moved with the builder
+    sys.exit("usage: python -m editprobe.data.builders wikitext WIKITEXT2_DIR OUT.txt")

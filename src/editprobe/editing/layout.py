@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..models.replay import ForwardInputs, supports_prefix_cache
 from ..models.tokens import Batch, make_batch, pad_id
 from .prompts import Row, RowBatch
 
@@ -45,12 +46,7 @@ class Group:
         return self.input_ids.shape[1]
 
     def forward_kwargs(self) -> dict:
-        kw = dict(input_ids=self.input_ids, attention_mask=self.attention_mask, use_cache=self.cache is not None)
-        if self.position_ids is not None:
-            kw["position_ids"] = self.position_ids
-        if self.cache is not None:
-            kw["past_key_values"] = self.cache
-        return kw
+        return ForwardInputs(self.input_ids, self.position_ids, self.cache, self.attention_mask).forward_kwargs()
 
     def restore_cache(self) -> None:
         """Put the prefix tensors back (a cropped view would keep the step's graph alive)."""
@@ -176,14 +172,12 @@ def suffix_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> 
 def prefix_cached_layout(model, tok, rb: RowBatch, device, overhead: int = GROUP_OVERHEAD_TOKENS) -> StepBatch:
     """Run every row's tokens before its edited token once; return the suffixes, in
     groups of similar length."""
-    from transformers import DynamicCache
-
     rows = rb.rows
     splits = [r.subject_index for r in rows]
     ends = [max([r.subject_index, *r.target_positions]) + 1 for r in rows]
     if max(splits) == 0:
         return full_layout(rb, device)
-    if any(type(layer).__name__ != "DynamicLayer" for layer in DynamicCache(config=model.config).layers):
+    if not supports_prefix_cache(model):
         return full_layout(rb, device)  # sliding-window layers evict entries: keep it simple
     new_rows = [
         replace(r, ids=r.ids[s:e], subject_index=0, target_positions=[p - s for p in r.target_positions])

@@ -12,6 +12,7 @@ the same way.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -67,10 +68,41 @@ def replay_from(
             blocks[i] = module
 
 
+@dataclass
+class ForwardInputs:
+    """One forward's inputs, in the form :func:`final_hidden` takes: the token ids, their
+    positions and attention mask (None: the model's defaults) and a KV cache holding the
+    positions before them (None: no cache, and the forward keeps none)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor | None = None
+    cache: object | None = None
+    attention_mask: torch.Tensor | None = None
+
+    def forward_kwargs(self) -> dict:
+        kw = dict(input_ids=self.input_ids, use_cache=self.cache is not None)
+        if self.attention_mask is not None:
+            kw["attention_mask"] = self.attention_mask
+        if self.position_ids is not None:
+            kw["position_ids"] = self.position_ids
+        if self.cache is not None:
+            kw["past_key_values"] = self.cache
+        return kw
+
+
+def supports_prefix_cache(model: nn.Module) -> bool:
+    """Whether the model's KV cache is made of plain dynamic layers only, so that the keys and
+    values of a shared prefix can be computed once and then repeated, cropped or edited in
+    place; sliding-window layers evict entries, so those models feed every position."""
+    from transformers import DynamicCache
+
+    return all(type(layer).__name__ == "DynamicLayer" for layer in DynamicCache(config=model.config).layers)
+
+
 def final_hidden(model: nn.Module, batch) -> torch.Tensor:
     """Last hidden states after the final norm (the base model's output) for a Batch, or a
     StepBatch (which runs its groups with their caches and positions), or anything with
-    ``forward_kwargs``."""
+    ``forward_kwargs`` (:class:`ForwardInputs`)."""
     if hasattr(batch, "final_hidden"):
         return batch.final_hidden(model)
     if hasattr(batch, "forward_kwargs"):

@@ -54,14 +54,6 @@ class Timer:
 TIMER = Timer()
 
 
-def cacheable(model) -> bool:
-    """Plain (non-sliding) cache layers: the engine edits them directly."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
-
-
 def length_batches(lengths: Sequence[int], budget: int = TOKEN_BUDGET, overhead: int = CALL_TOKENS) -> list[list[int]]:
     """Indices sorted by length and cut into batches of at most ``budget`` padded tokens
     (one row at least), the cuts chosen to minimize padded tokens + ``overhead`` per forward
@@ -261,7 +253,7 @@ def run_prompts(model, tok, prompts: Sequence[Sequence[int]],
     (predicted, logprobs) per continuation) and ``decode[i]`` greedy tokens decoded after
     it, stopping after an id in ``eos``. ``decode`` may be a function of (prompt index, its
     scored continuations): decode only what scoring did not show. The model must be
-    :func:`cacheable`."""
+    :func:`~editprobe.models.replay.supports_prefix_cache`."""
     from transformers import DynamicCache
 
     if any(not p for p in prompts):

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.replay import supports_prefix_cache
 from ..models.tokens import continuation_ids, make_batch
-from .batched import TOKEN_BUDGET, cacheable, run_prompts
+from .batched import TOKEN_BUDGET, run_prompts
 from .generation import _eos_ids, greedy_decode, query_ids
 
 IdPair = tuple[Sequence[int], Sequence[int]]
@@ -119,7 +120,7 @@ def score_and_decode(model, tok, prompts: Sequence[Sequence[int]], continuations
     row with ``stop_at_eos``), the same tokens as ``greedy_decode``. ``decode`` may be a
     function of (prompt index, its scores). Models whose cache layers are not plain
     (sliding windows) take the plain paths."""
-    if not cacheable(model):
+    if not supports_prefix_cache(model):
         flat = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
         it = iter(teacher_forced_ids(model, tok, flat, logprobs=logprobs) if flat else [])
         scores = [[next(it) for _ in cs] for cs in continuations]
