@@ -15,9 +15,7 @@ the entries are read again and only those still missing are computed.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -31,45 +29,18 @@ from torch import nn
 from ..locks import FileLock, wait_note
 from ..models.adapters import ModelAdapter
 from ..paths import atomic_path, cache_dir, write_json_atomic
+from .c0_pass import accumulate_second_moment, model_max_positions
 from .cache_entries import (DamagedEntry, blame, check_tensor, expect_int, expect_names, expect_number, load_tensors,
                             read_meta, tensor_header, warn_damaged)
 from .corpus_batches import BATCH_ROWS
-from .covariance import (ACCUM_DTYPES, LayerStats, accumulate_second_moment, model_fingerprint, model_max_positions,
-                         tokenizer_fingerprint)
+from .fingerprints import model_fingerprint, tokenizer_fingerprint
 from .solvers import NullSpaceInfo, nullspace_projector
+from .stats_types import ACCUM_DTYPES, LayerStats, StatsKey
 
 __all__ = ["CovarianceStore", "StatsKey"]
 
-_FORMAT = 1  # bump when the file layout or the statistic's definition changes
 _HEADER_DTYPES = {"float32": "F32", "float64": "F64"}  # safetensors' names
 Check = Callable[[dict], None]  # raises DamagedEntry
-
-
-def _slug(text: str) -> str:
-    """A readable, filesystem-safe name plus a short hash, so distinct ids never collide."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:48] or "x"
-    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-@dataclass(frozen=True)
-class StatsKey:
-    """Everything that changes one layer's statistic."""
-
-    model_id: str
-    fingerprint: str
-    tokenizer: str
-    layer: int
-    corpus_id: str
-    n_docs: int
-    max_len: int
-    dtype: str
-    format: int = _FORMAT
-
-    def directory(self, root: Path) -> Path:
-        return root / _slug(self.model_id) / f"{self.fingerprint[:24]}-tok{self.tokenizer}" / _slug(self.corpus_id)
-
-    def stem(self) -> str:
-        return f"layer{self.layer}_n{self.n_docs}_len{self.max_len}_{self.dtype}"
 
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
