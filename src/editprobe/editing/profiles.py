@@ -108,17 +108,16 @@ def _choice(path: Path, chosen_by: str) -> HParamsChoice:
     return HParamsChoice(file=_display(path), sha256=digest, chosen_by=chosen_by, path=path)
 
 
-# The kind of a dataset a tuned file is for, by the format its records were read in;
-# question-style records of the generic formats are zsRE (KnowEdit's zsRE, EasyEdit's).
-_KIND_OF_FORMAT = {"counterfact": "counterfact", "zsre": "zsre", "mquake": "mquake", "easyedit": "counterfact",
-                   "knowedit": "wcf"}
 _KIND_SAMPLE = 20  # records read to decide
 
 
 def dataset_kind(data: str) -> str | None:
-    """``counterfact``, ``zsre``, ``mquake``, ``wcf`` (or a plugin format's name) for a dataset
-    file or built-in name; None when it cannot be read (the dataset check names why)."""
+    """The kind its format declares (``counterfact``, ``zsre``, ``mquake``, ``wcf``; a plugin
+    format's own) for a dataset file or built-in name, ``zsre`` when every record is a
+    question (KnowEdit's zsRE, EasyEdit's); None when it cannot be read (the dataset check
+    names why)."""
     from ..data import load_records
+    from ..data.formats import format_kind
     from ..errors import UserError
 
     try:
@@ -127,7 +126,7 @@ def dataset_kind(data: str) -> str | None:
         return None
     if loaded.records and all(r.is_question for r in loaded.records):
         return "zsre"
-    return _KIND_OF_FORMAT.get(loaded.format, loaded.format)
+    return format_kind(loaded.format)
 
 
 def tuned_path(method: str, model_key: str, kind: str) -> Path:

@@ -56,5 +56,7 @@ FORMAT = DatasetFormat(
     description="CounterFact / MCF (ROME): requested_rewrite {prompt, subject, target_new, target_true}",
     matches=matches,
     convert=convert,
+    protocol="prob",
+    kind="counterfact",
 )
 register_format(FORMAT, first=False)

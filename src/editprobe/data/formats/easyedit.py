@@ -67,5 +67,8 @@ FORMAT = DatasetFormat(
     description="EasyEdit flat: prompt, subject, target_new, ground_truth, rephrase_prompt, locality_prompt",
     matches=matches,
     convert=convert,
+    protocol="tokens",
+    kind="counterfact",  # its question records (zsRE) are kind zsre
+    has_locality=True,
 )
 register_format(FORMAT, first=False)

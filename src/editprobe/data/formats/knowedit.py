@@ -52,5 +52,8 @@ FORMAT = DatasetFormat(
     description="KnowEdit (zsRE test, WCF): prompt, target_new, ground_truth, locality/portability by kind",
     matches=matches,
     convert=convert,
+    protocol="tokens",
+    kind="wcf",  # WikiData-Counterfact; its zsRE (question records) is kind zsre
+    has_locality=True,
 )
 register_format(FORMAT, first=False)

@@ -58,5 +58,7 @@ FORMAT = DatasetFormat(
     description="MQuAKE: requested_rewrite is a list (one record per rewrite) + multi-hop questions",
     matches=matches,
     convert=convert,
+    protocol="prob",
+    kind="mquake",
 )
 register_format(FORMAT, first=False)

@@ -80,5 +80,7 @@ FORMAT = DatasetFormat(
                 "efficacy_evaluation, paraphrase/neighborhood prompts",
     matches=matches,
     convert=convert,
+    # protocol None: the files hold CounterFact- and zsRE-style records, told apart by their
+    # prompts and true objects; kind: "paper"
 )
 register_format(FORMAT, first=False)

@@ -72,5 +72,7 @@ FORMAT = DatasetFormat(
     description="zsRE (MEND format): subject, src (question), alt, answers, rephrase, loc, loc_ans",
     matches=matches,
     convert=convert,
+    protocol="tokens",
+    kind="zsre",
 )
 register_format(FORMAT, first=False)

@@ -17,15 +17,17 @@ computes it, and labelled with that protocol:
   locality: the share of tokens of the locality answer at which the edited model's argmax
   equals the unedited model's (EasyEdit).
 
-Every value is averaged over a record's prompts (or tokens) first, then over records, as
-the references do; the "No edit" row is the same metric on the unedited model.
+Each dataset format declares its protocol and whether its neighbourhood is EasyEdit's
+locality (``DatasetFormat.protocol``, ``.has_locality``; data/formats/). Every value is
+averaged over a record's prompts (or tokens) first, then over records, as the references
+do; the "No edit" row is the same metric on the unedited model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from ..base import (
     TEACHER_FORCED_EM, TEACHER_FORCED_PROB, TEACHER_FORCED_TOKENS, Metric, Probe, ProbeContext, ProbeOutcome, Rows,
@@ -33,22 +35,19 @@ from ..base import (
 )
 from ..classic import DEFAULT_REFERENCE_TOKENS
 from ..generation import query_ids
+from ...data.formats import ScoringProtocol, formats_of
 from ...jsontext import number
 from ...models.tokens import continuation_ids
 from ..scoring import score_and_decode, teacher_forced
 
-Protocol = Literal["prob", "tokens"]
-PROB_FORMATS = {"counterfact", "mquake"}
-TOKEN_FORMATS = {"zsre", "knowedit", "easyedit"}
-
-
-def protocol_of(records: Sequence) -> Protocol:
-    """The reference protocol of the records' dataset format."""
-    formats = {r.source_format for r in records}
-    if formats & PROB_FORMATS and not formats & TOKEN_FORMATS:
-        return "prob"
-    if formats & TOKEN_FORMATS:
+def protocol_of(records: Sequence) -> ScoringProtocol:
+    """The reference protocol its dataset format declares for the records (token accuracy
+    wins a mix); from the records themselves when no format of theirs declares one."""
+    declared = {fmt.protocol for fmt in formats_of(records)}
+    if "tokens" in declared:
         return "tokens"
+    if "prob" in declared:
+        return "prob"
     return "prob" if all(r.target_true and not r.is_question for r in records) else "tokens"
 
 
@@ -266,7 +265,7 @@ class NeighborhoodProbe(ClassicProbe):
     def _tokens(self, ctx: ProbeContext, rows, stage) -> dict[str, Any]:
         # EasyEdit's locality (KnowEdit, the flat format) compares the argmax at each token
         # of the locality answer with the unedited model's; zsRE scores the NQ answer.
-        locality = bool({r.source_format for r in ctx.records} & {"knowedit", "easyedit"})
+        locality = any(fmt.has_locality for fmt in formats_of(ctx.records))
         return {**super()._tokens(ctx, rows, stage), "locality": locality}
 
     def _token_values(self, state, baseline):
