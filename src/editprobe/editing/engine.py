@@ -9,6 +9,7 @@ accumulated deltas — and can save, load and restore it.
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -50,6 +51,11 @@ class LTEEditor(EditorState):
     # Edit a batch one request at a time, each request's targets and keys computed on the
     # model the previous ones edited (ROME); the whole batch at once otherwise.
     per_request = False
+    # What ``editprobe tune`` reads (runs/tune_space.py): whether the method edits exactly one
+    # layer (its window width is then 1), and the hparams field that weighs its solve's
+    # regulariser, searched on a log scale (None: nothing to search).
+    single_layer: ClassVar[bool] = False
+    solve_weight_field: ClassVar[str | None] = "mom2_update_weight"
 
     def __init__(self, model, tokenizer, hparams: LTEHParams, adapter=None, stats=None, corpus=None, model_id: str | None = None,
                  target_cache: TargetCache | None = None):

@@ -15,6 +15,9 @@ from .config import Count, DType, ProfileDefaults, ProfileName
 
 DEFAULT_EVAL = ("counterfact-sample", "zsre-sample")
 SIG_DIGITS = 3  # suggested floats are rounded before use, so the YAML holds what was measured
+# The solve weights tune searches, by the hparams field a method names (its
+# ``solve_weight_field``), each with the TuneConfig range (--lam, --l2) that bounds it.
+SOLVE_WEIGHT_RANGES = {"mom2_update_weight": "lam", "L2": "l2"}
 
 
 def _key(text: str) -> str:
@@ -82,6 +85,9 @@ class TuneConfig(ProfileDefaults):
         cls = method_class(self.method)  # an unknown method is one line naming the known ones
         if not issubclass(cls, LTEEditor):
             raise ValueError(f"tune searches locate-then-edit settings; {self.method!r} has none of them")
+        if cls.solve_weight_field is not None and cls.solve_weight_field not in SOLVE_WEIGHT_RANGES:
+            raise ValueError(f"{self.method!r} weighs its solve with {cls.solve_weight_field!r}; tune has a range "
+                             f"only for {', '.join(SOLVE_WEIGHT_RANGES)}")
         return self
 
     @classmethod
@@ -220,7 +226,7 @@ class SearchSpace(BaseModel):
     v_lr: tuple[float, float]
     steps: tuple[int, int]
     clamp: tuple[float, float]
-    solve_name: str | None  # "mom2_update_weight" (λ), "L2" (AlphaEdit) or None (no C0 term)
+    solve_name: str | None  # the method's solve_weight_field: "mom2_update_weight" (λ), "L2" (AlphaEdit), None
     solve: tuple[float, float] | None
 
     @property
@@ -238,18 +244,13 @@ class SearchSpace(BaseModel):
         if layers[1] >= n_layers:
             raise OptionError(f"--layers {layers[0]}:{layers[1]}: the model has layers 0..{n_layers - 1}")
         span = layers[1] - layers[0] + 1
-        single = editor_cls.name == "rome"  # ROME edits one layer
-        width = config.width or ((1, 1) if single else (min(3, span), min(6, span)))
+        width = config.width or ((1, 1) if editor_cls.single_layer else (min(3, span), min(6, span)))
         if width[0] > span:
             raise OptionError(f"--width {width[0]}:{width[1]}: wider than the {span} candidate layers "
                               f"{layers[0]}..{layers[1]}")
         width = (width[0], min(width[1], span))
-        if editor_cls.name == "alphaedit":
-            solve_name, solve = "L2", config.l2
-        elif editor_cls.needs_covariance:
-            solve_name, solve = "mom2_update_weight", config.lam
-        else:
-            solve_name, solve = None, None
+        solve_name = editor_cls.solve_weight_field
+        solve = getattr(config, SOLVE_WEIGHT_RANGES[solve_name]) if solve_name is not None else None
         return cls(layers=layers, width=width, v_lr=config.v_lr, steps=config.steps, clamp=config.clamp,
                    solve_name=solve_name, solve=solve)
 

@@ -30,6 +30,7 @@ class AlphaEditHParams(LTEHParams):
 class AlphaEditEditor(LTEEditor):
     name = "alphaedit"
     hparams_cls = AlphaEditHParams
+    solve_weight_field = "L2"  # the projected solve's ridge; C0 enters through the projector, not λ
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -36,6 +36,7 @@ class ROMEEditor(LTEEditor):
     site_kind = "mlp"
     uses_preserved_keys = False  # a rank-one update per request: no solve keeps earlier keys
     per_request = True  # sequential by design: each edit sees the previous ones
+    single_layer = True
 
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]
