@@ -293,7 +293,8 @@ def _config_models():
     from editprobe.probes.factcheck import FactCheckConfig
     from editprobe.runs.config import RunConfig
     from editprobe.runs.edit_job import EditConfig
-    from editprobe.runs.study import RaySettings, Study
+    from editprobe.runs.study import Study
+    from editprobe.runs.study_ray import RaySettings
     from editprobe.runs.train_job import TrainConfig
     from editprobe.runs.tune_space import TuneConfig
 

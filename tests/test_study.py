@@ -121,7 +121,7 @@ def test_the_shipped_study_files_expand():
     assert {r.config.profile for r in paper} == {"paper"} and {r.config.dtype for r in paper} == {"float32"}
     assert {(r.config.n, r.config.batch_size) for r in paper} == {(2000, 100)}
     assert sum(r.config.preserve_previous is False for r in paper) == 8
-    assert {r.ray.num_gpus for r in paper} == {1}
+    assert {r.backend_settings["ray"].num_gpus for r in paper} == {1}
     smollm2 = expand(load_study(root / "smollm2.yaml"), Path("/tmp/never-written"))
     assert {d for r in smollm2 for d in r.config.datasets} == {"counterfact-sample", "zsre-sample"}
     assert {m for r in smollm2 for m in r.config.methods} == {"rome", "memit", "emmet", "alphaedit", "rect", "prune",

@@ -1,5 +1,5 @@
 """One registry type for every kind of plug-in (methods, model adapters, dataset formats,
-probes), with one set of rules:
+probes, study backends), with one set of rules:
 
 - a thing registers where it is defined (a decorator or a call beside its definition);
 - registering the same object (or an equal one) again under its name is a no-op;
@@ -9,10 +9,11 @@ probes), with one set of rules:
 - iteration follows registration order (``first=True`` puts an entry before the others,
   e.g. a user's dataset format that detection should try first).
 
-A user's plug-ins (a method, an adapter, a dataset format, a probe) register when their module
-is imported. The command line (and each Ray worker of a study) imports the modules named in
-the ``EDITPROBE_PLUGINS`` environment variable (comma-separated module names) before it does
-anything else: :func:`load_plugins`. The how-to pages (docs/howto/) use it.
+A user's plug-ins (a method, an adapter, a dataset format, a probe, a study backend) register
+when their module is imported. The command line (and each Ray worker of a study) imports the
+modules named in the ``EDITPROBE_PLUGINS`` environment variable (comma-separated module
+names) before it does anything else: :func:`load_plugins`. The how-to pages (docs/howto/) use
+it.
 """
 
 from __future__ import annotations

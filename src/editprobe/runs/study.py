@@ -15,9 +15,11 @@ A study file (YAML)::
         seeds: [0]                        # one run per seed
         set: {mom2_n_samples: 1000}       # hparams overrides (as --set)
         ray: {num_gpus: 1}                # this entry's Ray resources (over the top-level ray:)
-    ray: {num_cpus: 1, max_retries: 2}    # --backend ray: each run's task (RaySettings)
+    ray: {num_cpus: 1, max_retries: 2}    # --backend ray: each run's task (study_ray.RaySettings)
 
-expands into one run per (entry, model, preserve_previous, seed). The study directory keeps
+expands into one run per (entry, model, preserve_previous, seed). A section named by a study
+backend (``ray:``) is that backend's settings, validated by it (study_backends.py); the
+backends are in :data:`~editprobe.runs.study_backends.BACKENDS`. The study directory keeps
 a copy of the file (``study.yaml``), the runs under ``runs/<name>/`` and one status file per
 run under ``status/``; a failed run is recorded with its one-line error and never stops the
 others.
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import UserError, clip, one_line, validation_message
 from ..paths import read_json_object, write_json_atomic, write_text_atomic
@@ -41,6 +43,7 @@ from ..workdir import ForeignDirectoryError, WorkDir
 from ..yamlio import load_yaml
 from .config import RunConfig, dataset_keys
 from .store import RunDir, RunFailedError
+from .study_backends import StudyRun, check_section_types, settings_models, split_sections, validate_sections
 
 STUDY_FILE = "study.yaml"
 State = Literal["pending", "running", "finished", "failed"]
@@ -53,21 +56,9 @@ class StudyError(UserError, ValueError):
     pass
 
 
-class RaySettings(BaseModel):
-    """Each run's Ray task (``--backend ray``): its resources, how often Ray retries it when
-    its worker dies, and its torch threads (default: its CPUs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_cpus: float = Field(1, gt=0)
-    num_gpus: float = Field(0, ge=0)
-    memory_gb: float | None = Field(None, gt=0)
-    max_retries: int = Field(2, ge=0)
-    threads: int | None = Field(None, ge=1)
-
-
 class StudyEntry(BaseModel):
-    """One line of a study; fields not listed here are RunConfig fields of its runs."""
+    """One line of a study; fields not listed here are RunConfig fields of its runs, but for
+    the sections named by a study backend (``ray:``), which override the file's."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -78,10 +69,26 @@ class StudyEntry(BaseModel):
     preserve_previous: list[bool | None] = Field(default_factory=lambda: [None])
     seeds: list[int] = Field(default_factory=lambda: [0])
     overrides: dict[str, Any] = Field(default_factory=dict, alias="set")
-    ray: dict[str, Any] = Field(default_factory=dict)  # over Study.ray, validated in expand
     # One run per method and/or per dataset instead of one run of them all (parallel on a
     # cluster; each run measures its own no-edit baseline).
     split: list[Literal["methods", "datasets"]] = Field(default_factory=list)
+    _sections: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)  # the backends' (backend_sections)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _backend_sections(cls, data: Any, handler) -> "StudyEntry":
+        if not isinstance(data, dict):
+            return handler(data)
+        sections, rest = split_sections(data)
+        check_section_types(sections, cls.__name__)
+        entry = handler(rest)
+        entry._sections = sections
+        return entry
+
+    @property
+    def backend_sections(self) -> dict[str, dict[str, Any]]:
+        """This entry's sections named by a backend, as written (validated in expand)."""
+        return self._sections
 
     def model_names(self) -> list[str]:
         return self.models or ([self.model] if self.model else [])
@@ -92,13 +99,22 @@ class Study(BaseModel):
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     runs: list[StudyEntry]
-    ray: RaySettings = Field(default_factory=RaySettings)
+    _settings: dict[str, BaseModel] = PrivateAttr(default_factory=dict)  # the backends' (backend_settings)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _backend_sections(cls, data: Any, handler) -> "Study":
+        if not isinstance(data, dict):
+            return handler(data)
+        sections, rest = split_sections(data)
+        study = handler(rest)
+        study._settings = validate_sections(sections, cls.__name__)
+        return study
 
-class StudyRun(BaseModel):
-    name: str
-    config: RunConfig
-    ray: RaySettings = Field(default_factory=RaySettings)
+    @property
+    def backend_settings(self) -> dict[str, BaseModel]:
+        """Each backend's section of the file (``ray:``), validated; defaults where absent."""
+        return self._settings
 
 
 def _slug(text: str) -> str:
@@ -113,7 +129,8 @@ def load_study(path: str | Path) -> Study:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
         raise StudyError(f"cannot read study file {path}: {reason}") from None
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study file must be a mapping with 'runs' (and optional 'defaults', 'ray')")
+        sections = "".join(f", '{name}'" for name in settings_models())
+        raise StudyError(f"{path}: a study file must be a mapping with 'runs' (and optional 'defaults'{sections})")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:
@@ -139,15 +156,24 @@ def _grid(entry: StudyEntry, defaults: dict[str, Any], models: list[str]):
                         yield model, preserve, seed, methods, datasets
 
 
-def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
-    """Every run of the study, validated (a bad field fails the study before any work)."""
-    built: list[tuple[int, str, bool | None, int, RunConfig, RaySettings]] = []
-    for i, entry in enumerate(study.runs):
+def _entry_settings(study: Study, entry: StudyEntry, i: int, source: str) -> dict[str, BaseModel]:
+    """Each backend's settings for the runs of entry ``i``: its section over the file's."""
+    out: dict[str, BaseModel] = {}
+    for name, model in settings_models().items():
+        base = study.backend_settings[name].model_dump() if name in study.backend_settings else {}
         try:
-            ray = RaySettings.model_validate({**study.ray.model_dump(), **entry.ray})
+            out[name] = model.model_validate({**base, **entry.backend_sections.get(name, {})})
         except ValidationError as exc:
             where, message = validation_message(exc)
-            raise StudyError(f"{source}: runs[{i}].ray: field {where!r}: {message}") from None
+            raise StudyError(f"{source}: runs[{i}].{name}: field {where!r}: {message}") from None
+    return out
+
+
+def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
+    """Every run of the study, validated (a bad field fails the study before any work)."""
+    built: list[tuple[int, str, bool | None, int, RunConfig, dict[str, BaseModel]]] = []
+    for i, entry in enumerate(study.runs):
+        settings = _entry_settings(study, entry, i, source)
         models = entry.model_names() or [study.defaults.get("model", RunConfig.model_fields["model"].default)]
         for model, preserve, seed, methods, datasets in _grid(entry, study.defaults, models):
             fields = {**study.defaults, **(entry.model_extra or {}), "model": model, "seed": seed}
@@ -162,16 +188,17 @@ def expand(study: Study, out: Path, source: str = STUDY_FILE) -> list[StudyRun]:
                 config = RunConfig.build(fields)
             except UserError as exc:
                 raise StudyError(f"{source}: runs[{i}] (model {clip(str(model))}): {exc}") from None
-            built.append((i, model, preserve, seed, config, ray))
+            built.append((i, model, preserve, seed, config, settings))
     # Dataset keys across the whole study: two files with one stem in different folders are
     # told apart in every run's name, so no two runs share a directory.
     keys = dataset_keys(sorted({d for *_, config, _ in built for d in config.datasets}))
     runs: list[StudyRun] = []
-    for i, model, preserve, seed, config, ray in built:
+    for i, model, preserve, seed, config, settings in built:
         kp = "" if preserve is None else ("__kp" if preserve else "__nokp")
         name = (f"{i:02d}__{_slug(Path(model).name)}__{_slug('+'.join(config.methods))}"
                 f"__{_slug('+'.join(keys[d] for d in config.datasets))}{kp}__seed{seed}")
-        runs.append(StudyRun(name=name, config=config.model_copy(update={"out": out / "runs" / name}), ray=ray))
+        runs.append(StudyRun(name=name, config=config.model_copy(update={"out": out / "runs" / name}),
+                             backend_settings=settings))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: two runs expand to the same name; give them different settings")

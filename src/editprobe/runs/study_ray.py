@@ -8,6 +8,9 @@ whose worker dies (SIGKILL, the OOM killer, a lost node) is retried by Ray up to
 ``max_retries`` times, and the retry resumes from the checkpoints the dead one left. Errors
 inside a run are not retried: they are recorded, as locally. Ray is imported lazily: it is
 an optional extra.
+
+What each task asks Ray for is the study file's ``ray:`` section (:class:`RaySettings`, this
+backend's settings; an entry's own ``ray:`` over the file's).
 """
 
 from __future__ import annotations
@@ -15,18 +18,33 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..errors import one_line
 from .ray_address import check_address, native_stderr_to
 from .store import RunDir
-from .study import StudyDir, StudyError, StudyRun, execute_run
+from .study import StudyDir, StudyError, execute_run
+from .study_backends import BACKENDS, OnRun, StudyBackend, StudyRun
 
 RAY_MISSING = "--backend ray needs Ray: pip install 'editprobe[ray]'"
 POLL_S = 1.0  # how often the driver looks for runs a worker has started
+
+
+class RaySettings(BaseModel):
+    """Each run's Ray task (``--backend ray``): its resources, how often Ray retries it when
+    its worker dies, and its torch threads (default: its CPUs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)
+    max_retries: int = Field(2, ge=0)
+    threads: int | None = Field(None, ge=1)
 
 
 def import_ray():
@@ -37,17 +55,22 @@ def import_ray():
     return ray
 
 
-class RayBackend:
+@BACKENDS.register
+class RayBackend(StudyBackend):
     """Runs a study's unfinished runs as Ray tasks. Built (Ray imported, the address checked)
     before any work; ``with backend:`` connects to the cluster (or starts a local one) and
     disconnects at the end, leaving a connection the caller already had open."""
+
+    name = "ray"
+    settings = RaySettings
+    label = " (Ray)"
+    address_help = "the Ray cluster to run on"
 
     def __init__(self, address: str | None = None, threads: int | None = None) -> None:
         self.ray = import_ray()
         if address is not None:
             check_address(address)
-        self.address = address
-        self.threads = threads
+        super().__init__(address, threads)
         self._connected = False
 
     def __enter__(self) -> "RayBackend":
@@ -126,8 +149,7 @@ class RayBackend:
                                  "section or add nodes")
 
     # --- the study ------------------------------------------------------------------------------
-    def run(self, study: StudyDir, runs: list[StudyRun],
-            on_run: Callable[[StudyRun, str, str], None] | None = None) -> dict[str, str]:
+    def run(self, study: StudyDir, runs: list[StudyRun], on_run: OnRun | None = None) -> dict[str, str]:
         """Every unfinished run as a Ray task; returns each run's final state, like
         :func:`run_study`. A task that fails for good is recorded and never loses the others."""
         if not self.ray.is_initialized():
@@ -139,8 +161,7 @@ class RayBackend:
             states.update(self._run_tasks(study, todo, on_run))
         return states
 
-    def _run_tasks(self, study: StudyDir, todo: list[StudyRun],
-                   on_run: Callable[[StudyRun, str, str], None] | None) -> dict[str, str]:
+    def _run_tasks(self, study: StudyDir, todo: list[StudyRun], on_run: OnRun | None) -> dict[str, str]:
         ray = self.ray
         task = ray.remote(run_task)
         root = str(study.root.resolve())
@@ -148,7 +169,7 @@ class RayBackend:
         for run in todo:
             # Queued, not running: a worker marks it running when it starts it.
             study.set_state(run, "pending")
-            settings = run.ray
+            settings = _ray(run)
             options: dict[str, Any] = {
                 "num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus, "name": run.name,
                 # Retries are for a dead worker only: an error inside a run is recorded, not retried.
@@ -211,12 +232,16 @@ def run_task(root: str, cwd: str, run: StudyRun, threads: int) -> str:
 def _retry_note(run: StudyRun, attempt: int) -> str:
     if attempt == 1:
         return ""
-    return f"retry {attempt - 1} of {run.ray.max_retries} (its Ray worker died), from its checkpoints"
+    return f"retry {attempt - 1} of {_ray(run).max_retries} (its Ray worker died), from its checkpoints"
+
+
+def _ray(run: StudyRun) -> RaySettings:
+    return RayBackend.settings_of(run)
 
 
 def _resources(run: StudyRun) -> dict[str, float]:
-    need = {"CPU": run.ray.num_cpus, "GPU": run.ray.num_gpus,
-            "memory": (run.ray.memory_gb or 0) * 2**30}
+    settings = _ray(run)
+    need = {"CPU": settings.num_cpus, "GPU": settings.num_gpus, "memory": (settings.memory_gb or 0) * 2**30}
     return {k: v for k, v in need.items() if v}
 
 
@@ -239,9 +264,9 @@ def _failure(ray, exc: Exception, run: StudyRun) -> str:
         what = "the Ray node running it died"
     else:
         what = f"Ray: {type(exc).__name__}: {_last_line(exc)}"
-    attempts = run.ray.max_retries + 1
+    retries = _ray(run).max_retries
     kept = "; the work done is kept for --resume" if RunDir(run.config.out).has_work else ""
-    return one_line(f"{what}, {attempts} attempt{'s' if attempts > 1 else ''} (max_retries {run.ray.max_retries}){kept}")
+    return one_line(f"{what}, {retries + 1} attempt{'s' if retries else ''} (max_retries {retries}){kept}")
 
 
 def _last_line(exc: BaseException) -> str:
