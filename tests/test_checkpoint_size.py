@@ -41,13 +41,13 @@ def _assert_same(a, b):
         assert torch.equal(a.deltas[layer], b.deltas[layer]), layer
         assert a.preserved(layer).dtype == torch.float64
         assert torch.equal(a.preserved(layer), b.preserved(layer)), layer
-        ka, kb = a._cp.keys(layer), b._cp.keys(layer)
+        ka, kb = a.preserved_keys.keys(layer), b.preserved_keys.keys(layer)
         assert len(ka) == len(kb) and all(torch.equal(x, y) for x, y in zip(ka, kb)), layer
-        assert (a._cp.base(layer) is None) == (b._cp.base(layer) is None), layer
+        assert (a.preserved_keys.base(layer) is None) == (b.preserved_keys.base(layer) is None), layer
 
 
 def _payload(editor) -> int:
-    return sum(t.nbytes for t in editor._cp.tensors().values())
+    return sum(t.nbytes for t in editor.preserved_keys.tensors().values())
 
 
 def _matrix_bytes(editor) -> int:
@@ -66,11 +66,11 @@ def test_keys_rebuild_the_matrix_bit_for_bit_and_resume_is_exact(stats, tmp_path
         editor.apply(batch)
     d_ff = editor.preserved(editor.layers[0]).shape[0]
     for layer in editor.layers:
-        keys = editor._cp.keys(layer)
+        keys = editor.preserved_keys.keys(layer)
         # exactly the tensors after_batch multiplied: fp32, on the CPU, one per batch
         assert [tuple(k.shape) for k in keys] == [(d_ff, 4)] * 3
         assert all(k.dtype == torch.float32 and k.device.type == "cpu" for k in keys)
-        assert editor._cp.base(layer) is None
+        assert editor.preserved_keys.base(layer) is None
     editor.save_state(tmp_path / "ckpt", include_stats=False)
 
     meta = json.loads((tmp_path / "ckpt" / "state.json").read_text())
@@ -117,8 +117,8 @@ def test_checkpoint_is_smaller_than_the_matrix_and_folds_when_keys_outgrow_it(st
 
     editor.apply(batches[2])  # 72 columns >= 64: the matrix becomes the base, the keys go
     for layer in editor.layers:
-        assert editor._cp.keys(layer) == []
-        assert editor._cp.base(layer) is editor.preserved(layer)
+        assert editor.preserved_keys.keys(layer) == []
+        assert editor.preserved_keys.base(layer) is editor.preserved(layer)
     assert _payload(editor) == matrix_bytes
     editor.save_state(tmp_path / "folded", include_stats=False)
     meta = json.loads((tmp_path / "folded" / "state.json").read_text())
@@ -126,7 +126,7 @@ def test_checkpoint_is_smaller_than_the_matrix_and_folds_when_keys_outgrow_it(st
     assert sorted(load_file(tmp_path / "folded" / "preserved.safetensors")) == [f"cpbase.{l}" for l in editor.layers]
 
     editor.apply(batches[3])  # after a fold every batch folds: never more than the matrix
-    assert _payload(editor) == matrix_bytes and all(editor._cp.keys(l) == [] for l in editor.layers)
+    assert _payload(editor) == matrix_bytes and all(editor.preserved_keys.keys(l) == [] for l in editor.layers)
     editor.save_state(tmp_path / "after", include_stats=False)
     loaded = _resumed("memit", twin_lm, stats, tmp_path / "after")
     _assert_same(loaded, editor)
@@ -157,7 +157,7 @@ def test_a_version_1_checkpoint_still_loads_and_resumes_exactly(stats, tmp_path)
     for layer in editor.layers:
         assert torch.equal(loaded.deltas[layer], editor.deltas[layer])
         assert torch.equal(loaded.preserved(layer), editor.preserved(layer))
-        assert loaded._cp.keys(layer) == [] and loaded._cp.base(layer) is not None
+        assert loaded.preserved_keys.keys(layer) == [] and loaded.preserved_keys.base(layer) is not None
     editor.apply(batches[2])
     loaded.apply(batches[2])
     for layer in editor.layers:
@@ -188,7 +188,7 @@ def test_a_failed_batch_leaves_the_key_lists_as_they_were(stats, monkeypatch):
     lm = fresh("llama")
     editor = _editor("memit", lm, stats)
     editor.apply(first)
-    before = {l: (editor._cp.keys(l), editor.preserved(l)) for l in editor.layers}
+    before = {l: (editor.preserved_keys.keys(l), editor.preserved(l)) for l in editor.layers}
     layer_one, layer_two = editor.layers
     add = PreservedKeys.add
 
@@ -202,11 +202,11 @@ def test_a_failed_batch_leaves_the_key_lists_as_they_were(stats, monkeypatch):
         editor.apply(second)
     monkeypatch.setattr(PreservedKeys, "add", add)
     for layer, (keys, matrix) in before.items():
-        assert len(editor._cp.keys(layer)) == 1
-        assert all(a is b for a, b in zip(editor._cp.keys(layer), keys))
+        assert len(editor.preserved_keys.keys(layer)) == 1
+        assert all(a is b for a, b in zip(editor.preserved_keys.keys(layer), keys))
         assert editor.preserved(layer) is matrix
     editor.apply(second)
     _assert_same(editor, reference)
 
     editor.restore()
-    assert len(editor._cp) == 0 and editor._cp.tensors() == {} and editor._cp.meta() == {}
+    assert len(editor.preserved_keys) == 0 and editor.preserved_keys.tensors() == {} and editor.preserved_keys.meta() == {}

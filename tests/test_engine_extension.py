@@ -1,6 +1,6 @@
 """The engine's extension points: loss-term objects, the per-request mean, master_weight, the
-EditorState contract, the per-request mode, solve without C0, and hook cleanup in the
-target search."""
+editor's state parts (ledger, statistics source, preserved keys), the per-request mode, solve
+without C0, and hook cleanup in the target search."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from editprobe.editing import make_editor
 from editprobe.editing.methods.adaedit import AdaEditEditor
 from editprobe.editing.methods.memit import MEMITEditor
 from editprobe.editing.objective import BaseLossTerm, LossTerms, per_request_mean, per_request_sums
-from editprobe.editing.state import EditorState
+from editprobe.editing.ledger import WeightLedger
+from editprobe.editing.preserved import PreservedKeys
+from editprobe.editing.state import StateError
+from editprobe.editing.stats_source import StatsSource
 from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
 
 
@@ -115,12 +118,19 @@ def test_master_weight_is_original_plus_deltas(stats):
     assert torch.equal(editor.master_weight(0), untouched)
 
 
-def test_editor_state_names_what_a_subclass_must_set():
-    class Bare(EditorState):
-        name = "bare"
-
-    with pytest.raises(TypeError, match="model, tok, adapter, hp, model_id"):
-        Bare()
+def test_the_editor_state_is_made_of_its_parts(stats):
+    lm = fresh("llama")
+    editor = make_editor("memit", lm.model, lm.tokenizer, "tiny", stats=stats, corpus=corpus())
+    assert isinstance(editor.ledger, WeightLedger) and isinstance(editor.stats_source, StatsSource)
+    assert isinstance(editor.preserved_keys, PreservedKeys)
+    editor.apply(random_edits(2, seed=7))
+    assert editor.ledger.edited() == editor.layers and editor.deltas == editor.ledger.deltas
+    assert editor.preserved_keys.layers() == editor.layers
+    # C0 describes the unedited model: the source refuses to read it once the ledger holds edits
+    fresh_source = StatsSource(lm.model, lm.tokenizer, lm.adapter, editor.hp, editor.model_id, editor.layers,
+                               store=stats, corpus=corpus(), unedited=editor.ledger.is_empty)
+    with pytest.raises(StateError, match="unedited model"):
+        fresh_source.covariance(editor.layers[0])
 
 
 class OneAtATime(MEMITEditor):
@@ -153,7 +163,7 @@ def test_solve_runs_without_c0_where_the_method_needs_none(stats):
                          stats=stats, corpus=corpus())
     assert editor.c0_for(editor.layers[0], "cpu") is None
     editor.apply(random_edits(2, seed=9))
-    assert not editor._c0  # C0 was never computed
+    assert not any(editor.stats_source.has_covariance(l) for l in editor.layers)  # C0 was never computed
 
 
 def test_replay_moved_to_models_with_the_old_path_kept():

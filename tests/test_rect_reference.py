@@ -43,8 +43,8 @@ def test_reference_mode_stores_the_edited_models_keys_in_k_p(stats):
         # a fresh key pass (the engine's own computation) on the model this batch left
         true, _ = compute_keys(lm.model, lm.tokenizer, lm.adapter, batch, editor.templates(), editor.layers)
         for layer in editor.layers:
-            stored = editor._cp.keys(layer)
-            assert len(stored) == b + 1 and editor._cp.base(layer) is None  # no fold: every batch's keys kept
+            stored = editor.preserved_keys.keys(layer)
+            assert len(stored) == b + 1 and editor.preserved_keys.base(layer) is None  # no fold: every batch's keys kept
             assert torch.equal(stored[b], true[layer]), (b, layer)
         # What the solves read (and what K_p held before the fix): right at the first edit
         # layer, nothing below it changed; above it, read below the unmasked update.
@@ -54,7 +54,7 @@ def test_reference_mode_stores_the_edited_models_keys_in_k_p(stats):
             assert _relative(solved[layer], true[layer]) > 0.1, (b, layer)  # measured 0.28-0.76
     # every batch's keys, not only the last: the matrix is their replayed sum
     for layer in editor.layers:
-        keys = torch.cat(editor._cp.keys(layer), dim=1).double()
+        keys = torch.cat(editor.preserved_keys.keys(layer), dim=1).double()
         assert torch.allclose(editor.preserved(layer), keys @ keys.T, rtol=1e-10, atol=1e-10)
 
 
@@ -97,5 +97,5 @@ def test_a_reference_mode_state_resumes_exactly(stats, tmp_path):
     for layer in editor.layers:
         assert torch.equal(loaded.deltas[layer], editor.deltas[layer]), layer
         assert torch.equal(loaded.preserved(layer), editor.preserved(layer)), layer
-        ka, kb = loaded._cp.keys(layer), editor._cp.keys(layer)
+        ka, kb = loaded.preserved_keys.keys(layer), editor.preserved_keys.keys(layer)
         assert len(ka) == len(kb) == 3 and all(torch.equal(x, y) for x, y in zip(ka, kb)), layer

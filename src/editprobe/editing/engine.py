@@ -1,14 +1,19 @@
 """The LTE engine: one editor class holding the machinery every locate-then-edit method
 shares. A method subclasses it and states only its difference (usually ``solve``).
 
-An editor owns its state — context templates, covariance per layer (through its
-CovarianceStore), the preserved-keys accumulator K_p K_pᵀ, the original weights and the
-accumulated deltas — and can save, load and restore it.
+An editor owns its state and is made of its parts: the context templates, a
+:class:`~editprobe.editing.ledger.WeightLedger` (original weights and accumulated deltas,
+keyed by edit layer), a :class:`~editprobe.editing.stats_source.StatsSource` (C0 per layer
+and the projectors made from it) and the preserved keys behind K_p K_pᵀ
+(:class:`~editprobe.editing.preserved.PreservedKeys`). It saves, loads and restores them
+together (the files: editing/state.py).
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -20,11 +25,14 @@ from .api import EditReport, LayerReport, RequestReport  # noqa: F401  (re-expor
 from .context import ContextTemplates, TemplateSpec, generate_templates
 from .hparams import LTEHParams
 from .keys import KeyReplay, compute_keys
+from .ledger import WeightLedger
 from .negation_terms import negation_terms, with_opposite_template
 from .objective import LossTerm
+from .preserved import PreservedKeys
 from .prompts import RequestError, as_request, validate_request
 from .solvers import NumericalError
-from .state import EditorState
+from .state import STATE_VERSION, read_lte_meta, read_lte_tensors, read_preserved, write_lte_state
+from .stats_source import StatsSource
 from .target_cache import TargetCache
 from .targets import Site, TargetOptimizer, TargetResult, TargetSettings
 
@@ -33,7 +41,7 @@ class SolveError(FloatingPointError):
     pass
 
 
-class LTEEditor(EditorState):
+class LTEEditor:
     """MEMIT-family editor: targets at the last edit layer, residual spread over the layers,
     a closed-form update per layer (``solve``), applied layer by layer."""
 
@@ -67,7 +75,15 @@ class LTEEditor(EditorState):
         self.hp = hparams
         self.device = next(model.parameters()).device
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or model.config.model_type
-        EditorState.__init__(self, stats=stats, corpus=corpus)
+        self._templates: ContextTemplates | None = None
+        # the edit layers' weights: W = (original + accumulated deltas).to(model dtype)
+        self.ledger: WeightLedger[int] = WeightLedger(partial(self.adapter.edit_weight, model))
+        # C0 of the unedited model, hence the guard: no statistics once the ledger holds edits
+        self.stats_source = StatsSource(model, tokenizer, self.adapter, hparams, self.model_id, self.layers,
+                                        store=stats, corpus=corpus, unedited=self.ledger.is_empty)
+        self.preserved_keys = PreservedKeys()  # K_p K_pᵀ per layer and the keys a saved state rebuilds it from
+        self._batches = 0
+        self._n_edits = 0
         # batches whose targets were computed before (same weights, requests, settings) are
         # read from it; None computes every batch (target_cache.py)
         self.target_cache = target_cache
@@ -132,9 +148,9 @@ class LTEEditor(EditorState):
 
     def preserved(self, layer: int) -> torch.Tensor | None:
         """K_p K_pᵀ of all earlier batches for the solve, when preserve_previous is on."""
-        if not self.hp.preserve_previous or layer not in self._cp:
+        if not self.hp.preserve_previous or layer not in self.preserved_keys:
             return None
-        return self._cp[layer]
+        return self.preserved_keys[layer]
 
     def c0_for(self, layer: int, device) -> torch.Tensor | None:
         """C0 for a solve on ``device``, or None when the method runs without it."""
@@ -163,11 +179,14 @@ class LTEEditor(EditorState):
         self.validate(requests)
         if self.hp.negation != "off":
             requests = [with_opposite_template(r) for r in requests]
-        snapshot = self._snapshot()
+        # K_p K_pᵀ and its key lists are replaced, never changed in place, so a reference
+        # suffices: a clone would double d_ff² float64 per layer (1.6 GB at d_ff = 14336).
+        weights, preserved = self.ledger.snapshot(), self.preserved_keys.copy()
         try:
             report = self._apply(requests)
         except BaseException:
-            self._rollback(snapshot)
+            self.ledger.rollback(weights)
+            self.preserved_keys = preserved
             raise
         self._batches += 1
         self._n_edits += len(requests)
@@ -252,7 +271,7 @@ class LTEEditor(EditorState):
         # (its MLP's down-projection input) depends only on the layers below it, and the
         # insert read it after every lower layer's (final) write; writes go to down-projections only.
         for layer, k in keys.items():
-            self._cp.add(layer, k)
+            self.preserved_keys.add(layer, k)
 
     def finalize(self) -> dict:
         """Work a method does once after the last batch (PRUNE's restraint); a no-op here."""
@@ -263,3 +282,92 @@ class LTEEditor(EditorState):
         if self.needs_covariance:
             for layer in self.layers:
                 self.covariance(layer)
+
+    # --- the state's parts, as methods reach them --------------------------------------------
+    def master_weight(self, layer: int) -> torch.Tensor:
+        """The fp32 master of ``layer``'s edited weight, in the stored orientation: original +
+        accumulated deltas once the layer was edited, else the model's weight in fp32. Methods
+        that look at the current weight read this, so a bf16 model's rounding does not enter."""
+        return self.ledger.master(layer)
+
+    def write(self, layer: int, delta_out_in: torch.Tensor) -> None:
+        """Add the update ``[d, d_ff]`` to ``layer``'s accumulated delta and write the weight."""
+        weight = self.adapter.edit_weight(self.model, layer)
+        self.ledger.add(layer, self.adapter.to_stored(delta_out_in.float(), weight))
+
+    @property
+    def deltas(self) -> dict[int, torch.Tensor]:
+        """Accumulated updates per layer, in the stored weight's orientation (fp32)."""
+        return self.ledger.deltas
+
+    def restore(self) -> None:
+        """Put the original weights back and forget the edits (templates and C0 are kept)."""
+        self.ledger.restore()
+        self.preserved_keys = PreservedKeys()
+        self._batches = self._n_edits = 0
+
+    # What the statistics source answers (editing/stats_source.py), asked of the editor.
+    def covariance(self, layer: int) -> torch.Tensor:
+        """C0 for ``layer`` (mean uncentred second moment of the edited weight's input),
+        computed for all edit layers in one pass on first use, on the unedited model."""
+        return self.stats_source.covariance(layer)
+
+    def c0_corpus(self):
+        return self.stats_source.c0_corpus()
+
+    def c0_info(self) -> dict:
+        """Which corpus C0 came from, how its documents were picked and how many they read."""
+        return self.stats_source.c0_info()
+
+    def stats_store(self):
+        return self.stats_source.stats_store()
+
+    def stats_request(self, layers: list[int]) -> dict:
+        """Everything that identifies this editor's statistics (the store's cache key)."""
+        return self.stats_source.stats_request(layers)
+
+    # --- save / load ---------------------------------------------------------------------------
+    def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
+        """Templates, hyperparameters, deltas, the keys behind K_p K_pᵀ (or, once they would
+        outgrow it, the matrix) and (optionally) C0 and projectors (files: editing/state.py)."""
+        directory = Path(directory)
+        meta = {"version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
+                "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
+                "batches": self._batches, "n_edits": self._n_edits,
+                "templates": self._templates.model_dump(mode="json") if self._templates else None,
+                "extra": self._extra_meta(), "preserved": self.preserved_keys.meta(),
+                "c0_corpus": self.c0_corpus().identity if self.needs_covariance else None}
+        stats = {**self._extra_state(), **self.stats_source.tensors()} if include_stats else {}
+        return write_lte_state(directory, meta, self.ledger.tensors(), self.preserved_keys, stats)
+
+    def load_state(self, directory: str | Path) -> None:
+        """Re-apply a saved state to this editor's (unedited) model."""
+        directory = Path(directory)
+        meta = read_lte_meta(directory, self.name, self.model.config.model_type, self.layers)
+        if self.needs_covariance:
+            self.stats_source.check_saved_corpus(directory, meta)
+        preserved = read_preserved(directory, meta)
+        self.restore()
+        self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
+        deltas, stats = read_lte_tensors(directory)
+        self.ledger.load(deltas, key_of=int)
+        self.preserved_keys = preserved
+        self.stats_source.load(stats)
+        self._load_extra_state(stats)
+        self._batches, self._n_edits = meta["batches"], meta["n_edits"]
+        self._load_extra_meta(meta.get("extra") or {})
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        """Method-specific tensors to save with the statistics (e.g. AlphaEdit's projectors)."""
+        return {}
+
+    def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def _extra_meta(self) -> dict:
+        """Method-specific small JSON state, saved even without stats (e.g. PRUNE's
+        "already finalized" mark, which must survive a reload to keep finalize idempotent)."""
+        return {}
+
+    def _load_extra_meta(self, meta: dict) -> None:
+        pass

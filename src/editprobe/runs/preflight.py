@@ -89,7 +89,7 @@ def check_c0_corpus(editor) -> None:
     corpus = editor.c0_corpus()
     if not getattr(corpus, "remote", False):
         return
-    request = editor._stats_request(editor.layers)
+    request = editor.stats_request(editor.layers)
     if editor.stats_store().has(editor.model, editor.tok, **request):
         return
     corpus.check_available()

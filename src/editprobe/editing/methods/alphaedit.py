@@ -15,7 +15,7 @@ import torch
 
 from ..engine import LTEEditor
 from ..hparams import LTEHParams
-from ..solvers import NullSpaceInfo, alphaedit_delta, nullspace_projector
+from ..solvers import NullSpaceInfo, alphaedit_delta
 from ..plugins import register_method
 
 
@@ -38,16 +38,10 @@ class AlphaEditEditor(LTEEditor):
         self.nullspace: dict[int, NullSpaceInfo] = {}
 
     def projector(self, layer: int) -> torch.Tensor:
-        """P for ``layer``: from this editor's state, else from the statistics store (which
-        caches it beside C0, keyed by threshold and mode), else computed from C0 here."""
+        """P for ``layer``: from this editor's state, else from the statistics source (the
+        store caches it beside C0, keyed by threshold and mode; ``StatsSource.projector``)."""
         if layer not in self._projectors:
-            if self._accum or (layer in self._c0 and self.stats is None):
-                P, info = nullspace_projector(self.covariance(layer), self.hp.nullspace_threshold,
-                                              self.hp.nullspace_mode, layer=layer)
-            else:
-                P, info = self.stats_store().projector(
-                    self.model, self.tok, self.adapter, **self._stats_request([layer]),
-                    threshold=self.hp.nullspace_threshold, mode=self.hp.nullspace_mode)[layer]
+            P, info = self.stats_source.projector(layer, self.hp.nullspace_threshold, self.hp.nullspace_mode)
             self._projectors[layer], self.nullspace[layer] = P.float().cpu(), info
         return self._projectors[layer]
 

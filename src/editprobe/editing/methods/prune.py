@@ -113,15 +113,14 @@ class PRUNEEditor(MEMITEditor):
     def finalize(self) -> dict[int, PruneInfo]:
         """Restrain the accumulated edit of every layer (``final`` mode). Idempotent; a no-op
         in ``per_batch`` mode or before any edit. Returns what it did per layer."""
-        if self.hp.prune_apply_at != "final" or self.finalized or not self._accum:
+        if self.hp.prune_apply_at != "final" or self.finalized or self.ledger.is_empty():
             return {}
         new, infos = {}, {}
-        for layer, accum in self._accum.items():  # compute everything first: all or nothing
-            new[layer], infos[layer] = prune_update(accum, sigma_max(self._original[layer]), self.hp.prune_reduce,
-                                                    strict=True)
+        for layer, accum in self.ledger.deltas.items():  # compute everything first: all or nothing
+            new[layer], infos[layer] = prune_update(accum, sigma_max(self.ledger.original(layer)),
+                                                    self.hp.prune_reduce, strict=True)
         for layer, accum in new.items():
-            self._accum[layer] = accum.to(self._accum[layer].device)
-            self._sync(layer)
+            self.ledger.set_delta(layer, accum)
         self._finalized_at = self._batches
         self.prune_info = infos
         return infos

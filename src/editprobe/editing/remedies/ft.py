@@ -14,13 +14,14 @@ edit layer (everything else frozen) for ``num_steps`` steps on
 After each step every weight entry is clamped to within ``norm_constraint`` of the weight
 before any edit of this editor (``norm_constraint_around: original``) or before this batch
 (``batch``, EasyEdit's choice). The optimization runs on an fp32 master copy; the model gets
-``(W_original + Σ deltas).to(its dtype)``, as the LTE editors write it (editing/state.py).
+``(W_original + Σ deltas).to(its dtype)`` from the editor's weight ledger, as the LTE editors'
+(editing/ledger.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from ...models.tokens import TokenizationError, make_batch
 from ...jsontext import dumps
 from ...paths import atomic_path
 from ..context import ContextTemplates, TemplateSpec, generate_templates
+from ..ledger import WeightLedger
 from ..plugins import register_method
 from ..prompts import RequestError, as_request, chunks
 from ..state import StateError, read_state_meta
@@ -67,8 +69,7 @@ class FTEditor:
         self.device = next(model.parameters()).device
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or model.config.model_type
         self._templates: ContextTemplates | None = None
-        self._original: dict[int, torch.Tensor] = {}
-        self._accum: dict[int, torch.Tensor] = {}
+        self.ledger: WeightLedger[int] = WeightLedger(partial(self.adapter.edit_weight, model))  # keyed by layer
         self._batches = self._n_edits = 0
 
     @property
@@ -185,13 +186,8 @@ class FTEditor:
         return outputs
 
     def _masters(self) -> dict[int, torch.Tensor]:
-        """fp32 copies of the edit weights as the editor's state has them: W_original + Σ deltas."""
-        out = {}
-        for layer in self.layers:
-            weight = self.adapter.edit_weight(self.model, layer)
-            original = self._original.get(layer)
-            out[layer] = weight.detach().float().clone() if original is None else original + self._accum[layer]
-        return out
+        """New fp32 copies of the edit weights as the ledger has them: W_original + Σ deltas."""
+        return {layer: self.ledger.master(layer) for layer in self.layers}
 
     def _train(self, rows: list[_Row]) -> tuple[dict[int, torch.Tensor], int, list[float]]:
         """The batch's fine-tuning on fp32 masters; returns the new fp32 weights per layer."""
@@ -200,8 +196,7 @@ class FTEditor:
         if hp.norm_constraint is None:
             bounds = None
         else:
-            centre = start if hp.norm_constraint_around == "batch" else {
-                l: self._original.get(l, start[l]) for l in self.layers}
+            centre = start if hp.norm_constraint_around == "batch" else {l: self.ledger.original(l) for l in self.layers}
             bounds = {l: (c - hp.norm_constraint, c + hp.norm_constraint) for l, c in centre.items()}
         params = {l: w.clone().requires_grad_(True) for l, w in start.items()}
         dtypes = {l: self.adapter.edit_weight(self.model, l).dtype for l in self.layers}
@@ -245,12 +240,6 @@ class FTEditor:
         return new, steps, history
 
     # --- writing ------------------------------------------------------------------------------
-    def _write_all(self) -> None:
-        with torch.no_grad():
-            for layer, original in self._original.items():
-                weight = self.adapter.edit_weight(self.model, layer)
-                weight.copy_((original + self._accum[layer]).to(weight.dtype))
-
     def apply(self, requests: list[EditRequest]) -> FTEditReport:
         """Edit the model in place with one batch; on any error the model and the editor
         are left exactly as before the batch."""
@@ -263,21 +252,18 @@ class FTEditor:
         t = time.perf_counter()
         rows, skipped = self.rows(requests)
         timings["prepare_s"] = time.perf_counter() - t
-        snapshot = (dict(self._original), dict(self._accum))
+        snapshot = self.ledger.snapshot()
         try:
             t = time.perf_counter()
             new, steps, history = self._train(rows)
             timings["train_s"] = time.perf_counter() - t
             for layer, w in new.items():
-                if layer not in self._original:
-                    self._original[layer] = self.adapter.edit_weight(self.model, layer).detach().float().clone()
-                self._accum[layer] = w - self._original[layer]
-            self._write_all()
+                self.ledger.replace(layer, w)
             t = time.perf_counter()
             reports = self._request_reports(requests, rows, steps)
             timings["report_s"] = time.perf_counter() - t
         except BaseException:
-            self._rollback(*snapshot)
+            self.ledger.rollback(snapshot)
             raise
         self._batches += 1
         self._n_edits += len(requests)
@@ -285,15 +271,6 @@ class FTEditor:
                             layers=[], timings=timings, steps=steps, loss_history=history,
                             negation_terms=len({r.request for r in rows if r.negative}),
                             negation_skipped=skipped)
-
-    def _rollback(self, original: dict[int, torch.Tensor], accum: dict[int, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for layer, orig in self._original.items():
-                if layer not in original:  # first written by the failed batch
-                    weight = self.adapter.edit_weight(self.model, layer)
-                    weight.copy_(orig.to(weight.dtype))
-        self._original, self._accum = original, accum
-        self._write_all()
 
     @torch.no_grad()
     def _request_reports(self, requests: list[EditRequest], rows: list[_Row], steps: int) -> list[FTRequestReport]:
@@ -326,17 +303,13 @@ class FTEditor:
 
     def restore(self) -> None:
         """Put the original weights back and forget the edits (the templates are kept)."""
-        with torch.no_grad():
-            for layer, orig in self._original.items():
-                weight = self.adapter.edit_weight(self.model, layer)
-                weight.copy_(orig.to(weight.dtype))
-        self._original, self._accum = {}, {}
+        self.ledger.restore()
         self._batches = self._n_edits = 0
 
     @property
     def deltas(self) -> dict[int, torch.Tensor]:
         """Accumulated updates per layer, in the stored weight's orientation (fp32)."""
-        return dict(self._accum)
+        return self.ledger.deltas
 
     # --- state --------------------------------------------------------------------------------
     def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
@@ -344,7 +317,7 @@ class FTEditor:
         directory = Path(directory)
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
-            save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
+            save_file(self.ledger.tensors(), tmp / "deltas.safetensors")
             (tmp / "state.json").write_text(dumps({
                 "version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
                 "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
@@ -368,11 +341,5 @@ class FTEditor:
         self.restore()
         # The saved templates, not new ones: resampling on an edited model would differ.
         self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
-        with torch.no_grad():
-            for key, accum in deltas.items():
-                layer = int(key.split(".")[1])
-                weight = self.adapter.edit_weight(self.model, layer)
-                self._original[layer] = weight.detach().float().clone()
-                self._accum[layer] = accum.to(weight.device)
-        self._write_all()
+        self.ledger.load(deltas, key_of=int)
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]

@@ -4,7 +4,7 @@ A batch is cached on the model as it is now (keys and value gradients at the ans
 positions, as RLEdit's ``cache``, which also merges them into the hypernetwork's running
 normalisers — at editing time too, so the normalisers are part of the editing state), then
 each edit module gets its shift S (``Hypernetwork.shift``) added to its weight, written from
-an fp32 master copy as the LTE editors do."""
+an fp32 master copy by the editor's weight ledger (keyed by module path) as the LTE editors'."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from ...jsontext import dumps
 from ...paths import atomic_path
 from ..engine import EditReport, RequestReport
+from ..ledger import WeightLedger
 from ..plugins import register_method
 from ..prompts import as_request
 from .cache import answer_loss, keys_and_value_grads, teacher_forced
@@ -95,15 +96,25 @@ class RLEditEditor:
         self.device = next(model.parameters()).device
         self.hypernet.to(self.device)
         self._trained_norms = self._norms()
-        self._original: dict[str, torch.Tensor] = {}
-        self._accum: dict[str, torch.Tensor] = {}
+        self.ledger: WeightLedger[str] = WeightLedger(self._module_weight)
         self._batches = self._n_edits = 0
+
+    def _module_weight(self, name: str) -> torch.Tensor:
+        return self.modules[name].weight
 
     def _norms(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.hypernet.state_dict().items() if ".normalizer." in k}
 
     def _set_norms(self, norms: dict[str, torch.Tensor]) -> None:
         self.hypernet.load_state_dict({**self.hypernet.state_dict(), **{k: v.to(self.device) for k, v in norms.items()}})
+
+    def restore_keeping_normalizers(self) -> None:
+        """``restore``, with the normalisers merged so far made the baseline it returns to
+        (the end of training: they are part of the trained network)."""
+        trained = self._norms()
+        self.restore()
+        self._trained_norms = trained
+        self._set_norms(trained)
 
     # --- editing ------------------------------------------------------------------------------
     def shifts(self, requests) -> dict[str, torch.Tensor]:
@@ -118,14 +129,8 @@ class RLEditEditor:
             return {name: self.hypernet.shift(name, keys, grads) for name, (keys, grads) in cached.items()}
 
     def write(self, shifts: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, shift in shifts.items():
-                weight = self.modules[name].weight
-                if name not in self._original:
-                    self._original[name] = weight.detach().float().clone()
-                    self._accum[name] = torch.zeros_like(self._original[name])
-                self._accum[name] += shift.T.to(weight.device, torch.float32)  # nn.Linear stores [out, in]
-                weight.copy_((self._original[name] + self._accum[name]).to(weight.dtype))
+        for name, shift in shifts.items():
+            self.ledger.add(name, shift.T)  # nn.Linear stores [out, in]
 
     def apply(self, requests) -> EditReport:
         """Edit the model with one batch; a failed batch leaves the editor as it was."""
@@ -168,24 +173,20 @@ class RLEditEditor:
         return {}
 
     def restore(self) -> None:
-        with torch.no_grad():
-            for name, original in self._original.items():
-                weight = self.modules[name].weight
-                weight.copy_(original.to(weight.dtype))
-        self._original, self._accum = {}, {}
+        self.ledger.restore()
         self._batches = self._n_edits = 0
         self._set_norms(self._trained_norms)
 
     @property
     def deltas(self) -> dict[str, torch.Tensor]:
-        return dict(self._accum)
+        return self.ledger.deltas
 
     # --- state --------------------------------------------------------------------------------
     def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
         directory = Path(directory)
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
-            save_file({f"delta.{n}": a.contiguous().cpu() for n, a in self._accum.items()}, tmp / "deltas.safetensors")
+            save_file(self.ledger.tensors(), tmp / "deltas.safetensors")
             save_file({k: v.contiguous().cpu() for k, v in self._norms().items()}, tmp / "normalizers.safetensors")
             (tmp / "state.json").write_text(dumps({
                 "version": STATE_VERSION, "method": self.name, "model_type": self.model.config.model_type,
@@ -205,12 +206,6 @@ class RLEditEditor:
             raise HypernetError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
                                 f"not rledit version {STATE_VERSION}")
         self.restore()
-        with torch.no_grad():
-            for key, accum in deltas.items():
-                name = key.removeprefix("delta.")
-                weight = self.modules[name].weight
-                self._original[name] = weight.detach().float().clone()
-                self._accum[name] = accum.to(weight.device)
-                weight.copy_((self._original[name] + self._accum[name]).to(weight.dtype))
+        self.ledger.load(deltas, key_of=str)
         self._set_norms(norms)
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]

@@ -138,10 +138,7 @@ class TrainingRun:
                 if on_step is not None:
                     on_step(self.step, total, stats)
         finally:
-            trained = self.editor._norms()
-            self.editor.restore()
-            self.editor._trained_norms = trained
-            self.editor._set_norms(trained)
+            self.editor.restore_keeping_normalizers()
         return self.history
 
 
