@@ -123,12 +123,12 @@ def test_a_first_n_c0_is_never_reused_for_a_random_one_and_the_run_records_the_s
     first, sampled = editor(mom2_sample="first"), editor(mom2_sample="random")
     reseeded = editor(mom2_sample="random", mom2_sample_seed=5)
     c0_first = first.covariance(1)
-    request = sampled._stats_request(sampled.layers)
-    assert request["corpus_id"] != first._stats_request(first.layers)["corpus_id"]
+    request = sampled.stats_request(sampled.layers)
+    assert request["corpus_id"] != first.stats_request(first.layers)["corpus_id"]
     assert not store.has(lm.model, lm.tokenizer, **request)  # the first-N entry does not answer
     c0_random = sampled.covariance(1)
     assert not c0_random.equal(c0_first)
-    assert reseeded._stats_request([1])["corpus_id"] != request["corpus_id"]
+    assert reseeded.stats_request([1])["corpus_id"] != request["corpus_id"]
 
     info = sampled.c0_info()
     assert (info["sample"], info["seed"], info["documents"]) == ("random", 1, {"1": N, "2": N})
@@ -137,7 +137,7 @@ def test_a_first_n_c0_is_never_reused_for_a_random_one_and_the_run_records_the_s
     # the store's own record: one corpus directory per sampling, each entry keyed by its corpus id
     records = [json.loads(p.read_text()) for p in (tmp_path / "stats").rglob("mom2_layer1_*.json")]
     assert sorted(r["key"]["corpus_id"] for r in records) == sorted(
-        [first._stats_request([1])["corpus_id"], request["corpus_id"]])
+        [first.stats_request([1])["corpus_id"], request["corpus_id"]])
 
 
 def test_the_report_names_a_seeded_sample():

@@ -87,7 +87,7 @@ class EditorState:
             if self._accum:
                 raise StateError("covariance statistics must be computed on the unedited model; load or compute "
                                  "them before the first batch")
-            got = self.stats_store().get(self.model, self.tok, self.adapter, **self._stats_request(sorted(missing)))
+            got = self.stats_store().get(self.model, self.tok, self.adapter, **self.stats_request(sorted(missing)))
             for l, st in got.items():
                 self._c0[l] = st.mean_second_moment().float().cpu()
                 self._c0_documents[l] = st.n_docs
@@ -122,7 +122,7 @@ class EditorState:
             self.stats = CovarianceStore()
         return self.stats
 
-    def _stats_request(self, layers: list[int]) -> dict:
+    def stats_request(self, layers: list[int]) -> dict:
         """Everything that identifies this editor's statistics (the store's cache key)."""
         corpus = self.c0_corpus()
         n_docs = self.hp.mom2_n_samples
@@ -205,7 +205,7 @@ class EditorState:
                 "templates": self._templates.model_dump(mode="json") if self._templates else None,
                 "extra": self._extra_meta(),
                 "preserved": self._cp.meta(),
-                "c0_corpus": self.c0_corpus().identity if getattr(self, "needs_covariance", True) else None,
+                "c0_corpus": self.c0_corpus().identity if self.needs_covariance else None,
             }
             (tmp / "state.json").write_text(dumps(meta, directory / "state.json", indent=2))
             save_file({f"delta.{l}": a.contiguous().cpu() for l, a in self._accum.items()}, tmp / "deltas.safetensors")
@@ -255,7 +255,7 @@ class EditorState:
         """A checkpoint continues only on C0 from the same corpus sample: its earlier batches
         were solved against it. A state saved before the sampling existed read the first
         documents (``wikipedia`` now draws at random by default)."""
-        if not getattr(self, "needs_covariance", True):
+        if not self.needs_covariance:
             return
         corpus = self.c0_corpus()
         saved = meta.get("c0_corpus")

@@ -45,7 +45,7 @@ class AlphaEditEditor(LTEEditor):
                                               self.hp.nullspace_mode, layer=layer)
             else:
                 P, info = self.stats_store().projector(
-                    self.model, self.tok, self.adapter, **self._stats_request([layer]),
+                    self.model, self.tok, self.adapter, **self.stats_request([layer]),
                     threshold=self.hp.nullspace_threshold, mode=self.hp.nullspace_mode)[layer]
             self._projectors[layer], self.nullspace[layer] = P.float().cpu(), info
         return self._projectors[layer]
