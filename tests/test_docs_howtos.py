@@ -61,8 +61,8 @@ from editprobe.probes import PROBES
 from editprobe.probes.registry import DEFINITIONS
 
 HOWTO = Path(__file__).resolve().parents[1] / "docs" / "howto"
-PAGES = ("edit-your-model", "add-adapter", "add-method", "add-probe", "add-dataset-format", "ray-cluster",
-         "tune-new-model")
+PAGES = ("edit-your-model", "add-adapter", "add-method", "add-editor", "add-probe", "add-dataset-format",
+         "ray-cluster", "tune-new-model")
 SHELLS = ("console", "bash", "shell", "sh")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
@@ -377,6 +377,25 @@ def test_add_method(page):
     assert all(layer["update_norm"] <= limit * (1 + 1e-4) for batch in report["batches"] for layer in batch["layers"])
     summary = json.loads((run.workdir / "runs/capped-run/summary.json").read_text())
     assert [r["method"] for r in summary["results"]] == ["memit_capped"]
+
+
+def test_add_editor(page):
+    assert "recall" not in METHODS
+    run = page("add-editor")
+    ns = run.namespace
+    assert ns["editor"].trained_forms() == frozenset() and ns["report"].n_requests == 2
+    edit = json.loads((run.workdir / "runs/recall-edit/report.json").read_text())
+    assert edit["method"] == "recall" and edit["hparams_file"]["file"].endswith("my-settings/recall.yaml")
+    summary = json.loads((run.workdir / "runs/recall-vs-memit/summary.json").read_text())
+    rows = {r["method"]: r for r in summary["results"]}
+    assert list(rows) == ["recall", "memit"]  # beside MEMIT, on the same records
+    assert rows["recall"]["hparams"] == {"method": "recall", "source": rows["recall"]["hparams"]["source"],
+                                         "lead": "Fact:", "max_facts": 2}
+    assert rows["recall"]["preserve_previous"] is None and rows["memit"]["preserve_previous"] is True
+    assert set(rows["recall"]["edit_reports"]) == {"positive", "negative"}
+    assert all(rows[m]["probes"]["negation"]["metrics"] for m in rows)
+    report = run.result("report").stdout
+    assert "recall" in report and "memit" in report
 
 
 def test_add_probe(page):

@@ -9,6 +9,7 @@ import torch
 from test_engine_helpers import all_weights, fresh, n_exact, random_edits
 
 from editprobe.data.records import EditRequest
+from editprobe.data.transform import IDENTITY
 from editprobe.editing import METHODS, lte_methods, make_editor, resolve_hparams
 from editprobe.editing.hparams import HParamsError, available
 from editprobe.editing.prompts import RequestError
@@ -43,7 +44,7 @@ def test_ft_is_a_registered_non_lte_weight_editor():
     assert FTEditor.edit_stages == ("positive", "negative")
     assert not FTEditor.uses_preserved_keys and not FTEditor.needs_covariance
     editor = _editor(fresh("llama"))
-    assert editor.prompt_transform() is None and editor.variant() is None and editor.finalize() == {}
+    assert editor.prompt_transform() is IDENTITY and editor.variant() is None and editor.finalize() == {}
     for key in available("ft"):  # every shipped file validates and cites its source
         hp = resolve_hparams("ft", key)
         assert hp.method == "ft" and hp.source and hp.layers, key

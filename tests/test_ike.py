@@ -69,7 +69,7 @@ def test_tfidf_retrieves_the_fact_about_the_queried_subject(editor):
 def test_weights_never_change_and_state_round_trips(editor, tmp_path):
     ed, loaded = editor
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
-    assert ed.prompt_transform() is None  # an empty memory asks the plain query
+    assert ed.prompt_transform() is IDENTITY  # an empty memory asks the plain query
     report = ed.apply(REQUESTS[:2])
     assert [r.id for r in report.requests] == ["a", "b"] and all(0 < r.target_prob <= 1 for r in report.requests)
     ed.apply(REQUESTS[2:])
@@ -82,7 +82,7 @@ def test_weights_never_change_and_state_round_trips(editor, tmp_path):
     other.load_state(tmp_path / "state")
     assert other.prompt_transform().completion(query) == asked and other._n_edits == 3
     ed.restore()
-    assert ed.prompt_transform() is None
+    assert ed.prompt_transform() is IDENTITY
 
 
 def test_a_bad_batch_leaves_the_memory_as_it_was(editor):

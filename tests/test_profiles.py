@@ -70,6 +70,19 @@ def test_an_explicit_hparams_wins_over_a_profile_and_a_profile_over_the_shipped_
         choose_hparams("memit", llama, profile="nope")
 
 
+def test_a_settings_folder_gives_each_method_of_a_run_its_own_file(tmp_path):
+    folder = tmp_path / "my-settings"
+    folder.mkdir()
+    (folder / "memit.yaml").write_text("method: memit\nlayers: [1, 2]\n")
+    (folder / "ike.yaml").write_text("n_demos: 0\n")
+    memit, ike = (choose_hparams(m, "my/model", hparams=str(folder), profile="paper") for m in ("memit", "ike"))
+    assert (memit.path, ike.path) == (folder / "memit.yaml", folder / "ike.yaml")
+    assert memit.chosen_by == ike.chosen_by == "hparams"
+    assert resolve_hparams("memit", memit.path).layers == [1, 2] and resolve_hparams("ike", ike.path).n_demos == 0
+    with pytest.raises(HParamsError, match=f"^settings folder {folder}: no rome.yaml in it"):
+        choose_hparams("rome", "my/model", hparams=str(folder))
+
+
 @pytest.mark.parametrize("key", ["gpt2-xl", "gpt-j-6b", "llama3-8b-instruct", "qwen2.5-7b-instruct"])
 def test_shipped_configs_of_big_models_read_100k_wikipedia_articles(key):
     for method in lte_methods():

@@ -30,6 +30,34 @@ def test_rules_of_one_registry():
     assert reg.unregister("z") == "Z" and "z" not in reg
 
 
+def test_a_registry_of_classes_holds_complete_subclasses_of_its_base():
+    from abc import ABC, abstractmethod
+
+    class Widget(ABC):
+        label: str | None = None
+
+        @abstractmethod
+        def spin(self) -> None: ...
+
+    class Good(Widget):
+        label = "good"
+
+        def spin(self) -> None:
+            pass
+
+    reg: Registry[type[Widget]] = Registry("widget", key=lambda cls: cls.label, base=Widget, required=("label",))
+    assert reg.register(Good) is Good and reg["good"] is Good
+    Unlabelled = type("Unlabelled", (Good,), {"label": None})
+    Abstract = type("Abstract", (Widget,), {"label": "abstract"})
+    for obj, message in ((object, "widget object: not a subclass of "), ("text", "widget 'text': not a subclass of "),
+                         (Unlabelled, "widget Unlabelled: does not set label"),
+                         (Abstract, "widget Abstract: does not implement spin")):
+        with pytest.raises(RegistryError) as info:
+            reg.register(obj)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+    assert list(reg) == ["good"]
+
+
 def _every_registry():
     class Mine(MEMITEditor):
         name = "memit"  # a different class under a taken name

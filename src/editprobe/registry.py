@@ -7,7 +7,10 @@ probes, study backends), with one set of rules:
   under one name would make stored results ambiguous;
 - looking up an unknown name raises :class:`UnknownNameError`, which lists the known names;
 - iteration follows registration order (``first=True`` puts an entry before the others,
-  e.g. a user's dataset format that detection should try first).
+  e.g. a user's dataset format that detection should try first);
+- a registry of classes may name their ``base`` (lm-evaluation-harness's ``base_cls``) and
+  the class attributes each must set: what does not subclass it, leaves one unset or leaves
+  an abstract method unimplemented is refused when it registers, not when a run reaches it.
 
 A user's plug-ins (a method, an adapter, a dataset format, a probe, a study backend) register
 when their module is imported. The command line (and each Ray worker of a study) imports the
@@ -19,6 +22,7 @@ it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
@@ -62,16 +66,20 @@ class UnknownNameError(UserError, KeyError):
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    def __init__(self, kind: str, key: Callable[[T], str] | None = None, file_names: bool = False) -> None:
+    def __init__(self, kind: str, key: Callable[[T], str] | None = None, file_names: bool = False,
+                 base: type | None = None, required: tuple[str, ...] = ()) -> None:
         self.kind = kind  # "method", "model adapter", ... for messages
         self._key = key  # how an object names itself, for register(obj) without a name
         self._file_names = file_names  # names become parts of file names (a run's stage files)
+        self._base = base  # entries are subclasses of it (None: any object)
+        self._required = required  # class attributes every entry sets (with a base only)
         self._items: dict[str, T] = {}
 
     # --- registering ------------------------------------------------------------------------------
     def register(self, obj: T, name: str | None = None, *, replace: bool = False, first: bool = False) -> T:
         """Add ``obj`` under ``name`` (default: the registry's key of ``obj``); returns ``obj``,
         so it works as a decorator."""
+        self._check_type(obj)
         if name is None:
             if self._key is None:
                 raise TypeError(f"the {self.kind} registry needs a name")
@@ -88,6 +96,19 @@ class Registry(Mapping[str, T], Generic[T]):
         else:
             self._items[name] = obj
         return obj
+
+    def _check_type(self, obj: object) -> None:
+        """With a ``base``: ``obj`` is a complete subclass of it (one line saying what is not)."""
+        if self._base is None:
+            return
+        what = f"{self.kind} {getattr(obj, '__qualname__', repr(obj))}"
+        if not (isinstance(obj, type) and issubclass(obj, self._base)):
+            raise RegistryError(f"{what}: not a subclass of {self._base.__module__}.{self._base.__qualname__}")
+        unset = [attr for attr in self._required if getattr(obj, attr, None) is None]
+        if unset:
+            raise RegistryError(f"{what}: does not set {', '.join(unset)}")
+        if inspect.isabstract(obj):
+            raise RegistryError(f"{what}: does not implement {', '.join(sorted(obj.__abstractmethods__))}")
 
     def unregister(self, name: str) -> T | None:
         return self._items.pop(name, None)

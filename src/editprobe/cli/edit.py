@@ -24,7 +24,8 @@ def edit(
     n: int = typer.Option(100, help="number of records to edit"),
     batch_size: int = typer.Option(50, help="requests per batch (edits accumulate across batches)"),
     out: Path = typer.Option(..., help="output directory (editor state, deltas, report)"),
-    hparams: Optional[str] = typer.Option(None, help="hparams YAML or model key (default: the model's shipped YAML)"),
+    hparams: Optional[str] = typer.Option(None, help="hparams YAML, model key or a folder of <method>.yaml files "
+                                                     "(default: the model's shipped YAML)"),
     profile: Optional[str] = typer.Option(
         None, help="hparams profile: paper (the paper's text, float32) or paper-code (its code's values, bfloat16)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),

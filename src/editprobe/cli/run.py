@@ -26,7 +26,8 @@ def run(
                                                      help="keep earlier batches' keys in the solve (Table 6 switch)"),
     seed: Optional[int] = typer.Option(None, help="seed of every batch"),
     out: Optional[Path] = typer.Option(None, help="run directory (new, or the one to --resume)"),
-    hparams: Optional[str] = typer.Option(None, help="hparams model key or YAML (default: the model's shipped key)"),
+    hparams: Optional[str] = typer.Option(None, help="hparams model key, YAML, or a folder of <method>.yaml files "
+                                                     "(default: the model's shipped key)"),
     profile: Optional[str] = typer.Option(
         None, help="hparams profile: paper (the paper's text, float32) or paper-code (its code's values, bfloat16)"),
     set_: list[str] = typer.Option([], "--set", help="override one hparam: key=value (YAML value)"),

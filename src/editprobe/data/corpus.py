@@ -49,6 +49,7 @@ class Corpus(ABC):
     sample: str = "first"  # which documents texts(n) gives: corpus_sample.SAMPLE_MODES
     seed: int = DEFAULT_SAMPLE_SEED
     streamed = False  # a streamed corpus draws `random` through a shuffle buffer
+    remote = False  # read over the network (a job checks it is reachable before any work)
 
     def _content_identity(self) -> str:
         """A short hash of the documents (a subclass may instead override ``identity``)."""

@@ -18,20 +18,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel
 
 from ..data.transform import IDENTITY, PromptTransform
 
+if TYPE_CHECKING:
+    from .target_cache import TargetCache
+
 EditStage = Literal["positive", "negative"]
 
 
 class TrainedForm(str, Enum):
-    """A query form an editor's optimization sees for the fact it edits. A probe of a form the
-    editor trained on is not evidence that the edit generalizes to it: tables say so. Later
-    probes extend the list."""
+    """A query form an editor's optimization sees for the fact it edits (or, for an editor
+    trained before editing, such as RLEdit's hypernetwork, the forms its training asked for
+    other facts). A probe of a form the editor trained on is not evidence that the edit
+    generalizes to it. Later probes extend the list."""
 
     POSITIVE = "positive"  # the edited prompt itself ("The mother tongue of X is")
     PARAPHRASE = "paraphrase"  # a rewording of the edited prompt
@@ -79,20 +83,26 @@ class Editor(ABC):
     ``save_state``/``load_state`` checkpoint it.
 
     A subclass sets ``name`` and ``hparams_cls`` and implements the abstract methods; the
-    rest has defaults that fit an editor with no weights, no statistics and no cache."""
+    rest has defaults that fit an editor with no weights, no statistics and no cache.
+    ``METHODS`` (editing/plugins.py) refuses a class that does not (docs/howto/add-editor.md).
+    ``make_editor`` builds one as ``cls(model, tokenizer, hparams, **kwargs)``: a run and an
+    ``edit`` job pass ``model_id``, callers of the LTE engine its statistics store and corpus."""
 
-    name: ClassVar[str]
-    hparams_cls: ClassVar[type[BaseModel]]
+    name: ClassVar[str]  # what --method and make_editor take
+    hparams_cls: ClassVar[type[BaseModel]]  # its settings: a pydantic model with ``check_model(n_layers)``
     # The edit stages of a run this editor takes part in: its positive requests, and the
     # negated ones when a probe needs them (RLEdit: positive only, as the paper reports it).
     edit_stages: ClassVar[tuple[EditStage, ...]] = ("positive", "negative")
     # Whether ``preserve_previous`` (K_p K_pᵀ, the keys of earlier batches) means anything
-    # to this editor; tables print K_p only where it does.
+    # to this editor; tables print K_p only where it does. Such an editor's settings declare
+    # the field (a run hands its K_p switch only to the methods whose settings have it).
     uses_preserved_keys: ClassVar[bool] = False
-    # Whether the editor reads second-moment statistics (C0) of a corpus.
-    needs_covariance: ClassVar[bool] = False
-    # Which query forms the editor's optimization sees (TrainedForm).
-    trained_forms: ClassVar[frozenset[TrainedForm]] = frozenset({TrainedForm.POSITIVE})
+    # Whether the editor reads second-moment statistics (C0) of a corpus: a class attribute,
+    # or a property where the settings decide (ROME's mom2_adjustment, AdaEdit's use_covariance).
+    needs_covariance: bool = False
+    # The query forms the editor's optimization sees whatever its settings; ``trained_forms()``
+    # adds those its settings switch on. Empty for an editor that trains nothing (IKE).
+    trains_on: ClassVar[frozenset[TrainedForm]] = frozenset({TrainedForm.POSITIVE})
 
     hp: BaseModel  # the validated hyperparameters (an instance of ``hparams_cls``)
 
@@ -130,6 +140,11 @@ class Editor(ABC):
         return IDENTITY
 
     # --- what the run records -------------------------------------------------------------------
+    def trained_forms(self) -> frozenset[TrainedForm]:
+        """The query forms this editor, with its settings, trains on (``trains_on`` unless a
+        setting adds one, e.g. LTE's ``negation: defend`` the negated form)."""
+        return self.trains_on
+
     def variant(self) -> str | None:
         """A short label for a non-default mode (e.g. "defend"), shown beside the name."""
         return None
@@ -145,7 +160,8 @@ class Editor(ABC):
         return None
 
     def provenance(self) -> dict[str, Any]:
-        """What a run records of this editor beside its numbers."""
+        """What a run records of this editor beside its numbers: its settings (``hparams``),
+        its ``variant`` and, for an editor that reads C0, the corpus and documents (``c0``)."""
         return {"hparams": self.hp.model_dump(mode="json"), "variant": self.variant(),
                 "c0": self.c0_info() if self.needs_covariance else None}
 
@@ -154,7 +170,7 @@ class Editor(ABC):
         """What this editor will fetch that preflight must find reachable (none by default)."""
         return []
 
-    def attach_target_cache(self, cache) -> bool:
+    def attach_target_cache(self, cache: TargetCache) -> bool:
         """Give the editor a target cache (editing/target_cache.py); False when it optimizes
-        no targets and so has nothing to cache."""
+        no target vectors and so has nothing to cache."""
         return False

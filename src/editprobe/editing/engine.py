@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from ..data.records import EditRequest
 from ..models.adapters import get_adapter
 from .api import EditReport, LayerReport, RequestReport  # noqa: F401  (re-exported: their old home)
+from .api import Editor, RemoteCheck, TrainedForm
 from .context import ContextTemplates, TemplateSpec, generate_templates
 from .hparams import LTEHParams
 from .keys import KeyReplay, compute_keys
@@ -41,7 +42,7 @@ class SolveError(FloatingPointError):
     pass
 
 
-class LTEEditor:
+class LTEEditor(Editor):
     """MEMIT-family editor: targets at the last edit layer, residual spread over the layers,
     a closed-form update per layer (``solve``), applied layer by layer."""
 
@@ -371,3 +372,28 @@ class LTEEditor:
 
     def _load_extra_meta(self, meta: dict) -> None:
         pass
+
+    # --- the editor contract (editing/api.py) -------------------------------------------------
+    def trained_forms(self) -> frozenset[TrainedForm]:
+        """The bare prompt; the context templates' prefixes unless ``template_groups`` is empty;
+        the negated prompt with ``negation: defend`` (its unlikelihood and KL terms)."""
+        forms = {TrainedForm.POSITIVE}
+        if self.template_spec().groups:
+            forms.add(TrainedForm.PREFIXED)
+        if self.hp.negation == "defend":
+            forms.add(TrainedForm.NEGATED)
+        return frozenset(forms)
+
+    def remote_requirements(self) -> list[RemoteCheck]:
+        """A remote C0 corpus (e.g. ``wikipedia``) whose statistics are not cached yet."""
+        if not self.needs_covariance:
+            return []
+        corpus = self.c0_corpus()
+        if not corpus.remote or self.stats_store().has(self.model, self.tok, **self.stats_request(self.layers)):
+            return []
+        return [RemoteCheck(f"C0 corpus {corpus.name}", corpus.check_available)]
+
+    def attach_target_cache(self, cache: TargetCache) -> bool:
+        """Batches whose targets the cache holds are read from it (``compute_targets``)."""
+        self.target_cache = cache
+        return True

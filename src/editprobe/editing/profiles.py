@@ -5,7 +5,9 @@ selects one with ``profile: NAME``.
 
 Which file a run's hyperparameters come from (:func:`choose_hparams`), first match wins:
 
-1. an explicit ``hparams`` (a YAML path, or a model key of the shipped files);
+1. an explicit ``hparams`` (a YAML path, a model key of the shipped files, or a settings
+   folder holding one ``<method>.yaml`` per method, so one run can carry several methods'
+   settings for a model editprobe ships none for);
 2. the profile's file for this method and model, when a profile is chosen;
 3. a file tuned for the dataset's kind (``editprobe tune``), shipped as
    ``hparams/<method>/<model key>@<kind>.yaml``, when the run's dataset is given and one exists;
@@ -144,7 +146,12 @@ def choose_hparams(method: str, model: str, hparams: str | None = None, profile:
 
     if hparams is not None:
         path = Path(hparams).expanduser()
-        if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        if path.is_dir():
+            path = path / f"{method}.yaml"
+            if not path.is_file():
+                raise HParamsError(f"settings folder {hparams}: no {method}.yaml in it (a folder given as hparams "
+                                   "holds one <method>.yaml per method of the run)")
+        elif not (path.suffix in (".yaml", ".yml") or path.exists()):
             path = hparams_path(method, str(hparams))  # a model key of the shipped files
             if not path.exists():
                 shipped = sorted(p.stem for p in (HPARAMS_DIR / method).glob("*.yaml"))

@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import validation_message
+from .api import Editor
 from .engine import LTEEditor
 from .plugins import METHODS, register_method
 from . import methods, remedies, rledit  # noqa: F401  (register the built-in methods)
-from .hparams import HParamsError, LTEHParams, available, hparams_path, load_hparams_file
+from .hparams import HParamsError, available, hparams_path, load_hparams_file
 
-__all__ = ["METHODS", "lte_methods", "make_editor", "method_class", "register_method", "resolve_hparams"]
+__all__ = ["METHODS", "PRESERVE_PREVIOUS", "lte_methods", "make_editor", "method_class", "overrides_for",
+           "register_method", "resolve_hparams"]
+
+# The K_p switch of a run, an edit or a study (--preserve-previous): a setting of the methods
+# whose settings declare it (the LTE methods); FT, IKE and RLEdit keep no earlier keys and
+# are built without it.
+PRESERVE_PREVIOUS = "preserve_previous"
 
 
-def method_class(method: str) -> type[LTEEditor]:
+def method_class(method: str) -> type[Editor]:
     return METHODS[method.lower()]
 
 
 def lte_methods() -> list[str]:
-    """The locate-then-edit methods (every registered method but RLEdit's hypernetwork)."""
+    """The locate-then-edit methods: those built on the LTE engine (``LTEEditor``), not FT,
+    IKE, RLEdit or a plug-in editor of another family."""
     return [name for name in METHODS if issubclass(METHODS[name], LTEEditor)]
 
 
-def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overrides: dict | None = None) -> LTEHParams:
+def overrides_for(method: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` as ``method`` takes them: the K_p switch only where its settings declare it."""
+    if PRESERVE_PREVIOUS in method_class(method).hparams_cls.model_fields:
+        return dict(overrides)
+    return {k: v for k, v in overrides.items() if k != PRESERVE_PREVIOUS}
+
+
+def resolve_hparams(method: str, hparams: str | Path | dict | BaseModel, overrides: dict | None = None) -> BaseModel:
     """``hparams``: a model key with a shipped YAML (e.g. ``smollm2-135m``), a YAML path,
     a dict, or an hparams object; ``overrides`` replace single fields."""
     cls = method_class(method).hparams_cls
@@ -48,7 +65,7 @@ def resolve_hparams(method: str, hparams: str | Path | dict | LTEHParams, overri
     return load_hparams_file(shipped, cls, overrides)
 
 
-def make_editor(method: str, model, tokenizer, hparams, overrides: dict | None = None, **kwargs) -> LTEEditor:
+def make_editor(method: str, model, tokenizer, hparams, overrides: dict | None = None, **kwargs) -> Editor:
     """``make_editor("memit", model, tok, "smollm2-135m")`` -> an editor that owns its state."""
     cls = method_class(method)
     return cls(model, tokenizer, resolve_hparams(method, hparams, overrides), **kwargs)

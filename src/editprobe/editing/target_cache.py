@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
@@ -34,6 +35,9 @@ from ..paths import atomic_path, cache_dir
 from .cache_entries import (DamagedEntry, check_tensor, expect_number, load_tensors, warn_damaged,
                             warn_unwritten)
 from .targets import TargetOptimizer, TargetResult
+
+if TYPE_CHECKING:
+    from .api import Editor
 
 FORMAT = 1
 # The modules whose code decides the values a target optimization returns.
@@ -194,10 +198,11 @@ def _checked_result(tensors: dict, header: dict, rows: int | None, width: int | 
         raise DamagedEntry(f"result metadata does not fit: {exc}") from None
 
 
-def use_target_cache(editor, enabled: bool = True, root: str | Path | None = None) -> TargetCache | None:
+def use_target_cache(editor: Editor, enabled: bool = True, root: str | Path | None = None) -> TargetCache | None:
     """Give an editor that optimizes targets a cache (default: the user cache dir's
-    ``targets/``); None when disabled or when the editor has no target optimization."""
-    if not enabled or not hasattr(editor, "target_cache"):
+    ``targets/``); None when disabled or when the editor has no target optimization
+    (``Editor.attach_target_cache`` says which)."""
+    if not enabled:
         return None
-    editor.target_cache = TargetCache(root)
-    return editor.target_cache
+    cache = TargetCache(root)
+    return cache if editor.attach_target_cache(cache) else None

@@ -81,7 +81,7 @@ class RunConfig(ProfileDefaults):
     preserve_previous: bool | None = None  # None: the hparams file's setting (Table 6 switch)
     seed: int = 0  # seeds every batch, so a resumed run equals an uninterrupted one
     out: Path = Path("runs/run")
-    hparams: str | None = None  # model key or YAML path; None: the profile's or the model's shipped file
+    hparams: str | None = None  # model key, YAML or folder of <method>.yaml; None: the profile's or shipped file
     # A named set of hparams files with its run settings (e.g. "paper": the paper's §5.1
     # settings, float32); an explicit ``hparams`` still wins (editing/profiles.py).
     profile: ProfileName = None

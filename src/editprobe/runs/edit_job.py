@@ -26,7 +26,7 @@ from ..workdir import WorkDir
 from .config import Count, DType, ProfileDefaults, ProfileName
 from ..editing.target_cache import use_target_cache
 from .lengths import PromptLengths
-from .preflight import check_c0_corpus, check_datasets, check_model_and_device
+from .preflight import check_datasets, check_model_and_device, check_remote_requirements
 from .sequential import edit_sequentially
 
 REPORT = "report.json"
@@ -42,7 +42,7 @@ class EditConfig(ProfileDefaults):
     n: Count = 100
     batch_size: Count = 50
     out: Path
-    hparams: str | None = None  # model key or YAML path; None: the profile's or the model's shipped file
+    hparams: str | None = None  # model key, YAML or folder of <method>.yaml; None: the profile's or shipped file
     profile: ProfileName = None  # e.g. "paper" (editing/profiles.py)
     overrides: dict[str, Any] = Field(default_factory=dict)
     dtype: DType = None
@@ -92,10 +92,11 @@ class EditJob:
         returns warnings about suspicious data."""
         from ..editing import resolve_hparams
         from ..editing.profiles import choose_hparams
+        from ..editing.registry import overrides_for
 
         cfg = self.config
         self._choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile, dataset=cfg.data)
-        self._hp = resolve_hparams(cfg.method, self._choice.path, cfg.overrides)
+        self._hp = resolve_hparams(cfg.method, self._choice.path, overrides_for(cfg.method, cfg.overrides))
         # An edit asks each record's prompt (for the target, before and after); nothing else.
         lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded, probe_prompts=False)
         self._negate = negation_function(cfg.negation_table)  # a bad table fails here
@@ -123,7 +124,7 @@ class EditJob:
         loaded = self._loaded or load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
         cache = use_target_cache(editor, cfg.target_cache)
-        check_c0_corpus(editor)
+        check_remote_requirements(editor)
         requests = [with_opposite(r, self._negate) for r in self._records]
         pairs = [(r.query, r.target) for r in requests]
         before = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
@@ -137,16 +138,15 @@ class EditJob:
         edit_sequentially(editor, requests, cfg.batch_size, seed=cfg.seed, stage=f"edit__{cfg.method}",
                           on_batch=after_batch)
         editor.finalize()  # e.g. PRUNE restrains the accumulated edit once, after the last batch
-        from .loop import editor_transform  # an in-context editor is asked through its prompt
-
-        asked = editor_transform(editor).completions([q for q, _ in pairs])
+        asked = editor.prompt_transform().completions([q for q, _ in pairs])  # in-context: through its prompt
         after = exact_match_batch(loaded.model, loaded.tokenizer, [(q, t) for q, (_, t) in zip(asked, pairs)])
+        provenance = editor.provenance()
         report = {
             "model": cfg.model, "method": cfg.method, "data": cfg.data, "n": len(requests),
-            "batch_size": cfg.batch_size, "seed": cfg.seed, "hparams": editor.hp.model_dump(mode="json"),
+            "batch_size": cfg.batch_size, "seed": cfg.seed, "hparams": provenance["hparams"],
             "hparams_file": self._choice.model_dump(mode="json"),
             "model_dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
-            "c0": editor.c0_info() if editor.needs_covariance else None,
+            "c0": provenance["c0"],
             "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),
             "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
             "target_cache": cache.stats.as_dict() if cache is not None else None,

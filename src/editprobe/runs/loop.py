@@ -21,13 +21,13 @@ from rich.progress import Progress
 from ..editing.registry import method_class
 from ..errors import UserError, clip, quoted
 from ..probes import build_negation_plan
-from ..data.transform import IDENTITY, PromptTransform
+from ..data.transform import IDENTITY
 from ..data.options import dataset_notes, dataset_targets
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext, resolve_probe
 from .advice import resume_advice, unanchored_warning
 from .config import RunConfig, RunConfigError
 from ..editing.target_cache import use_target_cache
-from .preflight import check_c0_corpus, check_datasets, check_model_and_device
+from .preflight import check_datasets, check_model_and_device, check_remote_requirements
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
 from .summary import SCHEMA_VERSION, DatasetSummary, ResultRow, RunSummary
@@ -162,8 +162,8 @@ class Experiment:
         for method in self.config.methods:
             for spec in self.config.datasets:
                 self._hparams(method, spec).check_model(n_layers)
-                check_c0_corpus(make_editor(method, loaded.model, loaded.tokenizer, self._hparams(method, spec),
-                                            model_id=self.config.model))
+                check_remote_requirements(make_editor(method, loaded.model, loaded.tokenizer,
+                                                      self._hparams(method, spec), model_id=self.config.model))
         try:
             self.dir.open(self.config, resume)  # inside: Ctrl-C may land once the lock is held
             return self._run()
@@ -214,7 +214,7 @@ class Experiment:
             needed = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
             for method in self.config.methods:
                 # RLEdit runs the positive requests only (the paper: PP and PN)
-                kinds = [k for k in needed if k in getattr(method_class(method), "edit_stages", EDIT_STAGES)]
+                kinds = [k for k in needed if k in method_class(method).edit_stages]
                 stages = {kind: self._edit_stage(spec, dk, method, kind, ctx, probes, base) for kind in kinds}
                 outcomes = {}
                 for p in probes:
@@ -305,7 +305,7 @@ class Experiment:
             self.console.print(escape(f"{dk} {method} {kind}: {', '.join(p.name for p in measuring)} on "
                                       f"{ctx.plan.n_records} records"))
             # An in-context editor edits through the prompt: the probes ask through its transform.
-            ctx.transform = editor_transform(editor)
+            ctx.transform = editor.prompt_transform()
             try:
                 states, seconds = _measure(ctx, kind, measuring, base)
             finally:
@@ -313,9 +313,7 @@ class Experiment:
             self._probe_seconds[stage] = seconds
             result: dict[str, Any] = {
                 "probes": states, "probe_seconds": seconds,
-                "hparams": editor.hp.model_dump(mode="json"),
-                "variant": editor_variant(editor),
-                "c0": editor.c0_info() if editor.needs_covariance else None,
+                **editor.provenance(),  # hparams, variant, c0
                 "target_cache": cache.stats.as_dict() if cache is not None else None,
                 # None: a kill fell between a checkpoint and its progress entry.
                 "edit_reports": [reports.get(str(b)) for b in range(total)],
@@ -334,18 +332,6 @@ def _negated(negation) -> str | None:
 # The fields every line of samples.jsonl has (the HTML report's sample browser reads them);
 # a probe's own fields follow.
 SAMPLE_FIELDS = ("edited_with", "record_id", "setting", "probe", "query", "expected", "generated", "match")
-
-
-def editor_transform(editor) -> PromptTransform:
-    """The editor's prompt transform (in-context editors), else the identity."""
-    make = getattr(editor, "prompt_transform", None)
-    return (make() if make is not None else None) or IDENTITY
-
-
-def editor_variant(editor) -> str | None:
-    """A short label for an editor's non-default mode (e.g. 'defend'), shown beside its name."""
-    variant = getattr(editor, "variant", None)
-    return variant() if callable(variant) else None
 
 
 def _sample(dk: str, method: str, row: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ..data.loading import OnBadRecord
 from ..data.options import DatasetOptions
 
 if TYPE_CHECKING:
+    from ..editing.api import Editor
     from .lengths import Overlong, PromptLengths
 
 
@@ -81,15 +82,12 @@ def check_cache_writable() -> None:
     check_writable(root, option="cache directory (EDITPROBE_CACHE)")
 
 
-def check_c0_corpus(editor) -> None:
-    """After the model is loaded, before any work: a remote C0 corpus (e.g. ``wikipedia``)
-    whose statistics are not cached yet must be reachable, else one line says what to do."""
-    if not editor.needs_covariance:
-        return
-    corpus = editor.c0_corpus()
-    if not getattr(corpus, "remote", False):
-        return
-    request = editor.stats_request(editor.layers)
-    if editor.stats_store().has(editor.model, editor.tok, **request):
-        return
-    corpus.check_available()
+def check_remote_requirements(editor: Editor) -> None:
+    """After the model is loaded, before any work: what the editor will fetch (e.g. a remote
+    C0 corpus such as ``wikipedia`` whose statistics are not cached yet) must be reachable,
+    else one line says what to do (``Editor.remote_requirements``)."""
+    for requirement in editor.remote_requirements():
+        requirement.check()
+
+
+check_c0_corpus = check_remote_requirements  # its name before the editor contract (issue #25)

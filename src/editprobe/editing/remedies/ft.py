@@ -36,6 +36,7 @@ from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, make_batch
 from ...jsontext import dumps
 from ...paths import atomic_path
+from ..api import Editor, TrainedForm
 from ..context import ContextTemplates, TemplateSpec, generate_templates
 from ..ledger import WeightLedger
 from ..plugins import register_method
@@ -49,12 +50,14 @@ from .ft_parts import FTEditReport, FTHParams, FTRequestReport, _Row, _detached,
 
 
 @register_method
-class FTEditor:
+class FTEditor(Editor):
     name = "ft"
     hparams_cls = FTHParams
     uses_preserved_keys = False
     needs_covariance = False
     edit_stages = ("positive", "negative")
+    # the bare edit statement always; trained_forms() adds the prefixed and negated rows
+    trains_on = frozenset({TrainedForm.POSITIVE})
 
     def __init__(self, model: nn.Module, tokenizer, hparams: FTHParams, adapter=None, model_id: str | None = None):
         self.model, self.tok = model, tokenizer
@@ -294,13 +297,6 @@ class FTEditor:
     def finalize(self) -> dict:
         return {}
 
-    def prompt_transform(self):
-        """None: a weight editor; queries are scored as they are."""
-        return None
-
-    def variant(self):
-        return None
-
     def restore(self) -> None:
         """Put the original weights back and forget the edits (the templates are kept)."""
         self.ledger.restore()
@@ -343,3 +339,14 @@ class FTEditor:
         self._templates = ContextTemplates.model_validate(meta["templates"]) if meta.get("templates") else None
         self.ledger.load(deltas, key_of=int)
         self._batches, self._n_edits = meta["batches"], meta["n_edits"]
+
+    # --- the editor contract (editing/api.py) -------------------------------------------------
+    def trained_forms(self) -> frozenset[TrainedForm]:
+        """The bare statement; behind ``n_context`` sampled prefixes when there are any; the
+        opposite-polarity query's unlikelihood rows with ``augment_negation``."""
+        forms = {TrainedForm.POSITIVE}
+        if self.hp.n_context:
+            forms.add(TrainedForm.PREFIXED)
+        if self.hp.augment_negation:
+            forms.add(TrainedForm.NEGATED)
+        return frozenset(forms)

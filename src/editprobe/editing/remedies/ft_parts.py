@@ -37,7 +37,6 @@ class FTHParams(BaseModel):
     unlikelihood_weight: float = Field(1.0, ge=0)
     early_stop_loss: float | None = Field(1e-2, ge=0)  # stop when the mean positive NLL is below
     rows_per_pass: int = Field(32, ge=1)  # statements per forward pass (memory)
-    preserve_previous: bool | None = None  # accepted from run configs; FT keeps no earlier keys
 
     @field_validator("layers")
     @classmethod

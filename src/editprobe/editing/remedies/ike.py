@@ -28,16 +28,16 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...data.transform import PromptTransform
+from ...data.transform import IDENTITY, PromptTransform
 from ...models.tokens import continuation_ids, encode, join_target, open_ids
 from ...jsontext import dumps
 from ...paths import atomic_path
-from ..engine import EditReport, RequestReport
+from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..hparams import HParamsError
 from ..plugins import register_method
 from ..prompts import RequestError, as_request, validate_request
@@ -58,7 +58,6 @@ class IKEHParams(BaseModel):
     n_facts: int = Field(1, ge=1)
     retriever: Literal["tfidf", "hidden"] = "tfidf"
     seed: int = 0
-    preserve_previous: bool | None = None  # accepted from run configs; nothing to preserve
 
     def check_model(self, n_layers: int) -> None:
         """No layer settings to check."""
@@ -187,8 +186,8 @@ class InContextTransform(PromptTransform):
 
 
 @register_method
-class IKEEditor:
-    """In-context editing behind the editor interface: ``apply`` stores facts, the model's
+class IKEEditor(Editor):
+    """In-context editing behind the editor contract: ``apply`` stores facts, the model's
     weights are never written; the probes ask through :meth:`prompt_transform`."""
 
     name = "ike"
@@ -196,6 +195,9 @@ class IKEEditor:
     uses_preserved_keys = False
     needs_covariance = False
     edit_stages = ("positive", "negative")
+    # Nothing is optimized: the facts are only put in the prompt (the demonstrations show
+    # copy, paraphrase and opposite prompts of other facts, never of an edited one).
+    trains_on: ClassVar[frozenset[TrainedForm]] = frozenset()
 
     def __init__(self, model, tokenizer, hparams: IKEHParams | None = None, adapter=None, model_id: str | None = None):
         self.model, self.tok = model, tokenizer
@@ -232,11 +234,11 @@ class IKEEditor:
         edited = {f["subject"].strip().lower() for f in self._facts}
         return build_demos(self._load_demo_records(), self.hp.n_demos, list(self.hp.demo_kinds), self.hp.seed, edited)
 
-    def prompt_transform(self) -> PromptTransform | None:
-        """The transform every probe asks through; None while the memory is empty."""
+    def prompt_transform(self) -> PromptTransform:
+        """The transform every probe asks through; the identity while the memory is empty."""
         facts = self.facts()
         if not facts:
-            return None
+            return IDENTITY
         index = _HiddenIndex(self.model, self.tok, facts) if self.hp.retriever == "hidden" else _TfidfIndex(facts)
         return InContextTransform(facts, self.demos(), self.hp.n_facts, index)
 

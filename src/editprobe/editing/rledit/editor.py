@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ...jsontext import dumps
 from ...paths import atomic_path
-from ..engine import EditReport, RequestReport
+from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..ledger import WeightLedger
 from ..plugins import register_method
 from ..prompts import as_request
@@ -37,7 +37,6 @@ class RLEditHParams(BaseModel):
     method: str = "rledit"
     source: str = ""
     hypernet: str | None = None  # OUT/hypernet of `editprobe train rledit`; None: the cached default
-    preserve_previous: bool | None = None  # accepted from run configs; RLEdit keeps no earlier keys
 
     def check_model(self, n_layers: int) -> None:
         """Checked against the model's modules when the editor is built."""
@@ -73,12 +72,15 @@ def module_shapes(modules: dict[str, nn.Module]) -> dict[str, tuple[int, int]]:
 
 
 @register_method
-class RLEditEditor:
+class RLEditEditor(Editor):
     name = "rledit"
     hparams_cls = RLEditHParams
     uses_preserved_keys = False
     needs_covariance = False
     edit_stages = ("positive",)  # the paper reports PP and PN only: no negated-request run
+    # A shift is computed from the edit prompt; the hypernetwork was trained to make each
+    # training edit's equivalent (paraphrase) prompts give the new answer (rledit/train.py).
+    trains_on = frozenset({TrainedForm.POSITIVE, TrainedForm.PARAPHRASE})
 
     def __init__(self, model: nn.Module, tokenizer, hypernet: Hypernetwork | RLEditHParams, adapter=None,
                  model_id: str | None = None) -> None:
