@@ -113,3 +113,15 @@ def test_sections_are_validated_by_their_backends_model(plugin, tmp_path):
         Study.model_validate({"runs": [], "notes": {"tag": 1}})
     with pytest.raises(StudyError, match=r"runs\[0\]\.ray: field 'num_gpus'"):
         expand(Study.model_validate({"runs": [{"ray": {"num_gpus": -1}}]}), tmp_path)
+
+
+def test_only_a_complete_study_backend_registers():
+    from editprobe.registry import RegistryError
+    from editprobe.runs.study_backends import BACKENDS
+
+    class NotABackend:
+        name = "nope"
+
+    with pytest.raises(RegistryError, match="not a subclass of .*StudyBackend"):
+        BACKENDS.register(NotABackend)
+    assert "nope" not in BACKENDS

@@ -94,7 +94,8 @@ class StudyBackend(ABC):
         return run.backend_settings[cls.name]
 
 
-BACKENDS: Registry[type[StudyBackend]] = Registry("study backend", key=lambda cls: cls.name)
+BACKENDS: Registry[type[StudyBackend]] = Registry("study backend", key=lambda cls: cls.name, base=StudyBackend,
+                                                 required=("name",))
 
 
 # --- the backends' sections of a study file ------------------------------------------------------
