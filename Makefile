@@ -39,7 +39,7 @@ latex:
 
 test: setup browser latex docs-check
 	$(VENV)/bin/editprobe models pull smollm2-135m
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration"

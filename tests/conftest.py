@@ -1,6 +1,8 @@
 """Fixtures shared by every test module.
 
 - ``tiny``: factory for fresh random tiny models (any registered model_type), milliseconds each.
+- ``trained_llama``: the session's trained tiny Llama (tiny_trained.py), its trained weights
+  put back for each test.
 - ``smollm2``: the real built-in model, loaded once per session (integration tests only).
 - ``shared_data``: the team's shared data folder, skipping when it is absent.
 - every session checks that no test left a file in the repository outside its temporary
@@ -61,6 +63,15 @@ def tiny():
 
     Every call builds a new model, so a test may edit its weights freely."""
     return tiny_model
+
+
+@pytest.fixture
+def trained_llama():
+    """The tiny Llama trained on its facts, trained once per session (tiny_trained.fresh):
+    each test gets it with the trained weights put back, so a test may edit it freely."""
+    from tiny_trained import fresh
+
+    return fresh("llama")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from test_runs_helpers import NEGATIONS, counterfact_records
+from tiny_trained import save_model
 from cli_helpers import invoke
 
 from editprobe.analysis import mechanism
@@ -28,7 +29,6 @@ from editprobe.analysis.mechanism import (
 from editprobe.analysis.mechanism_figures import tsne_perplexity
 from editprobe.data.records import EditRecord
 from editprobe.editing import make_editor, resolve_hparams
-from editprobe.models.tiny import trained_tiny_model
 from editprobe.probes.generation import query_ids
 
 ANALYSIS_KEYS = {"model", "method", "data", "layer", "n_requested", "n_selected", "n_scanned", "summary", "figures",
@@ -49,9 +49,7 @@ def ws(tmp_path_factory):
     as a CounterFact file, and the user negation table."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("mechanism")
-    loaded = trained_tiny_model("llama", seed=0, steps=60)
-    loaded.model.save_pretrained(root / "model")
-    loaded.tokenizer.save_pretrained(root / "model")
+    loaded = save_model(root / "model", steps=60)
     raw = counterfact_records(16)
     (root / "cf.json").write_text(json.dumps(raw))
     (root / "neg.yaml").write_text("".join(f'"{k}": "{v}"\n' for k, v in NEGATIONS.items()))

@@ -31,8 +31,9 @@ from editprobe.analysis.tracing import (
     window_layers,
 )
 from editprobe.data.records import EditRecord
-from editprobe.models.tiny import tiny_facts, trained_tiny_model
+from editprobe.models.tiny import tiny_facts
 from test_runs_helpers import counterfact_records
+from tiny_trained import fresh, save_model
 
 TOP_KEYS = {"model", "data", "n_requested", "n_known", "samples", "noise", "noise_std", "layers_window",
             "num_layers", "buckets", "kinds", "recommendation", "figures", "records"}
@@ -51,20 +52,19 @@ def _records(n: int = 6, template: str | None = None, wrong: bool = False) -> li
 @pytest.fixture(scope="module")
 def llama():
     torch.set_num_threads(1)
-    return trained_tiny_model("llama", seed=0, steps=40)
+    return fresh("llama", steps=40)
 
 
 @pytest.fixture(scope="module")
 def gpt2():
     torch.set_num_threads(1)
-    return trained_tiny_model("gpt2", seed=0, steps=40)
+    return fresh("gpt2", steps=40)
 
 
 @pytest.fixture(scope="module")
-def model_dir(llama, tmp_path_factory):
+def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("trace") / "model"
-    llama.model.save_pretrained(path)
-    llama.tokenizer.save_pretrained(path)
+    save_model(path, steps=40)
     return path
 
 
@@ -201,7 +201,7 @@ def test_replayed_computation_equals_the_straightforward_one(arch, request):
     clean argmax so the effects are large. gemma2's sliding-window cache takes the path
     that feeds every position."""
     torch.set_num_threads(1)
-    model, tok, adapter = request.getfixturevalue(arch) if arch != "gemma2" else trained_tiny_model(arch, steps=40)
+    model, tok, adapter = request.getfixturevalue(arch) if arch != "gemma2" else fresh(arch, steps=40)
     cases = [("The mother tongue of {} French is", "Alice"), ("The mother tongue of {} French is", "Alice Bob Carol"),
              ("{} plays the", "Dave Erin")]
     largest = 0.0

@@ -4,8 +4,9 @@ import json
 
 import torch
 from cli_helpers import invoke
+from tiny_trained import save_workspace
 
-from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+from editprobe.models.tiny import tiny_facts
 
 
 def _counterfact_file(path, n=6):
@@ -26,12 +27,8 @@ def _counterfact_file(path, n=6):
 def test_edit_command_writes_state_and_report(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     monkeypatch.setenv("EDITPROBE_CACHE", str(tmp_path / "cache"))
-    loaded = trained_tiny_model("llama", steps=60)
-    model_dir = tmp_path / "model"
-    loaded.model.save_pretrained(model_dir)
-    loaded.tokenizer.save_pretrained(model_dir)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(tiny_corpus().texts(100)))
+    saved = save_workspace(tmp_path, steps=60)
+    model_dir, corpus = saved["model"], saved["corpus"]
     data = tmp_path / "cf.json"
     _counterfact_file(data)
     out = tmp_path / "out"

@@ -52,11 +52,12 @@ import pytest
 import torch
 from cli_helpers import CliResult, invoke
 from ray_helpers import local_ray_head
+from tiny_trained import save_workspace
 
 from editprobe.data import DATASET_FORMATS
 from editprobe.editing import METHODS
 from editprobe.models import ADAPTERS
-from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+from editprobe.models.tiny import tiny_facts
 from editprobe.probes import PROBES
 from editprobe.probes.registry import DEFINITIONS
 
@@ -285,13 +286,10 @@ def ws(tmp_path_factory):
     statistics cache is the module's own (shared by the pages: same model, same corpus)."""
     root = tmp_path_factory.mktemp("howto")
     torch.set_num_threads(1)
-    loaded = trained_tiny_model("llama", seed=0, steps=60)
-    loaded.model.save_pretrained(root / "model")
-    loaded.tokenizer.save_pretrained(root / "model")
+    save_workspace(root, steps=60)
     (root / "facts.json").write_text(json.dumps(_counterfact(range(8, 16), "")))
     (root / "dev.json").write_text(json.dumps(_counterfact(range(0, 8), " is")))
     (root / "negations.yaml").write_text('"The mother tongue of {}": "Not the mother tongue of {}"\n')
-    (root / "corpus.txt").write_text("\n\n".join(tiny_corpus().texts(100)))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDITPROBE_CACHE", str(root / "cache"))
         yield {"root": str(root), "model": str(root / "model"), "facts": str(root / "facts.json"),

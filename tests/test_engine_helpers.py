@@ -1,8 +1,9 @@
-"""Shared pieces of the engine tests (test_engine_*.py): the trained tiny models, built once
-per session, random edit requests and the exact-match check. No tests live here.
+"""Shared pieces of the engine tests (test_engine_*.py): the trained tiny models (from
+tiny_trained.py, trained once per session), random edit requests and the exact-match check.
+No tests live here.
 
-The trained models are shared by every engine test: ``fresh(model_type)`` puts the
-trained weights back before handing one out, so a test may edit it freely.
+``fresh(model_type)`` puts the trained weights back before handing a model out, so a test
+may edit it freely.
 """
 
 from __future__ import annotations
@@ -14,36 +15,9 @@ import torch
 
 from editprobe.data.records import EditRequest
 from editprobe.editing.covariance import CovarianceStore
-from editprobe.models.tiny import tiny_corpus, tiny_facts, tiny_model, trained_tiny_model
+from editprobe.models.tiny import tiny_corpus, tiny_facts
 from editprobe.models.tokens import continuation_ids, encode
-
-
-@functools.lru_cache(maxsize=None)
-def _trained(model_type: str):
-    # Two cores are shared by several test runs: one thread keeps tiny models fast.
-    torch.set_num_threads(1)
-    loaded = trained_tiny_model(model_type, seed=0)
-    pristine = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
-    return loaded, pristine
-
-
-def fresh(model_type: str = "llama"):
-    """The session's trained tiny model with its trained weights put back."""
-    loaded, pristine = _trained(model_type)
-    loaded.model.load_state_dict(pristine)
-    return loaded
-
-
-def pristine(model_type: str = "llama") -> dict[str, torch.Tensor]:
-    return _trained(model_type)[1]
-
-
-def twin(model_type: str = "llama"):
-    """A second, separate model object with the same trained weights (and tokenizer)."""
-    loaded, weights = _trained(model_type)
-    other = tiny_model(model_type, seed=0, tokenizer=loaded.tokenizer)
-    other.model.load_state_dict(weights)
-    return other
+from tiny_trained import fresh, pristine, twin  # noqa: F401  (the engine tests import them from here)
 
 
 @functools.lru_cache(maxsize=None)

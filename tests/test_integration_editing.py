@@ -9,8 +9,9 @@ from editprobe.editing import make_editor
 from editprobe.editing.covariance import CovarianceStore
 from editprobe.probes.exact import exact_match_batch
 
-# Slow on CPU (two editors × 100 target optimizations of a 135M model): `make test-slow`.
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Slow on CPU (two editors × 100 target optimizations of a 135M model): `make test-slow`,
+# with a longer hang guard than the suite's 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

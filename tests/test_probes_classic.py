@@ -7,17 +7,12 @@ import pytest
 import torch
 
 from editprobe.data import EditRecord, PromptAnswer, load_records
-from editprobe.models.tiny import tiny_facts, trained_tiny_model
+from editprobe.models.tiny import tiny_facts
 from editprobe.models.tokens import continuation_ids
 from editprobe.probes import neighborhood_reference, neighborhood_specificity, paraphrase_efficacy
 from editprobe.probes.exact import exact_match_batch
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return trained_tiny_model("llama", seed=0)
 
 
 def _records() -> list[EditRecord]:
@@ -35,8 +30,8 @@ def _records() -> list[EditRecord]:
     return records
 
 
-def test_paraphrase_efficacy_is_a_per_record_mean(trained):
-    model, tok = trained.model, trained.tokenizer
+def test_paraphrase_efficacy_is_a_per_record_mean(trained_llama):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     records = _records()
     result = paraphrase_efficacy(model, tok, records, decode_extra=2)
     with_prompts = [r for r in records if r.paraphrase_prompts]
@@ -48,8 +43,8 @@ def test_paraphrase_efficacy_is_a_per_record_mean(trained):
     assert all(s.decode_match == s.match and s.probe == "classic/paraphrase-efficacy" for s in result.samples)
 
 
-def test_neighborhood_specificity_uses_the_unedited_models_own_answers(trained):
-    model, tok = trained.model, trained.tokenizer
+def test_neighborhood_specificity_uses_the_unedited_models_own_answers(trained_llama):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     records = _records()
     ref = neighborhood_reference(model, tok, records)
     assert len(ref.prompts) == 24

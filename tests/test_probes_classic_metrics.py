@@ -17,13 +17,11 @@ from editprobe.probes.builtin.perplexity import corpus_nll
 from editprobe.probes.generation import greedy_decode, query_ids
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    """A tiny model trained on its facts, so probabilities and argmaxes are not noise."""
-    from editprobe.models.tiny import trained_tiny_model
-
-    torch.set_num_threads(1)
-    return trained_tiny_model("llama", seed=0)
+@pytest.fixture
+def loaded(trained_llama):
+    """A tiny model trained on its facts, so probabilities and argmaxes are not noise (the
+    session's, its trained weights put back: conftest.py)."""
+    return trained_llama
 
 
 FACTS = [f for f in tiny_facts(0) if f[0] == "The mother tongue of {}"]

@@ -9,7 +9,7 @@ import torch
 
 from editprobe.data import load_records
 from editprobe.data.negation import negate
-from editprobe.models.tiny import offline_tokenizer, tiny_facts, tiny_model, trained_tiny_model
+from editprobe.models.tiny import offline_tokenizer, tiny_facts, tiny_model
 from editprobe.probes.registry import DEFINITIONS as PROBES
 from editprobe.probes.registry import ProbeDefinition
 from editprobe.probes.registry import get_definition as get_probe
@@ -34,11 +34,6 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained():
-    return trained_tiny_model("llama", seed=0)
-
-
 def _generate_ids(model, tok, q: list[int], n: int) -> list[int]:
     return greedy_decode(model, tok, [q], n, batch_size=1, stop_at_eos=False)[0]
 
@@ -61,8 +56,8 @@ def test_fast_path_equals_generate_on_ids(model_type):
     assert fast == slow == expected
 
 
-def test_string_paths_agree_on_a_model_that_knows_facts(trained):
-    model, tok = trained.model, trained.tokenizer
+def test_string_paths_agree_on_a_model_that_knows_facts(trained_llama):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     facts = tiny_facts(0)[:24]
     # Known objects, and each fact's object swapped with another fact's (wrong) object.
     pairs = [(t.format(s), o) for t, s, o in facts]
@@ -74,8 +69,8 @@ def test_string_paths_agree_on_a_model_that_knows_facts(trained):
     assert sum(fast[24:]) <= 2  # ...and rarely says a random other object
 
 
-def test_batch_size_and_order_do_not_change_results(trained):
-    model, tok = trained.model, trained.tokenizer
+def test_batch_size_and_order_do_not_change_results(trained_llama):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     facts = tiny_facts(0)
     pairs = [(t.format(s), o) for t, s, o in facts[:10]] + [("Bob", "plays football in Rome"), ("The", "Paris")]
     one = exact_match_batch(model, tok, pairs, batch_size=1)
@@ -84,8 +79,8 @@ def test_batch_size_and_order_do_not_change_results(trained):
     assert any(one) and not all(one)
 
 
-def test_decode_targets_reports_what_was_said(trained):
-    model, tok = trained.model, trained.tokenizer
+def test_decode_targets_reports_what_was_said(trained_llama):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     facts = tiny_facts(0)[:12]
     pairs = [(t.format(s), o) for t, s, o in facts] + [(t.format(s), "hockey") for t, s, _ in facts[:4]]
     decoded = decode_targets(model, tok, pairs, extra_tokens=2)

@@ -8,7 +8,7 @@ import torch
 
 from editprobe.data import EditRecord, load_records
 from editprobe.data.negation import Negation
-from editprobe.models.tiny import tiny_facts, tiny_model, trained_tiny_model
+from editprobe.models.tiny import tiny_facts, tiny_model
 from editprobe.probes import (
     NegationRun,
     Score,
@@ -35,11 +35,6 @@ def _tiny_negate(template: str, relation_id: str | None) -> str | None:
     negates two of the four relations and declines the others."""
     return {"The mother tongue of {}": "Not the mother tongue of {}",
             "The birthplace of {}": "Never the birthplace of {}"}.get(template)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return trained_tiny_model("llama", seed=0)
 
 
 # --- the plan -----------------------------------------------------------------------------
@@ -135,8 +130,8 @@ def _known_records(n: int = 16) -> list[EditRecord]:
 
 
 @pytest.mark.parametrize("edited_with", ["positive", "negative"])
-def test_run_scores_every_kept_record_with_both_queries(trained, edited_with):
-    model, tok = trained.model, trained.tokenizer
+def test_run_scores_every_kept_record_with_both_queries(trained_llama, edited_with):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     plan = build_negation_plan(_known_records(), _tiny_negate)
     assert plan.n_records == 8 and plan.n_excluded == 8  # two of the four relations negate
     run = score_negation_run(model, tok, plan, edited_with)
@@ -159,8 +154,8 @@ def test_run_scores_every_kept_record_with_both_queries(trained, edited_with):
 # --- the no-edit baseline -----------------------------------------------------------------
 
 
-def test_no_edit_baseline_keeps_only_known_records(trained):
-    model, tok = trained.model, trained.tokenizer
+def test_no_edit_baseline_keeps_only_known_records(trained_llama):
+    model, tok = trained_llama.model, trained_llama.tokenizer
     facts = [f for f in tiny_facts(0)[:16] if _tiny_negate(f[0], None)]
     # Half the records carry the true old object, half a wrong one the model does not say.
     records = [EditRecord(id=f"r{i}", subject=s, template=t, target_new="Sydney",

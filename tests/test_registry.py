@@ -19,7 +19,7 @@ def test_rules_of_one_registry():
     assert reg.register("A") == "A"
     assert reg.register("A") == "A"  # the same again: a no-op
     with pytest.raises(RegistryError, match="widget 'a' is already registered"):
-        reg.register("A", name="a") if False else reg.register("b", name="a")
+        reg.register("b", name="a")
     assert reg.register("b", name="a", replace=True) == "b" and reg["a"] == "b"
     reg.register("Z", first=True)
     assert list(reg) == ["z", "a"]

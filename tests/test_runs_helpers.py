@@ -1,6 +1,6 @@
 """Shared pieces of the run tests (test_runs_*.py): a trained tiny model saved to a local
-directory, a CounterFact-style file of its facts, a negation table for its verb-less
-templates, a corpus file. No tests live here."""
+directory (the session's, tiny_trained.py), a CounterFact-style file of its facts, a negation
+table for its verb-less templates, a corpus file. No tests live here."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 import torch
+from tiny_trained import save_workspace
 
-from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+from editprobe.models.tiny import tiny_facts
 from editprobe.runs import RunConfig
 
 # The tiny facts' templates have no verb, so no rule negates them: a user table does
@@ -38,12 +39,9 @@ def workspace(root: Path, n: int = 6) -> dict[str, Path]:
     paths = {"model": root / "model", "data": root / "cf.json", "negations": root / "neg.yaml",
              "corpus": root / "corpus.txt"}
     if not paths["model"].is_dir():
-        loaded = trained_tiny_model("llama", seed=0)
-        loaded.model.save_pretrained(paths["model"])
-        loaded.tokenizer.save_pretrained(paths["model"])
+        save_workspace(root)
         paths["data"].write_text(json.dumps(counterfact_records(n)))
         paths["negations"].write_text("".join(f'"{k}": "{v}"\n' for k, v in NEGATIONS.items()))
-        paths["corpus"].write_text("\n\n".join(tiny_corpus().texts(100)))
     return paths
 
 

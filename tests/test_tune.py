@@ -7,10 +7,11 @@ import pytest
 import torch
 import yaml
 from cli_helpers import invoke
+from tiny_trained import save_workspace
 
 from editprobe.editing import hparams as hparams_module
 from editprobe.editing.profiles import choose_hparams
-from editprobe.models.tiny import tiny_corpus, tiny_facts, trained_tiny_model
+from editprobe.models.tiny import tiny_facts
 
 
 def _counterfact_file(path, subjects: slice, neighbours: bool = True):
@@ -38,12 +39,8 @@ def tiny_setup(tmp_path_factory):
     """A trained tiny model saved as a local directory, a corpus for C0, dev and eval files."""
     root = tmp_path_factory.mktemp("tune")
     torch.manual_seed(0)
-    loaded = trained_tiny_model("llama", steps=60)
-    model_dir = root / "model"
-    loaded.model.save_pretrained(model_dir)
-    loaded.tokenizer.save_pretrained(model_dir)
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n\n".join(tiny_corpus().texts(100)))
+    saved = save_workspace(root, steps=60)
+    model_dir, corpus = saved["model"], saved["corpus"]
     return {
         "root": root, "model": model_dir, "corpus": corpus,
         "dev": _counterfact_file(root / "dev.json", slice(0, 6)),
