@@ -15,7 +15,7 @@ from editprobe.editing.hparams import HParamsError, available
 from editprobe.editing.prompts import RequestError
 from editprobe.editing.remedies.ft import FTEditor
 from editprobe.editing.state import StateError
-from editprobe.models.tokens import _encode_open, continuation_ids
+from editprobe.models.tokens import encode_open, continuation_ids
 
 LAYER = 2  # tiny.yaml's edit layer
 
@@ -30,7 +30,7 @@ def _requests(n: int = 8, seed: int = 0, opposite: bool = True) -> list[EditRequ
 @torch.no_grad()
 def _prob(model, tok, query: str, target: str) -> float:
     """Geometric-mean probability of the target tokens after the query."""
-    q, t = _encode_open(tok, query), continuation_ids(tok, query, target)
+    q, t = encode_open(tok, query), continuation_ids(tok, query, target)
     logp = torch.log_softmax(model(input_ids=torch.tensor([q + t[:-1]])).logits[0, len(q) - 1:].float(), -1)
     return float(logp[range(len(t)), t].mean().exp())
 

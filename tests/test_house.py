@@ -32,8 +32,8 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80
 # A leaf imports nothing but the ground floor: data (records, loaders, corpora) needs no model.
 FLOORS = [
     {"", "errors", "jsontext", "yamlio", "locks", "paths", "registry", "workdir"},
-    {"models"},
-    {"data"},
+    {"data"},  # records, corpora, negation: a leaf above the shared modules
+    {"models"},  # may read a corpus (the tiny models' C0 text); data never imports models
     {"editing", "probes"},
     {"runs"},
     {"analysis", "report"},

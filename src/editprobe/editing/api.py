@@ -18,15 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel
 
 from ..data.transform import IDENTITY, PromptTransform
-
-if TYPE_CHECKING:
-    from .target_cache import TargetCache
 
 EditStage = Literal["positive", "negative"]
 
@@ -170,7 +167,7 @@ class Editor(ABC):
         """What this editor will fetch that preflight must find reachable (none by default)."""
         return []
 
-    def attach_target_cache(self, cache: TargetCache) -> bool:
+    def attach_target_cache(self, cache: Any) -> bool:
         """Give the editor a target cache (editing/target_cache.py); False when it optimizes
         no target vectors and so has nothing to cache."""
         return False

@@ -26,7 +26,7 @@ def _encode(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=True)["input_ids"]
 
 
-def _encode_open(tok, text: str) -> list[int]:
+def encode_open(tok, text: str) -> list[int]:
     """``_encode`` without an EOS the tokenizer appends to every encoding: the query's
     EOS would break the prefix check, the full text's would end up in the continuation."""
     ids = _encode(tok, text)
@@ -49,8 +49,8 @@ def continuation_ids(tok, query: str, target: str) -> list[int]:
     """Token ids of ``target`` as it continues ``query`` (lm-eval-harness style)."""
     if not target.strip():
         raise TokenizationError(f"empty target after query {query!r}")
-    prefix = _encode_open(tok, query)
-    full = _encode_open(tok, join_target(query, target))
+    prefix = encode_open(tok, query)
+    full = encode_open(tok, join_target(query, target))
     if full[: len(prefix)] != prefix:
         raise TokenizationError(
             f"the tokenization of {query!r} changes when {target!r} follows it; "
@@ -162,7 +162,7 @@ def encode(tok, text: str) -> list[int]:
 def open_ids(tok, text: str) -> list[int]:
     """Ids of a prompt that a continuation will follow (no auto-appended EOS), exactly the
     prefix :func:`continuation_ids` measures after."""
-    return _encode_open(tok, text)
+    return encode_open(tok, text)
 
 
 def has_chat_template(tok) -> bool:

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 
 import torch
 
-from ..models.tokens import _encode_open, encode_plain, make_batch, pad_id
+from ..models.tokens import encode_open, encode_plain, make_batch, pad_id
 
 
 def query_ids(tok, query: str) -> list[int]:
     """The ids of a plain-text query exactly as :func:`continuation_ids` sees its prefix
     (special tokens added, an auto-appended EOS dropped), so a query and the continuation
     measured after it always line up."""
-    return _encode_open(tok, query)
+    return encode_open(tok, query)
 
 
 def prompt_ids(tok, text: str, rendered_chat: bool) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from ...models.tokens import _encode_open, continuation_ids
+from ...models.tokens import encode_open, continuation_ids
 from ..engine import EditReport, RequestReport
 from ..hparams import HParamsError
 
@@ -85,7 +85,7 @@ def _query_rows(tok, request: int, query: str, target: str, prefixes: list[str],
     rows = []
     for i, prefix in enumerate(prefixes):
         text = prefix + query
-        q = _encode_open(tok, text)  # exactly the prefix continuation_ids (and the probes) see
+        q = encode_open(tok, text)  # exactly the prefix continuation_ids (and the probes) see
         labels = continuation_ids(tok, text, target)
         rows.append(_Row(request, q + labels[:-1], len(q) - 1, labels, negative, i == 0))
     return rows
