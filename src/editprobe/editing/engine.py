@@ -21,7 +21,7 @@ from .hparams import LTEHParams
 from .keys import KeyReplay, compute_keys
 from .negation_terms import negation_terms, with_opposite_template
 from .objective import LossTerm
-from .prompts import RequestError, as_request, validate_request
+from .prompts import RequestError, as_request
 from .solvers import NumericalError
 from .state import EditorState
 from .target_cache import TargetCache
@@ -141,12 +141,9 @@ class LTEEditor(EditorState):
 
     # --- the batch ----------------------------------------------------------------------------
     def validate(self, requests: list[EditRequest]) -> None:
+        """The batch as a method needs it (each request was checked by ``as_request``)."""
         if not requests:
             raise RequestError("empty batch of requests")
-        for req in requests:
-            validate_request(req)
-            if self.hp.negation != "off":
-                with_opposite_template(req)  # raises for a template without a known opposite
 
     def apply(self, requests: list[EditRequest]) -> EditReport:
         """Edit the model in place for one batch. On any error the model is left exactly as
@@ -154,9 +151,10 @@ class LTEEditor(EditorState):
         if isinstance(requests, (EditRequest, dict, str)):
             raise RequestError("apply takes a list of requests, not a single one")
         requests = [as_request(r, i) for i, r in enumerate(requests)]
-        self.validate(requests)
         if self.hp.negation != "off":
+            # raises for a template without a known opposite
             requests = [with_opposite_template(r) for r in requests]
+        self.validate(requests)
         snapshot = self._snapshot()
         try:
             report = self._apply(requests)
