@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..data import EditRecord, load_records
 from ..data.checks import suspicious_records
 from ..data.errors import BadRecord, DataError
-from ..data.loading import OnBadRecord
+from ..data.loading import OnBadRecord, ReadEntries
 from ..data.options import DatasetOptions
 
 if TYPE_CHECKING:
@@ -17,19 +17,19 @@ if TYPE_CHECKING:
 
 
 def check_datasets(specs: Sequence[str], n: int | None, lengths: PromptLengths | None = None,
-                   on_bad_record: OnBadRecord = "error", options: DatasetOptions | None = None
-                   ) -> tuple[dict[str, list[EditRecord]], list[str]]:
+                   on_bad_record: OnBadRecord = "error", options: DatasetOptions | None = None,
+                   read: ReadEntries | None = None) -> tuple[dict[str, list[EditRecord]], list[str]]:
     """Every record (up to ``n`` entries per dataset; None: all) of every dataset, and the
     warnings about them. ``lengths``: each record's queries within the model's token cap.
     ``on_bad_record="skip"``: a malformed or over-long record is left out (the next ones
     fill its place up to ``n``) and counted in one warning line per dataset. ``options``: how
-    the records are read (e.g. zsRE's target)."""
+    the records are read (e.g. zsRE's target); ``read``: how a file is parsed (data/loading.py)."""
     records: dict[str, list[EditRecord]] = {}
     warnings: list[str] = lengths.setup() if lengths is not None else []
     check_lengths = lengths is not None and lengths.active
     for spec in specs:
         fill = check_lengths and on_bad_record == "skip"  # over-long entries make room for later ones
-        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record, options=options)
+        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record, options=options, read=read)
         source = str(loaded.path or spec)
         kept, dropped, skipped = loaded.records, [], loaded.skipped
         if fill:
