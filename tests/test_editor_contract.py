@@ -169,17 +169,21 @@ def test_a_remote_c0_corpus_not_cached_is_what_preflight_must_reach(lm, tmp_path
     from editprobe.data.corpus import CorpusUnavailableError
 
     local = _lte(lm, tmp_path=tmp_path)
-    assert local.remote_requirements() == [] and check_remote_requirements(local) is None
+    assert local.remote_requirements() == [] and check_remote_requirements(local.remote_requirements()) is None
     remote = make_editor("memit", lm.model, lm.tokenizer, "tiny", {"mom2_corpus": "wikipedia"},
                          stats=CovarianceStore(root=tmp_path / "stats", progress=False))
     (requirement,) = remote.remote_requirements()
     assert isinstance(requirement, RemoteCheck) and requirement.what == "C0 corpus wikipedia"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CorpusUnavailableError, match="^C0 corpus wikipedia: HF_HUB_OFFLINE"):
-        check_remote_requirements(remote)
+        check_remote_requirements(remote.remote_requirements())
+    # the same, asked of the class and the settings alone (a run asks before building editors)
+    (asked,) = type(remote).requirements(remote.hp, lm.model, lm.tokenizer, model_id=remote.model_id)
+    assert asked.what == "C0 corpus wikipedia"
     no_c0 = make_editor("adaedit", lm.model, lm.tokenizer, "tiny", {"mom2_corpus": "wikipedia",
                                                                      "use_covariance": False, "L2": 10.0})
     assert not no_c0.needs_covariance and no_c0.remote_requirements() == []
+    assert type(no_c0).requirements(no_c0.hp, lm.model, lm.tokenizer, model_id="tiny") == []
     assert not load_corpus("wikitext-sample").remote
 
 

@@ -58,7 +58,7 @@ def _edit(ws, t, *extra):
 
 CASES = [
     interrupted("interrupt-while-parsing-arguments", _edit, "typer._click.parser:_OptionParser.parse_args:2:before"),
-    interrupted("interrupt-in-the-preflight", _edit, "editprobe.runs.edit_job:check_datasets:1:after"),
+    interrupted("interrupt-in-the-preflight", _edit, "editprobe.runs.edit_job:read_datasets:1:after"),
     interrupted("interrupt-while-loading-the-model", _edit, "editprobe.models:load_model:1:after"),
     interrupted("interrupt-while-computing-c0", lambda ws, t: _edit(ws, t, "--set", "mom2_n_samples=90"),
                 "editprobe.editing.stats_store:save_file:1:before", working=True),

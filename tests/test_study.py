@@ -131,7 +131,7 @@ def test_the_shipped_study_files_expand():
 def test_the_negation_remedies_study_expands_with_each_runs_settings():
     from pathlib import Path
 
-    from editprobe.runs.loop import Experiment
+    from editprobe.runs.plan import check_overrides, plan_method
     from editprobe.runs.study import expand, load_study
 
     path = Path(__file__).resolve().parents[1] / "studies" / "negation-remedies.yaml"
@@ -141,6 +141,6 @@ def test_the_negation_remedies_study_expands_with_each_runs_settings():
                    ("memit", (("negation", "defend"),))]
     assert {(r.config.n, r.config.batch_size) for r in runs} == {(100, 20)}
     for r in runs:  # every run's settings resolve (shipped files for the built-in model, known --set keys)
-        Experiment(r.config)._check_overrides()
+        check_overrides(r.config)
         for method in r.config.methods:
-            Experiment(r.config)._hparams(method)
+            plan_method(r.config, method)

@@ -40,7 +40,7 @@ from ..editing.engine import LTEEditor
 from ..editing.hparams import LTEHParams
 from ..editing.keys import read_at_subject
 from ..probes.generation import decode_text, greedy_decode, query_ids
-from ..probes.negation import NegateFn, build_negation_plan
+from ..data.negation_plan import NegateFn, build_negation_plan
 from ..errors import UserError
 
 SITE_PREFERENCE = ("mlp", "block")  # the MLP-output site when a method has one, else the block's

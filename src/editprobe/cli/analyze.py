@@ -46,7 +46,7 @@ def analyze(
     from ..analysis.mechanism import analyze_mechanism, hparams_for_layer, write_analysis
     from ..data.negation import negate, negation_function
     from ..editing import make_editor, resolve_hparams
-    from ..editing.keys_model import hparams_key
+    from ..editing.profiles import choose_hparams
     from ..models import load_model
     from ..runs.lengths import PromptLengths
     from ..workdir import WorkDir
@@ -60,7 +60,8 @@ def analyze(
     torch.manual_seed(seed)
     overrides = parse_overrides(set_)
     # Cheap checks first: a typo should not cost a model load.
-    hp = resolve_hparams(method, hparams or hparams_key(model), overrides)
+    # The file as run and edit choose it, without a dataset kind (the shipped default unless --hparams).
+    hp = resolve_hparams(method, choose_hparams(method, model, hparams).path, overrides)
     negate_fn = negation_function(negation_table)  # None: the rules
     # It asks each record's prompt and its negation, each with the target: within the context.
     lengths = PromptLengths(model, probe_prompts=False, option=None, can_skip=False,

@@ -46,7 +46,7 @@ def demo(
 ) -> None:
     """Edit the built-in model (MEMIT, AlphaEdit), evaluate negation and fact-checking, print the tables."""
     from ..report import load_summaries, write_tables
-    from ..runs import Experiment, RunConfig, RunDir
+    from ..runs import Experiment, RunConfig, RunDir, RunPlan
 
     flags = {"n": n, "batch_size": batch_size, "methods": tuple(method) or None, "model": model,
              "datasets": (data,) if data else None, "out": out, "max_prompt_tokens": max_prompt_tokens,
@@ -55,8 +55,8 @@ def demo(
     set_threads(threads)
     run_dir = RunDir(out)
     run_dir.check_location()  # a directory that is not a run's is refused before anything else
-    experiment = Experiment(cfg)
-    warnings = experiment.check_inputs()  # before --fresh deletes anything
+    experiment = Experiment(RunPlan.build(cfg))  # every check before --fresh deletes anything
+    warnings = experiment.check_inputs()
     if fresh:
         run_dir.reset()
     started = time.perf_counter()

@@ -48,9 +48,8 @@ def run(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
-    from ..runs import Experiment, RunConfig, RunDir
+    from ..runs import Experiment, RunConfig, RunDir, RunPlan
     from ..runs.config import read_config_file
-    from ..runs.summary import parse_summary
 
     flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
@@ -66,11 +65,11 @@ def run(
         base = RunDir(out).saved_fields()
     cfg = RunConfig.from_sources(config, flags, parse_overrides(set_), base=base)
     set_threads(threads)
-    experiment = Experiment(cfg)
+    experiment = Experiment(RunPlan.build(cfg))
     for line in experiment.preflight(resume):
         warn(line)
     try:
-        summary = parse_summary(experiment.run(resume=resume))
+        summary = experiment.run(resume=resume)
     except KeyboardInterrupt:  # Ctrl-C: say where the saved work is (main prints the error line)
         if RunDir(cfg.out).has_work:
             typer.echo(f"interrupted: the work done is kept in {cfg.out}; editprobe run --out {cfg.out} --resume "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from .options import DatasetOptions, apply_options, single_rewrites
 from .records import EditRecord
 
 OnBadRecord = Literal["error", "skip"]
+ReadEntries = Callable[[Path], list[Any]]  # a file's entries (read_entries, or a reader that parses once)
 RECORD_FIELD = "(record)"  # the field name used for problems with a record as a whole
 DETECTION_SAMPLE = 20
 MAX_NAMED_FIELDS = 12
@@ -102,6 +105,13 @@ def _read_jsonl(path: Path, text: str) -> list[Any]:
     return entries
 
 
+def parse_once() -> ReadEntries:
+    """A reader that parses each file once and hands later loads the same entries: a plan
+    loads a dataset for its records and again for its kind (editing/profiles.py), from one
+    parse. The entries are shared: a converter reads them and never changes them."""
+    return functools.cache(lambda path: read_entries(path))
+
+
 def _parses_as_one_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
@@ -153,6 +163,7 @@ def load_records(
     on_bad_record: OnBadRecord = "error",
     limit: int | None = None,
     options: DatasetOptions | None = None,
+    read: ReadEntries | None = None,
 ) -> LoadResult:
     """Load a dataset file (or a built-in dataset name) as EditRecords.
 
@@ -162,6 +173,8 @@ def load_records(
     ``limit``: stop after this many good entries (cases, for MQuAKE: a case is never split).
     ``options``: how the records are read (:class:`DatasetOptions`; default: zsRE edits
     toward ``answers[0]``).
+    ``read``: how a file's entries are read (default: :func:`read_entries`; :func:`parse_once`
+    shares one parse between loads).
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
@@ -170,9 +183,9 @@ def load_records(
     options = options or DatasetOptions()
     parts = joined_parts(path)
     if parts is not None:
-        return _load_joined(str(path), parts, format, on_bad_record, limit, options)
+        return _load_joined(str(path), parts, format, on_bad_record, limit, options, read)
     resolved = resolve_data(path)
-    entries = read_entries(resolved)
+    entries = (read or read_entries)(resolved)
     if format is None:
         fmt = detect_format(entries, resolved)
     elif format in DATASET_FORMATS:
@@ -226,7 +239,7 @@ def _check_unique_ids(
 
 
 def _load_joined(spec: str, parts: list[str], format: str | None, on_bad_record: OnBadRecord, limit: int | None,
-                 options: DatasetOptions) -> LoadResult:
+                 options: DatasetOptions, read: ReadEntries | None = None) -> LoadResult:
     """Several files read in order as one dataset (data/joining.py); ``limit`` counts across
     them (entries, or MQuAKE's rewrites when edited one by one)."""
     results: list[tuple[str, LoadResult]] = []
@@ -236,7 +249,7 @@ def _load_joined(spec: str, parts: list[str], format: str | None, on_bad_record:
         remaining = None if limit is None else limit - taken
         if remaining is not None and remaining <= 0:
             break
-        result = load_records(part, format, on_bad_record, remaining, options)
+        result = load_records(part, format, on_bad_record, remaining, options, read)
         results.append((part, result))
         positions += [offset + p for p in result.positions]
         offset += result.n_total

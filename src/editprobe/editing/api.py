@@ -163,6 +163,18 @@ class Editor(ABC):
                 "c0": self.c0_info() if self.needs_covariance else None}
 
     # --- what preflight must reach, what a cache may hold --------------------------------------
+    @classmethod
+    def covariance_needed(cls, hparams: BaseModel) -> bool:
+        """``needs_covariance`` of an editor with these settings (ROME and AdaEdit read C0 only
+        under some), answered without building one."""
+        return bool(cls.needs_covariance)
+
+    @classmethod
+    def requirements(cls, hparams: BaseModel, model, tokenizer, model_id: str) -> list[RemoteCheck]:
+        """What an editor of these settings will fetch, known before one is built: a run checks
+        it right after the model loads, before any work (none by default)."""
+        return []
+
     def remote_requirements(self) -> list[RemoteCheck]:
         """What this editor will fetch that preflight must find reachable (none by default)."""
         return []

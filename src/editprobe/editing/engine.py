@@ -30,7 +30,7 @@ from .ledger import WeightLedger
 from .negation_terms import negation_terms, with_opposite_template
 from .objective import LossTerm
 from .preserved import PreservedKeys
-from .prompts import RequestError, as_request, validate_request
+from .prompts import RequestError, as_request
 from .solvers import NumericalError
 from .state import STATE_VERSION, read_lte_meta, read_lte_tensors, read_preserved, write_lte_state
 from .stats_source import StatsSource
@@ -164,12 +164,9 @@ class LTEEditor(Editor):
 
     # --- the batch ----------------------------------------------------------------------------
     def validate(self, requests: list[EditRequest]) -> None:
+        """The batch as a method needs it (each request was checked by ``as_request``)."""
         if not requests:
             raise RequestError("empty batch of requests")
-        for req in requests:
-            validate_request(req)
-            if self.hp.negation != "off":
-                with_opposite_template(req)  # raises for a template without a known opposite
 
     def apply(self, requests: list[EditRequest]) -> EditReport:
         """Edit the model in place for one batch. On any error the model is left exactly as
@@ -177,9 +174,10 @@ class LTEEditor(Editor):
         if isinstance(requests, (EditRequest, dict, str)):
             raise RequestError("apply takes a list of requests, not a single one")
         requests = [as_request(r, i) for i, r in enumerate(requests)]
-        self.validate(requests)
         if self.hp.negation != "off":
+            # raises for a template without a known opposite
             requests = [with_opposite_template(r) for r in requests]
+        self.validate(requests)
         # K_p K_pᵀ and its key lists are replaced, never changed in place, so a reference
         # suffices: a clone would double d_ff² float64 per layer (1.6 GB at d_ff = 14336).
         weights, preserved = self.ledger.snapshot(), self.preserved_keys.copy()
@@ -384,14 +382,15 @@ class LTEEditor(Editor):
             forms.add(TrainedForm.NEGATED)
         return frozenset(forms)
 
+    @classmethod
+    def requirements(cls, hparams, model, tokenizer, model_id: str) -> list[RemoteCheck]:
+        """A remote C0 corpus whose statistics are not cached yet, asked of the settings."""
+        if not cls.covariance_needed(hparams):
+            return []
+        return StatsSource(model, tokenizer, get_adapter(model), hparams, model_id, hparams.layers).remote_requirements()
+
     def remote_requirements(self) -> list[RemoteCheck]:
-        """A remote C0 corpus (e.g. ``wikipedia``) whose statistics are not cached yet."""
-        if not self.needs_covariance:
-            return []
-        corpus = self.c0_corpus()
-        if not corpus.remote or self.stats_store().has(self.model, self.tok, **self.stats_request(self.layers)):
-            return []
-        return [RemoteCheck(f"C0 corpus {corpus.name}", corpus.check_available)]
+        return self.stats_source.remote_requirements() if self.needs_covariance else []
 
     def attach_target_cache(self, cache: TargetCache) -> bool:
         """Batches whose targets the cache holds are read from it (``compute_targets``)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import validation_message
 from ..yamlio import YAMLInputError, load_yaml
 from .hparams import HPARAMS_DIR, HParamsError, hparams_path
+
+if TYPE_CHECKING:
+    from ..data.loading import ReadEntries
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -113,17 +117,18 @@ def _choice(path: Path, chosen_by: str) -> HParamsChoice:
 _KIND_SAMPLE = 20  # records read to decide
 
 
-def dataset_kind(data: str) -> str | None:
+def dataset_kind(data: str, read: ReadEntries | None = None) -> str | None:
     """The kind its format declares (``counterfact``, ``zsre``, ``mquake``, ``wcf``; a plugin
     format's own) for a dataset file or built-in name, ``zsre`` when every record is a
     question (KnowEdit's zsRE, EasyEdit's); None when it cannot be read (the dataset check
-    names why)."""
+    names why). ``read``: how the file is parsed (a plan shares one parse with its
+    records, data/loading.py ``parse_once``)."""
     from ..data import load_records
     from ..data.formats import format_kind
     from ..errors import UserError
 
     try:
-        loaded = load_records(data, limit=_KIND_SAMPLE)
+        loaded = load_records(data, limit=_KIND_SAMPLE, read=read)
     except (UserError, OSError, ValueError):
         return None
     if loaded.records and all(r.is_question for r in loaded.records):
@@ -136,9 +141,10 @@ def tuned_path(method: str, model_key: str, kind: str) -> Path:
 
 
 def choose_hparams(method: str, model: str, hparams: str | None = None, profile: str | None = None,
-                   dataset: str | None = None) -> HParamsChoice:
-    """The file a run of ``method`` on ``model`` (editing ``dataset``, when given) reads (see
-    the module docstring)."""
+                   dataset: str | None = None, kind: str | None = None) -> HParamsChoice:
+    """The file a run of ``method`` on ``model`` reads (see the module docstring). The
+    dataset's ``kind`` (:func:`dataset_kind`) picks a tuned file: given by a caller that read
+    the dataset already (runs/plan.py), else read from ``dataset`` when given."""
     from .keys_model import hparams_key
     from .registry import method_class
 
@@ -175,7 +181,8 @@ def choose_hparams(method: str, model: str, hparams: str | None = None, profile:
                                f"(it has: {', '.join(have) or 'none'})")
         return _choice(path, f"profile {profile}")
     key = hparams_key(model)
-    kind = dataset_kind(dataset) if dataset is not None else None
+    if kind is None and dataset is not None:
+        kind = dataset_kind(dataset)
     if kind is not None and tuned_path(method, key, kind).is_file():
         return _choice(tuned_path(method, key, kind), f"tuned for {kind}")
     path = hparams_path(method, key)

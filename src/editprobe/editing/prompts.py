@@ -62,7 +62,8 @@ class RowBatch:
 
 
 def validate_request(req: EditRequest) -> None:
-    """Checks an EditRequest again (one built with ``model_construct`` skips pydantic)."""
+    """What :func:`as_request` checks of an EditRequest (one built with ``model_construct``
+    skips pydantic): a subject and a target, one ``{}``, a subject that can be located."""
     if not isinstance(req.subject, str) or not req.subject.strip():
         raise RequestError(f"request {req.id}: empty subject")
     if not isinstance(req.target, str) or not req.target.strip():
@@ -76,7 +77,9 @@ def validate_request(req: EditRequest) -> None:
 
 
 def as_request(item, index: int = 0) -> EditRequest:
-    """An EditRequest from an EditRequest or a dict, with errors that name the request.
+    """An EditRequest from an EditRequest or a dict, with errors that name the request: the
+    one place a request is checked (editors call it on every request of a batch; the rows
+    built from it below trust it).
 
     A dict whose template has no ``{}`` gets the subject replaced by ``{}`` (docs/engine.md,
     Subject location); a subject that does not occur in it is an error."""
@@ -149,7 +152,6 @@ def rewrite_rows(tok, requests: list[EditRequest], templates: list[str], kl_prom
     tokens but the last, plus one KL ("essence") row per request."""
     rows: list[Row] = []
     for r, req in enumerate(requests):
-        validate_request(req)
         for t, ctx in enumerate(templates):
             rows.append(target_row(tok, req, r, ctx[: ctx.index("{}")], req.template, t, "rewrite", locate))
         if kl_prompt is not None:
@@ -162,7 +164,6 @@ def key_rows(tok, requests: list[EditRequest], templates: list[str], locate: str
     """Rows for keys: every template-prefixed query, no target."""
     rows = []
     for r, req in enumerate(requests):
-        validate_request(req)
         for t, ctx in enumerate(templates):
             prefix = ctx[: ctx.index("{}")]
             _, ids, idx = _subject_row(tok, prefix, req.template, req.subject, r, req.id, locate)

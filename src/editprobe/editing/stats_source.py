@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CorpusShortfallWarning
+from .api import RemoteCheck
 from .solvers import NullSpaceInfo, nullspace_projector
 from .state import StateError
 
@@ -94,6 +95,13 @@ class StatsSource:
             layers=layers, texts_factory=partial(corpus.texts, n_docs), corpus_id=corpus.identity, n_docs=n_docs,
             max_len=self.hp.mom2_max_len, dtype=getattr(torch, self.hp.mom2_dtype), model_id=self.model_id,
         )
+
+    def remote_requirements(self) -> list[RemoteCheck]:
+        """A remote C0 corpus (e.g. ``wikipedia``) whose statistics are not cached yet."""
+        corpus = self.c0_corpus()
+        if not corpus.remote or self.stats_store().has(self.model, self.tok, **self.stats_request(self.layers)):
+            return []
+        return [RemoteCheck(f"C0 corpus {corpus.name}", corpus.check_available)]
 
     # --- projectors ---------------------------------------------------------------------------
     def projector(self, layer: int, threshold: float, mode: str) -> tuple[torch.Tensor, NullSpaceInfo]:

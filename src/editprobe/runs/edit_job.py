@@ -26,7 +26,8 @@ from ..workdir import WorkDir
 from .config import Count, DType, ProfileDefaults, ProfileName
 from ..editing.target_cache import use_target_cache
 from .lengths import PromptLengths
-from .preflight import check_datasets, check_model_and_device, check_remote_requirements
+from .plan import MethodPlan, choice_needs_kind, read_datasets
+from .preflight import check_model_and_device, check_remote_requirements
 from .sequential import edit_sequentially
 
 REPORT = "report.json"
@@ -79,30 +80,31 @@ def check_edit_output(out: Path, overwrite: bool) -> WorkDir:
 
 
 class EditJob:
-    """``EditJob(config).preflight()`` (no model loaded, nothing written), then ``.run()``."""
+    """``EditJob(config).preflight()`` (no model loaded, nothing written), then ``.run()``
+    (a :class:`~editprobe.runs.plan.Job`)."""
 
     def __init__(self, config: EditConfig, loaded=None) -> None:
         self.config = config
         self._loaded = loaded
         self._records = None
-        self._hp = None
+        self._method: MethodPlan | None = None
 
     def preflight(self) -> list[str]:
         """Hparams, every record, the output location, the device and the model reference;
         returns warnings about suspicious data."""
-        from ..editing import resolve_hparams
-        from ..editing.profiles import choose_hparams
         from ..editing.registry import overrides_for
 
         cfg = self.config
-        self._choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile, dataset=cfg.data)
-        self._hp = resolve_hparams(cfg.method, self._choice.path, overrides_for(cfg.method, cfg.overrides))
+        overrides = overrides_for(cfg.method, cfg.overrides)  # the K_p switch only where it is a setting
+        self._method = None if choice_needs_kind(cfg) else MethodPlan.build(cfg.method, cfg, overrides)
         # An edit asks each record's prompt (for the target, before and after); nothing else.
         lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded, probe_prompts=False)
         self._negate = negation_function(cfg.negation_table)  # a bad table fails here
-        records, warnings = check_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record,
+        datasets, warnings = read_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record,
                                            DatasetOptions(zsre_target=cfg.zsre_target, mquake_unit=cfg.mquake_unit))
-        self._records = records[cfg.data]
+        data = datasets[cfg.data]
+        self._method = self._method or MethodPlan.build(cfg.method, cfg, overrides, kind=data.kind)
+        self._records = list(data.records)
         self._work = check_edit_output(cfg.out, cfg.overwrite)
         if self._loaded is None:
             check_model_and_device(cfg.model, cfg.device)
@@ -116,15 +118,15 @@ class EditJob:
             return self._run(on_progress)
 
     def _run(self, on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-        from ..editing import make_editor
         from ..models import load_model
         from ..probes.exact import FAST_LABEL, exact_match_batch
 
         cfg = self.config
+        assert self._method is not None
         loaded = self._loaded or load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-        editor = make_editor(cfg.method, loaded.model, loaded.tokenizer, self._hp, model_id=cfg.model)
+        editor = self._method.make_editor(loaded.model, loaded.tokenizer, model_id=cfg.model)
         cache = use_target_cache(editor, cfg.target_cache)
-        check_remote_requirements(editor)
+        check_remote_requirements(editor.remote_requirements())
         requests = [with_opposite(r, self._negate) for r in self._records]
         pairs = [(r.query, r.target) for r in requests]
         before = exact_match_batch(loaded.model, loaded.tokenizer, pairs)
@@ -144,7 +146,7 @@ class EditJob:
         report = {
             "model": cfg.model, "method": cfg.method, "data": cfg.data, "n": len(requests),
             "batch_size": cfg.batch_size, "seed": cfg.seed, "hparams": provenance["hparams"],
-            "hparams_file": self._choice.model_dump(mode="json"),
+            "hparams_file": self._method.choice.model_dump(mode="json"),
             "model_dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
             "c0": provenance["c0"],
             "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),

@@ -3,34 +3,34 @@ job (``edit``, ``run``, ``demo``, studies): a typo must not cost a model load.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..data import EditRecord, load_records
 from ..data.checks import suspicious_records
 from ..data.errors import BadRecord, DataError
-from ..data.loading import OnBadRecord
+from ..data.loading import OnBadRecord, ReadEntries
 from ..data.options import DatasetOptions
 
 if TYPE_CHECKING:
-    from ..editing.api import Editor
+    from ..editing.api import RemoteCheck
     from .lengths import Overlong, PromptLengths
 
 
 def check_datasets(specs: Sequence[str], n: int | None, lengths: PromptLengths | None = None,
-                   on_bad_record: OnBadRecord = "error", options: DatasetOptions | None = None
-                   ) -> tuple[dict[str, list[EditRecord]], list[str]]:
+                   on_bad_record: OnBadRecord = "error", options: DatasetOptions | None = None,
+                   read: ReadEntries | None = None) -> tuple[dict[str, list[EditRecord]], list[str]]:
     """Every record (up to ``n`` entries per dataset; None: all) of every dataset, and the
     warnings about them. ``lengths``: each record's queries within the model's token cap.
     ``on_bad_record="skip"``: a malformed or over-long record is left out (the next ones
     fill its place up to ``n``) and counted in one warning line per dataset. ``options``: how
-    the records are read (e.g. zsRE's target)."""
+    the records are read (e.g. zsRE's target); ``read``: how a file is parsed (data/loading.py)."""
     records: dict[str, list[EditRecord]] = {}
     warnings: list[str] = lengths.setup() if lengths is not None else []
     check_lengths = lengths is not None and lengths.active
     for spec in specs:
         fill = check_lengths and on_bad_record == "skip"  # over-long entries make room for later ones
-        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record, options=options)
+        loaded = load_records(spec, limit=None if fill else n, on_bad_record=on_bad_record, options=options, read=read)
         source = str(loaded.path or spec)
         kept, dropped, skipped = loaded.records, [], loaded.skipped
         if fill:
@@ -82,12 +82,9 @@ def check_cache_writable() -> None:
     check_writable(root, option="cache directory (EDITPROBE_CACHE)")
 
 
-def check_remote_requirements(editor: Editor) -> None:
-    """After the model is loaded, before any work: what the editor will fetch (e.g. a remote
-    C0 corpus such as ``wikipedia`` whose statistics are not cached yet) must be reachable,
-    else one line says what to do (``Editor.remote_requirements``)."""
-    for requirement in editor.remote_requirements():
+def check_remote_requirements(requirements: Iterable[RemoteCheck]) -> None:
+    """After the model is loaded, before any work: what an editor will fetch (e.g. a remote C0
+    corpus such as ``wikipedia`` whose statistics are not cached yet) must be reachable, else
+    one line says what to do (``Editor.requirements`` / ``Editor.remote_requirements``)."""
+    for requirement in requirements:
         requirement.check()
-
-
-check_c0_corpus = check_remote_requirements  # its name before the editor contract (issue #25)

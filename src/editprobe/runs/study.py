@@ -309,13 +309,14 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
     (the Ray backend on a worker, with the ``attempt`` and ``note`` of a retry)."""
     from .advice import resumable
     from .loop import Experiment
+    from .plan import RunPlan
 
     study.set_state(run, "running", note, attempt)
     if on_start is not None:
         on_start()
     try:
-        experiment = Experiment(run.config, loaded=loaded, progress=False)
-        experiment.run(resume=RunDir(run.config.out).has_config)
+        plan = RunPlan.build(run.config, loaded=loaded)  # the run's checks, each file read once
+        Experiment(plan, loaded=loaded, progress=False).run(resume=RunDir(run.config.out).has_config)
         study.set_state(run, "finished", attempt=attempt)
         return "finished"
     except UserError as exc:

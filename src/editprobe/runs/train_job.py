@@ -69,6 +69,9 @@ def disjoint_records(records: list, excluded: list) -> tuple[list, int]:
 
 
 class TrainJob:
+    """``TrainJob(config).preflight(resume)`` (no model loaded, nothing written), then
+    ``.run(resume)`` (a :class:`~editprobe.runs.plan.Job`)."""
+
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.settings = None

@@ -134,7 +134,8 @@ def tune_lock(out: Path):
 
 
 class Tuner:
-    """``Tuner(config).preflight()`` (no model loaded, nothing written), then ``.run()``."""
+    """``Tuner(config).preflight()`` (no model loaded, nothing written), then ``.run()``
+    (a :class:`~editprobe.runs.plan.Job`)."""
 
     def __init__(self, config: TuneConfig, loaded=None) -> None:
         self.config = config
@@ -144,16 +145,16 @@ class Tuner:
         self.base = None
 
     def preflight(self) -> list[str]:
-        from ..editing import resolve_hparams
-        from ..editing.profiles import choose_hparams
         from ..data.checks import suspicious_records
         from ..data.negation import negate
         from .lengths import PromptLengths
+        from .plan import MethodPlan
         from .preflight import check_model_and_device
 
         cfg = self.config
-        self.choice = choose_hparams(cfg.method, cfg.model, cfg.hparams, cfg.profile)
-        self.base = resolve_hparams(cfg.method, self.choice.path, cfg.overrides)
+        # The base setting, chosen with no dataset kind: a tuned file only when --hparams names it.
+        method = MethodPlan.build(cfg.method, cfg, cfg.overrides)
+        self.choice, self.base = method.choice, method.hparams
         check_tuned_output(Path(cfg.out).expanduser(), cfg.overwrite)
         self.dev = choose_dev_split(cfg)
         dev_records = [item.record for item in self.dev.plan.items]

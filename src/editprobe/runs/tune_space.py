@@ -174,7 +174,7 @@ def choose_dev_split(config: TuneConfig) -> DevSplit:
     from ..data import load_records
     from ..data.builtin_data import resolve_data
     from ..data.errors import DataError
-    from ..probes.negation import NegationPlan, build_negation_plan
+    from ..data.negation_plan import NegationPlan, build_negation_plan
 
     options = DatasetOptions(zsre_target=config.zsre_target)
     loaded = load_records(config.data, options=options)

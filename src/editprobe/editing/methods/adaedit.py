@@ -85,9 +85,13 @@ class AdaEditEditor(PMETEditor):
     name = "adaedit"
     hparams_cls = AdaEditHParams
 
+    @classmethod
+    def covariance_needed(cls, hparams) -> bool:
+        return bool(hparams.use_covariance)  # MEMIT's solve then runs without λ·C0
+
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]
-        return self.hp.use_covariance  # MEMIT's solve then runs without λ·C0
+        return self.covariance_needed(self.hp)
 
     def postprocess(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
         return adaedit_sparsify(delta, self.hp.adaedit_topr, self.hp.adaedit_topk)

@@ -38,9 +38,13 @@ class ROMEEditor(LTEEditor):
     per_request = True  # sequential by design: each edit sees the previous ones
     single_layer = True
 
+    @classmethod
+    def covariance_needed(cls, hparams) -> bool:
+        return bool(hparams.mom2_adjustment)
+
     @property
     def needs_covariance(self) -> bool:  # type: ignore[override]
-        return self.hp.mom2_adjustment
+        return self.covariance_needed(self.hp)
 
     def validate(self, requests: list[EditRequest]) -> None:
         super().validate(requests)

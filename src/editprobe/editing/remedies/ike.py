@@ -40,7 +40,7 @@ from ...paths import atomic_path
 from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..hparams import HParamsError
 from ..plugins import register_method
-from ..prompts import RequestError, as_request, validate_request
+from ..prompts import RequestError, as_request
 from ..state import read_state_meta
 
 STATE_VERSION = 1
@@ -252,8 +252,6 @@ class IKEEditor(Editor):
         requests = [as_request(r, i) for i, r in enumerate(requests)]
         if not requests:
             raise RequestError("empty batch of requests")
-        for r in requests:
-            validate_request(r)
         started = time.perf_counter()
         before = list(self._facts)
         try:

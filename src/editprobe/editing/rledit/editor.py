@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ...jsontext import dumps
 from ...paths import atomic_path
-from ..api import EditReport, Editor, RequestReport, TrainedForm
+from ..api import EditReport, Editor, RemoteCheck, RequestReport, TrainedForm
 from ..ledger import WeightLedger
 from ..plugins import register_method
 from ..prompts import as_request
@@ -81,6 +81,12 @@ class RLEditEditor(Editor):
     # A shift is computed from the edit prompt; the hypernetwork was trained to make each
     # training edit's equivalent (paraphrase) prompts give the new answer (rledit/train.py).
     trains_on = frozenset({TrainedForm.POSITIVE, TrainedForm.PARAPHRASE})
+
+    @classmethod
+    def requirements(cls, hparams, model, tokenizer, model_id: str) -> list[RemoteCheck]:
+        """The trained network (``hypernet``, or the cached default): a run without one stops
+        before any work, naming how to train it."""
+        return [RemoteCheck("RLEdit hypernetwork", lambda: hparams.hypernetwork(model, model_id) and None)]
 
     def __init__(self, model: nn.Module, tokenizer, hypernet: Hypernetwork | RLEditHParams, adapter=None,
                  model_id: str | None = None) -> None:
