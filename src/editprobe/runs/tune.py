@@ -194,7 +194,7 @@ class Tuner:
                                                                    {"layers": space.candidate_layers}),
                             model_id=cfg.model)
         probe.prepare()
-        stats, c0_s = probe.stats, time.perf_counter() - t
+        stats, c0_s = probe.stats_store(), time.perf_counter() - t
         say("unedited model's neighbourhood continuations")
         reference = neighborhood_reference(model, tok, [item.record for item in dev.plan.items])
 
