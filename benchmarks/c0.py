@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from editprobe.data import load_corpus
-from editprobe.editing.corpus_batches import DocumentBatches
-from editprobe.editing.covariance import CovarianceStore, model_max_positions
-from editprobe.editing.keys_model import hparams_key
+from editprobe.editing.lte.corpus_batches import DocumentBatches
+from editprobe.editing.lte.covariance import CovarianceStore, model_max_positions
+from editprobe.editing.settings.model_keys import hparams_key
 from editprobe.editing.registry import resolve_hparams
 from editprobe.models import load_model
 

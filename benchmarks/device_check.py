@@ -24,7 +24,7 @@ import torch
 
 from editprobe.data import load_records
 from editprobe.editing import make_editor
-from editprobe.editing.covariance import CovarianceStore
+from editprobe.editing.lte.covariance import CovarianceStore
 from editprobe.editing.registry import lte_methods
 from editprobe.models.adapters import get_adapter
 from editprobe.models.loading import LoadedModel, prepare_tokenizer

@@ -4,7 +4,7 @@ CounterFact records for windows of consecutive layers ending at different critic
     python -m benchmarks.layer_sweep --n 12 --ends 4 7 10 13 16 --width 3
 
 Prints one row per window (efficacy before/after, mean target probability, seconds); the
-result is recorded in src/editprobe/editing/hparams/memit/smollm2-135m.yaml.
+result is recorded in src/editprobe/editing/settings/hparams/memit/smollm2-135m.yaml.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import torch
 
 from editprobe.data import load_records
 from editprobe.editing import make_editor, resolve_hparams
-from editprobe.editing.covariance import CovarianceStore
-from editprobe.editing.profiles import choose_hparams
+from editprobe.editing.lte.covariance import CovarianceStore
+from editprobe.editing.settings.profiles import choose_hparams
 from editprobe.models.loading import prepare_tokenizer
 
 from .device_check import _random_model

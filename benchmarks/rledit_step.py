@@ -70,9 +70,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from editprobe.data import load_records
-    from editprobe.editing.keys_model import hparams_key
+    from editprobe.editing.settings.model_keys import hparams_key
     from editprobe.editing.rledit import (Hypernetwork, RLEditEditor, TrainingRun, edit_modules,
-                                          examples_from_records, module_shapes, training)
+                                          examples_from_records, module_shapes, loop as training)
     from editprobe.editing.rledit.hypernet import resolve_settings
     from editprobe.models import load_model
 

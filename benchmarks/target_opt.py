@@ -15,9 +15,9 @@ import time
 import torch
 
 from editprobe.data import load_records
-from editprobe.editing.context import TemplateSpec, generate_templates
+from editprobe.editing.lte.context import TemplateSpec, generate_templates
 from editprobe.editing.prompts import batch_rows, rewrite_rows
-from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 from editprobe.models import load_model
 from editprobe.models.hooks import edit_output
 from editprobe.models.tokens import continuation_ids, encode

@@ -137,7 +137,7 @@ def safetensors_enospc(*_a, **_k):
 
 
 def inject_enospc_on_state(mp: pytest.MonkeyPatch) -> None:
-    import editprobe.editing.state as state
+    import editprobe.editing.lte.state as state
 
     mp.setattr(state, "save_file", safetensors_enospc)
 
@@ -150,7 +150,7 @@ def safetensors_enospc(*_a, **_k):
 
 
 def inject_enospc_on_covariance(mp: pytest.MonkeyPatch) -> None:
-    import editprobe.editing.stats_store as store
+    import editprobe.editing.lte.stats_store as store
 
     mp.setattr(store, "save_file", safetensors_enospc)
 

@@ -2,7 +2,7 @@
 is imported. No tests live here.
 
 Every finding names ``file:line`` relative to the repository root. A package's *room* is its
-top-level subpackage (``editprobe/editing/keys.py`` -> ``editing``) or, for a module directly in
+top-level subpackage (``editprobe/editing/lte/keys.py`` -> ``editing``) or, for a module directly in
 the package, the module (``editprobe/errors.py`` -> ``errors``; the package's own ``__init__``
 -> ``""``). A module whose docstring has a line starting with ``Deprecated alias:`` only
 re-exports moved names for a deprecation period: it is left out of the graph (an import of it
@@ -20,7 +20,7 @@ SHIM_MARK = "Deprecated alias:"
 
 @dataclass(frozen=True)
 class Module:
-    name: str  # dotted, e.g. editprobe.editing.keys
+    name: str  # dotted, e.g. editprobe.editing.lte.keys
     path: Path
     where: str  # the path as findings print it
     is_package: bool

@@ -13,7 +13,7 @@ import pytest
 from editprobe.data import corpus as corpus_module
 from editprobe.data.corpus import HFCorpus, load_corpus
 from editprobe.editing import make_editor
-from editprobe.editing.covariance import CovarianceStore
+from editprobe.editing.lte.covariance import CovarianceStore
 from editprobe.models.tiny import tiny_model
 
 SHARDS, ROWS_PER_SHARD, ROW_GROUP = 4, 60, 10
@@ -180,7 +180,7 @@ def test_a_checkpoint_continues_only_on_c0_from_the_same_sample(tmp_path):
     """Resuming a method mid-way re-reads C0 from the cache: its earlier batches were solved
     against the sample its checkpoint names (a checkpoint written before the setting: the first
     documents), so another sample stops with one line instead of mixing two C0s in one method."""
-    from editprobe.editing.state import StateError
+    from editprobe.editing.lte.state import StateError
 
     lm = tiny_model("llama")
     path = tmp_path / "c.txt"

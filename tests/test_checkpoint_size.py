@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from test_engine_helpers import corpus, fresh, random_edits, store, twin
 
 from editprobe.editing import make_editor
-from editprobe.editing.preserved import PreservedKeys
-from editprobe.editing.state import STATE_VERSION, StateError
+from editprobe.editing.lte.preserved import PreservedKeys
+from editprobe.editing.lte.state import STATE_VERSION, StateError
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from editprobe.editing import gram
-from editprobe.editing.corpus_batches import DocumentBatches
-from editprobe.editing.covariance import CovarianceStore, accumulate_second_moment, model_fingerprint
-from editprobe.editing.solvers import NumericalError, nullspace_projector
+from editprobe.editing.lte import gram
+from editprobe.editing.lte.corpus_batches import DocumentBatches
+from editprobe.editing.lte.covariance import CovarianceStore, accumulate_second_moment, model_fingerprint
+from editprobe.editing.lte.solvers import NumericalError, nullspace_projector
 from editprobe.models.loading import LoadedModel
 from editprobe.models.tiny import tiny_model
 
@@ -338,7 +338,7 @@ def test_two_callers_that_need_the_same_missing_entries_compute_them_once(tmp_pa
     open files even in one process), then reads what the first one wrote."""
     import threading
 
-    import editprobe.editing.stats_store as stats_store
+    import editprobe.editing.lte.stats_store as stats_store
 
     model, tok, adapter = loaded = tiny_model("llama")
     spied = "accumulate_second_moment" if what == "statistics" else "nullspace_projector"

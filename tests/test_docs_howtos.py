@@ -422,9 +422,9 @@ def test_add_dataset_format(page):
 
 
 def test_tune_new_model(page, ws, monkeypatch):
-    from editprobe.editing import hparams as hparams_module
-    from editprobe.editing import keys_model
-    from editprobe.editing.profiles import choose_hparams
+    from editprobe.editing.settings import hparams as hparams_module
+    from editprobe.editing.settings import model_keys as keys_model
+    from editprobe.editing.settings.profiles import choose_hparams
 
     run = page("tune-new-model")
     tuned_path = run.workdir / "memit-my-model@counterfact.yaml"

@@ -15,10 +15,10 @@ from editprobe.data import load_corpus
 from editprobe.data.transform import IDENTITY, PromptTransform
 from editprobe.editing import METHODS, lte_methods, make_editor, method_class, register_method
 from editprobe.editing.api import Editor, EditReport, RemoteCheck, TrainedForm
-from editprobe.editing.covariance import CovarianceStore
+from editprobe.editing.lte.covariance import CovarianceStore
 from editprobe.editing.registry import PRESERVE_PREVIOUS, overrides_for, resolve_hparams
 from editprobe.editing.rledit import Hypernetwork, RLEditEditor, RLEditSettings, edit_modules, module_shapes
-from editprobe.editing.target_cache import TargetCache, use_target_cache
+from editprobe.editing.lte.target_cache import TargetCache, use_target_cache
 from editprobe.errors import UserError
 from editprobe.models.tiny import tiny_corpus
 from editprobe.registry import RegistryError
@@ -136,7 +136,7 @@ def _editors(lm, tmp_path):
 
 def test_provenance_is_what_runs_recorded_before_the_contract(lm, tmp_path):
     for editor in _editors(lm, tmp_path):
-        # the block runs/loop.py and runs/edit_job.py each wrote out before issue #25
+        # the block runs/loop.py and jobs/edit.py each wrote out before issue #25
         before = {"hparams": editor.hp.model_dump(mode="json"), "variant": editor.variant(),
                   "c0": editor.c0_info() if editor.needs_covariance else None}
         assert list(editor.provenance()) == ["hparams", "variant", "c0"]

@@ -11,14 +11,14 @@ import torch
 from test_engine_helpers import corpus, fresh, random_edits, store
 
 from editprobe.editing import make_editor
-from editprobe.editing.methods.adaedit import AdaEditEditor
-from editprobe.editing.methods.memit import MEMITEditor
-from editprobe.editing.objective import BaseLossTerm, LossTerms, per_request_mean, per_request_sums
+from editprobe.editing.lte.methods.adaedit import AdaEditEditor
+from editprobe.editing.lte.methods.memit import MEMITEditor
+from editprobe.editing.lte.objective import BaseLossTerm, LossTerms, per_request_mean, per_request_sums
 from editprobe.editing.ledger import WeightLedger
-from editprobe.editing.preserved import PreservedKeys
-from editprobe.editing.state import StateError
-from editprobe.editing.stats_source import StatsSource
-from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.editing.lte.preserved import PreservedKeys
+from editprobe.editing.lte.state import StateError
+from editprobe.editing.lte.stats_source import StatsSource
+from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_hold_keeps_a_request_going_even_against_a_method_stop():
 
 
 def test_a_failing_hook_leaves_the_model_blocks_as_they_were(monkeypatch):
-    import editprobe.editing.targets as targets_module
+    import editprobe.editing.lte.targets as targets_module
 
     lm = fresh("llama")
     blocks = list(lm.adapter.block_list(lm.model))
@@ -164,10 +164,3 @@ def test_solve_runs_without_c0_where_the_method_needs_none(stats):
     assert editor.c0_for(editor.layers[0], "cpu") is None
     editor.apply(random_edits(2, seed=9))
     assert not any(editor.stats_source.has_covariance(l) for l in editor.layers)  # C0 was never computed
-
-
-def test_replay_moved_to_models_with_the_old_path_kept():
-    from editprobe.editing import replay as old
-    from editprobe.models import replay as new
-
-    assert old.replay_from is new.replay_from and old.final_hidden is new.final_hidden

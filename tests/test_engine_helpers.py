@@ -14,7 +14,7 @@ import random
 import torch
 
 from editprobe.data.records import EditRequest
-from editprobe.editing.covariance import CovarianceStore
+from editprobe.editing.lte.covariance import CovarianceStore
 from editprobe.models.tiny import tiny_corpus, tiny_facts
 from editprobe.models.tokens import continuation_ids, encode
 from tiny_trained import fresh, pristine, twin  # noqa: F401  (the engine tests import them from here)

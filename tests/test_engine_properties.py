@@ -9,9 +9,9 @@ import torch
 from test_engine_helpers import corpus, fresh, random_edits, store
 
 from editprobe.editing import make_editor
-from editprobe.editing.keys import compute_keys
-from editprobe.editing.replay import block_output_arity, final_hidden, replay_from
-from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.editing.lte.keys import compute_keys
+from editprobe.models.replay import block_output_arity, final_hidden, replay_from
+from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 from editprobe.models.hooks import capture, edit_output
 from editprobe.models.tokens import encode, make_batch
 

@@ -24,12 +24,12 @@ from test_engine_helpers import (
 
 from editprobe.data.records import EditRequest
 from editprobe.editing import HParamsError, make_editor, resolve_hparams
-from editprobe.editing.engine import SolveError
-from editprobe.editing.keys import compute_keys
+from editprobe.editing.lte.engine import SolveError
+from editprobe.editing.lte.keys import compute_keys
 from editprobe.editing.prompts import RequestError
-from editprobe.editing.solvers import NumericalError
-from editprobe.editing.state import StateError
-from editprobe.editing.targets import OptimizationError, TargetOptimizer
+from editprobe.editing.lte.solvers import NumericalError
+from editprobe.editing.lte.state import StateError
+from editprobe.editing.lte.targets import OptimizationError, TargetOptimizer
 from editprobe.models.tiny import FACT_RELATIONS, FACT_SUBJECTS
 
 
@@ -288,7 +288,7 @@ def test_nan_in_target_optimization_names_the_request(stats, monkeypatch):
 
 
 def test_rome_failure_mid_batch_rolls_back_the_requests_before_it(stats, monkeypatch):
-    import editprobe.editing.methods.rome as rome_module
+    import editprobe.editing.lte.methods.rome as rome_module
 
     lm = fresh("llama")
     editor = _editor("rome", lm, stats)

@@ -201,7 +201,7 @@ def test_a_damaged_entry_is_named_recomputed_and_replaced(case: Damage, ws, clea
 
 
 def test_a_target_cache_that_cannot_be_written_is_a_warning(ws, clean, cache, tmp_path, monkeypatch):
-    import editprobe.editing.target_cache as target_cache
+    import editprobe.editing.lte.target_cache as target_cache
 
     shutil.rmtree(cache / "targets")  # the edit must compute, then write, its targets
     monkeypatch.setattr(target_cache, "save_file", safetensors_enospc)
@@ -279,8 +279,8 @@ def test_a_damaged_rledit_cached_copy_is_replaced_by_the_next_training(ws, cache
 
 def test_a_run_that_finds_a_damaged_default_rledit_network_says_how_to_train_it_again(ws, cache, tmp_path,
                                                                                        monkeypatch):
-    from editprobe.editing import keys_model
-    from editprobe.editing.covariance import model_fingerprint
+    from editprobe.editing.settings import model_keys as keys_model
+    from editprobe.editing.lte.covariance import model_fingerprint
     from editprobe.editing.rledit.hypernet import resolve_settings
     from editprobe.editing.rledit.store import DEFAULT_DATA, DEFAULT_EXCLUDE, cached_path, training_key
     from editprobe.models import load_model

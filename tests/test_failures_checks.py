@@ -160,7 +160,7 @@ def test_kl_prompt_error_does_not_advertise_resume(ws, tmp_path, monkeypatch):
 
 
 def test_resume_is_advertised_only_where_it_can_help(tmp_path):
-    from editprobe.editing.hparams import HParamsError
+    from editprobe.editing.settings.hparams import HParamsError
     from editprobe.errors import EditFailedError, OutputError
     from editprobe.models.tokens import TokenizationError
     from editprobe.runs.advice import resume_advice
@@ -287,16 +287,16 @@ def test_a_plug_in_format_that_reads_the_raw_mapping_itself_gets_no_warning():
 def _config_models():
     from pydantic import BaseModel
 
-    from editprobe.editing.profiles import Profile
+    from editprobe.editing.settings.profiles import Profile
     from editprobe.editing.registry import METHODS
     from editprobe.editing.rledit.hypernet import RLEditSettings
     from editprobe.probes.factcheck import FactCheckConfig
     from editprobe.runs.config import RunConfig
-    from editprobe.runs.edit_job import EditConfig
-    from editprobe.runs.study import Study
-    from editprobe.runs.study_ray import RaySettings
-    from editprobe.runs.train_job import TrainConfig
-    from editprobe.runs.tune_space import TuneConfig
+    from editprobe.jobs.edit import EditConfig
+    from editprobe.studies.study import Study
+    from editprobe.studies.backends.ray import RaySettings
+    from editprobe.jobs.train_rledit import TrainConfig
+    from editprobe.jobs.tune.space import TuneConfig
 
     roots = [RunConfig, EditConfig, TuneConfig, TrainConfig, Study, RaySettings, Profile, RLEditSettings,
              FactCheckConfig, *(cls.hparams_cls for cls in METHODS.values())]
@@ -326,7 +326,7 @@ def _types_in(annotation):
 
 def test_every_config_model_forbids_unknown_keys():
     # StudyEntry's unknown keys are RunConfig fields of its runs (RunConfig forbids the others).
-    from editprobe.runs.study import StudyEntry
+    from editprobe.studies.study import StudyEntry
 
     lax = [m.__name__ for m in _config_models() if m is not StudyEntry and m.model_config.get("extra") != "forbid"]
     assert lax == []
@@ -367,7 +367,7 @@ def test_ray_core_log_lines_go_to_a_file_not_the_terminal(tmp_path, capfd):
     import os
     import sys
 
-    from editprobe.runs.ray_address import native_stderr_to
+    from editprobe.studies.backends.ray_address import native_stderr_to
 
     log = tmp_path / "ray.log"
     with native_stderr_to(log):

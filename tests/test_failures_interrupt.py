@@ -58,13 +58,13 @@ def _edit(ws, t, *extra):
 
 CASES = [
     interrupted("interrupt-while-parsing-arguments", _edit, "typer._click.parser:_OptionParser.parse_args:2:before"),
-    interrupted("interrupt-in-the-preflight", _edit, "editprobe.runs.edit_job:read_datasets:1:after"),
+    interrupted("interrupt-in-the-preflight", _edit, "editprobe.jobs.edit:read_datasets:1:after"),
     interrupted("interrupt-while-loading-the-model", _edit, "editprobe.models:load_model:1:after"),
     interrupted("interrupt-while-computing-c0", lambda ws, t: _edit(ws, t, "--set", "mom2_n_samples=90"),
-                "editprobe.editing.stats_store:save_file:1:before", working=True),
-    interrupted("interrupt-between-edit-batches", _edit, "editprobe.editing.engine:LTEEditor.apply:2:before",
+                "editprobe.editing.lte.stats_store:save_file:1:before", working=True),
+    interrupted("interrupt-between-edit-batches", _edit, "editprobe.editing.lte.engine:LTEEditor.apply:2:before",
                 working=True),
-    interrupted("interrupt-while-writing-the-edit-result", _edit, "editprobe.runs.edit_job:move_into_place:1:after",
+    interrupted("interrupt-while-writing-the-edit-result", _edit, "editprobe.jobs.edit:move_into_place:1:after",
                 working=True, out=lambda t: t / "elsewhere"),  # state/ in place, report.json (a result's mark) not yet
     interrupted("interrupt-run-right-after-opening-its-directory", lambda ws, t: run_args(ws, t / "out"),
                 "editprobe.runs.store:RunDir.open:1:after", working=True),
@@ -111,14 +111,14 @@ def _interrupted_subprocess(ws, at: str, args: list[str]) -> subprocess.Complete
 
 def test_edit_interrupted_in_a_subprocess_exits_130_with_one_line(ws, tmp_path):
     out = tmp_path / "out"
-    _interrupted_subprocess(ws, "editprobe.editing.engine:LTEEditor.apply:2:before", _edit(ws, tmp_path))
+    _interrupted_subprocess(ws, "editprobe.editing.lte.engine:LTEEditor.apply:2:before", _edit(ws, tmp_path))
     assert not (out / "report.json").exists()
     assert invoke(_edit(ws, tmp_path)).exit_code == 0
 
 
 def test_edit_interrupted_while_writing_leaves_no_result_and_no_lock(ws, tmp_path):
     out = tmp_path / "out"
-    _interrupted_in_process("editprobe.runs.edit_job:move_into_place:1:after", _edit(ws, tmp_path))
+    _interrupted_in_process("editprobe.jobs.edit:move_into_place:1:after", _edit(ws, tmp_path))
     assert (out / "state").is_dir() and not (out / "report.json").exists()  # as a kill there leaves it
     assert WorkDir(out, "edit").holder() is None
     again = invoke(_edit(ws, tmp_path))  # no --overwrite: there is no result to replace
@@ -148,7 +148,7 @@ def test_study_interrupted_shows_its_run_as_interrupted_and_resumes(ws, tmp_path
                      "overrides": {"mom2_corpus": str(ws["corpus"])}},
         "runs": [{"methods": ["memit"], "datasets": [str(ws["data"])], "seeds": [0, 1]}]}))
     out = tmp_path / "s"
-    _interrupted_in_process("editprobe.editing.engine:LTEEditor.apply:2:before",
+    _interrupted_in_process("editprobe.editing.lte.engine:LTEEditor.apply:2:before",
                             ["study", str(study), "--out", str(out), "--threads", "1"])
     status = invoke(["study", str(out), "--status"]).stdout.splitlines()
     assert [line.split(": ")[1] for line in status] == ["interrupted", "pending"], status
@@ -172,8 +172,8 @@ def _tune(ws, files, out) -> list[str]:
 
 
 @pytest.mark.parametrize("at,finished", [
-    ("editprobe.runs.tune:_TrialRunner._editor:2:after", 1),  # inside the second trial (Optuna's objective)
-    ("editprobe.runs.tune:select_best:2:before", 2),  # in Optuna's callback after the second trial
+    ("editprobe.jobs.tune.search:_TrialRunner._editor:2:after", 1),  # inside the second trial (Optuna's objective)
+    ("editprobe.jobs.tune.search:select_best:2:before", 2),  # in Optuna's callback after the second trial
 ])
 def test_tune_interrupted_writes_the_best_so_far(ws, tune_files, tmp_path, at, finished):
     out = tmp_path / "tuned.yaml"
@@ -191,7 +191,7 @@ def test_tune_interrupted_writes_the_best_so_far(ws, tune_files, tmp_path, at, f
 
 def test_tune_interrupted_before_a_trial_finished_writes_nothing(ws, tune_files, tmp_path):
     out = tmp_path / "tuned.yaml"
-    result = _interrupted_in_process("editprobe.runs.tune:_TrialRunner._editor:1:after", _tune(ws, tune_files, out))
+    result = _interrupted_in_process("editprobe.jobs.tune.search:_TrialRunner._editor:1:after", _tune(ws, tune_files, out))
     assert not out.exists() and "best so far" not in result.stdout
 
 

@@ -83,7 +83,7 @@ def test_run_killed_mid_rename_of_a_checkpoint(ws, tmp_path):
 
 def test_edit_killed_between_batches_leaves_no_result(ws, tmp_path):
     out = tmp_path / "edit"
-    _killed(ws, "editprobe.editing.engine:LTEEditor.apply:2:before", _edit(ws, out))
+    _killed(ws, "editprobe.editing.lte.engine:LTEEditor.apply:2:before", _edit(ws, out))
     assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith("."))
     result = invoke(_edit(ws, out))
     assert result.exit_code == 0, result.output
@@ -93,7 +93,7 @@ def test_edit_killed_between_batches_leaves_no_result(ws, tmp_path):
 def test_edit_killed_while_writing_the_covariance_cache(ws, tmp_path):
     out = tmp_path / "edit"
     args = _edit(ws, out, "--set", "mom2_n_samples=120")  # statistics no other test has cached
-    _killed(ws, "editprobe.editing.stats_store:save_file:1:after", args)
+    _killed(ws, "editprobe.editing.lte.stats_store:save_file:1:after", args)
     assert not (out / "report.json").exists()  # the directory, marked first, holds no result
     result = invoke(args)
     assert result.exit_code == 0, result.output

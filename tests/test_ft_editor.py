@@ -11,10 +11,10 @@ from test_engine_helpers import all_weights, fresh, n_exact, random_edits
 from editprobe.data.records import EditRequest
 from editprobe.data.transform import IDENTITY
 from editprobe.editing import METHODS, lte_methods, make_editor, resolve_hparams
-from editprobe.editing.hparams import HParamsError, available
+from editprobe.editing.settings.hparams import HParamsError, available
 from editprobe.editing.prompts import RequestError
-from editprobe.editing.remedies.ft import FTEditor
-from editprobe.editing.state import StateError
+from editprobe.editing.finetune.ft import FTEditor
+from editprobe.editing.lte.state import StateError
 from editprobe.models.tokens import encode_open, continuation_ids
 
 LAYER = 2  # tiny.yaml's edit layer

@@ -4,7 +4,7 @@ it names has; the validator refuses layer lists the engine cannot use."""
 import pytest
 
 from editprobe.editing import METHODS, lte_methods
-from editprobe.editing.hparams import HPARAMS_DIR, HParamsError, available
+from editprobe.editing.settings.hparams import HPARAMS_DIR, HParamsError, available
 from editprobe.editing.registry import resolve_hparams
 from editprobe.models.tiny import TINY
 

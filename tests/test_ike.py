@@ -11,7 +11,7 @@ from editprobe.data.loading import load_records
 from editprobe.data.records import EditRequest
 from editprobe.data.transform import IDENTITY, PromptTransform
 from editprobe.editing import make_editor
-from editprobe.editing.remedies.ike import IKEHParams, build_demos
+from editprobe.editing.incontext.ike import IKEHParams, build_demos
 from editprobe.models import load_model
 from editprobe.probes import build_negation_plan
 from editprobe.probes.negation import score_negation_run
@@ -33,7 +33,7 @@ def ws(tmp_path_factory):
 @pytest.fixture
 def asked_queries(monkeypatch) -> list[str]:
     """Every query an in-context transform is asked for, in order."""
-    from editprobe.editing.remedies import ike
+    from editprobe.editing.incontext import ike
 
     asked: list[str] = []
     original = ike.InContextTransform.completions
@@ -173,7 +173,7 @@ def test_ike_in_a_run_is_measured_through_its_transform(ws, tmp_path, monkeypatc
 
 
 def test_the_edit_job_measures_an_in_context_editor_through_its_prompt(ws, tmp_path, asked_queries):
-    from editprobe.runs.edit_job import EditConfig, EditJob
+    from editprobe.jobs.edit import EditConfig, EditJob
 
     seen = asked_queries
     loaded = load_model(str(ws["model"]))

@@ -6,7 +6,7 @@ import torch
 
 from editprobe.data import load_records
 from editprobe.editing import make_editor
-from editprobe.editing.covariance import CovarianceStore
+from editprobe.editing.lte.covariance import CovarianceStore
 from editprobe.probes.exact import exact_match_batch
 
 # Slow on CPU (two editors × 100 target optimizations of a 135M model): `make test-slow`,

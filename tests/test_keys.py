@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_engine_helpers import fresh, random_edits
 
-from editprobe.editing.keys import read_at_subject
+from editprobe.editing.lte.keys import read_at_subject
 from editprobe.editing.prompts import key_rows
 from editprobe.models.hooks import capture
 
@@ -43,7 +43,7 @@ def test_preserved_keys_are_the_edited_models_keys(method, tmp_path_factory):
     from test_engine_helpers import corpus, store
 
     from editprobe.editing import make_editor
-    from editprobe.editing.keys import compute_keys
+    from editprobe.editing.lte.keys import compute_keys
 
     lm = fresh("llama")
     editor = make_editor(method, lm.model, lm.tokenizer, "tiny", stats=store(tmp_path_factory), corpus=corpus(),
@@ -60,7 +60,7 @@ def test_preserved_keys_are_the_edited_models_keys(method, tmp_path_factory):
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 def test_key_replay_starts_at_the_last_written_block(model_type):
-    from editprobe.editing.keys import KeyReplay
+    from editprobe.editing.lte.keys import KeyReplay
 
     lm = fresh(model_type)
     model, tok, adapter = lm.model, lm.tokenizer, lm.adapter

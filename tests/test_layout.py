@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from editprobe.data.records import EditRequest
-from editprobe.editing.layout import suffix_groups
-from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.editing.lte.layout import suffix_groups
+from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 from editprobe.models.tiny import tiny_model
 
 REQUESTS = [

@@ -10,11 +10,11 @@ import torch
 from test_engine_helpers import all_weights, corpus, fresh, random_edits, store, twin
 
 from editprobe.editing import make_editor
-from editprobe.editing.methods.adaedit import adaedit_factors
-from editprobe.editing.methods.lti import teacher_prefix, teacher_rows
-from editprobe.editing.methods.pmet import PMETTargetOptimizer
-from editprobe.editing.methods.prune import restrain
-from editprobe.editing.methods.rect import rect_mask, rect_scores
+from editprobe.editing.lte.methods.adaedit import adaedit_factors
+from editprobe.editing.lte.methods.lti import teacher_prefix, teacher_rows
+from editprobe.editing.lte.methods.pmet import PMETTargetOptimizer
+from editprobe.editing.lte.methods.prune import restrain
+from editprobe.editing.lte.methods.rect import rect_mask, rect_scores
 from editprobe.editing.prompts import rewrite_rows
 from editprobe.models.hooks import capture
 from editprobe.models.tokens import char_span_of_subject, encode, make_batch

@@ -11,12 +11,12 @@ from test_engine_helpers import corpus, fresh, n_exact, random_edits, store
 
 from editprobe.data.records import EditRequest
 from editprobe.editing import HParamsError, make_editor, resolve_hparams
-from editprobe.editing.keys import compute_keys
-from editprobe.editing.layout import full_layout
-from editprobe.editing.negation_terms import NegationKL, NegationUnlikelihood, with_opposite_template
-from editprobe.editing.objective import StepContext
+from editprobe.editing.lte.keys import compute_keys
+from editprobe.editing.lte.layout import full_layout
+from editprobe.editing.lte.negation_terms import NegationKL, NegationUnlikelihood, with_opposite_template
+from editprobe.editing.lte.objective import StepContext
 from editprobe.editing.prompts import RequestError, Row, RowBatch
-from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 from editprobe.models.tiny import tiny_model
 from editprobe.models.tokens import Batch, continuation_ids, encode
 
@@ -149,7 +149,7 @@ def test_prefix_cache_matches_full_rows_with_last_token_and_defend():
     m, tok, adapter = tiny_model("llama", initializer_range=0.2)
     requests = [EditRequest(id="0", subject="Danielle Darrieux", template="The mother tongue of {} is", target="English"),
                 EditRequest(id="1", subject="Michael Jordan", template="{} plays", target="piano football")]
-    from editprobe.editing.negation_terms import negation_terms
+    from editprobe.editing.lte.negation_terms import negation_terms
 
     results = {}
     for cached in (False, True):

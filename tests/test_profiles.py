@@ -9,9 +9,9 @@ from test_engine_helpers import corpus, fresh, random_edits, store
 
 from editprobe.data.corpus import CorpusUnavailableError, HFCorpus, load_corpus
 from editprobe.editing import lte_methods, make_editor, resolve_hparams
-from editprobe.editing.hparams import HParamsError, available
-from editprobe.editing.methods.rect import rect_mask
-from editprobe.editing.profiles import available_profiles, choose_hparams, load_profile
+from editprobe.editing.settings.hparams import HParamsError, available
+from editprobe.editing.lte.methods.rect import rect_mask
+from editprobe.editing.settings.profiles import available_profiles, choose_hparams, load_profile
 from editprobe.runs import RunConfig
 from editprobe.runs.config import RunConfigError
 
@@ -25,7 +25,7 @@ def test_the_paper_profile_has_every_method_for_both_models(method, model):
     key, v_lr, max_len = PAPER_MODELS[model]
     choice = choose_hparams(method, model, profile="paper")
     assert choice.chosen_by == "profile paper"
-    assert choice.file == f"editprobe/editing/profiles/paper/{method}/{key}.yaml"
+    assert choice.file == f"editprobe/editing/settings/profiles/paper/{method}/{key}.yaml"
     hp = resolve_hparams(method, choice.path)
     assert hp.source and hp.method == method
     if method == "rome":  # one layer, rank one: no C0 adjustment and no K_p term
@@ -62,7 +62,7 @@ def test_an_explicit_hparams_wins_over_a_profile_and_a_profile_over_the_shipped_
     assert choose_hparams("memit", llama, hparams="tiny", profile="paper").file.endswith("hparams/memit/tiny.yaml")
     assert choose_hparams("memit", llama, profile="paper").chosen_by == "profile paper"
     shipped = choose_hparams("memit", llama)
-    assert shipped.chosen_by == "shipped default" and shipped.file == "editprobe/editing/hparams/memit/llama3-8b-instruct.yaml"
+    assert shipped.chosen_by == "shipped default" and shipped.file == "editprobe/editing/settings/hparams/memit/llama3-8b-instruct.yaml"
     assert len(shipped.sha256) == 64
     with pytest.raises(HParamsError, match="profile 'paper' has no memit hyperparameters for smollm2-135m"):
         choose_hparams("memit", "smollm2-135m", profile="paper")
@@ -168,7 +168,7 @@ def test_a_run_records_its_hparams_file_dtype_and_c0_and_the_report_prints_them(
     summary = json.loads((out / "summary.json").read_text())
     row = summary["results"][0]
     assert row["hparams_file"]["chosen_by"] == "hparams"
-    assert row["hparams_file"]["file"] == "editprobe/editing/hparams/memit/tiny.yaml"
+    assert row["hparams_file"]["file"] == "editprobe/editing/settings/hparams/memit/tiny.yaml"
     assert summary["model_dtype"] == "float32"
     read = set(row["c0"]["documents"].values())
     assert row["c0"]["corpus"] == str(run_ws["corpus"]) and len(read) == 1
@@ -177,7 +177,7 @@ def test_a_run_records_its_hparams_file_dtype_and_c0_and_the_report_prints_them(
     line = next(l for l in report.stdout.splitlines() if l.startswith("| ") and "tiny.yaml" in l)
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3:] == ["float32", str(run_ws["corpus"]), f"{read.pop()} of {row['c0']['asked']}",
-                         "editprobe/editing/hparams/memit/tiny.yaml", "hparams"]
+                         "editprobe/editing/settings/hparams/memit/tiny.yaml", "hparams"]
     assert (tmp_path / "tables" / "settings.csv").is_file()
 
 

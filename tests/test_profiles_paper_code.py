@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from editprobe.editing import lte_methods, resolve_hparams
-from editprobe.editing.hparams import HParamsError
-from editprobe.editing.profiles import PROFILES_DIR, Profile, available_profiles, choose_hparams, load_profile
+from editprobe.editing.settings.hparams import HParamsError
+from editprobe.editing.settings.profiles import PROFILES_DIR, Profile, available_profiles, choose_hparams, load_profile
 from editprobe.runs import RunConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "profiles.md"

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_engine_helpers import corpus, fresh, random_edits, store, twin
 
-import editprobe.editing.engine as engine
+import editprobe.editing.lte.engine as engine
 from editprobe.editing import make_editor
-from editprobe.editing.keys import compute_keys
+from editprobe.editing.lte.keys import compute_keys
 
 REFERENCE = {"rect_mode": "reference", "rect_keep": 0.4}  # the paper profile's RECT
 

@@ -8,7 +8,7 @@ import pytest
 
 from editprobe.data import DATASET_FORMATS, register_format
 from editprobe.editing import METHODS, register_method
-from editprobe.editing.methods.memit import MEMITEditor
+from editprobe.editing.lte.methods.memit import MEMITEditor
 from editprobe.models import ADAPTERS, register_adapter
 from editprobe.probes.registry import DEFINITIONS, ProbeDefinition, register_definition
 from editprobe.registry import Registry, RegistryError, UnknownNameError

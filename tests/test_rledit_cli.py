@@ -76,7 +76,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_hypernetwork(ws, tmp_pat
     sets = (f"grad_handling={grad_handling}", "update_every=3", "max_grad_norm=0.001")
     train = _training_file(tmp_path / "train.json")
     assert invoke(_args(ws, train, tmp_path / "whole", *sets)).exit_code == 0
-    spec = "editprobe.editing.rledit.training:TrainingRun.save:2:after"
+    spec = "editprobe.editing.rledit.loop:TrainingRun.save:2:after"
     killed = subprocess.run(command(spec, _args(ws, train, tmp_path / "cut", *sets)), env=subprocess_env(ws["root"]),
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -123,7 +123,7 @@ def test_rledit_without_a_hypernetwork_says_how_to_train_one(ws, tmp_path):
 
 def test_the_shipped_training_records_are_disjoint_from_the_evaluation_samples():
     from editprobe.data import load_records
-    from editprobe.runs.train_job import DEFAULT_EXCLUDE, disjoint_records
+    from editprobe.jobs.train_rledit import DEFAULT_EXCLUDE, disjoint_records
 
     train = load_records("counterfact-train").records
     excluded = [r for spec in DEFAULT_EXCLUDE for r in load_records(spec).records]
@@ -133,7 +133,7 @@ def test_the_shipped_training_records_are_disjoint_from_the_evaluation_samples()
 
 
 def test_a_trained_default_network_is_cached_and_used_when_hypernet_is_unset(ws, tmp_path, monkeypatch):
-    from editprobe.editing import keys_model
+    from editprobe.editing.settings import model_keys as keys_model
 
     monkeypatch.setitem(keys_model.KNOWN_MODELS, str(ws["model"]), "tiny")  # its shipped settings: tiny.yaml
     edit = ["edit", "--model", str(ws["model"]), "--hparams", "tiny", "--method", "rledit", "--data", str(ws["data"]),
@@ -152,7 +152,7 @@ def test_a_trained_default_network_is_cached_and_used_when_hypernet_is_unset(ws,
 @pytest.mark.parametrize("then", ["plain", "resume"])
 def test_a_training_killed_before_its_first_checkpoint_is_no_dead_end(ws, tmp_path, then):
     train = _training_file(tmp_path / "train.json")
-    spec = "editprobe.editing.rledit.training:TrainingRun.save:1:before"
+    spec = "editprobe.editing.rledit.loop:TrainingRun.save:1:before"
     killed = subprocess.run(command(spec, _args(ws, train, tmp_path / "cut")), env=subprocess_env(ws["root"]),
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

@@ -18,7 +18,7 @@ import pytest
 from test_runs_helpers import config
 
 from editprobe.data import loading
-from editprobe.editing import keys_model
+from editprobe.editing.settings import model_keys as keys_model
 from editprobe.models import load_model
 
 
@@ -80,7 +80,7 @@ def test_a_run_with_explicit_hparams_parses_each_dataset_once(ws, loaded, reads,
 
 
 def test_an_edit_parses_its_dataset_once(ws, loaded, reads, tmp_path):
-    from editprobe.runs.edit_job import EditConfig, EditJob
+    from editprobe.jobs.edit import EditConfig, EditJob
 
     cfg = EditConfig.build({"model": str(ws["model"]), "method": "memit", "data": str(ws["data"]), "n": 2,
                             "batch_size": 2, "out": tmp_path / "edit",
@@ -92,7 +92,7 @@ def test_an_edit_parses_its_dataset_once(ws, loaded, reads, tmp_path):
 
 
 def test_a_tune_parses_its_dev_and_evaluation_files_once(ws, loaded, reads, tmp_path):
-    from editprobe.runs.tune import Tuner, TuneConfig
+    from editprobe.jobs.tune.search import Tuner, TuneConfig
 
     dev, evaluation = tmp_path / "dev.json", tmp_path / "eval.json"
     records = json.loads(Path(ws["data"]).read_text())
@@ -113,7 +113,7 @@ def test_a_tune_parses_its_dev_and_evaluation_files_once(ws, loaded, reads, tmp_
 
 
 def test_a_study_parses_each_dataset_once_per_run(ws, loaded, reads, tmp_path):
-    from editprobe.runs.study import StudyDir, run_study
+    from editprobe.studies.study import StudyDir, run_study
 
     study = tmp_path / "study.yaml"
     study.write_text(json.dumps({
@@ -129,9 +129,9 @@ def test_a_study_parses_each_dataset_once_per_run(ws, loaded, reads, tmp_path):
 
 def test_every_job_has_the_shape_the_plan_names():
     from editprobe.runs import Experiment
-    from editprobe.runs.edit_job import EditJob
+    from editprobe.jobs.edit import EditJob
     from editprobe.runs.plan import Job
-    from editprobe.runs.train_job import TrainJob
-    from editprobe.runs.tune import Tuner
+    from editprobe.jobs.train_rledit import TrainJob
+    from editprobe.jobs.tune.search import Tuner
 
     assert all(issubclass(job, Job) for job in (Experiment, EditJob, Tuner, TrainJob))

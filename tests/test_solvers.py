@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editprobe.editing.solvers import (
+from editprobe.editing.lte.solvers import (
     NumericalError,
     alphaedit_delta,
     emmet_delta,
@@ -253,7 +253,7 @@ def test_shape_errors_are_clear():
 
 
 def test_default_solve_dtype_is_float64_where_the_device_has_it():
-    from editprobe.editing.solvers import default_solve_dtype
+    from editprobe.editing.lte.solvers import default_solve_dtype
 
     assert default_solve_dtype("cpu") == default_solve_dtype("cuda") == torch.float64
     assert default_solve_dtype("mps") == torch.float32

@@ -96,7 +96,7 @@ def test_a_killed_study_resumes_to_the_report_of_an_uninterrupted_one(ws, tmp_pa
 def test_split_gives_one_run_per_method_and_dataset(tmp_path):
     from pathlib import Path
 
-    from editprobe.runs.study import Study, expand
+    from editprobe.studies.study import Study, expand
 
     study = Study.model_validate({"defaults": {"n": 2}, "runs": [
         {"methods": ["memit", "alphaedit"], "datasets": ["counterfact-sample", "zsre-sample"],
@@ -112,7 +112,7 @@ def test_split_gives_one_run_per_method_and_dataset(tmp_path):
 def test_the_shipped_study_files_expand():
     from pathlib import Path
 
-    from editprobe.runs.study import expand, load_study
+    from editprobe.studies.study import expand, load_study
 
     root = Path(__file__).resolve().parents[1] / "studies"
     paper = expand(load_study(root / "paper.yaml"), Path("/tmp/never-written"))
@@ -132,7 +132,7 @@ def test_the_negation_remedies_study_expands_with_each_runs_settings():
     from pathlib import Path
 
     from editprobe.runs.plan import check_overrides, plan_method
-    from editprobe.runs.study import expand, load_study
+    from editprobe.studies.study import expand, load_study
 
     path = Path(__file__).resolve().parents[1] / "studies" / "negation-remedies.yaml"
     runs = expand(load_study(path), Path("/tmp/never-written"))

@@ -12,14 +12,14 @@ import yaml
 from cli_helpers import invoke
 from pydantic import ValidationError
 
-from editprobe.runs.study import Study, StudyError, expand
-from editprobe.runs.study_backends import BACKENDS
+from editprobe.studies.study import Study, StudyError, expand
+from editprobe.studies.backends.base import BACKENDS
 
 PLUGIN = "study_notes_plugin"
 PLUGIN_SOURCE = '''
 from pydantic import BaseModel, ConfigDict
 
-from editprobe.runs.study_backends import BACKENDS, StudyBackend
+from editprobe.studies.backends.base import BACKENDS, StudyBackend
 
 
 class NoteSettings(BaseModel):
@@ -117,7 +117,7 @@ def test_sections_are_validated_by_their_backends_model(plugin, tmp_path):
 
 def test_only_a_complete_study_backend_registers():
     from editprobe.registry import RegistryError
-    from editprobe.runs.study_backends import BACKENDS
+    from editprobe.studies.backends.base import BACKENDS
 
     class NotABackend:
         name = "nope"

@@ -10,10 +10,10 @@ import pytest
 
 from editprobe.data import load_records
 from editprobe.data.options import DatasetOptions
-from editprobe.editing.profiles import choose_hparams
+from editprobe.editing.settings.profiles import choose_hparams
 from editprobe.runs.config import dataset_key
 from editprobe.runs.preflight import check_datasets
-from editprobe.runs.study import expand, load_study
+from editprobe.studies.study import expand, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA, QWEN = "meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct"

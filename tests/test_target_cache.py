@@ -10,9 +10,9 @@ import torch
 from test_engine_helpers import corpus, fresh, random_edits, store
 
 from editprobe.editing import make_editor
-from editprobe.editing.negation_terms import negation_terms
-from editprobe.editing.target_cache import TargetCache, use_target_cache
-from editprobe.editing.targets import Site, TargetOptimizer, TargetSettings
+from editprobe.editing.lte.negation_terms import negation_terms
+from editprobe.editing.lte.target_cache import TargetCache, use_target_cache
+from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 
 TEMPLATES = ["{}", "The cat is. {}"]
 
@@ -96,7 +96,7 @@ def test_unreadable_entry_is_recomputed(tmp_path):
 
 
 def test_a_nan_entry_is_named_and_recomputed_and_a_failed_write_is_a_warning(tmp_path, monkeypatch):
-    import editprobe.editing.target_cache as target_cache
+    import editprobe.editing.lte.target_cache as target_cache
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save_file
 

@@ -9,8 +9,8 @@ import yaml
 from cli_helpers import invoke
 from tiny_trained import save_workspace
 
-from editprobe.editing import hparams as hparams_module
-from editprobe.editing.profiles import choose_hparams
+from editprobe.editing.settings import hparams as hparams_module
+from editprobe.editing.settings.profiles import choose_hparams
 from editprobe.models.tiny import tiny_facts
 
 
@@ -121,7 +121,7 @@ def test_dev_records_overlapping_an_evaluation_set_are_refused(tiny_setup, tmp_p
 
 
 def test_overlapping_records_can_be_skipped(tiny_setup, tmp_path):
-    from editprobe.runs.tune import TuneConfig, choose_dev_split
+    from editprobe.jobs.tune.search import TuneConfig, choose_dev_split
 
     config = TuneConfig.build({"model": str(tiny_setup["model"]), "data": str(tiny_setup["dev"]), "n": 2,
                                "out": tmp_path / "t.yaml", "evaluation": (str(tiny_setup["clash"]),),
@@ -149,7 +149,7 @@ def test_run_picks_the_tuned_file_of_the_dataset_kind(tmp_path, monkeypatch):
 
 
 def test_the_shipped_zsre_setting_is_what_zsre_runs_of_the_built_in_model_read():
-    from editprobe.editing.hparams import load_hparams_file
+    from editprobe.editing.settings.hparams import load_hparams_file
     from editprobe.editing.registry import method_class
 
     chosen = choose_hparams("memit", "smollm2-135m", dataset="zsre-sample")
@@ -161,7 +161,7 @@ def test_the_shipped_zsre_setting_is_what_zsre_runs_of_the_built_in_model_read()
 
 
 def test_ties_go_to_the_earlier_trial_so_the_base_setting_stays_unless_beaten():
-    from editprobe.runs.tune import TrialRecord, select_best
+    from editprobe.jobs.tune.search import TrialRecord, select_best
 
     def trial(number, score, avg, state="complete"):
         return TrialRecord(number=number, state=state, fields={}, score=score, avg=avg)

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 
 from ..data.records import EditRecord, EditRequest
-from ..editing.engine import LTEEditor
-from ..editing.hparams import LTEHParams
-from ..editing.keys import read_at_subject
+from ..editing.lte.engine import LTEEditor
+from ..editing.settings.hparams import LTEHParams
+from ..editing.lte.keys import read_at_subject
 from ..probes.generation import decode_text, greedy_decode, query_ids
 from ..data.negation_plan import NegateFn, build_negation_plan
 from ..errors import UserError

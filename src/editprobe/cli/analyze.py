@@ -46,7 +46,7 @@ def analyze(
     from ..analysis.mechanism import analyze_mechanism, hparams_for_layer, write_analysis
     from ..data.negation import negate, negation_function
     from ..editing import make_editor, resolve_hparams
-    from ..editing.profiles import choose_hparams
+    from ..editing.settings.profiles import choose_hparams
     from ..models import load_model
     from ..runs.lengths import PromptLengths
     from ..workdir import WorkDir

@@ -45,7 +45,7 @@ def edit(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
-    from ..runs.edit_job import EditConfig, EditJob
+    from ..jobs.edit import EditConfig, EditJob
 
     overrides = parse_overrides(set_)
     if preserve_previous is not None:

@@ -21,7 +21,7 @@ def report(
     with --html also one self-contained page of them, charts, traces, analyses and samples."""
     from ..report import load_summaries, write_tables
     from ..report.html import check_html_output, classify_dirs, write_html
-    from ..runs.study import StudyDir, is_study_dir
+    from ..studies.study import StudyDir, is_study_dir
     from ..workdir import WorkDir
 
     WorkDir(out, "report").check()  # output locations first: a foreign one is refused before any reading

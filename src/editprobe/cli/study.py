@@ -22,7 +22,7 @@ def study(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (with ray: of each task)"),
 ) -> None:
     """Expand a study file into runs and run them (local or Ray backend); --status, --resume."""
-    from ..runs.study import StudyDir, expand, is_study_dir, load_study
+    from ..studies.study import StudyDir, expand, is_study_dir, load_study
 
     backend_cls = _backend(backend, address)
     if threads is not None and threads < 1:
@@ -70,7 +70,7 @@ def study(
 def _backend(name: str, address: str | None):
     """The registered study backend ``name`` (the choices: the registry's), refusing an
     --address it does not take."""
-    from ..runs.study_backends import BACKENDS
+    from ..studies.backends.base import BACKENDS
 
     if name not in BACKENDS:
         fail(f"--backend {name!r}: choose {_either(list(BACKENDS))}")

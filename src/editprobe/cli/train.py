@@ -34,7 +34,7 @@ def rledit(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Train RLEdit's hypernetwork on a sequence of edit batches."""
-    from ..runs.train_job import DEFAULT_DATA, DEFAULT_EXCLUDE, TrainConfig, TrainJob
+    from ..jobs.train_rledit import DEFAULT_DATA, DEFAULT_EXCLUDE, TrainConfig, TrainJob
 
     config = TrainConfig.build({"model": model, "data": tuple(data) or DEFAULT_DATA, "out": out, "settings": settings,
                                 "setting": setting, "overrides": parse_overrides(set_),

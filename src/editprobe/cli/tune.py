@@ -50,7 +50,7 @@ def tune(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
-    from ..runs.tune import DEFAULT_EVAL, TuneConfig, Tuner, parse_range
+    from ..jobs.tune.search import DEFAULT_EVAL, TuneConfig, Tuner, parse_range
 
     fields = {
         "model": model, "method": method, "data": data, "out": out, "n": n, "batch_size": batch_size,
@@ -81,8 +81,8 @@ def _search_and_write(tuner, config, out: Path):
     finished so far), under the --out file's lock."""
     import torch
 
-    from ..runs.tune import TuneInterrupted, tune_lock
-    from ..runs.tune_output import trial_line, write_tuned
+    from ..jobs.tune.search import TuneInterrupted, tune_lock
+    from ..jobs.tune.output import trial_line, write_tuned
 
     dev = tuner.dev
     with tune_lock(out.expanduser()):  # one tune per --out file, until it is written
@@ -110,7 +110,7 @@ def _search_and_write(tuner, config, out: Path):
 
 def _show(result, out: Path) -> None:
     """The best trial, the base setting's score and where the YAML is."""
-    from ..runs.tune_output import trial_line
+    from ..jobs.tune.output import trial_line
 
     best = next(r for r in result.trials if r.number == result.best)
     typer.echo(f"best: trial {best.number} ({trial_line(best).split('|', 1)[0].split(None, 2)[2].strip()}): score "

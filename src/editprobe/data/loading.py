@@ -107,7 +107,7 @@ def _read_jsonl(path: Path, text: str) -> list[Any]:
 
 def parse_once() -> ReadEntries:
     """A reader that parses each file once and hands later loads the same entries: a plan
-    loads a dataset for its records and again for its kind (editing/profiles.py), from one
+    loads a dataset for its records and again for its kind (editing/settings/profiles.py), from one
     parse. The entries are shared: a converter reads them and never changes them."""
     return functools.cache(lambda path: read_entries(path))
 

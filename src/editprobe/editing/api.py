@@ -180,6 +180,6 @@ class Editor(ABC):
         return []
 
     def attach_target_cache(self, cache: Any) -> bool:
-        """Give the editor a target cache (editing/target_cache.py); False when it optimizes
+        """Give the editor a target cache (editing/lte/target_cache.py); False when it optimizes
         no target vectors and so has nothing to cache."""
         return False

@@ -10,10 +10,13 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import validation_message
 from .api import Editor
-from .engine import LTEEditor
+from .lte.engine import LTEEditor
 from .plugins import METHODS, register_method
-from . import methods, remedies, rledit  # noqa: F401  (register the built-in methods)
-from .hparams import HParamsError, available, hparams_path, load_hparams_file
+from .lte import methods  # noqa: F401  (register the built-in methods)
+from .finetune import ft  # noqa: F401
+from .incontext import ike  # noqa: F401
+from . import rledit  # noqa: F401
+from .settings.hparams import HParamsError, available, hparams_path, load_hparams_file
 
 __all__ = ["METHODS", "PRESERVE_PREVIOUS", "lte_methods", "make_editor", "method_class", "overrides_for",
            "register_method", "resolve_hparams"]

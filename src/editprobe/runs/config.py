@@ -47,7 +47,7 @@ def _known_dtype(v: str | None) -> str | None:
 
 
 def _known_profile(v: str | None) -> str | None:
-    from ..editing.profiles import check_profile_name
+    from ..editing.settings.profiles import check_profile_name
 
     return check_profile_name(v)
 
@@ -60,12 +60,12 @@ ProfileName = Annotated[str | None, AfterValidator(_known_profile)]
 
 class ProfileDefaults(BaseModel):
     """A job config with a ``profile`` field: the profile's run settings (e.g. the paper
-    profile's float32) fill the fields left unset (editing/profiles.py)."""
+    profile's float32) fill the fields left unset (editing/settings/profiles.py)."""
 
     @model_validator(mode="before")
     @classmethod
     def _profile_settings(cls, data: Any) -> Any:
-        from ..editing.profiles import with_profile_settings
+        from ..editing.settings.profiles import with_profile_settings
 
         return with_profile_settings(data)
 
@@ -83,7 +83,7 @@ class RunConfig(ProfileDefaults):
     out: Path = Path("runs/run")
     hparams: str | None = None  # model key, YAML or folder of <method>.yaml; None: the profile's or shipped file
     # A named set of hparams files with its run settings (e.g. "paper": the paper's §5.1
-    # settings, float32); an explicit ``hparams`` still wins (editing/profiles.py).
+    # settings, float32); an explicit ``hparams`` still wins (editing/settings/profiles.py).
     profile: ProfileName = None
     overrides: dict[str, Any] = Field(default_factory=dict)  # single hparams fields
     # A user YAML "template: negated", overrides the rules (docs/protocol.md#negating-a-template).
@@ -105,7 +105,7 @@ class RunConfig(ProfileDefaults):
     dtype: DType = None
     device: str | None = None
     # Read a batch's target vectors from the target cache when the same batch was optimized
-    # before on the same model state with the same settings (editing/target_cache.py); the
+    # before on the same model state with the same settings (editing/lte/target_cache.py); the
     # numbers are identical either way, so it is not part of the run's identity.
     target_cache: bool = True
     # The most tokens any query of a record may have (None: the model's context length, from

@@ -28,7 +28,7 @@ from ..data.options import dataset_notes, dataset_targets
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext
 from .advice import resume_advice
 from .config import RunConfig
-from ..editing.target_cache import use_target_cache
+from ..editing.lte.target_cache import use_target_cache
 from .plan import DatasetPlan, MethodPlan, RunPlan
 from .preflight import check_remote_requirements
 from .sequential import batch_seed, edit_sequentially, n_batches

@@ -2,7 +2,7 @@
 
 :meth:`RunPlan.build` is the plan of ``editprobe run``: it reads each dataset file once (its
 records and its kind from one parse), chooses and validates the hyperparameters of every
-(method, dataset) once (editing/profiles.py), builds each dataset's negation plan
+(method, dataset) once (editing/settings/profiles.py), builds each dataset's negation plan
 (data/negation_plan.py), resolves the probes and collects the warnings. It loads no model and
 touches no directory; the loop (loop.py) then resolves nothing.
 
@@ -32,7 +32,7 @@ from .preflight import check_datasets, check_model_and_device
 
 if TYPE_CHECKING:
     from ..editing.api import Editor
-    from ..editing.profiles import HParamsChoice
+    from ..editing.settings.profiles import HParamsChoice
     from .lengths import PromptLengths
 
 __all__ = ["DatasetPlan", "DatasetRecords", "HParamsSource", "Job", "MethodPlan", "RunPlan", "check_overrides",
@@ -69,7 +69,7 @@ def read_datasets(specs: Sequence[str], n: int | None, lengths: PromptLengths | 
                   ) -> tuple[dict[str, DatasetRecords], list[str]]:
     """Every dataset's records (``preflight.check_datasets``) and kind, each file parsed once;
     and the warnings about them."""
-    from ..editing.profiles import dataset_kind
+    from ..editing.settings.profiles import dataset_kind
 
     read = parse_once()
     records, warnings = check_datasets(specs, n, lengths, on_bad_record, options, read=read)
@@ -127,7 +127,7 @@ class MethodPlan:
         """The file ``method`` reads for ``source`` (a file tuned for the dataset's ``kind``,
         when shipped) and its hyperparameters with ``overrides``."""
         from ..editing import resolve_hparams
-        from ..editing.profiles import choose_hparams
+        from ..editing.settings.profiles import choose_hparams
         from ..editing.registry import method_class
 
         choice = choose_hparams(method, source.model, source.hparams, source.profile, kind=kind)
@@ -145,7 +145,7 @@ class MethodPlan:
 
 def choice_needs_kind(source: HParamsSource) -> bool:
     """Whether the hparams file depends on the dataset's kind: without ``hparams`` or
-    ``profile`` a file tuned for the kind wins (editing/profiles.py). A job chooses such a
+    ``profile`` a file tuned for the kind wins (editing/settings/profiles.py). A job chooses such a
     file once its datasets are read, any other first, so that a typo costs no dataset read."""
     return source.hparams is None and source.profile is None
 

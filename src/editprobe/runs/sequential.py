@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..editing.solvers import NumericalError
+from ..editing.lte.solvers import NumericalError
 from ..errors import EditFailedError, one_line
 
 # (batch index, the editor's report, seconds) after each batch

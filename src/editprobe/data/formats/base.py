@@ -35,7 +35,7 @@ class DatasetFormat:
       decides from the records (``"prob"`` when every one has a true object and no question
       prompt);
     - ``kind``: the kind of dataset a tuned hparams file is for
-      (``hparams/<method>/<model key>@<kind>.yaml``, editing/profiles.py); None: the name;
+      (``hparams/<method>/<model key>@<kind>.yaml``, editing/settings/profiles.py); None: the name;
     - ``has_locality``: whether its neighbourhood prompts are EasyEdit locality prompts,
       scored by agreement with the unedited model's tokens rather than against the
       dataset's answer.

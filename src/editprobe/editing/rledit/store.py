@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...errors import OutputError
 from ...paths import cache_dir
-from ..cache_entries import warn_damaged, warn_unwritten
+from ..lte.cache_entries import warn_damaged, warn_unwritten
 from .hypernet import Hypernetwork, HypernetError, RLEditSettings
 
 DEFAULT_DATA = ("counterfact-train",)
@@ -73,8 +73,8 @@ def cache_copy(net: Hypernetwork, path: Path, meta: dict, trained: Path) -> bool
 
 def default_hypernet(model, model_id: str | None) -> Hypernetwork:
     """The cached network of the model's default training; one line saying how to train it."""
-    from ..covariance import model_fingerprint
-    from ..keys_model import hparams_key
+    from ..lte.covariance import model_fingerprint
+    from ..settings.model_keys import hparams_key
     from .hypernet import resolve_settings
 
     try:
