@@ -1,0 +1,15 @@
+"""Deprecated alias: ``editprobe.editing.gram`` is now ``editprobe.editing.lte.gram``.
+
+This path keeps old imports working for a deprecation period: importing it gives the moved
+module itself (``sys.modules`` points the old name at it), so attributes, patches and
+identities are the moved module's.
+"""
+
+import sys
+import warnings
+
+from .lte import gram as _moved
+
+warnings.warn("editprobe.editing.gram is deprecated: import editprobe.editing.lte.gram",
+              DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = _moved

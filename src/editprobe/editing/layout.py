@@ -1,0 +1,15 @@
+"""Deprecated alias: ``editprobe.editing.layout`` is now ``editprobe.editing.lte.layout``.
+
+This path keeps old imports working for a deprecation period: importing it gives the moved
+module itself (``sys.modules`` points the old name at it), so attributes, patches and
+identities are the moved module's.
+"""
+
+import sys
+import warnings
+
+from .lte import layout as _moved
+
+warnings.warn("editprobe.editing.layout is deprecated: import editprobe.editing.lte.layout",
+              DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = _moved

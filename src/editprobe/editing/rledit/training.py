@@ -1,0 +1,15 @@
+"""Deprecated alias: ``editprobe.editing.rledit.training`` is now ``editprobe.editing.rledit.loop``.
+
+This path keeps old imports working for a deprecation period: importing it gives the moved
+module itself (``sys.modules`` points the old name at it), so attributes, patches and
+identities are the moved module's.
+"""
+
+import sys
+import warnings
+
+from . import loop as _moved
+
+warnings.warn("editprobe.editing.rledit.training is deprecated: import editprobe.editing.rledit.loop",
+              DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = _moved

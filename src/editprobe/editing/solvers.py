@@ -1,0 +1,15 @@
+"""Deprecated alias: ``editprobe.editing.solvers`` is now ``editprobe.editing.lte.solvers``.
+
+This path keeps old imports working for a deprecation period: importing it gives the moved
+module itself (``sys.modules`` points the old name at it), so attributes, patches and
+identities are the moved module's.
+"""
+
+import sys
+import warnings
+
+from .lte import solvers as _moved
+
+warnings.warn("editprobe.editing.solvers is deprecated: import editprobe.editing.lte.solvers",
+              DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = _moved

@@ -1,0 +1,15 @@
+"""Deprecated alias: ``editprobe.runs.train_job`` is now ``editprobe.jobs.train_rledit``.
+
+This path keeps old imports working for a deprecation period: importing it gives the moved
+module itself (``sys.modules`` points the old name at it), so attributes, patches and
+identities are the moved module's.
+"""
+
+import sys
+import warnings
+
+from ..jobs import train_rledit as _moved
+
+warnings.warn("editprobe.runs.train_job is deprecated: import editprobe.jobs.train_rledit",
+              DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = _moved
