@@ -36,6 +36,7 @@ FLOORS = [
     {"models"},  # may read a corpus (the tiny models' C0 text); data never imports models
     {"editing", "probes"},
     {"runs"},
+    {"studies", "jobs"},  # the other commands' rooms, above the experiment and its kit
     {"analysis", "report"},
     {"cli"},
     {"__main__"},

@@ -3,7 +3,7 @@
 The hand computation is plain torch outside TrainingRun: per batch, the shifts are computed
 with their graph, put into the model through ``torch.func.functional_call`` and the loss is
 back-propagated by autograd straight into the hypernetwork (not through the decomposed
-backward of train.py); the L2 term on the shifts is added to the loss as RLEdit's code adds
+backward of editing/rledit/objective.py); the L2 term on the shifts is added to the loss as RLEdit's code adds
 it (from shifts without a gradient) or, for ``summed``, with its gradient; the accumulated
 gradient is clipped with ``clip_grad_norm_`` after every batch (reference) or once before
 the optimizer step (summed); Adam's update is written out. TrainingRun must give the same

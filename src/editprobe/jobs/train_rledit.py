@@ -2,7 +2,7 @@
 share no subject and no prompt with the evaluation data, with checkpoints and ``--resume``.
 
 OUT/config.json    what identifies the training (a resume must match it)
-OUT/checkpoint/    the latest training checkpoint (training.py)
+OUT/checkpoint/    the latest training checkpoint (editing/rledit/loop.py)
 OUT/hypernet/      the trained hypernetwork (safetensors + JSON), written at the end
 OUT/training.json  records used and dropped, settings, losses per step, seconds
 

@@ -9,7 +9,6 @@ from .config import RunConfig, RunConfigError, dataset_key
 from .loop import Experiment, run_experiment
 from .plan import RunPlan
 from .store import RunDir, RunExistsError, read_samples, read_summary
-from ..studies.backends import local as study_local, ray as study_ray  # noqa: E402,F401,I001  (register the built-in study backends)  isort: skip
 
 __all__ = ["Experiment", "RunConfig", "RunConfigError", "RunDir", "RunExistsError", "RunPlan", "dataset_key",
            "read_samples", "read_summary", "run_experiment"]
