@@ -8,6 +8,7 @@ unlocked; the next command works. ``tune`` keeps the best of the trials that fin
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +22,16 @@ from test_runs_helpers import comparable, subprocess_env
 from test_tune import _counterfact_file
 
 from editprobe.workdir import WorkDir
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_python():
+    """Python's own SIGINT handler for each test, whatever the test run inherited: a shell
+    starts a background job (``make test &``) with SIGINT ignored, and an ignored SIGINT is
+    inherited by the CLI subprocesses too, so no Ctrl-C would ever arrive."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 INTERRUPTED = "error: interrupted"
 
