@@ -54,7 +54,8 @@ def test_factcheck_table(tmp_path):
     assert df.iloc[0]["Acc"] == 91.1 and pd.isna(df.iloc[0]["Eff"])
     assert (df.iloc[1]["Eff"], df.iloc[1]["Acc"], df.iloc[1]["n"]) == (98.2, 64.6, 80)
     md = to_markdown(df)
-    assert "| m | mcf | No edit | – | 91.1 | 90 | – |" in md  # n stays an integer, missing is "–"
+    # n stays an integer, missing is "–"; a summary written before intervals has none: "[–]"
+    assert "| m | mcf | No edit | – | 91.1 [–] | 90 | – |" in md
 
 
 def test_ablation_only_when_runs_differ_in_preserve_previous(tmp_path):
@@ -70,7 +71,7 @@ def test_latex_escapes_and_marks_missing(tmp_path):
     df = negation_table(load_summaries([_write(tmp_path, "a", _summary(True, model="my_model"))]))
     tex = to_latex(df, "Negation (%)")
     assert r"my\_model" in tex and r"PP$-$PN" in tex and r"\caption{Negation (\%)}" in tex
-    assert "No edit & 100.0 & 15.4 & -- &" in tex
+    assert "No edit & 100.0 [--] & 15.4 [--] & -- &" in tex
     assert tex.count(r"\\") == 1 + len(df)  # header + one line per row
 
 

@@ -41,7 +41,7 @@ def test_schema_0_is_read_as_it_was(tmp_path):
     assert fc.loc[0, "Acc"] == 50.0 and fc.loc[1, "Acc"] == 33.3 and fc.loc[1, "n"] == 3
     result = invoke(["report", str(tmp_path / "run"), "--out", str(tmp_path / "tables")])
     assert result.exit_code == 0, result.output
-    assert "| memit | 100.0 | 75.0 |" in result.stdout
+    assert "| memit | 100.0 [–] | 75.0 [–] |" in result.stdout  # schema 0 has no intervals
 
 
 def test_a_newer_schema_is_refused_with_one_line(tmp_path):

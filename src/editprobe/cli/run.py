@@ -80,20 +80,24 @@ def run(
     typer.echo(f"results in {cfg.out} (summary.json, samples.jsonl); tables: editprobe report {cfg.out}")
 
 
-def _shown(value) -> str:
-    return "–" if value is None else f"{value}"
+def _metric(metric) -> str:
+    """A metric as every output shows it: ``97.0 [93.1, 99.4]`` (docs/statistics.md)."""
+    from ..probes.intervals import shown
+
+    return "–" if metric is None else shown(metric.value, metric.lo, metric.hi, "{}")
 
 
 def result_line(r) -> str:
     """One line per method and dataset: the negation row, fact-checking, the classic metrics."""
     parts = [f"{r.dataset} {r.method}:"]
     if "negation" in r.probes:
-        parts.append(" ".join(f"{k} {_shown(r.value('negation', k))}" for k in ("PP", "PN", "NN", "NP", "Avg")))
+        neg = r.probes["negation"].metrics
+        parts.append(" ".join(f"{k} {_metric(neg.get(k))}" for k in ("PP", "PN", "NN", "NP", "Avg")))
     if "factcheck" in r.probes:
         fc = r.probes["factcheck"]
         n = fc.metrics["Acc"].n if "Acc" in fc.metrics else None
-        parts.append(f"| fact-check Eff {_shown(fc.value('Eff'))} Acc {_shown(fc.value('Acc'))} (n={n})")
-    classic = [f"{name} {key} {_shown(m.value)}" for name, o in r.probes.items() if o.table == "classic"
+        parts.append(f"| fact-check Eff {_metric(fc.metrics.get('Eff'))} Acc {_metric(fc.metrics.get('Acc'))} (n={n})")
+    classic = [f"{name} {key} {_metric(m)}" for name, o in r.probes.items() if o.table == "classic"
                for key, m in o.metrics.items()]
     if classic:
         parts.append("| " + ", ".join(classic))

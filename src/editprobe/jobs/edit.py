@@ -150,7 +150,7 @@ class EditJob:
             "model_dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
             "c0": provenance["c0"],
             "metric": FAST_LABEL, "efficacy_before": 100 * sum(before) / len(before),
-            "efficacy_after": 100 * sum(after) / len(after), "batches": reports,
+            "efficacy_after": 100 * sum(after) / len(after), **efficacy_intervals(before, after), "batches": reports,
             "target_cache": cache.stats.as_dict() if cache is not None else None,
         }
         self._write_result(editor, report)
@@ -176,3 +176,16 @@ class EditJob:
             reason = exc.strerror or type(exc).__name__
             raise OutputError(f"--out {self.config.out}: cannot write: {reason}; nothing was written", reason) from None
         self._work.warn_foreign()
+
+
+def efficacy_intervals(before: list[bool], after: list[bool]) -> dict[str, Any]:
+    """The 95% intervals of the edit report (docs/statistics.md): Wilson for efficacy before and
+    after, the paired bootstrap (the same records drawn for both) for the change."""
+    from ..probes.intervals import paired, settings, wilson
+
+    per_record = {"before": {str(i): float(x) for i, x in enumerate(before)},
+                  "after": {str(i): float(x) for i, x in enumerate(after)}}
+    return {"efficacy_before_interval": wilson(sum(before), len(before)),
+            "efficacy_after_interval": wilson(sum(after), len(after)),
+            "efficacy_change_interval": paired(per_record, lambda m: m["after"] - m["before"]),
+            "intervals": settings()}

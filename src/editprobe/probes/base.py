@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from ..data.transform import IDENTITY, PromptTransform
 from ..errors import UserError
 from ..registry import Registry
+from .intervals import bootstrap, wilson
 from .results import Score
 
 Stage = Literal["baseline", "positive", "negative"]
@@ -51,26 +52,33 @@ FREE_GENERATION = "free generation"
 
 
 class Metric(BaseModel):
-    """One number with what it means: its protocol label, its count, its direction."""
+    """One number with what it means: its protocol label, its count, its direction, and its
+    95% interval ``lo``..``hi`` (None where none is computed: docs/statistics.md)."""
 
     model_config = ConfigDict(frozen=True)
 
     value: float | None  # as reported: percentages with one decimal
     n: int | None = None  # how many samples (or records) it averages
+    lo: float | None = None
+    hi: float | None = None
     label: str
     unit: str = "%"
     higher_is_better: bool | None = None
 
     @classmethod
     def of_score(cls, score: Score, higher_is_better: bool | None = None) -> "Metric":
-        return cls(value=score.value, n=score.n, label=score.label, higher_is_better=higher_is_better)
+        """A proportion hits/n with its Wilson interval."""
+        lo, hi = wilson(score.hits, score.n) or (None, None)
+        return cls(value=score.value, n=score.n, label=score.label, higher_is_better=higher_is_better, lo=lo, hi=hi)
 
     @classmethod
     def mean(cls, values: list[float], label: str, unit: str = "%", scale: float = 100.0,
              higher_is_better: bool | None = True, digits: int = 1) -> "Metric":
-        """The mean of per-item values (×``scale``), None when there are none."""
+        """The mean of per-item values (×``scale``), None when there are none, with its
+        bootstrap interval over the items."""
         value = round(scale * sum(values) / len(values), digits) if values else None
-        return cls(value=value, n=len(values), label=label, unit=unit, higher_is_better=higher_is_better)
+        lo, hi = bootstrap(values, scale, digits) or (None, None)
+        return cls(value=value, n=len(values), label=label, unit=unit, higher_is_better=higher_is_better, lo=lo, hi=hi)
 
 
 class ProbeOutcome(BaseModel):

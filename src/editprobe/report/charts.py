@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .cells import bounds
 from .tables import SETTINGS
 
 # Okabe–Ito colours: distinguishable under the common colour-vision deficiencies.
@@ -55,9 +56,11 @@ def grouped_bars(
     title: str,
     ylabel: str = "%",
     ymax: float = 100.0,
+    errors: Sequence[Sequence[Any]] | None = None,
 ) -> Figure:
     """Bars of ``values[g][s]`` (group g, series s); a missing value draws no bar (and is
-    labelled "–" so that an absent bar is not read as 0)."""
+    labelled "–" so that an absent bar is not read as 0). ``errors[g][s]``: the bar's 95%
+    interval (lo, hi) drawn as an error bar, or None for none."""
     n_series = max(len(series), 1)
     width = 0.8 / n_series
     fig = Figure(figsize=(max(4.8, 1.2 + 0.3 * len(groups) * n_series), 3.4), layout="constrained")
@@ -68,6 +71,7 @@ def grouped_bars(
         ys = [float("nan") if _missing(row[j]) else float(row[j]) for row in values]
         bars = ax.bar(xs, [0.0 if math.isnan(y) else y for y in ys], width * 0.95,
                       color=_COLOURS[j % len(_COLOURS)])
+        _error_bars(ax, xs, ys, [row[j] for row in errors] if errors else [])
         for bar, y in zip(bars, ys):
             bar.set_visible(not math.isnan(y))
             at = (bar.get_x() + bar.get_width() / 2, 0.0 if math.isnan(y) else y)
@@ -88,6 +92,26 @@ def grouped_bars(
     return fig
 
 
+def _error_bars(ax, xs: Sequence[float], ys: Sequence[float], intervals: Sequence[Any]) -> None:
+    """A black whisker from lo to hi on each bar that has a value and an interval."""
+    points = [(x, y, iv) for x, y, iv in zip(xs, ys, intervals) if not math.isnan(y) and iv is not None
+              and not _missing(iv[0]) and not _missing(iv[1])]
+    if points:
+        ax.errorbar([x for x, _, _ in points], [y for _, y, _ in points],
+                    yerr=[[max(y - iv[0], 0.0) for _, y, iv in points], [max(iv[1] - y, 0.0) for _, y, iv in points]],
+                    fmt="none", ecolor="#222222", elinewidth=0.8, capsize=2)
+
+
+def _intervals(df: pd.DataFrame, rows: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
+    """Each row's (lo, hi) per column (``rows`` keep their position in ``df`` as index)."""
+    positions = {label: i for i, label in enumerate(df.index)}
+    out = []
+    for label in rows.index:
+        found = [bounds(df, c, positions[label]) for c in columns]
+        out.append([None if b is None else (b[0], b[1]) for b in found])
+    return out
+
+
 def _per_model_dataset(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, rows) per (model, dataset), in first-seen order; the model is named only when
     the report holds several."""
@@ -99,8 +123,8 @@ def _per_model_dataset(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _render(kind: str, title: str, alt: str, groups: list[str], series: Sequence[str],
-            values: list[list[Any]]) -> Chart:
-    fig = grouped_bars(groups, series, values, title)
+            values: list[list[Any]], errors: list[list[Any]] | None = None) -> Chart:
+    fig = grouped_bars(groups, series, values, title, errors=errors)
     return Chart(kind=kind, title=title, alt=alt, data_uri=_png_data_uri(fig))
 
 
@@ -110,8 +134,9 @@ def negation_charts(negation: pd.DataFrame) -> list[Chart]:
     for name, rows in _per_model_dataset(negation):
         title = f"Exact match (%) on positive and negated queries: {name}"
         values = [[row[s] for s in SETTINGS] for _, row in rows.iterrows()]
-        charts.append(_render("negation", title, f"Bar chart of PP, PN, NN, NP per method for {name}",
-                              [str(m) for m in rows["Method"]], SETTINGS, values))
+        charts.append(_render("negation", title, f"Bar chart of PP, PN, NN, NP per method for {name}, with 95% "
+                              "intervals", [str(m) for m in rows["Method"]], SETTINGS, values,
+                              _intervals(negation, rows, SETTINGS)))
     return charts
 
 
@@ -121,6 +146,7 @@ def factcheck_charts(factcheck: pd.DataFrame) -> list[Chart]:
     for name, rows in _per_model_dataset(factcheck):
         title = f"Efficacy (Eff) vs fact-check accuracy (Acc), %: {name}"
         values = [[row["Eff"], row["Acc"]] for _, row in rows.iterrows()]
-        charts.append(_render("factcheck", title, f"Bar chart of Eff and Acc per method for {name}",
-                              [str(m) for m in rows["Method"]], ("Eff", "Acc"), values))
+        charts.append(_render("factcheck", title, f"Bar chart of Eff and Acc per method for {name}, with 95% "
+                              "intervals", [str(m) for m in rows["Method"]], ("Eff", "Acc"), values,
+                              _intervals(factcheck, rows, ("Eff", "Acc"))))
     return charts

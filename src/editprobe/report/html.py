@@ -26,6 +26,7 @@ from ..jsontext import finite
 from ..paths import write_text_atomic
 from ..runs.store import SAMPLES, SUMMARY, read_samples
 from ..runs.summary import RunSummary
+from .cells import text_rows
 from .tables import NO_EDIT, all_tables, factcheck_table, negation_table
 from ..errors import UserError
 
@@ -119,8 +120,9 @@ def _kv_table(pairs: Iterable[tuple[str, Any]]) -> str:
 
 
 def _df_table(df: pd.DataFrame, name: str) -> str:
-    html = df.to_html(index=False, border=0, na_rep="–", float_format=lambda v: f"{v:.1f}", escape=True,
-                      classes=["ep-table", f"ep-{name}"], table_id=f"ep-table-{name}")
+    shown = pd.DataFrame(text_rows(df), columns=df.columns)  # "97.0 [93.1, 99.4]", as in every output
+    html = shown.to_html(index=False, border=0, escape=True, classes=["ep-table", f"ep-{name}"],
+                         table_id=f"ep-table-{name}")
     return f'<div class="table-wrap">{_mark_no_edit(html)}</div>'
 
 
@@ -162,7 +164,8 @@ def _tables_section(summaries: Sequence[RunSummary]) -> str:
         if legend:
             items = "".join(f"<li><strong>{escape(c)}</strong>: {escape(label)}</li>" for c, label in legend.items())
             parts.append(f'<ul class="legend ep-legend-{name}">{items}</ul>')
-    parts.append('<p class="note">– = not applicable or not computed (never 0).</p></section>')
+    parts.append('<p class="note">– = not applicable or not computed (never 0). A metric reads '
+                 '“value [low, high]”: its 95% interval (docs/statistics.md); [–]: none was computed.</p></section>')
     return "".join(parts)
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..paths import write_text_atomic
 from ..probes.base import ProbeOutcome
+from .cells import INTERVALS, csv_frame, split_metrics, text_rows
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
@@ -30,7 +31,8 @@ FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
 ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
 CLASSIC_KEYS = ("Model", "Dataset", "Method")
 COST_COLUMNS = ("Model", "Dataset", "Method", "edit s/request", "negation probe ms/query")
-SETTINGS_COLUMNS = ("Model", "Dataset", "Method", "dtype", "C0 corpus", "C0 documents", "hparams file", "chosen by")
+SETTINGS_COLUMNS = ("Model", "Dataset", "Method", "dtype", "C0 corpus", "C0 documents", "hparams file", "chosen by",
+                    "intervals")
 NO_EDIT = "No edit"
 # Where LaTeX says it better than the escaped text: the preserved keys K_p K_pᵀ as math.
 LATEX_HEADERS = {"K_p": r"$K_p$"}
@@ -69,7 +71,8 @@ def _no_edit_rows(summaries: Sequence[RunSummary], fields) -> list[dict[str, Any
 
 
 def _values(outcome: ProbeOutcome | None, keys: Sequence[str], columns: Sequence[str] | None = None) -> dict[str, Any]:
-    return {c: (outcome.value(k) if outcome else None) for k, c in zip(keys, columns or keys)}
+    """The metrics as cells (a Metric: its value, with its interval beside it in the table)."""
+    return {c: (outcome.metrics.get(k) if outcome else None) for k, c in zip(keys, columns or keys)}
 
 
 def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
@@ -95,8 +98,7 @@ def _factcheck_values(outcome: ProbeOutcome | None) -> dict[str, Any] | None:
     if outcome is None:
         return None
     acc = outcome.metrics.get("Acc")
-    return {"Eff": outcome.value("Eff"), "Acc": outcome.value("Acc"), "n": acc.n if acc else None,
-            "Control": outcome.value("Control")}
+    return {**_values(outcome, ("Eff", "Acc")), "n": acc.n if acc else None, **_values(outcome, ("Control",))}
 
 
 def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
@@ -128,8 +130,8 @@ def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
              **_values(r.probes.get("negation"), ("PP", "PN", "NN", "NP", "PP-PN", "Avg"),
                        ("PP", "PN", "NN", "NP", "PP−PN", "Avg"))}
             for s in summaries for r in s.results if len(values.get((s.model, r.dataset, _method_label(r, False)), ())) == 2]
-    df = _ordered(rows, ABLATION_COLUMNS)
-    return df.sort_values(["Model", "Dataset", "Method", "K_p"], kind="stable").reset_index(drop=True)
+    rows.sort(key=lambda row: (row["Model"], row["Dataset"], row["Method"], row["K_p"]))  # stable
+    return _ordered(rows, ABLATION_COLUMNS)
 
 
 def _classic_cells(outcomes: dict[str, ProbeOutcome], legend: dict[str, str]) -> dict[str, Any]:
@@ -139,7 +141,7 @@ def _classic_cells(outcomes: dict[str, ProbeOutcome], legend: dict[str, str]) ->
             continue
         for key, metric in outcome.metrics.items():
             column = f"{name} {key}"
-            cells[column] = metric.value
+            cells[column] = metric
             legend.setdefault(column, f"{metric.label} ({metric.unit})")
     return cells
 
@@ -188,10 +190,18 @@ def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
                          "dtype": s.model_dtype, "C0 corpus": _c0_corpus(c0), "C0 documents": _c0_documents(r.c0),
                          "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by"),
-                         "targets": _targets(s, r.dataset)})
+                         "intervals": _interval_settings(s), "targets": _targets(s, r.dataset)})
     # Only a report with zsRE rows says what they were edited toward.
     columns = SETTINGS_COLUMNS + (("targets",) if any(row["targets"] for row in rows) else ())
     return _ordered(rows, columns)
+
+
+def _interval_settings(summary: RunSummary) -> str | None:
+    """How the row's intervals were drawn (None: a summary written before intervals)."""
+    drawn = summary.intervals
+    if not drawn:
+        return None
+    return f"95% bootstrap, seed {drawn.get('seed')}, {drawn.get('resamples')} resamples; Wilson for proportions"
 
 
 def _targets(summary: RunSummary, dataset: str) -> str | None:
@@ -244,8 +254,10 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
 
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     # An infinity (in a summary written before non-finite numbers became null) is no number either.
+    rows, intervals = split_metrics(rows)
     rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
     df = pd.DataFrame(rows, columns=list(columns))
+    df.attrs[INTERVALS] = {c: v for c, v in intervals.items() if c in df.columns}
     if "n" in df.columns:  # counts stay integers even where a row has none
         df["n"] = df["n"].astype("Int64")
     return df
@@ -255,20 +267,12 @@ def _numeric(df: pd.DataFrame, column: str) -> bool:
     return pd.api.types.is_numeric_dtype(df[column])
 
 
-# --- rendering ------------------------------------------------------------------------------
-def _cell(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"  # not applicable / not computed (or not finite), never 0
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    return str(value)
-
-
+# --- rendering: every cell as cells.py writes it (a metric: "97.0 [93.1, 99.4]") ------------
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (own writer: pandas needs the optional tabulate for this)."""
     header = "| " + " | ".join(df.columns) + " |"
     align = "|" + "|".join("---:" if _numeric(df, c) else "---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(row) + " |" for row in text_rows(df)]
     return "\n".join([header, align, *body]) + "\n"
 
 
@@ -278,8 +282,7 @@ def to_latex(df: pd.DataFrame, caption: str, legend: dict[str, str] | None = Non
     character escaped, symbols as LaTeX: :mod:`editprobe.report.latex`); ``legend`` below it.
     Own writer, so the output does not depend on pandas' Styler."""
     spec = "".join("r" if _numeric(df, c) else "l" for c in df.columns)
-    rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
-    return tabular_table(list(df.columns), rows, spec, caption, legend, caption_tex, LATEX_HEADERS)
+    return tabular_table(list(df.columns), text_rows(df), spec, caption, legend, caption_tex, LATEX_HEADERS)
 
 
 def legend_markdown(legend: dict[str, str]) -> str:
@@ -320,7 +323,7 @@ def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
         for name, caption, df, legend in tables:
             md = to_markdown(df) + (f"\n{legend_markdown(legend)}" if legend else "")
             write_text_atomic(work.root / f"{name}.md", md)
-            write_text_atomic(work.root / f"{name}.csv", df.to_csv(index=False, na_rep=""))
+            write_text_atomic(work.root / f"{name}.csv", csv_frame(df).to_csv(index=False, na_rep=""))
             write_text_atomic(work.root / f"{name}.tex", to_latex(df, caption, legend, LATEX_CAPTIONS.get(name)))
             parts.append(f"### {caption}\n\n{md}")
     return "\n".join(parts)

@@ -33,6 +33,7 @@ from .plan import DatasetPlan, MethodPlan, RunPlan
 from .preflight import check_remote_requirements
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
+from ..probes.intervals import settings as interval_settings
 from .summary import SCHEMA_VERSION, DatasetSummary, ResultRow, RunSummary
 
 __all__ = ["Experiment", "batch_seed", "run_experiment"]
@@ -119,6 +120,7 @@ class Experiment:
             versions=package_versions(), datasets=datasets, results=results,
             timings={"batches": self.dir.progress()["timings"], "probes": self._probe_seconds,
                      "total_s": time.perf_counter() - started},
+            intervals=interval_settings(),
         )
         self.dir.finish(summary.model_dump(mode="json"), samples)
         return summary

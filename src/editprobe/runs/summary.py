@@ -2,7 +2,9 @@
 
 Schema 1: every table row is a set of probe outcomes (``probes: {name: ProbeOutcome}``),
 for each method (``results``) and for the unedited model (``datasets[...].no_edit``).
-Schema 0 (summaries written before probes were plug-ins, with no ``schema_version``) is
+Schema 2 adds each metric's 95% interval (``lo``, ``hi``) and how the intervals were drawn
+(``intervals``: bootstrap seed, resamples, level); schema 1 is the same without them (its
+intervals read as missing: "–"). Schema 0 (summaries written before probes were plug-ins, with no ``schema_version``) is
 read by converting its fixed ``negation``/``factcheck`` fields; a newer schema is refused.
 """
 
@@ -15,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import UserError, validation_message
 from ..probes.base import Metric, ProbeOutcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE = (0, 1, 2)  # 1: no intervals (Metric.lo/hi default None, intervals None)
 
 
 class SummaryError(UserError, ValueError):
@@ -72,6 +75,8 @@ class RunSummary(BaseModel):
     datasets: dict[str, DatasetSummary]
     results: list[ResultRow]
     timings: dict[str, Any] = Field(default_factory=dict)
+    # How the metrics' intervals were drawn (probes/intervals.py settings()); None before schema 2.
+    intervals: dict[str, Any] | None = None
 
     @property
     def model(self) -> str:
@@ -128,7 +133,7 @@ def parse_summary(raw: Any, where: str = "summary.json") -> RunSummary:
     version = raw.get("schema_version", 0)
     if version == 0:
         raw = _from_v0(raw)
-    elif version != SCHEMA_VERSION:
+    elif version not in READABLE:
         raise SummaryError(f"{where}: summary schema {version} is newer than this editprobe reads "
                            f"(0..{SCHEMA_VERSION}); upgrade editprobe to read it")
     try:

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..exact import exact_match_batch
-from ..factcheck import FactCheckReply, ask_records, fact_check_result
+from ..factcheck import FactCheckReply, FactCheckResult, ask_records, fact_check_result
+from ..intervals import bootstrap, wilson
 from ..registry import FACTCHECK_ACCURACY, FACTCHECK_CONTROL, FACTCHECK_NO_EDIT, NO_EDIT_PP
 
 BALANCED_LABEL = ("fact-check via chat template; mean of 'true' to the o* statement and 'false' to the o statement "
@@ -33,6 +34,15 @@ def _row(setting: str, edited_with: str, r: FactCheckReply) -> dict[str, Any]:
     return {"edited_with": edited_with, "record_id": r.record_id, "setting": setting, "probe": setting,
             "query": r.statement, "expected": "true", "generated": r.generated, "answer": r.answer,
             "match": r.answer == "true"}
+
+
+def _balanced(result: FactCheckResult) -> Metric:
+    """The balanced accuracy with its bootstrap interval: per record, the mean of 'true' to
+    o* and 'false' to o (both answers of one record drawn together)."""
+    per_record = [((s.after == "true") + (s.control == "false")) / 2 for s in result.samples
+                  if s.included and s.control is not None]
+    lo, hi = bootstrap(per_record) or (None, None)
+    return Metric(value=result.balanced_accuracy, label=BALANCED_LABEL, higher_is_better=True, lo=lo, hi=hi)
 
 
 @register_probe
@@ -69,11 +79,12 @@ class FactCheckProbe(Probe):
         known = set(baseline["known"])
         kept = [r for r in replies if r.record_id in known]
         hits = sum(r.answer == "true" for r in kept)
+        lo, hi = wilson(hits, len(kept)) or (None, None)
         metrics = {
             "Eff": Metric(value=100.0 if kept else None, n=len(kept), label=NO_EDIT_PP.label, higher_is_better=True),
             "Acc": Metric(value=round(100.0 * hits / len(kept), 1) if kept else None, n=len(kept),
                           label=FACTCHECK_NO_EDIT.label + "; restricted to the records whose old object the unedited "
-                                "model exact-matches", higher_is_better=True),
+                                "model exact-matches", higher_is_better=True, lo=lo, hi=hi),
         }
         counts: dict[str, int] = {}
         for r in kept:
@@ -90,12 +101,17 @@ class FactCheckProbe(Probe):
                                    control=_replies(after["control"]), config=ctx.config.factcheck)
         eff_label = (OWN_EFF_LABEL if own_eff is not None else
                      negation.metrics["PP"].label if negation and "PP" in negation.metrics else NO_EDIT_PP.label)
+        # Eff read from the negation probe's PP carries PP's interval; the own Eff (a stored
+        # rounded share) has none.
+        pp = negation.metrics.get("PP") if negation is not None and own_eff is None else None
+        control = result.control_score
         metrics = {
-            "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True),
+            "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True,
+                          lo=pp.lo if pp else None, hi=pp.hi if pp else None),
             "Acc": Metric.of_score(result.accuracy_score, True),
-            "Control": Metric(value=result.control, n=result.control_score.n if result.control_score else None,
-                              label=FACTCHECK_CONTROL.label),
-            "Balanced": Metric(value=result.balanced_accuracy, label=BALANCED_LABEL, higher_is_better=True),
+            "Control": Metric.of_score(control) if control is not None else Metric(value=None,
+                                                                                  label=FACTCHECK_CONTROL.label),
+            "Balanced": _balanced(result),
         }
         rows = [_row("factcheck-after", "positive", r) for r in _replies(after["after"])]
         rows += [_row("factcheck-control", "positive", r) for r in _replies(after["control"])]

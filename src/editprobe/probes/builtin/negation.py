@@ -7,6 +7,7 @@ from typing import Any
 
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..baseline import NoEditBaseline, no_edit_baseline
+from ..intervals import paired
 from ..negation import NegationRun, negation_scores, score_negation_run
 from ..registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, NO_EDIT_PN, NO_EDIT_PP
 
@@ -14,21 +15,47 @@ SETTINGS = ("PP", "PN", "NN", "NP")
 DISCREPANCIES = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
 
 
-def discrepancy_metrics(values: dict[str, float | None], exact: dict[str, float | None]) -> dict[str, Metric]:
+def discrepancy_metrics(values: dict[str, float | None], exact: dict[str, float | None],
+                        per_record: dict[str, dict[str, float]] | None = None) -> dict[str, Metric]:
     """The four differences that both sides exist for, and Avg = the mean of those that do
-    (the paper's No-edit rows print PP−PN = Avg)."""
+    (the paper's No-edit rows print PP−PN = Avg). With ``per_record`` (setting -> record id
+    -> 0/1), each gets its paired bootstrap interval: the records drawn once for both sides."""
     out: dict[str, Metric] = {}
-    diffs = []
+    diffs, pairs = [], []
     for key in DISCREPANCIES:
         a, b = key.split("-")
         if exact.get(a) is None or exact.get(b) is None:
             continue
         d = exact[a] - exact[b]  # type: ignore[operator]
         diffs.append(d)
-        out[key] = Metric(value=round(d, 1), label=NEGATION_DISCREPANCY.label, unit="points", higher_is_better=True)
+        pairs.append((a, b))
+        lo, hi = _paired(per_record, [(a, b)])
+        out[key] = Metric(value=round(d, 1), label=NEGATION_DISCREPANCY.label, unit="points", higher_is_better=True,
+                          lo=lo, hi=hi)
     if diffs:
+        lo, hi = _paired(per_record, pairs)
         out["Avg"] = Metric(value=round(sum(diffs) / len(diffs), 1), n=len(diffs), label=NEGATION_DISCREPANCY.label,
-                            unit="points", higher_is_better=True)
+                            unit="points", higher_is_better=True, lo=lo, hi=hi)
+    return out
+
+
+def _paired(per_record: dict[str, dict[str, float]] | None, pairs: list[tuple[str, str]]
+            ) -> tuple[float | None, float | None]:
+    """The paired bootstrap interval of the mean of the differences ``a − b`` over ``pairs``."""
+    if not per_record or any(s not in per_record for pair in pairs for s in pair):
+        return None, None
+    used = {s for pair in pairs for s in pair}
+    found = paired({s: per_record[s] for s in used}, lambda m: sum(m[a] - m[b] for a, b in pairs) / len(pairs))
+    return found or (None, None)
+
+
+def _matches(samples, settings: dict[str, str]) -> dict[str, dict[str, float]]:
+    """setting -> record id -> 1.0/0.0 (exact match) from scored samples; ``settings`` maps a
+    sample's setting to the name it is reported under."""
+    out: dict[str, dict[str, float]] = {}
+    for sample in samples:
+        if sample.setting in settings:
+            out.setdefault(settings[sample.setting], {})[sample.record_id] = float(sample.match)
     return out
 
 
@@ -50,8 +77,12 @@ class NegationProbe(Probe):
         rows = [{"edited_with": "none", **s.model_dump(mode="json")} for s in base.samples]
         metrics: dict[str, Metric] = {}
         if base.available:
-            metrics = {"PP": Metric.of_score(base.pp, True), "PN": Metric.of_score(base.pn, False)}
-            metrics.update(discrepancy_metrics({}, {"PP": base.pp.exact, "PN": base.pn.exact}))
+            # PP is 100 by construction (the records the model knows): no interval to give.
+            pp = Metric.of_score(base.pp, True).model_copy(update={"lo": None, "hi": None})
+            metrics = {"PP": pp, "PN": Metric.of_score(base.pn, False)}
+            known = _matches(base.samples, {"no-edit-P": "PP", "no-edit-N": "PN"})
+            known["PP"] = {rid: 1.0 for rid, hit in known.get("PP", {}).items() if hit}
+            metrics.update(discrepancy_metrics({}, {"PP": base.pp.exact, "PN": base.pn.exact}, known))
         return self.outcome(metrics, available=base.available, note=base.note, n_known=base.pp.n,
                             known=base.known.model_dump(), skipped=base.skipped,
                             labels={"PP": NO_EDIT_PP.label, "PN": NO_EDIT_PN.label}), rows
@@ -60,7 +91,8 @@ class NegationProbe(Probe):
         runs = {kind: NegationRun.model_validate(states[kind]) for kind in ("positive", "negative") if kind in states}
         scores = negation_scores(ctx.plan, runs.get("positive"), runs.get("negative"))
         metrics = {k: Metric.of_score(s, NEGATION_SETTINGS[k].higher_is_better) for k, s in scores.settings.items()}
-        metrics.update(discrepancy_metrics({}, {k: s.exact for k, s in scores.settings.items()}))
+        per_record = _matches(scores.samples, {k: k for k in SETTINGS})
+        metrics.update(discrepancy_metrics({}, {k: s.exact for k, s in scores.settings.items()}, per_record))
         rows = [{"edited_with": run.edited_with, **s.model_dump(mode="json")} for run in runs.values()
                 for s in run.samples]
         return self.outcome(metrics, counts={k: [s.hits, s.n] for k, s in scores.settings.items()},

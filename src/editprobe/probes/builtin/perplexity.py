@@ -3,7 +3,8 @@
 The held-out text is the built-in ``wikitext-heldout`` corpus: the last paragraphs of the
 WikiText-2 sample, which the built-in covariance corpus (``wikitext-sample``) leaves out,
 so no edit's C0 has seen them. Perplexity = exp(mean token NLL) over the first ``DOCS``
-documents, each cut at ``MAX_TOKENS`` tokens (token-weighted, BOS not scored)."""
+documents, each cut at ``MAX_TOKENS`` tokens (token-weighted, BOS not scored). A corpus-level
+figure: the stage stores the pooled NLL only, so it has no interval (docs/statistics.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ MAX_TOKENS = 128
 BATCH = 8
 PPL_BUDGET = 1024  # padded tokens per forward: every position's logits are kept
 LABEL = (f"exp(mean token NLL) of the unedited/edited model on {DOCS} held-out WikiText-2 paragraphs (the "
-         f"'{CORPUS}' corpus, disjoint from the C0 corpus), each cut at {MAX_TOKENS} tokens; lower is better")
+         f"'{CORPUS}' corpus, disjoint from the C0 corpus), each cut at {MAX_TOKENS} tokens; lower is better; corpus-level: no interval")
 
 
 @torch.no_grad()
