@@ -92,7 +92,7 @@ def wilson(hits: int, n: int, digits: int = 1) -> Interval | None:
     from scipy.stats import binomtest  # scipy only when an interval is computed
 
     ci = binomtest(hits, n).proportion_ci(confidence_level=LEVEL, method="wilson")
-    return round(100.0 * ci.low, digits), round(100.0 * ci.high, digits)
+    return round(float(100.0 * ci.low), digits), round(float(100.0 * ci.high), digits)
 
 
 def shown(value: float | None, lo: float | None, hi: float | None, fmt: str = "{:.1f}") -> str:
