@@ -4,7 +4,8 @@ printed as one table of ratios (benchmarks/table.py); ``--json`` keeps the recor
 Stages: target optimization (vs the per-request full-model loop, and vs its arithmetic at
 the measured matmul peak), evaluation (vs one batched forward over the same prompts), C0
 (vs a bare truncated forward over the same tokens), a whole edit batch (vs the sum of its
-parts' floors). ``--only`` runs a subset.
+parts' floors), the metrics' intervals (vs the textbook bootstrap; no model). ``--only`` runs
+a subset.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-STAGES = ("target", "evaluation", "c0", "batch")
+STAGES = ("target", "evaluation", "c0", "batch", "intervals")
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
 
     from editprobe.models import load_model
 
-    from . import batch, c0, evaluation, target_opt
+    from . import batch, c0, evaluation, intervals, target_opt
     from .table import format_table
 
     started = time.perf_counter()
@@ -53,6 +54,8 @@ def main() -> None:
     if "batch" in args.only:
         floor = target_opt.ratio_rows(target)[1].floor_s / args.n
         rows += batch.run(loaded, floor, n=args.n, model_id=args.model)
+    if "intervals" in args.only:
+        rows += intervals.run()
     print()
     print(format_table(rows))
     print(f"(one run, {torch.get_num_threads()} threads, {time.perf_counter() - started:.0f} s)")

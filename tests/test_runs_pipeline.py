@@ -43,7 +43,7 @@ def test_summary_has_config_versions_and_metrics(finished):
     assert all(len(b) == 2 for b in s["timings"]["batches"].values())  # 6 records, batches of 3
     d = s["datasets"]["cf"]
     assert d["n_records"] == 6 and d["negation_rules"] == {"user-table": 6}
-    assert s["schema_version"] == 1 and d["probes"] == ["negation", "factcheck", "efficacy", "perplexity"]
+    assert s["schema_version"] == 2 and d["probes"] == ["negation", "factcheck", "efficacy", "perplexity"]
     neg = d["no_edit"]["negation"]
     assert neg["details"]["available"] and neg["metrics"]["PP"]["value"] == 100.0  # the model knows its facts
     assert neg["metrics"]["Avg"]["value"] == neg["metrics"]["PP-PN"]["value"]  # the only discrepancy there
@@ -55,6 +55,31 @@ def test_summary_has_config_versions_and_metrics(finished):
         assert r["probes"]["factcheck"]["metrics"]["Eff"]["value"] == metrics["PP"]["value"]
         assert "exact-match" in metrics["PN"]["label"]
         assert len(r["edit_reports"]["positive"]) == 2
+
+
+def test_every_table_shows_the_intervals(finished, tmp_path):
+    """md, tex, HTML: "value [lo, hi]"; CSV: value, lo, hi, n columns; the bootstrap's seed and
+    resamples in the summary and the settings table (docs/statistics.md)."""
+    import pandas as pd
+
+    from editprobe.probes.intervals import settings
+
+    s = read_summary(finished["out"])
+    assert s["intervals"] == settings()
+    pp = s["results"][0]["probes"]["negation"]["metrics"]["PP"]
+    avg = s["results"][0]["probes"]["negation"]["metrics"]["Avg"]
+    assert pp["lo"] <= pp["value"] <= pp["hi"] and avg["lo"] <= avg["value"] <= avg["hi"]
+    result = invoke(["report", str(finished["out"]), "--out", str(tmp_path / "tables")])
+    assert result.exit_code == 0, result.output
+    shown = f"{pp['value']:.1f} [{pp['lo']:.1f}, {pp['hi']:.1f}]"
+    assert f"| memit | {shown} |" in (tmp_path / "tables" / "negation.md").read_text()
+    assert f"memit & {shown} &" in (tmp_path / "tables" / "negation.tex").read_text()
+    csv = pd.read_csv(tmp_path / "tables" / "negation.csv")
+    row = csv[csv["Method"] == "memit"].iloc[0]
+    assert (row["PP"], row["PP lo"], row["PP hi"], row["PP n"]) == (pp["value"], pp["lo"], pp["hi"], 6)
+    assert "seed 0, 2000 resamples" in (tmp_path / "tables" / "settings.md").read_text()
+    classic = (tmp_path / "tables" / "classic.md").read_text()
+    assert "[–]" in classic and "perplexity ppl" in classic  # perplexity is corpus-level: no interval
 
 
 def test_metrics_agree_with_the_per_sample_records(finished):

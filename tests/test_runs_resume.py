@@ -74,6 +74,10 @@ def test_resumed_run_equals_uninterrupted_run(runs):
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr
     ref, got = read_summary(runs["reference"]), read_summary(runs["killed"])
     assert comparable(got) == comparable(ref)
+    # The intervals are drawn from the stored per-record values: the same after a resume.
+    intervals = [(m["lo"], m["hi"]) for r in got["results"] for m in r["probes"]["negation"]["metrics"].values()]
+    assert intervals and all(lo is not None for lo, _ in intervals)
+    assert intervals == [(m["lo"], m["hi"]) for r in ref["results"] for m in r["probes"]["negation"]["metrics"].values()]
     assert read_samples(runs["killed"]) == read_samples(runs["reference"])
     # The resume continued where the kill left off: the batches done before it were not
     # redone (their timings are the ones recorded before the kill).
