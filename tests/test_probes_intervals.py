@@ -65,6 +65,9 @@ def test_wilson_is_the_closed_form(hits, n):
 def test_the_probes_metrics_carry_their_intervals():
     m = Metric.mean(VALUES, "label")
     assert (m.lo, m.hi) == bootstrap(VALUES) and m.value == 67.5
+    binary = Metric.mean([1.0] * 9 + [0.0], "label")  # 0/1 outcomes: a proportion, Wilson
+    assert (binary.value, binary.lo, binary.hi) == (90.0, *wilson(9, 10))
+    assert Metric.mean([1.0] * 10, "label").lo == wilson(10, 10)[0] < 100.0  # not the bootstrap's [100, 100]
     from editprobe.probes.results import Score
 
     s = Metric.of_score(Score(probe="p", probe_version=1, label="l", hits=5, n=10))

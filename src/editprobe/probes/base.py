@@ -74,10 +74,14 @@ class Metric(BaseModel):
     @classmethod
     def mean(cls, values: list[float], label: str, unit: str = "%", scale: float = 100.0,
              higher_is_better: bool | None = True, digits: int = 1) -> "Metric":
-        """The mean of per-item values (×``scale``), None when there are none, with its
-        bootstrap interval over the items."""
+        """The mean of per-item values (×``scale``), None when there are none, with its 95%
+        interval: Wilson when the items are 0/1 outcomes in % (a plain proportion), else the
+        bootstrap over the items."""
         value = round(scale * sum(values) / len(values), digits) if values else None
-        lo, hi = bootstrap(values, scale, digits) or (None, None)
+        if scale == 100.0 and all(v in (0.0, 1.0) for v in values):
+            lo, hi = wilson(int(sum(values)), len(values), digits) or (None, None)
+        else:
+            lo, hi = bootstrap(values, scale, digits) or (None, None)
         return cls(value=value, n=len(values), label=label, unit=unit, higher_is_better=higher_is_better, lo=lo, hi=hi)
 
 

@@ -2,8 +2,9 @@
 already hold: no model call, so a resumed run gives the same intervals.
 
 - A plain proportion of one binary outcome per record (PP, PN, NN, NP, fact-check Acc and
-  Control, the No-edit PN): the **Wilson score interval** (:func:`wilson`), exact enough at
-  these sizes and, unlike the bootstrap, not degenerate at 0 % or 100 %.
+  Control, the No-edit PN, a classic metric whose per-record values are all 0 or 1): the
+  **Wilson score interval** (:func:`wilson`), exact enough at these sizes and, unlike the
+  bootstrap, not degenerate at 0 % or 100 %.
 - A mean of per-record values (the classic metrics, portability, multi-hop, fluency, the
   balanced fact-check accuracy): a **percentile bootstrap over records** (:func:`bootstrap`).
 - A figure that combines measurements of the same records (the discrepancies PP−PN …, Avg):
