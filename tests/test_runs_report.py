@@ -34,7 +34,7 @@ def test_negation_table_layout_and_values(tmp_path):
     runs = [_write(tmp_path, "a", _summary(True, methods=("memit", "alphaedit")))]
     df = negation_table(load_summaries(runs))
     assert list(df.columns) == ["Model", "Dataset", "Method", "PP", "PN", "NN", "NP", "PP−PN", "PP−NP", "NN−PN",
-                                "NN−NP", "Avg"]
+                                "NN−NP", "Avg", "PN|PP", "PP hits", "NP|NN", "NN hits"]
     assert list(df["Method"]) == ["No edit", "memit", "alphaedit"]
     assert df.iloc[0]["PN"] == 15.4 and pd.isna(df.iloc[0]["NN"])
     assert df.iloc[1]["PP−NP"] == 16.7 and df.iloc[1]["Avg"] == 22.6

@@ -25,7 +25,12 @@ SETTINGS = ("PP", "PN", "NN", "NP")
 DISCREPANCY_KEYS = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
 # The paper writes a minus sign; the summary keys use ASCII.
 DISCREPANCY_COLUMNS = tuple(k.replace("-", "−") for k in DISCREPANCY_KEYS)
-NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMNS, "Avg")
+# Leakage among successful edits (docs/protocol.md#leakage-among-successful-edits), each with
+# its n: the records whose PP (NN) query hit.
+CONDITIONAL_KEYS = ("PN|PP", "NP|NN")
+CONDITIONAL_COUNTS = ("PP hits", "NN hits")
+NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMNS, "Avg",
+                    *(c for pair in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS) for c in pair))
 FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
 ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
 CLASSIC_KEYS = ("Model", "Dataset", "Method")
@@ -73,8 +78,12 @@ def _values(outcome: ProbeOutcome | None, keys: Sequence[str], columns: Sequence
 
 
 def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
+    conditional = {}
+    for key, count in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS):
+        metric = outcome.metrics.get(key) if outcome else None
+        conditional.update({key: metric.value if metric else None, count: metric.n if metric else None})
     return {**_values(outcome, SETTINGS), **_values(outcome, DISCREPANCY_KEYS, DISCREPANCY_COLUMNS),
-            **_values(outcome, ("Avg",))}
+            **_values(outcome, ("Avg",)), **conditional}
 
 
 def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
@@ -246,8 +255,9 @@ def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame
     # An infinity (in a summary written before non-finite numbers became null) is no number either.
     rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
     df = pd.DataFrame(rows, columns=list(columns))
-    if "n" in df.columns:  # counts stay integers even where a row has none
-        df["n"] = df["n"].astype("Int64")
+    for count in ("n", *CONDITIONAL_COUNTS):  # counts stay integers even where a row has none
+        if count in df.columns:
+            df[count] = df[count].astype("Int64")
     return df
 
 
@@ -266,7 +276,7 @@ def _cell(value: Any) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (own writer: pandas needs the optional tabulate for this)."""
-    header = "| " + " | ".join(df.columns) + " |"
+    header = "| " + " | ".join(str(c).replace("|", r"\|") for c in df.columns) + " |"  # PN|PP: not a cell break
     align = "|" + "|".join("---:" if _numeric(df, c) else "---" for c in df.columns) + "|"
     body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, align, *body]) + "\n"
