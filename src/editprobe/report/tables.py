@@ -20,6 +20,7 @@ from ..probes.base import ProbeOutcome
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
+from .seeds import seed_table
 
 SETTINGS = ("PP", "PN", "NN", "NP")
 DISCREPANCY_KEYS = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
@@ -310,6 +311,10 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
     cost = cost_table(summaries)
     if cost is not None:
         tables.append(("cost", "Cost: editing seconds per request, negation-probe milliseconds per query", cost, None))
+    seeds = seed_table(summaries)
+    if seeds is not None:
+        tables.append(("seeds", "Over seeds: mean and standard deviation of each metric (runs that differ only by "
+                       "seed)", seeds, None))
     tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
                    settings_table(summaries), None))
     return tables
