@@ -132,3 +132,18 @@ def test_variant_rows_and_the_cost_table(tmp_path):
     assert list(df["Method"]) == ["No edit", "memit", "memit+defend"]  # one No-edit row
     assert list(df["edit s/request"])[1:] == [5.0, 10.0]  # (20 + 30) / 10 and (40 + 60) / 10
     assert list(df["negation probe ms/query"]) == [50.0, 100.0, 150.0]  # 2 queries (PP, PN) per record
+
+
+def test_runs_that_differ_only_by_seed_are_aggregated(tmp_path):
+    from editprobe.report.seeds import seed_table
+
+    def seeded(name, seed, pp, **config):
+        return _write(tmp_path, name, {**_summary(True, pp=pp), "seed": seed,
+                                       "config": {"model": "m", "seed": seed, "out": name, **config}})
+
+    runs = [seeded("a", 0, 90.0), seeded("b", 1, 80.0), seeded("c", 2, 70.0), seeded("d", 1, 10.0, n=5)]
+    df = seed_table(load_summaries(runs))
+    pp = df[df["Metric"] == "negation PP"]
+    assert len(pp) == 1  # run d is another experiment (n differs) with one seed: no row
+    assert (pp.iloc[0]["seeds"], pp.iloc[0]["mean"], pp.iloc[0]["sd"]) == (3, 80.0, 10.0)  # sample sd (n - 1)
+    assert seed_table(load_summaries(runs[:1] + runs[3:])) is None  # no two seeds of one experiment

@@ -97,4 +97,4 @@ def test_report_aggregates_a_study_over_two_seeds(ws, tmp_path):
     assert pp["seeds"] == 2 and len(values) == 2
     assert pp["mean"] == pytest.approx(sum(values) / 2)
     assert pp["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
-    assert "negation PN|PP" in set(seeds["Metric"])
+    assert "negation PN|PP" in set(seeds["Metric"]) and r"| negation PN\|PP |" in report.stdout

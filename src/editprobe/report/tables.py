@@ -275,11 +275,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")  # PN|PP is one cell, not two
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (own writer: pandas needs the optional tabulate for this)."""
-    header = "| " + " | ".join(str(c).replace("|", r"\|") for c in df.columns) + " |"  # PN|PP: not a cell break
+    header = "| " + " | ".join(_md_escape(str(c)) for c in df.columns) + " |"
     align = "|" + "|".join("---:" if _numeric(df, c) else "---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(_md_escape(_cell(v)) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, align, *body]) + "\n"
 
 
