@@ -13,6 +13,7 @@ from editprobe.probes import (
     NegationRun,
     Score,
     build_negation_plan,
+    conditional_leakage,
     negation_scores,
     no_edit_baseline,
     score_negation_run,
@@ -117,6 +118,27 @@ def test_a_missing_run_leaves_its_settings_empty_and_avg_is_the_mean_of_what_exi
         negation_scores(other, _run(plan, "positive", {"PP": 1, "PN": 1}), None)
     with pytest.raises(ValueError, match="no run"):
         negation_scores(plan, None, None)
+
+
+def _run_of(plan, edited_with: str, matches: dict[str, list[bool]]) -> NegationRun:
+    """A run with the given per-record verdicts of each setting."""
+    ids = plan.record_ids
+    samples = [ProbeSample(record_id=rid, setting=s, probe=NEGATION_SETTINGS[s].name, query="q", expected="o",
+                           match=m) for s, flags in matches.items() for rid, m in zip(ids, flags)]
+    scores = {s: Score.of(NEGATION_SETTINGS[s], flags) for s, flags in matches.items()}
+    return NegationRun(edited_with=edited_with, record_ids=ids, scores=scores, samples=tuple(samples))
+
+
+def test_leakage_among_successful_edits_is_counted_per_record():
+    plan = build_negation_plan([_rec(i, "{} was born in", subject=f"S{i}") for i in range(5)])
+    positive = _run_of(plan, "positive", {"PP": [True, True, True, False, False], "PN": [True, False, False, True, True]})
+    negative = _run_of(plan, "negative", {"NN": [False] * 5, "NP": [True, False, False, False, False]})
+    got = conditional_leakage([positive, negative])
+    # PN hit on 3 of 5 records (60%), but on 1 of the 3 whose PP hit: PN|PP = 33.3 over n = 3.
+    assert (got["PN|PP"].hits, got["PN|PP"].n, got["PN|PP"].value) == (1, 3, 33.3)
+    # No NN hit: NP|NN has n = 0 and no value (never 0).
+    assert got["NP|NN"].n == 0 and got["NP|NN"].value is None
+    assert set(conditional_leakage([positive])) == {"PN|PP"}  # RLEdit: the positive run only
 
 
 # --- scoring a model ----------------------------------------------------------------------

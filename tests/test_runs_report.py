@@ -34,7 +34,7 @@ def test_negation_table_layout_and_values(tmp_path):
     runs = [_write(tmp_path, "a", _summary(True, methods=("memit", "alphaedit")))]
     df = negation_table(load_summaries(runs))
     assert list(df.columns) == ["Model", "Dataset", "Method", "PP", "PN", "NN", "NP", "PP−PN", "PP−NP", "NN−PN",
-                                "NN−NP", "Avg"]
+                                "NN−NP", "Avg", "PN|PP", "PP hits", "NP|NN", "NN hits"]
     assert list(df["Method"]) == ["No edit", "memit", "alphaedit"]
     assert df.iloc[0]["PN"] == 15.4 and pd.isna(df.iloc[0]["NN"])
     assert df.iloc[1]["PP−NP"] == 16.7 and df.iloc[1]["Avg"] == 22.6
@@ -133,3 +133,18 @@ def test_variant_rows_and_the_cost_table(tmp_path):
     assert list(df["Method"]) == ["No edit", "memit", "memit+defend"]  # one No-edit row
     assert list(df["edit s/request"])[1:] == [5.0, 10.0]  # (20 + 30) / 10 and (40 + 60) / 10
     assert list(df["negation probe ms/query"]) == [50.0, 100.0, 150.0]  # 2 queries (PP, PN) per record
+
+
+def test_runs_that_differ_only_by_seed_are_aggregated(tmp_path):
+    from editprobe.report.seeds import seed_table
+
+    def seeded(name, seed, pp, **config):
+        return _write(tmp_path, name, {**_summary(True, pp=pp), "seed": seed,
+                                       "config": {"model": "m", "seed": seed, "out": name, **config}})
+
+    runs = [seeded("a", 0, 90.0), seeded("b", 1, 80.0), seeded("c", 2, 70.0), seeded("d", 1, 10.0, n=5)]
+    df = seed_table(load_summaries(runs))
+    pp = df[df["Metric"] == "negation PP"]
+    assert len(pp) == 1  # run d is another experiment (n differs) with one seed: no row
+    assert (pp.iloc[0]["seeds"], pp.iloc[0]["mean"], pp.iloc[0]["sd"]) == (3, 80.0, 10.0)  # sample sd (n - 1)
+    assert seed_table(load_summaries(runs[:1] + runs[3:])) is None  # no two seeds of one experiment

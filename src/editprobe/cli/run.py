@@ -21,10 +21,13 @@ def run(
     method: list[str] = typer.Option([], "--method", help="editing method; repeat for several"),
     data: list[str] = typer.Option([], "--data", help="dataset file or built-in name; repeat for several"),
     n: Optional[int] = typer.Option(None, help="records per dataset (paper: 2000)"),
+    sample: Optional[int] = typer.Option(None, help="draw this many of the first n records by --seed (and their "
+                                                    "order) instead of taking the first n"),
     batch_size: Optional[int] = typer.Option(None, help="requests per sequential batch (paper: 100)"),
     preserve_previous: Optional[bool] = typer.Option(None, "--preserve-previous/--no-preserve-previous",
                                                      help="keep earlier batches' keys in the solve (Table 6 switch)"),
-    seed: Optional[int] = typer.Option(None, help="seed of every batch"),
+    seed: Optional[int] = typer.Option(None, help="seed of every batch, of the context templates (0: the method's "
+                                                  "template_seed) and of --sample"),
     out: Optional[Path] = typer.Option(None, help="run directory (new, or the one to --resume)"),
     hparams: Optional[str] = typer.Option(None, help="hparams model key, YAML, or a folder of <method>.yaml files "
                                                      "(default: the model's shipped key)"),
@@ -51,7 +54,7 @@ def run(
     from ..runs import Experiment, RunConfig, RunDir, RunPlan
     from ..runs.config import read_config_file
 
-    flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n,
+    flags = {"model": model, "methods": tuple(method) or None, "datasets": tuple(data) or None, "n": n, "sample": sample,
              "batch_size": batch_size, "preserve_previous": preserve_previous, "seed": seed, "out": out,
              "hparams": hparams, "profile": profile, "negation_table": negation_table, "dtype": dtype, "device": device,
              "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache,

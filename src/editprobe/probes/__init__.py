@@ -45,6 +45,7 @@ from .negation import (
     NegationRun,
     NegationScores,
     build_negation_plan,
+    conditional_leakage,
     negation_scores,
     score_negation_run,
 )
@@ -58,7 +59,7 @@ __all__ = [
     "default_probes", "get_definition", "register_definition", "resolve_probe", "ClassicResult", "Decoded", "ExcludedRecord", "FactCheckConfig",
     "FactCheckNoEdit", "FactCheckReply", "FactCheckResult", "NegationPlan", "NegationRun", "NegationScores",
     "NeighborhoodReference", "NoEditBaseline", "ProbeDefinition", "ProbeSample", "Score", "ask_records",
-    "ask_statements", "build_negation_plan", "decode_targets", "exact_match_batch", "exact_match_ids",
+    "ask_statements", "build_negation_plan", "conditional_leakage", "decode_targets", "exact_match_batch", "exact_match_ids",
     "fact_check_prompt", "fact_check_result", "generate_exact_match", "greedy_decode",
     "make_statement", "negation_scores", "neighborhood_reference", "neighborhood_specificity", "no_edit_baseline",
     "no_edit_fact_check", "paraphrase_efficacy", "parse_answer", "register_probe", "score_negation_run",

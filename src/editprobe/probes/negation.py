@@ -6,7 +6,8 @@ requests (neg(p), s, o*); records whose template cannot be negated are excluded 
 reported (count + reasons), never kept positive. Edit one model with ``plan.positive_requests()`` and another with
 ``plan.negative_requests()``; ``score_negation_run`` queries each edited model with both
 p(s) and neg(p)(s), always scoring exact match of o*; ``negation_scores`` combines the two
-runs into PP/PN/NN/NP efficacies and the discrepancies PP−PN, PP−NP, NN−PN, NN−NP, Avg.
+runs into PP/PN/NN/NP efficacies and the discrepancies PP−PN, PP−NP, NN−PN, NN−NP, Avg;
+``conditional_leakage`` gives PN and NP among the records whose edit succeeded (PN|PP, NP|NN).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..data.negation_plan import (  # noqa: F401
     ExcludedRecord, NegateFn, NegationItem, NegationPlan, build_negation_plan)
 from ..data.transform import IDENTITY, PromptTransform
 from .exact import match_and_decode
-from .registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, ProbeDefinition
+from .registry import NEGATION_CONDITIONAL, NEGATION_DISCREPANCY, NEGATION_SETTINGS, ProbeDefinition
 from .results import ProbeSample, Score, one_decimal
 
 EditedWith = Literal["positive", "negative"]
@@ -33,6 +34,8 @@ RUN_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "negative": (("NN", "negated"), ("NP", "positive")),
 }
 DISCREPANCIES = (("PP", "PN"), ("PP", "NP"), ("NN", "PN"), ("NN", "NP"))
+# (leak, given): the leak rate among the records of one run whose `given` query hit.
+CONDITIONAL = (("PN", "PP"), ("NP", "NN"))
 DECODE_EXTRA = 3  # [choice] tokens decoded beyond the target for per-sample text
 
 
@@ -90,6 +93,27 @@ def score_negation_run(
     }
     return NegationRun(edited_with=edited_with, record_ids=tuple(item.record.id for item in items), scores=scores,
                        samples=tuple(samples))
+
+
+def conditional_leakage(runs: Sequence[NegationRun]) -> dict[str, Score]:
+    """PN|PP and NP|NN (docs/protocol.md#leakage-among-successful-edits): per record of one
+    edited model, whether the leak query hit, counted over the records whose edit query hit
+    (n = those records; n = 0 gives no value)."""
+    out: dict[str, Score] = {}
+    for run in runs:
+        by_setting: dict[str, list[ProbeSample]] = {}
+        for sample in run.samples:
+            by_setting.setdefault(sample.setting, []).append(sample)
+        for leak, given in CONDITIONAL:
+            if leak not in by_setting or given not in by_setting:
+                continue
+            # Both settings list the run's records in the same order (score_negation_run).
+            pairs = list(zip(by_setting[given], by_setting[leak], strict=True))
+            if any(g.record_id != k.record_id for g, k in pairs):
+                raise ValueError(f"the {run.edited_with} run's {given} and {leak} samples are not the same records")
+            out[f"{leak}|{given}"] = Score.of(NEGATION_CONDITIONAL[f"{leak}|{given}"],
+                                              (k.match for g, k in pairs if g.match))
+    return out
 
 
 class NegationScores(BaseModel):

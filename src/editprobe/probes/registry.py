@@ -84,6 +84,16 @@ NEGATION_DISCREPANCY = register_definition(ProbeDefinition(
     name="negation/discrepancy",
     label="efficacy - hallucination (PP-PN, PP-NP, NN-PN, NN-NP) and Avg = their mean, from exact-match of o*",
     protocol=_NEG_DOC, higher_is_better=True, unit="points"))
+# Leakage among the records whose edit succeeded: PN over the records whose PP hit, NP over
+# those whose NN hit (same edited model, same records): comparable across methods whose PP differs.
+NEGATION_CONDITIONAL: dict[str, ProbeDefinition] = {
+    f"{leak}|{given}": register_definition(ProbeDefinition(
+        name=f"negation/{leak}-given-{given}",
+        label=f"{_EM}, target = new object o*, {leak} over the records whose {given} query exact-matches o* "
+              "(same edited model)",
+        protocol="docs/protocol.md#leakage-among-successful-edits", higher_is_better=False))
+    for leak, given in (("PN", "PP"), ("NP", "NN"))
+}
 NO_EDIT_KNOWN = register_definition(ProbeDefinition(
     name="negation/no-edit-known",
     label=f"{_EM}, unedited model, target = old object o, query = positive template, over all records with "

@@ -21,12 +21,18 @@ from .cells import INTERVALS, csv_frame, split_metrics, text_rows
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
+from .seeds import seed_table
 
 SETTINGS = ("PP", "PN", "NN", "NP")
 DISCREPANCY_KEYS = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
 # The paper writes a minus sign; the summary keys use ASCII.
 DISCREPANCY_COLUMNS = tuple(k.replace("-", "−") for k in DISCREPANCY_KEYS)
-NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMNS, "Avg")
+# Leakage among successful edits (docs/protocol.md#leakage-among-successful-edits), each with
+# its n: the records whose PP (NN) query hit.
+CONDITIONAL_KEYS = ("PN|PP", "NP|NN")
+CONDITIONAL_COUNTS = ("PP hits", "NN hits")
+NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMNS, "Avg",
+                    *(c for pair in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS) for c in pair))
 FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
 ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
 CLASSIC_KEYS = ("Model", "Dataset", "Method")
@@ -76,8 +82,12 @@ def _values(outcome: ProbeOutcome | None, keys: Sequence[str], columns: Sequence
 
 
 def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
+    conditional = {}
+    for key, count in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS):
+        metric = outcome.metrics.get(key) if outcome else None
+        conditional.update({key: metric.value if metric else None, count: metric.n if metric else None})
     return {**_values(outcome, SETTINGS), **_values(outcome, DISCREPANCY_KEYS, DISCREPANCY_COLUMNS),
-            **_values(outcome, ("Avg",))}
+            **_values(outcome, ("Avg",)), **conditional}
 
 
 def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
@@ -258,8 +268,9 @@ def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame
     rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
     df = pd.DataFrame(rows, columns=list(columns))
     df.attrs[INTERVALS] = {c: v for c, v in intervals.items() if c in df.columns}
-    if "n" in df.columns:  # counts stay integers even where a row has none
-        df["n"] = df["n"].astype("Int64")
+    for count in ("n", *CONDITIONAL_COUNTS):  # counts stay integers even where a row has none
+        if count in df.columns:
+            df[count] = df[count].astype("Int64")
     return df
 
 
@@ -268,11 +279,15 @@ def _numeric(df: pd.DataFrame, column: str) -> bool:
 
 
 # --- rendering: every cell as cells.py writes it (a metric: "97.0 [93.1, 99.4]") ------------
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")  # PN|PP is one cell, not two
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (own writer: pandas needs the optional tabulate for this)."""
-    header = "| " + " | ".join(df.columns) + " |"
+    header = "| " + " | ".join(_md_escape(str(c)) for c in df.columns) + " |"
     align = "|" + "|".join("---:" if _numeric(df, c) else "---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(row) + " |" for row in text_rows(df)]
+    body = ["| " + " | ".join(_md_escape(cell) for cell in row) + " |" for row in text_rows(df)]
     return "\n".join([header, align, *body]) + "\n"
 
 
@@ -303,6 +318,10 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
     cost = cost_table(summaries)
     if cost is not None:
         tables.append(("cost", "Cost: editing seconds per request, negation-probe milliseconds per query", cost, None))
+    seeds = seed_table(summaries)
+    if seeds is not None:
+        tables.append(("seeds", "Over seeds: mean and standard deviation of each metric (runs that differ only by "
+                       "seed)", seeds, None))
     tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
                    settings_table(summaries), None))
     return tables

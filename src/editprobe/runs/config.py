@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..data.options import DatasetOptions, MquakeUnit, ZsreTarget
 from ..probes.factcheck import FactCheckConfig
@@ -77,6 +78,9 @@ class RunConfig(ProfileDefaults):
     methods: tuple[str, ...] = ("memit",)
     datasets: tuple[str, ...] = ("counterfact-sample",)  # dataset files or built-in names
     n: Count = 2000  # records per dataset (paper: 2000)
+    # Draw this many of the first n records by seed (their order too) instead of taking the
+    # first n (docs/protocol.md#seeds); None: the first n, in file order.
+    sample: Count | None = None
     batch_size: Count = 100  # requests per sequential batch (paper: 100)
     preserve_previous: bool | None = None  # None: the hparams file's setting (Table 6 switch)
     seed: int = 0  # seeds every batch, so a resumed run equals an uninterrupted one
@@ -130,6 +134,14 @@ class RunConfig(ProfileDefaults):
             raise ValueError(f"duplicate entries in {list(v)}")
         return tuple(v)
 
+    @field_validator("sample")
+    @classmethod
+    def _sample_within_n(cls, v: int | None, info: ValidationInfo) -> int | None:
+        n = info.data.get("n")
+        if v is not None and n is not None and v > n:
+            raise ValueError(f"draws {v} of the first n records, but n is {n}: raise n (the pool) to at least {v}")
+        return v
+
     @field_validator("datasets")
     @classmethod
     def _distinct_files(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -158,7 +170,8 @@ class RunConfig(ProfileDefaults):
         """What must match for ``--resume`` to continue a run (the out dir may move), and the
         layout of the run directory it was written with."""
         # Fields that came later are left out at their defaults, so runs saved before them still resume.
-        later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error", "mquake_unit": "case"}
+        later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error", "mquake_unit": "case",
+                 "sample": None}
         exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
                                                                              if getattr(self, k) == v}
         if not may_hold_zsre(self.datasets):  # e.g. the demo's: a run saved before the field still matches

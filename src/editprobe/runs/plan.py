@@ -14,7 +14,7 @@ reference, device, cache), and have the shape :class:`Job` names.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .lengths import PromptLengths
 
 __all__ = ["DatasetPlan", "DatasetRecords", "HParamsSource", "Job", "MethodPlan", "RunPlan", "check_overrides",
-           "choice_needs_kind", "order_probes", "plan_method", "read_datasets"]
+           "choice_needs_kind", "order_probes", "plan_method", "read_datasets", "sampled"]
 
 
 @runtime_checkable
@@ -102,6 +102,18 @@ def negation_plan(spec: str, records: Sequence[EditRecord], negate) -> NegationP
     return plan
 
 
+def sampled(dataset: DatasetRecords, size: int, seed: int) -> DatasetRecords:
+    """``size`` of the dataset's records drawn by ``seed``, in the drawn order (``sample:``,
+    docs/protocol.md#seeds): the first ``size`` of a ``random.Random(seed)`` shuffle."""
+    from ..data.corpus_sample import permutation_prefix
+
+    if len(dataset.records) < size:
+        raise DataError(dataset.spec, f"sample: {size} draws more records than the {len(dataset.records)} read "
+                                      f"(the first n, usable ones); lower sample")
+    chosen = permutation_prefix(len(dataset.records), size, seed)
+    return replace(dataset, records=tuple(dataset.records[i] for i in chosen))
+
+
 # --- methods ------------------------------------------------------------------------------------
 class HParamsSource(Protocol):
     """Where a job's hyperparameters come from (the fields of RunConfig, EditConfig, TuneConfig)."""
@@ -133,6 +145,16 @@ class MethodPlan:
         choice = choose_hparams(method, source.model, source.hparams, source.profile, kind=kind)
         return cls(method, choice, resolve_hparams(method, choice.path, dict(overrides or {})), method_class(method))
 
+    def with_run_seed(self, seed: int) -> "MethodPlan":
+        """This plan with its context templates seeded from the run's ``seed`` (a method
+        with no ``template_seed`` has no templates to vary; seed 0 keeps the file's seed)."""
+        from ..editing.lte.context import run_template_seed
+
+        if "template_seed" not in type(self.hparams).model_fields:
+            return self
+        derived = run_template_seed(seed, self.hparams.template_seed)  # type: ignore[attr-defined]
+        return replace(self, hparams=self.hparams.model_copy(update={"template_seed": derived}))
+
     def stages(self, needed: Sequence[Stage]) -> list[Stage]:
         """The stages of ``needed`` this method edits (RLEdit: the positive requests only)."""
         return [k for k in needed if k in self.editor_cls.edit_stages]
@@ -157,7 +179,7 @@ def plan_method(config: RunConfig, method: str, kind: str | None = None) -> Meth
 
     fields = method_class(method).hparams_cls.model_fields
     overrides = {k: v for k, v in config.hparams_overrides().items() if k in fields}
-    return MethodPlan.build(method, config, overrides, kind)
+    return MethodPlan.build(method, config, overrides, kind).with_run_seed(config.seed)
 
 
 def check_overrides(config: RunConfig) -> None:
@@ -233,6 +255,8 @@ class RunPlan:
         probes = tuple(order_probes([resolve_probe(spec) for spec in config.probes]))
         read, warnings = read_datasets(config.datasets, config.n, _prompt_lengths(config, probes, negate, loaded),
                                        config.on_bad_record, config.dataset_options())
+        if config.sample is not None:
+            read = {spec: sampled(d, config.sample, config.seed) for spec, d in read.items()}
         if by_kind:
             methods = _method_plans(config, keys, {spec: read[spec].kind for spec in config.datasets})
         datasets = tuple(DatasetPlan(spec, keys[spec], read[spec].kind, read[spec].records,

@@ -2,10 +2,13 @@
 and targets are averaged/optimized across contexts (docs/engine.md, Context templates).
 
 Generated once per editor, seeded, decoded without special tokens (a Llama prefix
-decoded with them would carry a second BOS), and saved with the editor state.
+decoded with them would carry a second BOS), and saved with the editor state. A run's seed
+reaches them through :func:`run_template_seed` (docs/protocol.md#seeds).
 """
 
 from __future__ import annotations
+
+import zlib
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +48,15 @@ class ContextTemplates(BaseModel):
             n = len(self.all)
             return [1.0 / n] * n
         return [1.0 / (len(self.groups) * len(g)) for g in self.groups for _ in g]
+
+
+def run_template_seed(run_seed: int, template_seed: int) -> int:
+    """The templates' seed in a run with seed ``run_seed``: the method's ``template_seed`` itself
+    at run seed 0 (so runs made before seeds varied the templates keep theirs), otherwise a
+    stable mix of both (crc32, not hash(): that one is salted per process)."""
+    if run_seed == 0:
+        return template_seed
+    return zlib.crc32(f"templates:{run_seed}:{template_seed}".encode())
 
 
 def _clean(text: str) -> str:

@@ -1,5 +1,6 @@
 """The negation probe (docs/protocol.md#negated-queries): PP, PN, NN, NP, their discrepancies and
-Avg; on the unedited model the "No edit" row (PP 100 by construction, PN)."""
+Avg, the leakage among successful edits (PN|PP, NP|NN); on the unedited model the "No edit" row
+(PP 100 by construction, PN)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..baseline import NoEditBaseline, no_edit_baseline
 from ..intervals import paired
-from ..negation import NegationRun, negation_scores, score_negation_run
+from ..negation import NegationRun, conditional_leakage, negation_scores, score_negation_run
 from ..registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, NO_EDIT_PN, NO_EDIT_PP
 
 SETTINGS = ("PP", "PN", "NN", "NP")
@@ -93,6 +94,8 @@ class NegationProbe(Probe):
         metrics = {k: Metric.of_score(s, NEGATION_SETTINGS[k].higher_is_better) for k, s in scores.settings.items()}
         per_record = _matches(scores.samples, {k: k for k in SETTINGS})
         metrics.update(discrepancy_metrics({}, {k: s.exact for k, s in scores.settings.items()}, per_record))
+        conditional = conditional_leakage(list(runs.values()))
+        metrics.update({k: Metric.of_score(s, False) for k, s in conditional.items()})
         rows = [{"edited_with": run.edited_with, **s.model_dump(mode="json")} for run in runs.values()
                 for s in run.samples]
         return self.outcome(metrics, counts={k: [s.hits, s.n] for k, s in scores.settings.items()},
