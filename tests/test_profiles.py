@@ -177,7 +177,8 @@ def test_a_run_records_its_hparams_file_dtype_and_c0_and_the_report_prints_them(
     line = next(l for l in report.stdout.splitlines() if l.startswith("| ") and "tiny.yaml" in l)
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3:] == ["float32", str(run_ws["corpus"]), f"{read.pop()} of {row['c0']['asked']}",
-                         "editprobe/editing/settings/hparams/memit/tiny.yaml", "hparams"]
+                         "editprobe/editing/settings/hparams/memit/tiny.yaml", "hparams",
+                         "95% bootstrap, seed 0, 2000 resamples; Wilson for proportions"]
     assert (tmp_path / "tables" / "settings.csv").is_file()
 
 
