@@ -85,7 +85,7 @@ def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
     conditional = {}
     for key, count in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS):
         metric = outcome.metrics.get(key) if outcome else None
-        conditional.update({key: metric.value if metric else None, count: metric.n if metric else None})
+        conditional.update({key: metric, count: metric.n if metric else None})  # a Metric: with its interval
     return {**_values(outcome, SETTINGS), **_values(outcome, DISCREPANCY_KEYS, DISCREPANCY_COLUMNS),
             **_values(outcome, ("Avg",)), **conditional}
 
