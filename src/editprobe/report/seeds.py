@@ -16,20 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..probes.base import Metric
 from ..runs.summary import ResultRow, RunSummary
 
 # Config fields that do not make two runs different experiments for this table.
 NOT_THE_EXPERIMENT = frozenset({"seed", "out", "device", "checkpoint_every", "target_cache"})
 SEED_COLUMNS = ("Model", "Dataset", "Method", "Metric", "seeds", "mean", "sd")
-
-
-def pooled_interval(metrics: Sequence[Metric]) -> tuple[float, float] | None:
-    """The 95% interval of the mean over seeds, pooled from each run's per-record values.
-
-    A seam for the intervals work (issue #26 item 1): a Metric carries no interval yet, so
-    there is none to pool; when it returns one, the table gains the columns ``lo`` and ``hi``."""
-    return None
 
 
 def _experiment(summary: RunSummary, result: ResultRow) -> tuple[Any, ...]:
@@ -58,9 +49,6 @@ def _metric_rows(model: str, members: list[tuple[int, ResultRow]], mark_preserve
         row = {"Model": model, "Dataset": first.dataset, "Method": _label(first, mark_preserve), "Metric": f"{probe} {key}",
                "seeds": len(values), "mean": statistics.fmean(values),
                "sd": statistics.stdev(values) if len(values) > 1 else None}
-        interval = pooled_interval(metrics)
-        if interval is not None:
-            row["lo"], row["hi"] = interval
         rows.append(row)
     return rows
 
