@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.transform import IDENTITY, PromptTransform
 from ..errors import UserError
@@ -53,7 +54,15 @@ FREE_GENERATION = "free generation"
 
 class Metric(BaseModel):
     """One number with what it means: its protocol label, its count, its direction, and its
-    95% interval ``lo``..``hi`` (None where none is computed: docs/statistics.md)."""
+    95% interval ``lo``..``hi`` (None where none is computed: docs/statistics.md).
+
+    ``records`` holds the per-record values the number is the mean of (record id -> value on
+    the metric's own scale: 0 or 100 for a hit rate in %, a difference in points for a
+    discrepancy), so a comparison of two rows can pair them by record (``report --compare``)
+    and a curve point can restrict them to the records edited so far. It is not part of the
+    summary's JSON (the run writes them to ``records.jsonl``); None where the metric is not a
+    mean over records (perplexity is corpus-level) or was read from a summary.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -64,12 +73,17 @@ class Metric(BaseModel):
     label: str
     unit: str = "%"
     higher_is_better: bool | None = None
+    records: dict[str, float] | None = Field(default=None, exclude=True, repr=False)
 
     @classmethod
-    def of_score(cls, score: Score, higher_is_better: bool | None = None) -> "Metric":
-        """A proportion hits/n with its Wilson interval."""
+    def of_score(cls, score: Score, higher_is_better: bool | None = None,
+                 records: Mapping[str, bool | float] | None = None) -> "Metric":
+        """A proportion hits/n with its Wilson interval; ``records``: each record's outcome
+        (True/1 a hit), kept ×100."""
         lo, hi = wilson(score.hits, score.n) or (None, None)
-        return cls(value=score.value, n=score.n, label=score.label, higher_is_better=higher_is_better, lo=lo, hi=hi)
+        kept = None if records is None else {rid: 100.0 * float(v) for rid, v in records.items()}
+        return cls(value=score.value, n=score.n, label=score.label, higher_is_better=higher_is_better, lo=lo, hi=hi,
+                   records=kept)
 
     @classmethod
     def mean(cls, values: list[float], label: str, unit: str = "%", scale: float = 100.0,
@@ -83,6 +97,32 @@ class Metric(BaseModel):
         else:
             lo, hi = bootstrap(values, scale, digits) or (None, None)
         return cls(value=value, n=len(values), label=label, unit=unit, higher_is_better=higher_is_better, lo=lo, hi=hi)
+
+    @classmethod
+    def of_records(cls, values: Mapping[str, float], label: str, unit: str = "%", scale: float = 100.0,
+                   higher_is_better: bool | None = True, digits: int = 1) -> "Metric":
+        """:meth:`mean` of one value per record (record id -> value), keeping them (×``scale``)."""
+        metric = cls.mean(list(values.values()), label, unit, scale, higher_is_better, digits)
+        return metric.model_copy(update={"records": {rid: scale * float(v) for rid, v in values.items()}})
+
+    def restricted_to(self, ids: Iterable[str]) -> "Metric":
+        """The same metric over the records ``ids`` only (those of them it has), its value and
+        interval recomputed (a curve point: the records edited so far); itself when it has no
+        per-record values."""
+        if self.records is None:
+            return self
+        wanted = set(ids)
+        kept = {rid: v for rid, v in self.records.items() if rid in wanted}
+        if not kept:
+            return self.model_copy(update={"value": None, "n": 0, "lo": None, "hi": None, "records": {}})
+        digits = 1
+        if self.unit == "%" and all(v in (0.0, 100.0) for v in kept.values()):  # a hit rate: Wilson, as of_score
+            hits = int(sum(v == 100.0 for v in kept.values()))
+            lo, hi = wilson(hits, len(kept), digits) or (None, None)
+        else:
+            lo, hi = bootstrap(list(kept.values()), 1.0, digits) or (None, None)
+        value = round(sum(kept.values()) / len(kept), digits)
+        return self.model_copy(update={"value": value, "n": len(kept), "lo": lo, "hi": hi, "records": kept})
 
 
 class ProbeOutcome(BaseModel):

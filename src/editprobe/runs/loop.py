@@ -31,6 +31,7 @@ from .config import RunConfig
 from ..editing.lte.target_cache import use_target_cache
 from .plan import DatasetPlan, MethodPlan, RunPlan
 from .preflight import check_remote_requirements
+from .records import record_lines
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
 from ..probes.intervals import settings as interval_settings
@@ -52,6 +53,7 @@ class Experiment:
         self.progress = progress
         self.console = console or Console(stderr=True)
         self._probe_seconds: dict[str, dict[str, float]] = {}  # stage -> probe -> seconds of measure()
+        self._records: list[dict[str, Any]] = []  # per-record values (runs/records.py), filled row by row
 
     @property
     def plan(self) -> RunPlan:
@@ -111,6 +113,7 @@ class Experiment:
         datasets: dict[str, DatasetSummary] = {}
         results: list[ResultRow] = []
         samples: list[dict[str, Any]] = []
+        self._records = []
         model = self.loaded.model
         for dataset in self.plan.datasets:
             datasets[dataset.key] = self._dataset(dataset, results, samples)
@@ -122,7 +125,7 @@ class Experiment:
                      "total_s": time.perf_counter() - started},
             intervals=interval_settings(),
         )
-        self.dir.finish(summary.model_dump(mode="json"), samples)
+        self.dir.finish(summary.model_dump(mode="json"), samples, self._records)
         return summary
 
     def _dataset(self, dataset: DatasetPlan, results: list[ResultRow], samples: list[dict[str, Any]]
@@ -143,6 +146,7 @@ class Experiment:
                 if outcome is not None:
                     no_edit[p.name] = outcome
                 samples += [_sample(dk, "none", row) for row in rows]
+        self._records += record_lines(dk, "none", None, None, no_edit)
         needed = [k for k in EDIT_STAGES if any(k in p.stages for p in probes)]
         for method in self.config.methods:
             results.append(self._method_row(dataset, self.plan.method(method, dataset), ctx, probes, base, needed,
@@ -169,6 +173,7 @@ class Experiment:
         hp = first["hparams"] if kinds else method.hparams.model_dump(mode="json")
         # None where K_p does not apply (ROME), so no table calls it "with K_p"
         kp = hp.get("preserve_previous") if method.editor_cls.uses_preserved_keys else None
+        self._records += record_lines(dataset.key, method.method, first.get("variant"), kp, outcomes)
         return ResultRow(dataset=dataset.key, method=method.method, variant=first.get("variant"), preserve_previous=kp,
                          probes=outcomes, hparams=hp, hparams_file=method.choice.model_dump(mode="json"),
                          c0=first.get("c0"), edit_reports={k: stages[k]["edit_reports"] for k in kinds})

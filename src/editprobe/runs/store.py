@@ -8,6 +8,7 @@ Layout::
     OUT/checkpoints/<stage>/        editor.save_state after the latest batch of that stage
     OUT/stages/<stage>.json         a finished stage's results (baseline, or one edited model)
     OUT/samples.jsonl               every scored query, written when the run finishes
+    OUT/records.jsonl               every metric's per-record values (runs/records.py), likewise
     OUT/summary.json                config, versions, metrics, timings: the run is finished
 
 Every file is written atomically. A finished run (summary.json present) is never rewritten.
@@ -31,6 +32,7 @@ from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
 from ..data.options import ZSRE_TARGET_BEFORE
 from .config import RUN_LAYOUT, RUN_LAYOUT_KEY, RunConfig, may_hold_zsre
+from .records import RECORDS
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
@@ -237,13 +239,20 @@ class RunDir:
         write_json_atomic(self.root / "progress.json", progress)
 
     # --- finishing ------------------------------------------------------------------------------
-    def finish(self, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:
-        """Samples first, summary last: summary.json is the mark of a finished run."""
-        rows = finite(samples, self.root / SAMPLES)  # a field's path starts with its line number - 1
-        write_text_atomic(self.root / SAMPLES, "".join(json.dumps(s, ensure_ascii=False, allow_nan=False) + "\n"
-                                                       for s in rows))
+    def finish(self, summary: dict[str, Any], samples: list[dict[str, Any]],
+               records: list[dict[str, Any]] | None = None) -> None:
+        """Samples and per-record values (runs/records.py) first, summary last: summary.json
+        is the mark of a finished run."""
+        self._write_lines(SAMPLES, samples)
+        if records is not None:
+            self._write_lines(RECORDS, records)
         write_json_atomic(self.root / SUMMARY, summary)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
+
+    def _write_lines(self, name: str, lines: list[dict[str, Any]]) -> None:
+        rows = finite(lines, self.root / name)  # a field's path starts with its line number - 1
+        write_text_atomic(self.root / name, "".join(json.dumps(s, ensure_ascii=False, allow_nan=False) + "\n"
+                                                    for s in rows))
 
 
 def read_as_now(fields: dict[str, Any]) -> dict[str, Any]:

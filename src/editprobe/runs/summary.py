@@ -41,6 +41,22 @@ class DatasetSummary(BaseModel):
     no_edit: dict[str, ProbeOutcome] = Field(default_factory=dict)
 
 
+class CurvePoint(BaseModel):
+    """One evaluation point of a run with ``eval: every`` (docs/curves.md): the probes'
+    outcomes after ``batches`` batches (``edits`` requests) of one editing stage, over the
+    records edited so far (``part: edited``) or over the held-out slice of records no run
+    edits (``part: heldout``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage: str  # "positive" | "negative": which editing run
+    batches: int
+    edits: int
+    part: str  # "edited" | "heldout"
+    n_records: int
+    probes: dict[str, ProbeOutcome] = Field(default_factory=dict)
+
+
 class ResultRow(BaseModel):
     """One method on one dataset."""
 
@@ -58,6 +74,8 @@ class ResultRow(BaseModel):
     hparams_file: dict[str, Any] | None = None
     c0: dict[str, Any] | None = None  # corpus, documents asked for and actually read per layer
     edit_reports: dict[str, Any] = Field(default_factory=dict)
+    # The curve over edits (eval: every): points in stage, batch, part order; empty otherwise.
+    curve: list[CurvePoint] = Field(default_factory=list)
 
     def value(self, probe: str, metric: str) -> float | None:
         outcome = self.probes.get(probe)

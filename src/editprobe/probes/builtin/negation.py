@@ -9,7 +9,7 @@ from typing import Any
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..baseline import NoEditBaseline, no_edit_baseline
 from ..intervals import paired
-from ..negation import NegationRun, conditional_leakage, negation_scores, score_negation_run
+from ..negation import CONDITIONAL, NegationRun, conditional_leakage, negation_scores, score_negation_run
 from ..registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, NO_EDIT_PN, NO_EDIT_PP
 
 SETTINGS = ("PP", "PN", "NN", "NP")
@@ -32,12 +32,24 @@ def discrepancy_metrics(values: dict[str, float | None], exact: dict[str, float 
         pairs.append((a, b))
         lo, hi = _paired(per_record, [(a, b)])
         out[key] = Metric(value=round(d, 1), label=NEGATION_DISCREPANCY.label, unit="points", higher_is_better=True,
-                          lo=lo, hi=hi)
+                          lo=lo, hi=hi, records=_differences(per_record, [(a, b)]))
     if diffs:
         lo, hi = _paired(per_record, pairs)
         out["Avg"] = Metric(value=round(sum(diffs) / len(diffs), 1), n=len(diffs), label=NEGATION_DISCREPANCY.label,
-                            unit="points", higher_is_better=True, lo=lo, hi=hi)
+                            unit="points", higher_is_better=True, lo=lo, hi=hi, records=_differences(per_record, pairs))
     return out
+
+
+def _differences(per_record: dict[str, dict[str, float]] | None, pairs: list[tuple[str, str]]
+                 ) -> dict[str, float] | None:
+    """Per record, the mean over ``pairs`` of ``a − b`` in points, for the records every side
+    of every pair has (the figure's mean is over each side's own records, so where the sides'
+    records differ the per-record mean is over the shared ones only)."""
+    if not per_record or any(s not in per_record for pair in pairs for s in pair):
+        return None
+    shared = set.intersection(*(set(per_record[s]) for pair in pairs for s in pair))
+    return {rid: 100.0 * sum(per_record[a][rid] - per_record[b][rid] for a, b in pairs) / len(pairs)
+            for rid in per_record[pairs[0][0]] if rid in shared}
 
 
 def _paired(per_record: dict[str, dict[str, float]] | None, pairs: list[tuple[str, str]]
@@ -60,6 +72,15 @@ def _matches(samples, settings: dict[str, str]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _conditional_records(per_record: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """PN|PP and NP|NN per record: the leak outcome of each record whose edit query hit."""
+    out = {}
+    for leak, given in CONDITIONAL:
+        hits = per_record.get(given, {})
+        out[f"{leak}|{given}"] = {rid: v for rid, v in per_record.get(leak, {}).items() if hits.get(rid) == 1.0}
+    return out
+
+
 @register_probe
 class NegationProbe(Probe):
     name = "negation"
@@ -79,10 +100,11 @@ class NegationProbe(Probe):
         metrics: dict[str, Metric] = {}
         if base.available:
             # PP is 100 by construction (the records the model knows): no interval to give.
-            pp = Metric.of_score(base.pp, True).model_copy(update={"lo": None, "hi": None})
-            metrics = {"PP": pp, "PN": Metric.of_score(base.pn, False)}
             known = _matches(base.samples, {"no-edit-P": "PP", "no-edit-N": "PN"})
             known["PP"] = {rid: 1.0 for rid, hit in known.get("PP", {}).items() if hit}
+            known["PN"] = {rid: hit for rid, hit in known.get("PN", {}).items() if rid in known["PP"]}
+            pp = Metric.of_score(base.pp, True, known["PP"]).model_copy(update={"lo": None, "hi": None})
+            metrics = {"PP": pp, "PN": Metric.of_score(base.pn, False, known["PN"])}
             metrics.update(discrepancy_metrics({}, {"PP": base.pp.exact, "PN": base.pn.exact}, known))
         return self.outcome(metrics, available=base.available, note=base.note, n_known=base.pp.n,
                             known=base.known.model_dump(), skipped=base.skipped,
@@ -91,11 +113,12 @@ class NegationProbe(Probe):
     def combine(self, ctx: ProbeContext, states, others) -> tuple[ProbeOutcome, Rows]:
         runs = {kind: NegationRun.model_validate(states[kind]) for kind in ("positive", "negative") if kind in states}
         scores = negation_scores(ctx.plan, runs.get("positive"), runs.get("negative"))
-        metrics = {k: Metric.of_score(s, NEGATION_SETTINGS[k].higher_is_better) for k, s in scores.settings.items()}
         per_record = _matches(scores.samples, {k: k for k in SETTINGS})
+        metrics = {k: Metric.of_score(s, NEGATION_SETTINGS[k].higher_is_better, per_record.get(k, {}))
+                   for k, s in scores.settings.items()}
         metrics.update(discrepancy_metrics({}, {k: s.exact for k, s in scores.settings.items()}, per_record))
-        conditional = conditional_leakage(list(runs.values()))
-        metrics.update({k: Metric.of_score(s, False) for k, s in conditional.items()})
+        conditional, among = conditional_leakage(list(runs.values())), _conditional_records(per_record)
+        metrics.update({k: Metric.of_score(s, False, among.get(k)) for k, s in conditional.items()})
         rows = [{"edited_with": run.edited_with, **s.model_dump(mode="json")} for run in runs.values()
                 for s in run.samples]
         return self.outcome(metrics, counts={k: [s.hits, s.n] for k, s in scores.settings.items()},
