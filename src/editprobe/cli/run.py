@@ -40,6 +40,8 @@ def run(
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint after every k-th batch (default 1)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="also evaluate after every K batches of each "
+                                                                       "editing stage: the curve over edits"),
     resume: bool = typer.Option(False, "--resume", help="continue the unfinished run in --out"),
     target_cache: Optional[bool] = typer.Option(None, "--target-cache/--no-target-cache",
                                                 help="reuse target vectors optimized before on the same model state "
@@ -60,7 +62,8 @@ def run(
              "checkpoint_every": checkpoint_every, "probes": tuple(probe) or None, "target_cache": target_cache,
              "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value if on_bad_record else None,
              "zsre_target": zsre_target.value if zsre_target else None,
-             "mquake_unit": mquake_unit.value if mquake_unit else None}
+             "mquake_unit": mquake_unit.value if mquake_unit else None,
+             "eval_every": eval_every, "eval": "every" if eval_every is not None else None}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

@@ -13,8 +13,10 @@ an in-context editor (IKE) has none and asks through :meth:`Editor.prompt_transf
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -116,6 +118,30 @@ class Editor(ABC):
     def finalize(self) -> dict:
         """Once after the last batch (PRUNE restrains the accumulated edit); idempotent."""
         return {}
+
+    @property
+    def has_final_step(self) -> bool:
+        """Whether ``finalize`` changes the edited model (PRUNE in its ``final`` mode): an
+        evaluation between batches then measures a finalized snapshot (:meth:`finalized_view`)."""
+        return False
+
+    @contextmanager
+    def finalized_view(self):
+        """The edited model as if the edits ended here, for an evaluation between batches (a
+        curve point, docs/curves.md); on leaving, the running state is back bit for bit (saved
+        with ``save_state`` and reloaded), so later batches edit as if nothing was asked. A
+        no-op for an editor without a final step."""
+        if not self.has_final_step:
+            yield self
+            return
+        with tempfile.TemporaryDirectory(prefix="editprobe-view-") as saved:
+            self.save_state(saved, include_stats=False)
+            try:
+                self.finalize()
+                yield self
+            finally:
+                self.restore()
+                self.load_state(saved)
 
     @abstractmethod
     def restore(self) -> None:

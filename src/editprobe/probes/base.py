@@ -114,7 +114,8 @@ class Metric(BaseModel):
         wanted = set(ids)
         kept = {rid: v for rid, v in self.records.items() if rid in wanted}
         if not kept:
-            return self.model_copy(update={"value": None, "n": 0, "lo": None, "hi": None, "records": {}})
+            n = 0 if self.n == len(self.records) else self.n
+            return self.model_copy(update={"value": None, "n": n, "lo": None, "hi": None, "records": {}})
         digits = 1
         if self.unit == "%" and all(v in (0.0, 100.0) for v in kept.values()):  # a hit rate: Wilson, as of_score
             hits = int(sum(v == 100.0 for v in kept.values()))
@@ -122,7 +123,9 @@ class Metric(BaseModel):
         else:
             lo, hi = bootstrap(list(kept.values()), 1.0, digits) or (None, None)
         value = round(sum(kept.values()) / len(kept), digits)
-        return self.model_copy(update={"value": value, "n": len(kept), "lo": lo, "hi": hi, "records": kept})
+        # n counts the records where it did (else it counts something else: Avg's discrepancies)
+        n = len(kept) if self.n == len(self.records) else self.n
+        return self.model_copy(update={"value": value, "n": n, "lo": lo, "hi": hi, "records": kept})
 
 
 class ProbeOutcome(BaseModel):

@@ -71,6 +71,28 @@ class ProfileDefaults(BaseModel):
         return with_profile_settings(data)
 
 
+class CurveConfig(BaseModel):
+    """What each evaluation point of ``eval: every`` measures (docs/curves.md). [choice] The
+    defaults keep a point's cost bounded: the negation settings and efficacy over the records
+    edited so far; neighbourhood and perplexity over a held-out slice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Over the records edited so far; each must be one of the run's probes (its baseline is the run's).
+    probes: tuple[str, ...] = ("negation", "efficacy")
+    # Records never edited, drawn by the run seed from the dataset's records after the first n
+    # (0: no held-out slice); fixed whatever n is.
+    heldout: Annotated[int, Field(ge=0)] = 50
+    heldout_probes: tuple[str, ...] = ("neighborhood", "perplexity")
+
+    @field_validator("probes", "heldout_probes")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate entries in {list(v)}")
+        return tuple(v)
+
+
 class RunConfig(ProfileDefaults):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -97,9 +119,12 @@ class RunConfig(ProfileDefaults):
     # E.g. {statement_template: "{query} {target}."} — SmolLM2-135M judges 4% of true
     # CounterFact statements true without the full stop and 42% with it.
     factcheck: FactCheckConfig = Field(default_factory=FactCheckConfig)
-    # [choice, matches the AlphaEdit driver] evaluate once, on the final model. Evaluating
-    # after every batch is not implemented yet; the field exists so results say which.
-    eval: Literal["final"] = "final"
+    # [choice, matches the AlphaEdit driver] evaluate once, on the final model ("final"); or
+    # also after every ``eval_every`` batches of each editing stage ("every": the curve over
+    # edits, docs/curves.md). ``eval_every`` alone implies "every".
+    eval: Literal["final", "every"] = "final"
+    eval_every: Count | None = None
+    curve: CurveConfig = Field(default_factory=CurveConfig)
     # The probes measured (registered names or module:attribute); default: every built-in
     # probe marked default, each where it applies (negation, fact-checking, the classic
     # metrics of each dataset, perplexity).
@@ -133,6 +158,26 @@ class RunConfig(ProfileDefaults):
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate entries in {list(v)}")
         return tuple(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_from_eval_every(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("eval_every") is not None and data.get("eval") is None:
+            return {**data, "eval": "every"}
+        return data
+
+    @model_validator(mode="after")
+    def _eval_every_given(self) -> "RunConfig":
+        if self.eval == "every" and self.eval_every is None:
+            raise ValueError("eval: every needs eval_every: K (evaluate after every K batches)")
+        if self.eval == "final" and self.eval_every is not None:
+            raise ValueError(f"eval_every: {self.eval_every} with eval: final; drop one (eval_every alone means every)")
+        if self.eval == "every":
+            missing = [p for p in self.curve.probes if p not in self.probes]
+            if missing:
+                raise ValueError(f"curve.probes {missing} are not among the run's probes {list(self.probes)}: a "
+                                 f"curve point reuses the run's baseline of each")
+        return self
 
     @field_validator("sample")
     @classmethod
@@ -174,6 +219,8 @@ class RunConfig(ProfileDefaults):
                  "sample": None}
         exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
                                                                              if getattr(self, k) == v}
+        if self.eval == "final":  # the curve's settings change nothing then (and runs made before lack them)
+            exclude |= {"eval_every", "curve"}
         if not may_hold_zsre(self.datasets):  # e.g. the demo's: a run saved before the field still matches
             exclude.add("zsre_target")
         return {**self.model_dump(mode="json", exclude=exclude), RUN_LAYOUT_KEY: RUN_LAYOUT}

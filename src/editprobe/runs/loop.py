@@ -30,6 +30,7 @@ from .advice import resume_advice
 from .config import RunConfig
 from ..editing.lte.target_cache import use_target_cache
 from .plan import DatasetPlan, MethodPlan, RunPlan
+from .curve import HeldOut, StageCurve, measure_heldout_baseline
 from .preflight import check_remote_requirements
 from .records import record_lines
 from .sequential import batch_seed, edit_sequentially, n_batches
@@ -54,6 +55,7 @@ class Experiment:
         self.console = console or Console(stderr=True)
         self._probe_seconds: dict[str, dict[str, float]] = {}  # stage -> probe -> seconds of measure()
         self._records: list[dict[str, Any]] = []  # per-record values (runs/records.py), filled row by row
+        self._heldout: HeldOut | None = None  # the dataset in flight's held-out slice (eval: every)
 
     @property
     def plan(self) -> RunPlan:
@@ -139,6 +141,7 @@ class Experiment:
                            tokenizer=self.loaded.tokenizer, config=self.config)
         probes = [p for p in self.plan.probes if p.applies_to(ctx)]
         base = self._baseline(dk, ctx, probes)
+        self._heldout = self._heldout_baseline(dataset) if self.config.eval == "every" else None
         no_edit = {}
         for p in probes:
             if "baseline" in p.stages:
@@ -176,7 +179,8 @@ class Experiment:
         self._records += record_lines(dataset.key, method.method, first.get("variant"), kp, outcomes)
         return ResultRow(dataset=dataset.key, method=method.method, variant=first.get("variant"), preserve_previous=kp,
                          probes=outcomes, hparams=hp, hparams_file=method.choice.model_dump(mode="json"),
-                         c0=first.get("c0"), edit_reports={k: stages[k]["edit_reports"] for k in kinds})
+                         c0=first.get("c0"), edit_reports={k: stages[k]["edit_reports"] for k in kinds},
+                         curve=[point for k in kinds for point in stages[k].get("curve", [])])
 
     def _baseline(self, dk: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
         """Every probe's measurement of the unedited model (one stage, stored together)."""
@@ -191,6 +195,24 @@ class Experiment:
         self.dir.save_stage(stage, {"probes": states, "probe_seconds": seconds})
         self._probe_seconds[stage] = seconds
         return states
+
+    def _heldout_baseline(self, dataset: DatasetPlan) -> HeldOut | None:
+        """The curve's held-out slice of the dataset, measured on the unedited model (once)."""
+        if not dataset.heldout:
+            return None
+        hctx = ProbeContext(dataset=dataset.key, records=list(dataset.heldout), plan=dataset.heldout_negation,
+                            model=self.loaded.model, tokenizer=self.loaded.tokenizer, config=self.config)
+        return measure_heldout_baseline(self.dir, f"{dataset.key}__heldout__baseline", hctx,
+                                        list(self.plan.heldout_probes))
+
+    def _stage_curve(self, stage: str, kind: str, ctx: ProbeContext, base: dict[str, Any],
+                     requests: list) -> StageCurve | None:
+        if self.config.eval != "every":
+            return None
+        probes = [p for p in self.plan.curve_probes if kind in p.stages and p.name in base]
+        return StageCurve(self.dir, stage, kind, self.config.eval_every or 1,
+                          n_batches(len(requests), self.config.batch_size), self.config.batch_size,
+                          [r.id for r in requests], ctx, probes, base, self._heldout)
 
     def _edit_stage(self, dataset: DatasetPlan, method: MethodPlan, kind: str, ctx: ProbeContext,
                     probes: list[Probe], base: dict[str, Any]) -> dict[str, Any]:
@@ -207,8 +229,9 @@ class Experiment:
         cache = use_target_cache(editor, self.config.target_cache)
         plan = dataset.negation
         requests = plan.requests_for(ctx.records) if kind == "positive" else plan.negative_requests()
+        curve = self._stage_curve(stage, kind, ctx, base, requests)
         try:
-            reports = self._edit_batches(editor, stage, label, requests)
+            reports = self._edit_batches(editor, stage, label, requests, curve)
             editor.finalize()  # once after the last batch (PRUNE); idempotent, so resume-safe
             measuring = [p for p in probes if kind in p.stages]
             self.console.print(escape(f"{label}: {', '.join(p.name for p in measuring)} on {plan.n_records} records"))
@@ -221,15 +244,18 @@ class Experiment:
                 **editor.provenance(),  # hparams, variant, c0
                 "target_cache": cache.stats.as_dict() if cache is not None else None,
                 "edit_reports": reports,
+                "curve": curve.points() if curve is not None else [],
             }
         finally:
             editor.restore()
         self.dir.save_stage(stage, result)
         return result
 
-    def _edit_batches(self, editor, stage: str, label: str, requests: list) -> list[Any]:
+    def _edit_batches(self, editor, stage: str, label: str, requests: list, curve: StageCurve | None = None
+                      ) -> list[Any]:
         """Every batch of the stage from its last checkpoint on, checkpointed after every
-        ``checkpoint_every``-th and the last; returns each batch's request reports."""
+        ``checkpoint_every``-th and the last (a curve point, when due, is measured before the
+        checkpoint: runs/curve.py); returns each batch's request reports."""
         bs = self.config.batch_size
         total = n_batches(len(requests), bs)
         start = self.dir.batches_checkpointed(stage)
@@ -249,6 +275,8 @@ class Experiment:
                 reports[str(b)] = [r.model_dump() for r in report.requests]
                 timings[str(b)] = seconds
                 bar.advance(task)
+                if curve is not None:
+                    curve.evaluate(editor, b)
                 if (b + 1) % self.config.checkpoint_every and b + 1 < total:
                     return
                 # Without stats: C0 (d_ff² per layer, GBs for 8B models) is read back from

@@ -86,6 +86,10 @@ class DatasetPlan:
     kind: str | None
     records: tuple[EditRecord, ...]
     negation: NegationPlan
+    # eval: every — records no stage edits, measured at every curve point (docs/curves.md),
+    # and their negation plan (for a held-out probe that reads one).
+    heldout: tuple[EditRecord, ...] = ()
+    heldout_negation: NegationPlan | None = None
 
 
 def negation_plan(spec: str, records: Sequence[EditRecord], negate) -> NegationPlan:
@@ -112,6 +116,35 @@ def sampled(dataset: DatasetRecords, size: int, seed: int) -> DatasetRecords:
                                       f"(the first n, usable ones); lower sample")
     chosen = permutation_prefix(len(dataset.records), size, seed)
     return replace(dataset, records=tuple(dataset.records[i] for i in chosen))
+
+
+def _heldout_pool(config: RunConfig) -> int:
+    """How many records after the first n are read to draw the held-out slice from (four times
+    its size, so the draw is a draw; none without a curve)."""
+    return 4 * config.curve.heldout if config.eval == "every" else 0
+
+
+def _split_heldout(config: RunConfig, read: dict[str, DatasetRecords], warnings: list[str]
+                   ) -> tuple[dict[str, DatasetRecords], dict[str, tuple[EditRecord, ...]]]:
+    """Each dataset's first n records (the run's) and its held-out slice: ``curve.heldout`` of
+    the records after them, drawn by the run seed (docs/curves.md). A dataset with fewer left
+    gets those, and a warning."""
+    runs, heldout = {}, {}
+    for spec, d in read.items():
+        runs[spec] = replace(d, records=d.records[:config.n])
+        rest = d.records[config.n:]
+        if config.eval != "every" or config.curve.heldout == 0:
+            heldout[spec] = ()
+            continue
+        from ..data.corpus_sample import permutation_prefix
+
+        size = min(config.curve.heldout, len(rest))
+        heldout[spec] = tuple(rest[i] for i in permutation_prefix(len(rest), size, config.seed))
+        if size < config.curve.heldout:
+            warnings.append(f"{spec}: {size} records after the first n={config.n} for the curve's held-out slice "
+                            f"(curve.heldout: {config.curve.heldout}); " +
+                            ("the curve has no held-out part" if size == 0 else "the slice is smaller"))
+    return runs, heldout
 
 
 # --- methods ------------------------------------------------------------------------------------
@@ -237,6 +270,9 @@ class RunPlan:
     methods: Mapping[tuple[str, str], MethodPlan]  # (method, dataset key)
     probes: tuple[Probe, ...]  # resolved (module:attribute imported) and ordered
     warnings: tuple[str, ...]  # about suspicious data (counts, not rows)
+    # eval: every — the probes of a curve point over the edited records and over the held-out slice.
+    curve_probes: tuple[Probe, ...] = ()
+    heldout_probes: tuple[Probe, ...] = ()
 
     @classmethod
     def build(cls, config: RunConfig, loaded=None) -> "RunPlan":
@@ -253,18 +289,26 @@ class RunPlan:
         methods = {} if by_kind else _method_plans(config, keys, {})
         negate = negation_function(config.negation_table)  # a bad table fails here, not after the baseline
         probes = tuple(order_probes([resolve_probe(spec) for spec in config.probes]))
-        read, warnings = read_datasets(config.datasets, config.n, _prompt_lengths(config, probes, negate, loaded),
-                                       config.on_bad_record, config.dataset_options())
+        read, warnings = read_datasets(config.datasets, config.n + _heldout_pool(config),
+                                       _prompt_lengths(config, probes, negate, loaded), config.on_bad_record,
+                                       config.dataset_options())
+        read, heldout = _split_heldout(config, read, warnings)
         if config.sample is not None:
             read = {spec: sampled(d, config.sample, config.seed) for spec, d in read.items()}
         if by_kind:
             methods = _method_plans(config, keys, {spec: read[spec].kind for spec in config.datasets})
         datasets = tuple(DatasetPlan(spec, keys[spec], read[spec].kind, read[spec].records,
-                                     negation_plan(spec, read[spec].records, negate)) for spec in config.datasets)
+                                     negation_plan(spec, read[spec].records, negate), heldout[spec],
+                                     build_negation_plan(heldout[spec], negate) if heldout[spec] else None)
+                         for spec in config.datasets)
         warnings += [line for d in datasets if (line := unanchored_warning(d.spec, d.negation))]
         if loaded is None:
             check_model_and_device(config.model, config.device)
-        return cls(config, datasets, methods, probes, tuple(warnings))
+        curve, heldout_probes = (), ()
+        if config.eval == "every":
+            curve = tuple(p for p in probes if p.name in config.curve.probes)  # the run's order
+            heldout_probes = tuple(order_probes([resolve_probe(spec) for spec in config.curve.heldout_probes]))
+        return cls(config, datasets, methods, probes, tuple(warnings), curve, heldout_probes)
 
     def method(self, method: str, dataset: DatasetPlan) -> MethodPlan:
         return self.methods[(method, dataset.key)]

@@ -107,6 +107,10 @@ class PRUNEEditor(MEMITEditor):
         return out
 
     @property
+    def has_final_step(self) -> bool:
+        return self.hp.prune_apply_at == "final"
+
+    @property
     def finalized(self) -> bool:
         return self._finalized_at is not None and self._finalized_at == self._batches
 
