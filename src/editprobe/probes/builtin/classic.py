@@ -123,11 +123,12 @@ class ClassicProbe(Probe):
                 "predicted": [list(s.predicted) for s in scores]}
 
     # --- aggregating -------------------------------------------------------------------------
-    def _per_record(self, record_ids: list[str], values: list[float]) -> list[float]:
+    def _per_record(self, record_ids: list[str], values: list[float]) -> dict[str, float]:
+        """Each record's mean over its prompts, in the order the records first appear."""
         by_record: dict[str, list[float]] = {}
         for rid, v in zip(record_ids, values):
             by_record.setdefault(rid, []).append(v)
-        return [_mean(v) for v in by_record.values()]
+        return {rid: _mean(v) for rid, v in by_record.items()}
 
     def _token_values(self, state: dict[str, Any], baseline: dict[str, Any] | None) -> tuple[list[str], list[list]]:
         return state["record_ids"], state["hits"]
@@ -139,24 +140,24 @@ class ClassicProbe(Probe):
             flat: dict[str, list[bool]] = {}
             for rid, h in zip(rids, hits):
                 flat.setdefault(rid, []).extend(h)
-            values = [_mean(v) for v in flat.values() if v]
-            return {"tokens": Metric.mean(values, f"{TEACHER_FORCED_TOKENS}: {self.token_label}")}
+            values = {rid: _mean(v) for rid, v in flat.items() if v}
+            return {"tokens": Metric.of_records(values, f"{TEACHER_FORCED_TOKENS}: {self.token_label}")}
         sign = 1 if self.expect_new else -1
         pairs = list(zip(map(number, state["nll_new"]), map(number, state["nll_old"])))
         success = [float(sign * (o - n) > 0) for n, o in pairs]
         magnitude = [sign * (_p(n) - _p(o)) for n, o in pairs]
         winner, loser = ("o*", "o") if self.expect_new else ("o", "o*")
         out = {
-            "prob": Metric.mean(self._per_record(ids, success),
+            "prob": Metric.of_records(self._per_record(ids, success),
                                 f"{TEACHER_FORCED_PROB}: % of {self.setting} prompts where mean log p({winner}) > "
                                 f"mean log p({loser}) (ROME/MEMIT)"),
-            "magnitude": Metric.mean(self._per_record(ids, magnitude),
+            "magnitude": Metric.of_records(self._per_record(ids, magnitude),
                                      f"{TEACHER_FORCED_PROB}: mean p({winner}) − p({loser}), p = exp(−mean token NLL), "
                                      "in points (ROME/MEMIT)", unit="points"),
         }
         em = self._em_values(state, baseline)
         if em is not None:
-            out["EM"] = Metric.mean(self._per_record(ids, [float(x) for x in em]),
+            out["EM"] = Metric.of_records(self._per_record(ids, [float(x) for x in em]),
                                     f"{TEACHER_FORCED_EM}: {self.em_label}")
         return out
 

@@ -39,10 +39,20 @@ def _row(setting: str, edited_with: str, r: FactCheckReply) -> dict[str, Any]:
 def _balanced(result: FactCheckResult) -> Metric:
     """The balanced accuracy with its bootstrap interval: per record, the mean of 'true' to
     o* and 'false' to o (both answers of one record drawn together)."""
-    per_record = [((s.after == "true") + (s.control == "false")) / 2 for s in result.samples
-                  if s.included and s.control is not None]
-    lo, hi = bootstrap(per_record) or (None, None)
-    return Metric(value=result.balanced_accuracy, label=BALANCED_LABEL, higher_is_better=True, lo=lo, hi=hi)
+    per_record = {s.record_id: ((s.after == "true") + (s.control == "false")) / 2 for s in result.samples
+                  if s.included and s.control is not None}
+    lo, hi = bootstrap(list(per_record.values())) or (None, None)
+    return Metric(value=result.balanced_accuracy, label=BALANCED_LABEL, higher_is_better=True, lo=lo, hi=hi,
+                  records={rid: 100.0 * v for rid, v in per_record.items()})
+
+
+def _eff_records(pp: Metric | None, after: dict[str, Any]) -> dict[str, float] | None:
+    """Eff's per-record hits (×100): this probe's own when it measured Eff itself (stage files
+    written before they were kept have only the share: none then), else the negation PP's."""
+    if after.get("eff") is not None:
+        hits = after.get("eff_hits")
+        return None if hits is None else {rid: 100.0 * float(hit) for rid, hit in hits.items()}
+    return pp.records if pp is not None else None
 
 
 @register_probe
@@ -68,6 +78,7 @@ class FactCheckProbe(Probe):
         if len(records) != ctx.plan.n_records:  # the negation settings leave records out: Eff over these
             hits = exact_match_batch(model, tok, [(how.completion(r.query), r.target_new) for r in records])
             state["eff"] = round(100.0 * sum(hits) / len(hits), 1)
+            state["eff_hits"] = {r.id: bool(hit) for r, hit in zip(records, hits)}  # per record (compare)
         return state
 
     def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
@@ -81,10 +92,12 @@ class FactCheckProbe(Probe):
         hits = sum(r.answer == "true" for r in kept)
         lo, hi = wilson(hits, len(kept)) or (None, None)
         metrics = {
-            "Eff": Metric(value=100.0 if kept else None, n=len(kept), label=NO_EDIT_PP.label, higher_is_better=True),
+            "Eff": Metric(value=100.0 if kept else None, n=len(kept), label=NO_EDIT_PP.label, higher_is_better=True,
+                          records={r.record_id: 100.0 for r in kept}),
             "Acc": Metric(value=round(100.0 * hits / len(kept), 1) if kept else None, n=len(kept),
                           label=FACTCHECK_NO_EDIT.label + "; restricted to the records whose old object the unedited "
-                                "model exact-matches", higher_is_better=True, lo=lo, hi=hi),
+                                "model exact-matches", higher_is_better=True, lo=lo, hi=hi,
+                          records={r.record_id: 100.0 * (r.answer == "true") for r in kept}),
         }
         counts: dict[str, int] = {}
         for r in kept:
@@ -105,12 +118,14 @@ class FactCheckProbe(Probe):
         # rounded share) has none.
         pp = negation.metrics.get("PP") if negation is not None and own_eff is None else None
         control = result.control_score
+        included = [s for s in result.samples if s.included]
         metrics = {
             "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True,
-                          lo=pp.lo if pp else None, hi=pp.hi if pp else None),
-            "Acc": Metric.of_score(result.accuracy_score, True),
-            "Control": Metric.of_score(control) if control is not None else Metric(value=None,
-                                                                                  label=FACTCHECK_CONTROL.label),
+                          lo=pp.lo if pp else None, hi=pp.hi if pp else None, records=_eff_records(pp, after)),
+            "Acc": Metric.of_score(result.accuracy_score, True, {s.record_id: s.after == "true" for s in included}),
+            "Control": Metric.of_score(control, None, {s.record_id: s.control == "true" for s in included
+                                                       if s.control is not None})
+            if control is not None else Metric(value=None, label=FACTCHECK_CONTROL.label),
             "Balanced": _balanced(result),
         }
         rows = [_row("factcheck-after", "positive", r) for r in _replies(after["after"])]

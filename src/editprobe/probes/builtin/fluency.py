@@ -67,8 +67,8 @@ class FluencyProbe(Probe):
         by_record: dict[str, list[float]] = {}
         for rid, text in zip(state["record_ids"], state["texts"]):
             by_record.setdefault(rid, []).append(ngram_entropy(text))
-        values = [sum(v) / len(v) for v in by_record.values()]
-        metric = Metric.mean(values, LABEL, unit="bits×100", higher_is_better=True)
+        values = {rid: sum(v) / len(v) for rid, v in by_record.items()}
+        metric = Metric.of_records(values, LABEL, unit="bits×100", higher_is_better=True)
         rows = [{"edited_with": edited_with, "record_id": rid, "setting": "fluency", "probe": self.name,
                  "query": "", "expected": "", "generated": text, "match": None}
                 for rid, text in zip(state["record_ids"], state["texts"])]

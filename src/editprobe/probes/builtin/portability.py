@@ -55,11 +55,11 @@ class _TokenAccuracyProbe(Probe):
         rows = [{"edited_with": edited_with, "record_id": g, "setting": self.name, "probe": self.name, "query": q,
                  "expected": a, "match": all(h), "token_accuracy": sum(h) / len(h) if h else None}
                 for g, q, a, h in zip(state["groups"], state["questions"], state["answers"], state["hits"])]
-        pooled_mean = Metric.mean([sum(v) / len(v) for v in pooled.values() if v],
+        pooled_mean = Metric.of_records({g: sum(v) / len(v) for g, v in pooled.items() if v},
                                   f"{TEACHER_FORCED_TOKENS}: {self.pooled_label}")
         if self.multi_hop:
             return self.outcome({"tokens": pooled_mean}), rows
-        by_question = Metric.mean([sum(v) / len(v) for v in per_question.values()],
+        by_question = Metric.of_records({g: sum(v) / len(v) for g, v in per_question.items()},
                                   f"{TEACHER_FORCED_TOKENS}: {self.label}")
         return self.outcome({"tokens": by_question, "tokens_pooled": pooled_mean}), rows
 
