@@ -152,3 +152,26 @@ def test_report_cli_lists_the_curves(tmp_path):
     result = invoke(["report", str(_run(tmp_path, "a", _summary())), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     assert "### Curves over edits" in result.output and (tmp_path / "rep" / "curves" / "mcf-positive-edited.svg").exists()
+
+
+def test_panels_put_differences_last_and_are_capped():
+    from editprobe.report.curves import MAX_PANELS, _panels, curve_figures
+
+    summary = _summary()
+    metrics = {k: _metric(50.0, 45.0, 55.0, 10, unit="points" if "-" in k else "%")
+               for k in ("PP-PN", "Avg", "PP", "PN", "PN|PP", "NN", "NP", "NP|NN")}
+    metrics["Avg"] = _metric(None, unit="points")  # no value: no panel
+    for i, result in enumerate(summary["results"]):
+        result["preserve_previous"] = bool(i)  # the runs differ in K_p: rows say which
+        for point in result["curve"]:
+            point["probes"] = {"negation": _outcome("negation", metrics)}
+            point["n_records"] += i  # different n per method: the legend says each
+    from editprobe.runs.summary import parse_summary
+
+    df = curve_table([parse_summary(summary)])
+    assert set(df["Method"]) == {"memit (no K_p)", "alphaedit (with K_p)"}
+    rows = df[(df["stage"] == "positive") & (df["part"] == "edited")]
+    assert _panels(rows)[:MAX_PANELS] == [("negation", k) for k in ("PP", "PN", "PN|PP", "NN", "NP", "NP|NN")]
+    assert _panels(rows)[-1] == ("negation", "PP-PN")
+    figures = curve_figures(rows, ("svg",))
+    assert [f.name for f in figures] == ["mcf-positive-edited"] and set(figures[0].files) == {"svg"}
