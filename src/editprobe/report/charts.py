@@ -21,11 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .cells import bounds
+from .style import COLOURS as _COLOURS, DPI as _DPI
 from .tables import SETTINGS
-
-# Okabe–Ito colours: distinguishable under the common colour-vision deficiencies.
-_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
-_DPI = 110
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,22 @@ def _charts_section(summaries: Sequence[RunSummary]) -> str:
     return f'<section id="charts"><h2>Charts</h2><div class="charts">{figs}</div></section>'
 
 
+def _curves_section(summaries: Sequence[RunSummary]) -> str:
+    """The curves over edits (docs/curves.md) as PNG data URIs; "" when no run has a curve."""
+    from .curves import CURVES_CSV, curve_figures, curve_table  # matplotlib only when drawing
+
+    df = curve_table(summaries)
+    if df is None:
+        return ""
+    figs = "".join(f'<figure class="chart chart-curve"><img src="data:image/png;base64,'
+                   f'{base64.b64encode(f.files["png"]).decode("ascii")}" alt="{escape(f.alt)}" '
+                   f'title="{escape(f.title)}"></figure>' for f in curve_figures(df, ("png",)))
+    note = ("Each metric against the number of edits made so far, one line per method; the shaded band is its 95% "
+            f"interval. The numbers are in {CURVES_CSV} beside the tables.")
+    return (f'<section id="curves"><h2>Curves over edits</h2><p class="note">{escape(note)}</p>'
+            f'<div class="charts">{figs}</div></section>')
+
+
 def _trace_panel(root: Path) -> str:
     t = _read_json(root / TRACE)
     rec = t.get("recommendation") if isinstance(t.get("recommendation"), Mapping) else {}
@@ -261,6 +277,10 @@ def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: st
     if summaries:
         sections += [_tables_section(summaries), _charts_section(summaries)]
         nav += [("tables", "Tables"), ("charts", "Charts")]
+        curves = _curves_section(summaries)
+        if curves:
+            sections.append(curves)
+            nav.append(("curves", "Curves over edits"))
     if sources.traces:
         sections.append('<section id="traces"><h2>Causal tracing</h2>'
                         + "".join(_trace_panel(d) for d in sources.traces) + "</section>")

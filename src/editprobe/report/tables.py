@@ -18,6 +18,7 @@ import pandas as pd
 from ..paths import write_text_atomic
 from ..probes.base import ProbeOutcome
 from .cells import INTERVALS, csv_frame, split_metrics, text_rows
+from .curves import write_curves
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
@@ -330,7 +331,8 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
 def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
     """Write ``<name>.md/.csv/.tex`` for every table into the report directory ``out`` (an
     editprobe ``report`` directory: the tables of an earlier report there are replaced, a
-    user's own files kept); return the Markdown of all."""
+    user's own files kept), and the curves over edits where runs have them (curves.py);
+    return the Markdown of all."""
     from ..workdir import WorkDir
 
     tables = all_tables(summaries)
@@ -345,4 +347,5 @@ def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
             write_text_atomic(work.root / f"{name}.csv", csv_frame(df).to_csv(index=False, na_rep=""))
             write_text_atomic(work.root / f"{name}.tex", to_latex(df, caption, legend, LATEX_CAPTIONS.get(name)))
             parts.append(f"### {caption}\n\n{md}")
-    return "\n".join(parts)
+        curves = write_curves(summaries, work.root, work.own)  # "" (and no file) when no run has a curve
+    return "\n".join(parts + ([curves] if curves else []))
