@@ -28,6 +28,8 @@ from ..probes.base import Probe, ProbeContext, ProbeOutcome
 from .store import RunDir
 
 EDITED, HELDOUT = "edited", "heldout"
+# Left out of a point: the negation Avg of one stage's point is its one discrepancy again.
+NOT_ON_THE_CURVE = frozenset({("negation", "Avg")})
 
 
 @dataclass
@@ -130,7 +132,8 @@ class StageCurve:
 
 def _restricted(outcome: ProbeOutcome, ids: list[str]) -> ProbeOutcome:
     """The outcome's per-record metrics over ``ids``; the others dropped (they are over every record)."""
-    metrics = {k: m.restricted_to(ids) for k, m in outcome.metrics.items() if m.records is not None}
+    metrics = {k: m.restricted_to(ids) for k, m in outcome.metrics.items()
+               if m.records is not None and (outcome.probe, k) not in NOT_ON_THE_CURVE}
     return outcome.model_copy(update={"metrics": metrics, "details": {}})
 
 
