@@ -127,7 +127,9 @@ def compare_lines(pairs: Sequence[tuple[Row, Row]]) -> list[Line]:
         for dataset in (d for d in values_a if d in values_b):
             for key, line_a in values_a[dataset].items():
                 line_b = values_b[dataset].get(key)
-                result = None if line_b is None or line_b.unit != line_a.unit else paired_difference(line_a.values, line_b.values, line_a.unit)
+                if line_b is None or line_b.unit != line_a.unit:
+                    continue
+                result = paired_difference(line_a.values, line_b.values, line_a.unit)
                 if result is not None:
                     lines.append(Line(dataset, a, b, key[0], key[1], line_a.unit, result))
     return lines
