@@ -29,12 +29,13 @@ def report(
     html: Optional[Path] = typer.Option(None, "--html", help="also write one self-contained HTML report (tables, "
                                                              "charts, trace/analysis figures, sample browser)"),
     compare: Optional[list[tuple]] = typer.Option(
-        None, "--compare", metavar="A B", help="A B: is row A better than row B? Rows as RUNDIR:method[+variant] or a method name "
+        None, "--compare", metavar="A B", help="is row A better than row B? Rows as RUNDIR:method[+variant] or a method name "
                                 "one run has; paired difference per metric on the records both edited, interval, "
                                 "p-value, Holm-corrected (compare.md/.csv); repeat for several pairs"),
 ) -> None:
     """Negation, fact-check and (when runs differ in it) preserve-previous ablation tables;
-    with --html also one self-contained page of them, charts, traces, analyses and samples."""
+    with --compare A B also paired comparisons of two rows; with --html also one self-contained
+    page of them, charts, traces, analyses and samples."""
     from ..report import load_summaries, write_tables
     from ..report.compare import compare_lines, same_dir, select_pairs, write_compare
     from ..report.compare import selector_runs as compare_runs
