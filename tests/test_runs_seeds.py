@@ -98,3 +98,29 @@ def test_report_aggregates_a_study_over_two_seeds(ws, tmp_path):
     assert pp["mean"] == pytest.approx(sum(values) / 2)
     assert pp["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     assert "negation PN|PP" in set(seeds["Metric"]) and r"| negation PN\|PP |" in report.stdout
+
+
+def test_edit_seeds_drive_the_templates_as_runs_do(ws, tmp_path):
+    from safetensors.torch import load_file
+
+    from editprobe.jobs.edit import EditConfig, EditJob
+
+    def edit(seed):
+        cfg = EditConfig(model=str(ws["model"]), method="memit", data=str(ws["data"]), n=3, batch_size=3,
+                         out=tmp_path / f"e{seed}", hparams="tiny", overrides={"mom2_corpus": str(ws["corpus"])},
+                         negation_table=str(ws["negations"]), seed=seed)
+        report = EditJob(cfg).run()
+        return report["hparams"], load_file(tmp_path / f"e{seed}" / "state" / "deltas.safetensors")
+
+    before = MethodPlan.build("memit", config(ws, tmp_path / "o"), {"mom2_corpus": str(ws["corpus"])}).hparams
+    edits = {seed: edit(seed) for seed in (0, 1)}
+    assert edits[0][0] == before.model_dump(mode="json")  # seed 0: the file's template_seed, as before
+    assert edits[1][0]["template_seed"] == run_template_seed(1, before.template_seed)  # recorded in report.json
+    assert any(not torch.equal(edits[0][1][k], v) for k, v in edits[1][1].items())
+
+
+def test_rledit_s_trained_network_does_not_follow_the_run_seed():
+    from editprobe.editing.rledit.editor import RLEditEditor, RLEditHParams
+
+    hp = RLEditHParams(hypernet="somewhere")
+    assert RLEditEditor.seed_fields == () and RLEditEditor.run_seeded_hparams(hp, 3) is hp

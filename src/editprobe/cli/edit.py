@@ -32,7 +32,8 @@ def edit(
     preserve_previous: Optional[bool] = typer.Option(None, "--preserve-previous/--no-preserve-previous"),
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
-    seed: int = typer.Option(0, help="seed of every batch"),
+    seed: int = typer.Option(0, help="seed of every batch and of the context templates or IKE's demonstrations "
+                                      "(0: the file's template_seed / seed), as run's --seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier edit result in --out"),
     target_cache: bool = typer.Option(True, "--target-cache/--no-target-cache",
                                       help="reuse target vectors optimized before on the same model state and settings"),
