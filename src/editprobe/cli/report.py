@@ -42,7 +42,7 @@ def report(
     if sources.runs:
         try:
             summaries = load_summaries(sources.runs)
-            text = write_tables(summaries, out)
+            text = write_tables(summaries, out, run_dirs=sources.runs)  # runs' records.jsonl: pooled intervals
         except KeyError as exc:
             fail(f"a run summary lacks the field {exc}; was it written by this version?")
         except ValueError as exc:

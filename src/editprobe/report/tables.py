@@ -319,8 +319,10 @@ def legend_markdown(legend: dict[str, str]) -> str:
     return "".join(f"- **{column}**: {label}\n" for column, label in legend.items())
 
 
-def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataFrame, dict[str, str] | None]]:
-    """(name, caption, table, legend) of every table the runs have."""
+def all_tables(summaries: Sequence[RunSummary], run_dirs: Sequence[str | Path] | None = None
+               ) -> list[tuple[str, str, pd.DataFrame, dict[str, str] | None]]:
+    """(name, caption, table, legend) of every table the runs have; ``run_dirs`` (each
+    summary's directory, in order) lets the seeds table pool the runs' per-record values."""
     tables: list[tuple[str, str, pd.DataFrame, dict[str, str] | None]] = [
         ("negation", "Negated queries: exact match (%) and discrepancies", negation_table(summaries), None),
         ("factcheck", "Fact-checking: efficacy (PP) and accuracy (%)", factcheck_table(summaries), None)]
@@ -333,22 +335,23 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
     cost = cost_table(summaries)
     if cost is not None:
         tables.append(("cost", "Cost: editing seconds per request, negation-probe milliseconds per query", cost, None))
-    seeds = seed_table(summaries)
+    seeds = seed_table(summaries, run_dirs)
     if seeds is not None:
         tables.append(("seeds", "Over seeds: mean and standard deviation of each metric (runs that differ only by "
-                       "seed)", seeds, None))
+                       "seed); the mean's 95% interval covers the sampling of records", seeds, None))
     tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
                    settings_table(summaries), None))
     return tables
 
 
-def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
+def write_tables(summaries: Sequence[RunSummary], out: str | Path,
+                 run_dirs: Sequence[str | Path] | None = None) -> str:
     """Write ``<name>.md/.csv/.tex`` for every table into the report directory ``out`` (an
     editprobe ``report`` directory: the tables of an earlier report there are replaced, a
-    user's own files kept); return the Markdown of all."""
+    user's own files kept); return the Markdown of all. ``run_dirs``: as :func:`all_tables`."""
     from ..workdir import WorkDir
 
-    tables = all_tables(summaries)
+    tables = all_tables(summaries, run_dirs)
     work = WorkDir(out, "report")
     parts = []
     with work.hold():
