@@ -32,7 +32,7 @@ from .cells import INTERVALS, split_metrics
 NOT_THE_EXPERIMENT = frozenset({"seed", "out", "device", "checkpoint_every", "target_cache"})
 SEED_COLUMNS = ("Model", "Dataset", "Method", "Metric", "seeds", "mean", "sd")
 # A row's metric in records.jsonl: (dataset, method, variant, preserve_previous, probe, metric).
-RecordKey = tuple[str, str, "str | None", "bool | None", str, str]
+RecordKey = tuple[str, str, str | None, bool | None, str, str]
 RunRecords = Mapping[RecordKey, Mapping[str, float]]
 
 
@@ -49,7 +49,7 @@ def pooled_interval(per_seed: Sequence[Mapping[str, float]]) -> Interval | None:
     (``per_seed``: record id -> value, one mapping per seed). Each resample draws the records
     by id once for every seed (:func:`~editprobe.probes.intervals.paired_means`): a record two
     seeds share is in or out of both. None when a seed has no values."""
-    if len(per_seed) < 1 or not all(per_seed):
+    if not per_seed or not all(per_seed):
         return None
     draws = paired_means({str(i): values for i, values in enumerate(per_seed)})
     return percentile_interval(np.mean(np.vstack(list(draws.values())), axis=0), scale=1.0)
@@ -69,7 +69,7 @@ def _label(result: ResultRow, mark_preserve: bool) -> str:
     return f"{name} ({'with' if result.preserve_previous else 'no'} K_p)"
 
 
-Member = tuple[int, ResultRow, "RunRecords | None"]  # a run's seed, its row, its per-record values
+Member = tuple[int, ResultRow, RunRecords | None]  # a run's seed, its row, its per-record values
 
 
 def _pooled_mean(mean: float, per_seed: list[Mapping[str, float] | None]) -> Metric:
