@@ -1,6 +1,7 @@
 """`editprobe edit` end to end on a tiny local model: state, deltas and report written."""
 
 import json
+import re
 
 import torch
 from cli_helpers import invoke
@@ -41,7 +42,9 @@ def test_edit_command_writes_state_and_report(tmp_path, monkeypatch):
     assert report["n"] == 6 and len(report["batches"]) == 2
     assert report["efficacy_after"] > report["efficacy_before"]
     assert (out / "state" / "deltas.safetensors").is_file()
-    assert "PP efficacy" in result.output
+    assert "PP efficacy (%, " in result.output
+    # the one display convention (docs/statistics.md): value [lo, hi]
+    assert re.search(r"before \d+\.\d \[\d+\.\d, \d+\.\d\]  after \d+\.\d \[\d+\.\d, \d+\.\d\]\n", result.output)
 
 
 def test_edit_command_bad_method_is_one_clear_error(tmp_path):

@@ -56,6 +56,8 @@ def test_every_registered_method_is_a_complete_editor(method):
     assert all(isinstance(form, TrainedForm) for form in cls.trains_on)
     if cls.uses_preserved_keys:  # the run's K_p switch reaches it through its settings
         assert PRESERVE_PREVIOUS in cls.hparams_cls.model_fields
+    # The seeds a run's seed derives are seeds of its settings (docs/protocol.md#seeds).
+    assert set(cls.seed_fields) <= set(cls.hparams_cls.model_fields)
 
 
 def test_lte_methods_are_the_engine_s():

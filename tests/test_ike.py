@@ -11,7 +11,7 @@ from editprobe.data.loading import load_records
 from editprobe.data.records import EditRequest
 from editprobe.data.transform import IDENTITY, PromptTransform
 from editprobe.editing import make_editor
-from editprobe.editing.incontext.ike import IKEHParams, build_demos
+from editprobe.editing.incontext.ike import IKEEditor, IKEHParams, build_demos
 from editprobe.models import load_model
 from editprobe.probes import build_negation_plan
 from editprobe.probes.negation import score_negation_run
@@ -186,3 +186,15 @@ def test_the_edit_job_measures_an_in_context_editor_through_its_prompt(ws, tmp_p
     # once for the batch's own report, once more for efficacy after editing
     assert seen == [r.query for r in records] * 2
     assert report["method"] == "ike" and report["n"] == 3
+
+
+def test_demonstrations_follow_the_run_seed():
+    """A run's seed (edit's, tune's) derives IKE's ``seed`` (docs/protocol.md#seeds); seed 0 keeps the file's."""
+    from editprobe.runs.plan import MethodPlan
+
+    records = load_records("counterfact-train", limit=200).records
+    own = IKEHParams(seed=5)
+    plans = {seed: MethodPlan("ike", None, own, IKEEditor).with_run_seed(seed) for seed in (0, 1, 2)}
+    assert plans[0].hparams == own  # the demonstrations of every run made before
+    demos = {seed: tuple(build_demos(records, 8, list(own.demo_kinds), p.hparams.seed)) for seed, p in plans.items()}
+    assert len(set(demos.values())) == 3 and all(len(d) == 8 for d in demos.values())

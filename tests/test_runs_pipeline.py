@@ -176,3 +176,20 @@ def test_summary_records_the_model_dtype_and_the_c0_documents(finished):
         c0 = r["c0"]
         assert c0["asked"] == 200 and set(c0["documents"]) == {"1", "2"}  # the tiny hparams' layers
         assert all(n == 100 for n in c0["documents"].values())  # the corpus has 100: fewer than asked
+
+
+def test_the_run_line_shows_each_negation_figure_with_its_interval(finished):
+    from editprobe.cli.run import result_line
+    from editprobe.probes.intervals import shown
+    from editprobe.report import load_summaries
+
+    row = load_summaries([finished["out"]])[0].results[0]
+    neg = row.probes["negation"].metrics
+
+    def cell(key):
+        return f"{key} {shown(neg[key].value, neg[key].lo, neg[key].hi, '{}')}"
+
+    line = result_line(row)
+    assert line.startswith(f"{row.dataset} memit: " + " ".join(cell(k) for k in ("PP", "PN", "NN", "NP", "Avg")))
+    assert f" {cell('PN|PP')} (n={neg['PN|PP'].n}) {cell('NP|NN')} (n={neg['NP|NN'].n}) | fact-check Eff" in line
+    assert "[" in cell("PN|PP")

@@ -148,3 +148,7 @@ def test_runs_that_differ_only_by_seed_are_aggregated(tmp_path):
     assert len(pp) == 1  # run d is another experiment (n differs) with one seed: no row
     assert (pp.iloc[0]["seeds"], pp.iloc[0]["mean"], pp.iloc[0]["sd"]) == (3, 80.0, 10.0)  # sample sd (n - 1)
     assert seed_table(load_summaries(runs[:1] + runs[3:])) is None  # no two seeds of one experiment
+    # The per-run tables tell the seeds' rows apart, and only when the runs differ in seed.
+    assert negation_table(load_summaries(runs[:3]))["Method"].tolist()[1:] == [
+        "memit (seed 0)", "memit (seed 1)", "memit (seed 2)"]
+    assert negation_table(load_summaries(runs[1:2] + runs[3:]))["Method"].tolist()[1:] == ["memit", "memit"]

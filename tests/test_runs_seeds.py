@@ -90,11 +90,63 @@ def test_report_aggregates_a_study_over_two_seeds(ws, tmp_path):
     import pandas as pd
 
     seeds = pd.read_csv(tmp_path / "tables" / "seeds.csv")
-    assert list(seeds.columns) == ["Model", "Dataset", "Method", "Metric", "seeds", "mean", "sd"]
+    assert list(seeds.columns) == ["Model", "Dataset", "Method", "Metric", "seeds", "mean", "mean lo", "mean hi",
+                                   "mean n", "sd"]
     pp = seeds[seeds["Metric"] == "negation PP"].iloc[0]
+    # the interval pooled over the records (records.jsonl) holds the mean; n: the records pooled
+    pooled = seeds.dropna(subset=["mean lo"])
+    assert pp["mean n"] >= 3 and len(pooled) == len(seeds)  # the negation probe keeps every metric's records
+    assert ((pooled["mean lo"] <= pooled["mean"] + 0.05) & (pooled["mean"] <= pooled["mean hi"] + 0.05)).all()
     negation = pd.read_csv(tmp_path / "tables" / "negation.csv")
-    values = negation[negation["Method"] == "memit"]["PP"].tolist()
+    values = negation[negation["Method"].isin(["memit (seed 0)", "memit (seed 1)"])]["PP"].tolist()
     assert pp["seeds"] == 2 and len(values) == 2
     assert pp["mean"] == pytest.approx(sum(values) / 2)
     assert pp["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     assert "negation PN|PP" in set(seeds["Metric"]) and r"| negation PN\|PP |" in report.stdout
+
+
+def test_edit_seeds_drive_the_templates_as_runs_do(ws, tmp_path):
+    from safetensors.torch import load_file
+
+    from editprobe.jobs.edit import EditConfig, EditJob
+
+    def edit(seed):
+        cfg = EditConfig(model=str(ws["model"]), method="memit", data=str(ws["data"]), n=3, batch_size=3,
+                         out=tmp_path / f"e{seed}", hparams="tiny", overrides={"mom2_corpus": str(ws["corpus"])},
+                         negation_table=str(ws["negations"]), seed=seed)
+        report = EditJob(cfg).run()
+        return report["hparams"], load_file(tmp_path / f"e{seed}" / "state" / "deltas.safetensors")
+
+    before = MethodPlan.build("memit", config(ws, tmp_path / "o"), {"mom2_corpus": str(ws["corpus"])}).hparams
+    edits = {seed: edit(seed) for seed in (0, 1)}
+    assert edits[0][0] == before.model_dump(mode="json")  # seed 0: the file's template_seed, as before
+    assert edits[1][0]["template_seed"] == run_template_seed(1, before.template_seed)  # recorded in report.json
+    assert any(not torch.equal(edits[0][1][k], v) for k, v in edits[1][1].items())
+
+
+def test_rledit_s_trained_network_does_not_follow_the_run_seed():
+    from editprobe.editing.rledit.editor import RLEditEditor, RLEditHParams
+
+    hp = RLEditHParams(hypernet="somewhere")
+    assert RLEditEditor.seed_fields == () and RLEditEditor.run_seeded_hparams(hp, 3) is hp
+
+
+def test_the_pooled_interval_by_hand():
+    """Each resample draws the records once for every seed and averages the seeds' means."""
+    import numpy as np
+
+    from editprobe.probes.intervals import RESAMPLES, bootstrap
+    from editprobe.report.seeds import pooled_interval
+
+    seeds = [{"a": 100.0, "b": 0.0, "c": 100.0, "d": 100.0}, {"a": 0.0, "b": 0.0, "c": 100.0, "d": 50.0}]
+    ids = ["a", "b", "c", "d"]
+    draws = np.random.default_rng(0).integers(0, 4, size=(RESAMPLES, 4))
+    pooled = [np.mean([np.mean([s[ids[i]] for i in row]) for s in seeds]) for row in draws]
+    lo, hi = np.percentile(pooled, [2.5, 97.5])
+    assert pooled_interval(seeds) == (round(float(lo), 1), round(float(hi), 1))
+    # on shared records the mean of the seeds' means is the mean of the records' averages over seeds
+    assert pooled_interval(seeds) == bootstrap([(seeds[0][r] + seeds[1][r]) / 2 for r in ids], scale=1.0)
+    assert pooled_interval([seeds[0], {}]) is None  # a seed without values: no interval
+    # seeds on other records (sample:): a resample averages each seed over the drawn records it has
+    lo, hi = pooled_interval([{"a": 100.0, "b": 0.0}, {"c": 50.0, "d": 50.0}])
+    assert lo <= 50.0 <= hi

@@ -170,3 +170,23 @@ def test_ties_go_to_the_earlier_trial_so_the_base_setting_stays_unless_beaten():
     assert select_best(trials).number == 0
     assert select_best(trials + [trial(4, 83.0, 0.0)]).number == 4
     assert select_best([trial(0, 50.0, None, "pruned")]) is None
+
+
+def test_the_seed_derives_the_context_templates_as_a_run_s(tiny_setup, tmp_path):
+    """docs/protocol.md#seeds: seed 0 keeps the base file's template_seed; another seed's
+    derived one is what the trials use and what the written file records."""
+    from editprobe.editing.lte.context import run_template_seed
+    from editprobe.jobs.tune.search import TuneConfig, Tuner
+
+    def tuner(seed):
+        config = TuneConfig(model=str(tiny_setup["model"]), method="memit", data=str(tiny_setup["dev"]),
+                            out=tmp_path / f"t{seed}.yaml", n=4, batch_size=2, hparams="tiny", seed=seed,
+                            evaluation=(str(tiny_setup["eval"]),), overrides={"mom2_corpus": str(tiny_setup["corpus"])})
+        job = Tuner(config)
+        job.preflight()
+        return job
+
+    base, seeded = tuner(0), tuner(1)
+    assert base._seeded() == {}  # the file written at seed 0 is as before
+    assert seeded.base.template_seed == run_template_seed(1, base.base.template_seed) != base.base.template_seed
+    assert seeded._seeded() == {"template_seed": seeded.base.template_seed}

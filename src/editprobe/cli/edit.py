@@ -32,7 +32,8 @@ def edit(
     preserve_previous: Optional[bool] = typer.Option(None, "--preserve-previous/--no-preserve-previous"),
     dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 ..."),
-    seed: int = typer.Option(0, help="seed of every batch"),
+    seed: int = typer.Option(0, help="seed of every batch and of the context templates or IKE's demonstrations "
+                                      "(0: the file's template_seed / seed), as run's --seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier edit result in --out"),
     target_cache: bool = typer.Option(True, "--target-cache/--no-target-cache",
                                       help="reuse target vectors optimized before on the same model state and settings"),
@@ -64,16 +65,18 @@ def edit(
         task = progress.add_task(escape(f"{method}: editing"), total=None)
         report = job.run(on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     typer.echo(f"{method} on {model}: {report['n']} edits in batches of {batch_size}")
-    typer.echo(f"PP efficacy ({report['metric']}): before {_with_interval(report, 'efficacy_before')}  "
+    typer.echo(f"PP efficacy (%, {report['metric']}): before {_with_interval(report, 'efficacy_before')}  "
                f"after {_with_interval(report, 'efficacy_after')}")
     typer.echo(f"state and report in {out}")
 
 
 def _with_interval(report: dict, key: str) -> str:
-    """``97.0% [93.1, 99.4]``: the value and its 95% interval (docs/statistics.md)."""
+    """``97.0 [93.1, 99.4]``: the value and its 95% interval, as every output shows it
+    (docs/statistics.md)."""
+    from ..probes.intervals import shown
+
     lo, hi = report.get(f"{key}_interval") or (None, None)
-    interval = "[–]" if lo is None else f"[{lo:.1f}, {hi:.1f}]"
-    return f"{report[key]:.1f}% {interval}"
+    return shown(report[key], lo, hi)
 
 
 def register(app: typer.Typer) -> None:

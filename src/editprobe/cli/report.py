@@ -64,7 +64,7 @@ def report(
             summaries = load_summaries(sources.runs)
             # Every row selected and its per-record values read before any output is written.
             lines = compare_lines(select_pairs(compare, sources.runs, summaries)) if compare else None
-            text = write_tables(summaries, out)
+            text = write_tables(summaries, out, run_dirs=sources.runs)  # runs' records.jsonl: pooled intervals
         except KeyError as exc:
             fail(f"a run summary lacks the field {exc}; was it written by this version?")
         except ValueError as exc:

@@ -99,6 +99,8 @@ def result_line(r) -> str:
     if "negation" in r.probes:
         neg = r.probes["negation"].metrics
         parts.append(" ".join(f"{k} {_metric(neg.get(k))}" for k in ("PP", "PN", "NN", "NP", "Avg")))
+        # Leakage among the successful edits, with its n (docs/protocol.md), where the run has it.
+        parts += [f"{k} {_metric(neg[k])} (n={neg[k].n})" for k in ("PN|PP", "NP|NN") if neg.get(k) is not None]
     if "factcheck" in r.probes:
         fc = r.probes["factcheck"]
         n = fc.metrics["Acc"].n if "Acc" in fc.metrics else None

@@ -25,7 +25,8 @@ def tune(
     batch_size: int = typer.Option(6, help="dev records per sequential batch (the pruner looks after each)"),
     trials: int = typer.Option(20, help="at most this many trials"),
     timeout: Optional[float] = typer.Option(None, help="minutes after which no new trial starts"),
-    seed: int = typer.Option(0, help="seeds the sampler and every batch"),
+    seed: int = typer.Option(0, help="seeds the sampler, every batch and the context templates (0: the base "
+                                      "file's template_seed; another seed's is written to --out)"),
     eval_: list[str] = typer.Option([], "--eval", help="an evaluation set the dev records must not overlap; "
                                     "repeatable (default: counterfact-sample and zsre-sample)"),
     exclude_overlap: bool = typer.Option(False, "--exclude-overlap",

@@ -14,6 +14,7 @@ an in-context editor (IKE) has none and asks through :meth:`Editor.prompt_transf
 from __future__ import annotations
 
 import tempfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -41,6 +42,21 @@ class TrainedForm(str, Enum):
     NEGATED = "negated"  # the prompt with its relation negated ("... is not")
     PREFIXED = "prefixed"  # the prompt behind random context prefixes (the LTE templates)
     QUESTION = "question"  # the fact asked as a question or a true/false statement
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+# The tag mixed into a derived seed: the field's name, except the templates' (runs with a seed
+# other than 0 made before other fields followed the run's seed keep their templates).
+_SEED_TAGS = {"template_seed": "templates"}
+
+
+def run_seeded(run_seed: int, own_seed: int, field: str) -> int:
+    """A settings seed (``field`` = ``own_seed``) in a run with seed ``run_seed``: ``own_seed``
+    itself at run seed 0 (so every run made before seeds varied it is unchanged), otherwise a
+    stable mix of both (crc32, not hash(): that one is salted per process)."""
+    if run_seed == 0:
+        return own_seed
+    return zlib.crc32(f"{_SEED_TAGS.get(field, field)}:{run_seed}:{own_seed}".encode())
 
 
 # --- what one batch reports --------------------------------------------------------------------
@@ -102,6 +118,11 @@ class Editor(ABC):
     # The query forms the editor's optimization sees whatever its settings; ``trained_forms()``
     # adds those its settings switch on. Empty for an editor that trains nothing (IKE).
     trains_on: ClassVar[frozenset[TrainedForm]] = frozenset({TrainedForm.POSITIVE})
+    # The settings fields seeding the editor's own random choices that a user expects to vary
+    # with the run's seed (docs/protocol.md#seeds); ``run_seeded_hparams`` derives them. LTE
+    # and FT: the context templates; IKE: its demonstrations. A field its settings lack is
+    # passed over.
+    seed_fields: ClassVar[tuple[str, ...]] = ("template_seed",)
 
     hp: BaseModel  # the validated hyperparameters (an instance of ``hparams_cls``)
 
@@ -187,6 +208,14 @@ class Editor(ABC):
         its ``variant`` and, for an editor that reads C0, the corpus and documents (``c0``)."""
         return {"hparams": self.hp.model_dump(mode="json"), "variant": self.variant(),
                 "c0": self.c0_info() if self.needs_covariance else None}
+
+    @classmethod
+    def run_seeded_hparams(cls, hparams: BaseModel, run_seed: int) -> BaseModel:
+        """``hparams`` with each of ``seed_fields`` derived from the run's seed
+        (:func:`run_seeded`): at run seed 0 the settings themselves."""
+        update = {field: run_seeded(run_seed, getattr(hparams, field), field)
+                  for field in cls.seed_fields if field in type(hparams).model_fields}
+        return hparams.model_copy(update=update) if update and run_seed else hparams
 
     # --- what preflight must reach, what a cache may hold --------------------------------------
     @classmethod

@@ -96,14 +96,18 @@ class EditJob:
 
         cfg = self.config
         overrides = overrides_for(cfg.method, cfg.overrides)  # the K_p switch only where it is a setting
-        self._method = None if choice_needs_kind(cfg) else MethodPlan.build(cfg.method, cfg, overrides)
+
+        def plan(kind: str | None = None) -> MethodPlan:  # its templates (IKE: demonstrations) follow --seed
+            return MethodPlan.build(cfg.method, cfg, overrides, kind=kind).with_run_seed(cfg.seed)
+
+        self._method = None if choice_needs_kind(cfg) else plan()
         # An edit asks each record's prompt (for the target, before and after); nothing else.
         lengths = PromptLengths(cfg.model, cfg.max_prompt_tokens, loaded=self._loaded, probe_prompts=False)
         self._negate = negation_function(cfg.negation_table)  # a bad table fails here
         datasets, warnings = read_datasets([cfg.data], cfg.n, lengths, cfg.on_bad_record,
                                            DatasetOptions(zsre_target=cfg.zsre_target, mquake_unit=cfg.mquake_unit))
         data = datasets[cfg.data]
-        self._method = self._method or MethodPlan.build(cfg.method, cfg, overrides, kind=data.kind)
+        self._method = self._method or plan(data.kind)
         self._records = list(data.records)
         self._work = check_edit_output(cfg.out, cfg.overwrite)
         if self._loaded is None:

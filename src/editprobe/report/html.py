@@ -153,9 +153,9 @@ def _figures(root: Path, figures: Any, what: str) -> str:
 
 
 # --- sections -------------------------------------------------------------------------------
-def _tables_section(summaries: Sequence[RunSummary]) -> str:
+def _tables_section(summaries: Sequence[RunSummary], run_dirs: Sequence[Path] | None = None) -> str:
     parts = ['<section id="tables"><h2>Tables</h2>']
-    for name, caption, df, legend in all_tables(summaries):
+    for name, caption, df, legend in all_tables(summaries, run_dirs):
         if name == "ablation":
             caption = "With and without the preserved keys K<sub>p</sub>K<sub>p</sub><sup>T</sup>"
         else:
@@ -275,7 +275,8 @@ def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: st
     :func:`editprobe.report.load_summaries`, in the order of ``sources.runs``)."""
     sections, nav = [], []
     if summaries:
-        sections += [_tables_section(summaries), _charts_section(summaries)]
+        dirs = sources.runs if len(sources.runs) == len(summaries) else None  # the seeds table's records
+        sections += [_tables_section(summaries, dirs), _charts_section(summaries)]
         nav += [("tables", "Tables"), ("charts", "Charts")]
         curves = _curves_section(summaries)
         if curves:

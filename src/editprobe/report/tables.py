@@ -56,11 +56,25 @@ def _preserve_differs(summaries: Sequence[RunSummary]) -> bool:
     return len({r.preserve_previous for s in summaries for r in s.results} - {None}) > 1
 
 
-def _method_label(result: ResultRow, mark_preserve: bool) -> str:
+def _seeds_differ(summaries: Sequence[RunSummary]) -> bool:
+    return len({s.seed for s in summaries}) > 1
+
+
+def _method_label(result: ResultRow, mark_preserve: bool, seed: int | None = None) -> str:
+    """The row's method, K_p said when the runs differ in it, its ``seed`` when given (the
+    runs differ in seed: two seeds' rows are told apart)."""
     name = f"{result.method}+{result.variant}" if result.variant else result.method
-    if not mark_preserve or result.preserve_previous is None:  # None: K_p does not apply (ROME)
-        return name
-    return f"{name} ({'with' if result.preserve_previous else 'no'} K_p)"
+    if mark_preserve and result.preserve_previous is not None:  # None: K_p does not apply (ROME)
+        name = f"{name} ({'with' if result.preserve_previous else 'no'} K_p)"
+    return name if seed is None else f"{name} (seed {seed})"
+
+
+def _labeller(summaries: Sequence[RunSummary], mark_preserve: bool | None = None):
+    """``label(summary, result)`` of every per-run table: the method, K_p and seed marked only
+    where the runs differ in them (``mark_preserve`` False: never K_p)."""
+    mark = _preserve_differs(summaries) if mark_preserve is None else mark_preserve
+    seeds = _seeds_differ(summaries)
+    return lambda s, r: _method_label(r, mark, s.seed if seeds else None)
 
 
 def _no_edit_rows(summaries: Sequence[RunSummary], fields) -> list[dict[str, Any]]:
@@ -94,13 +108,13 @@ def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
 def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """Table 2/3: PP, PN, NN, NP, the discrepancies and their Avg (the mean of those that
     exist: PP−PN alone on the No edit row and on runs edited positively only)."""
-    mark = _preserve_differs(summaries)
+    label = _labeller(summaries)
     # No "No edit" row where it has no number (zsRE read toward answers[0] has no old object: the paper's A.7)
     rows = _no_edit_rows(summaries, lambda d: _negation_values(o) if (o := d.no_edit.get("negation")) and o.metrics
                          else None)
     for s in summaries:
         for r in s.results:
-            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
+            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
                          **_negation_values(r.probes.get("negation"))})
     return _ordered(rows, NEGATION_COLUMNS)
 
@@ -115,13 +129,13 @@ def _factcheck_values(outcome: ProbeOutcome | None) -> dict[str, Any] | None:
 def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """Tables 4/5: Eff (PP of the same edited model) beside fact-check Acc, and the control;
     the No edit row over the records whose old object the unedited model knows (Eff 100)."""
-    mark = _preserve_differs(summaries)
+    label = _labeller(summaries)
     rows = _no_edit_rows(summaries, lambda d: _factcheck_values(d.no_edit.get("factcheck")))
     for s in summaries:
         for r in s.results:
             values = _factcheck_values(r.probes.get("factcheck"))
             if values is not None:
-                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark), **values})
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **values})
     return _ordered(rows, FACTCHECK_COLUMNS)
 
 
@@ -131,16 +145,17 @@ def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     if not _preserve_differs(summaries):
         return None
     # Only what is compared: a method on a dataset run both with and without K_p.
+    label = _labeller(summaries, mark_preserve=False)
     values: dict[tuple[str, str, str], set[bool]] = {}
     for s in summaries:
         for r in s.results:
             if r.preserve_previous is not None:
-                values.setdefault((s.model, r.dataset, _method_label(r, False)), set()).add(r.preserve_previous)
-    rows = [{"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, False),
+                values.setdefault((s.model, r.dataset, label(s, r)), set()).add(r.preserve_previous)
+    rows = [{"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
              "K_p": "with" if r.preserve_previous else "without",
              **_values(r.probes.get("negation"), ("PP", "PN", "NN", "NP", "PP-PN", "Avg"),
                        ("PP", "PN", "NN", "NP", "PP−PN", "Avg"))}
-            for s in summaries for r in s.results if len(values.get((s.model, r.dataset, _method_label(r, False)), ())) == 2]
+            for s in summaries for r in s.results if len(values.get((s.model, r.dataset, label(s, r)), ())) == 2]
     rows.sort(key=lambda row: (row["Model"], row["Dataset"], row["Method"], row["K_p"]))  # stable
     return _ordered(rows, ABLATION_COLUMNS)
 
@@ -162,12 +177,12 @@ def classic_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[s
     column per metric, and a legend of each column's protocol. None when no run has any."""
     legend: dict[str, str] = {}
     rows = _no_edit_rows(summaries, lambda d: _classic_cells(d.no_edit, legend) or None)
+    label = _labeller(summaries)
     for s in summaries:
-        mark = _preserve_differs(summaries)
         for r in s.results:
             cells = _classic_cells(r.probes, legend)
             if cells:
-                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark), **cells})
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **cells})
     if not legend:
         return None
     return _ordered(rows, (*CLASSIC_KEYS, *legend)), legend
@@ -193,12 +208,12 @@ def _c0_corpus(c0: dict[str, Any]) -> str | None:
 def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """What a reader needs to trust a row: the model dtype, where C0 came from and how many
     documents it read, and the hparams file (and why that one)."""
-    mark = _preserve_differs(summaries)
+    label = _labeller(summaries)
     rows = []
     for s in summaries:
         for r in s.results:
             c0, hp_file = r.c0 or {}, r.hparams_file or {}
-            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, mark),
+            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
                          "dtype": s.model_dtype, "C0 corpus": _c0_corpus(c0), "C0 documents": _c0_documents(r.c0),
                          "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by"),
                          "intervals": _interval_settings(s), "targets": _targets(s, r.dataset)})
@@ -241,7 +256,7 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     negation probe's milliseconds per query on the positively edited model (PP and PN, 2 per
     record; an in-context editor pays for its longer prompts here). None when no run
     recorded timings."""
-    rows, seen = [], set()
+    rows, seen, label = [], set(), _labeller(summaries)
     for s in summaries:
         timings = s.timings or {}
         batches, probes = timings.get("batches") or {}, timings.get("probes") or {}
@@ -256,7 +271,7 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
             n = s.datasets[r.dataset].n_records if r.dataset in s.datasets else 0
             edit = sum(batches[stage].values()) if stage in batches else None
             probe = (probes.get(stage) or {}).get("negation")
-            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _method_label(r, _preserve_differs(summaries)),
+            rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
                          "edit s/request": _per(edit, n), "negation probe ms/query": _per(None if probe is None else 1000 * probe, 2 * n)})
     if not rows:
         return None
@@ -305,8 +320,10 @@ def legend_markdown(legend: dict[str, str]) -> str:
     return "".join(f"- **{column}**: {label}\n" for column, label in legend.items())
 
 
-def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataFrame, dict[str, str] | None]]:
-    """(name, caption, table, legend) of every table the runs have."""
+def all_tables(summaries: Sequence[RunSummary], run_dirs: Sequence[str | Path] | None = None
+               ) -> list[tuple[str, str, pd.DataFrame, dict[str, str] | None]]:
+    """(name, caption, table, legend) of every table the runs have; ``run_dirs`` (each
+    summary's directory, in order) lets the seeds table pool the runs' per-record values."""
     tables: list[tuple[str, str, pd.DataFrame, dict[str, str] | None]] = [
         ("negation", "Negated queries: exact match (%) and discrepancies", negation_table(summaries), None),
         ("factcheck", "Fact-checking: efficacy (PP) and accuracy (%)", factcheck_table(summaries), None)]
@@ -319,23 +336,24 @@ def all_tables(summaries: Sequence[RunSummary]) -> list[tuple[str, str, pd.DataF
     cost = cost_table(summaries)
     if cost is not None:
         tables.append(("cost", "Cost: editing seconds per request, negation-probe milliseconds per query", cost, None))
-    seeds = seed_table(summaries)
+    seeds = seed_table(summaries, run_dirs)
     if seeds is not None:
         tables.append(("seeds", "Over seeds: mean and standard deviation of each metric (runs that differ only by "
-                       "seed)", seeds, None))
+                       "seed); the mean's 95% interval covers the sampling of records", seeds, None))
     tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
                    settings_table(summaries), None))
     return tables
 
 
-def write_tables(summaries: Sequence[RunSummary], out: str | Path) -> str:
+def write_tables(summaries: Sequence[RunSummary], out: str | Path,
+                 run_dirs: Sequence[str | Path] | None = None) -> str:
     """Write ``<name>.md/.csv/.tex`` for every table into the report directory ``out`` (an
     editprobe ``report`` directory: the tables of an earlier report there are replaced, a
     user's own files kept), and the curves over edits where runs have them (curves.py);
-    return the Markdown of all."""
+    return the Markdown of all. ``run_dirs``: as :func:`all_tables`."""
     from ..workdir import WorkDir
 
-    tables = all_tables(summaries)
+    tables = all_tables(summaries, run_dirs)
     work = WorkDir(out, "report")
     parts = []
     with work.hold():

@@ -179,14 +179,9 @@ class MethodPlan:
         return cls(method, choice, resolve_hparams(method, choice.path, dict(overrides or {})), method_class(method))
 
     def with_run_seed(self, seed: int) -> "MethodPlan":
-        """This plan with its context templates seeded from the run's ``seed`` (a method
-        with no ``template_seed`` has no templates to vary; seed 0 keeps the file's seed)."""
-        from ..editing.lte.context import run_template_seed
-
-        if "template_seed" not in type(self.hparams).model_fields:
-            return self
-        derived = run_template_seed(seed, self.hparams.template_seed)  # type: ignore[attr-defined]
-        return replace(self, hparams=self.hparams.model_copy(update={"template_seed": derived}))
+        """This plan with the editor's own seeds (``Editor.seed_fields``: the context templates,
+        IKE's demonstrations) derived from the run's ``seed``; seed 0 keeps the file's."""
+        return replace(self, hparams=self.editor_cls.run_seeded_hparams(self.hparams, seed))
 
     def stages(self, needed: Sequence[Stage]) -> list[Stage]:
         """The stages of ``needed`` this method edits (RLEdit: the positive requests only)."""

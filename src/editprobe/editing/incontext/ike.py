@@ -198,6 +198,8 @@ class IKEEditor(Editor):
     # Nothing is optimized: the facts are only put in the prompt (the demonstrations show
     # copy, paraphrase and opposite prompts of other facts, never of an edited one).
     trains_on: ClassVar[frozenset[TrainedForm]] = frozenset()
+    # The run's seed chooses and orders the demonstrations (seed 0: the file's ``seed``).
+    seed_fields: ClassVar[tuple[str, ...]] = ("seed",)
 
     def __init__(self, model, tokenizer, hparams: IKEHParams | None = None, adapter=None, model_id: str | None = None):
         self.model, self.tok = model, tokenizer

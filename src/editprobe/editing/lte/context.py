@@ -8,12 +8,11 @@ reaches them through :func:`run_template_seed` (docs/protocol.md#seeds).
 
 from __future__ import annotations
 
-import zlib
-
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from ...models.tokens import make_batch
+from ..api import run_seeded
 
 
 class TemplateSpec(BaseModel):
@@ -53,10 +52,8 @@ class ContextTemplates(BaseModel):
 def run_template_seed(run_seed: int, template_seed: int) -> int:
     """The templates' seed in a run with seed ``run_seed``: the method's ``template_seed`` itself
     at run seed 0 (so runs made before seeds varied the templates keep theirs), otherwise a
-    stable mix of both (crc32, not hash(): that one is salted per process)."""
-    if run_seed == 0:
-        return template_seed
-    return zlib.crc32(f"templates:{run_seed}:{template_seed}".encode())
+    stable mix of both (``editing/api.run_seeded``)."""
+    return run_seeded(run_seed, template_seed, "template_seed")
 
 
 def _clean(text: str) -> str:

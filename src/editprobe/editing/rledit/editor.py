@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -78,6 +79,9 @@ class RLEditEditor(Editor):
     uses_preserved_keys = False
     needs_covariance = False
     edit_stages = ("positive",)  # the paper reports PP and PN only: no negated-request run
+    # Editing with a trained network draws nothing: the network's ``seed`` seeds its
+    # initialization in training (`train rledit`), so a run's seed leaves the network alone.
+    seed_fields: ClassVar[tuple[str, ...]] = ()
     # A shift is computed from the edit prompt; the hypernetwork was trained to make each
     # training edit's equivalent (paraphrase) prompts give the new answer (rledit/train.py).
     trains_on = frozenset({TrainedForm.POSITIVE, TrainedForm.PARAPHRASE})

@@ -50,7 +50,7 @@ def tuned_yaml(config: TuneConfig, result: TuneResult, base_path: Path, dev, thr
     best = by_number[result.best]
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     space = result.space
-    fields = {**base_raw, **config.overrides, **best.fields}
+    fields = {**base_raw, **config.overrides, **result.seeded, **best.fields}
     fields["method"] = config.method
     stopped = " (interrupted)" if result.interrupted else ""
     fields["source"] = (f"editprobe tune {date[:10]}: best of {len(result.trials)} trials{stopped} on "

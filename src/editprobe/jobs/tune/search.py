@@ -86,6 +86,7 @@ class TuneResult(BaseModel):
     candidate_layers: list[int]
     space: SearchSpace
     interrupted: bool = False  # Ctrl-C ended the search: the best of the trials that finished
+    seeded: dict[str, int] = {}  # the settings seeds --seed derived (template_seed), as every trial used them
 
 
 class TuneInterrupted(KeyboardInterrupt):
@@ -153,7 +154,8 @@ class Tuner:
 
         cfg = self.config
         # The base setting, chosen with no dataset kind: a tuned file only when --hparams names it.
-        method = MethodPlan.build(cfg.method, cfg, cfg.overrides)
+        # Its context templates follow --seed, as a run's; the file written records the seed used.
+        method = MethodPlan.build(cfg.method, cfg, cfg.overrides).with_run_seed(cfg.seed)
         self.choice, self.base = method.choice, method.hparams
         check_tuned_output(Path(cfg.out).expanduser(), cfg.overwrite)
         self.dev = choose_dev_split(cfg)
@@ -230,7 +232,8 @@ class Tuner:
             return TuneResult(trials=list(records), best=best.number,
                               baseline=0 if baseline_params is not None else None, baseline_note=baseline_note,
                               wall_s=time.perf_counter() - started, c0_s=c0_s,
-                              candidate_layers=space.candidate_layers, space=space, interrupted=interrupted)
+                              candidate_layers=space.candidate_layers, space=space, interrupted=interrupted,
+                              seeded=self._seeded())
 
         timeout = cfg.timeout_min * 60 if cfg.timeout_min is not None else None
         try:
@@ -242,6 +245,14 @@ class Tuner:
             raise EditFailedError("tune: no trial finished (every one failed or was pruned); widen the ranges or "
                                   "raise --trials")
         return found
+
+
+    def _seeded(self) -> dict[str, int]:
+        """The base's seed fields that --seed changed (none at seed 0)."""
+        from ...editing.registry import method_class
+
+        fields = [f for f in method_class(self.config.method).seed_fields if f in type(self.base).model_fields]
+        return {f: getattr(self.base, f) for f in fields} if self.config.seed else {}
 
 
 class _Pruned(Exception):
