@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..runs.summary import RunSummary
-from .seeds import _label
+from .labels import row_labeller
 from .style import COLOURS, DPI
 
 CURVE_COLUMNS = ("Model", "Dataset", "Method", "stage", "part", "batches", "edits", "records", "probe", "metric",
@@ -42,7 +42,7 @@ LABELS = "labels"  # df.attrs: (probe, metric) -> the metric's protocol label
 def curve_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     """Every evaluation point × metric of every run, in the runs' order; None when no run has
     a curve."""
-    mark = len({r.preserve_previous for s in summaries for r in s.results} - {None}) > 1
+    label = row_labeller(summaries)
     rows: list[dict[str, Any]] = []
     labels: dict[tuple[str, str], str] = {}
     for s in summaries:
@@ -51,7 +51,7 @@ def curve_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
                 for probe, outcome in point.probes.items():
                     for key, metric in outcome.metrics.items():
                         labels.setdefault((probe, key), metric.label)
-                        rows.append({"Model": s.model, "Dataset": r.dataset, "Method": _label(r, mark),
+                        rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
                                      "stage": point.stage, "part": point.part, "batches": point.batches,
                                      "edits": point.edits, "records": point.n_records, "probe": probe,
                                      "metric": key, "unit": metric.unit, "value": _number(metric.value),

@@ -27,6 +27,7 @@ from ..probes.intervals import Interval, paired_means, percentile_interval
 from ..runs.records import has_record_values, read_record_values
 from ..runs.summary import ResultRow, RunSummary
 from .cells import INTERVALS, split_metrics
+from .labels import method_label
 
 # Config fields that do not make two runs different experiments for this table.
 NOT_THE_EXPERIMENT = frozenset({"seed", "out", "device", "checkpoint_every", "target_cache"})
@@ -61,14 +62,6 @@ def _experiment(summary: RunSummary, result: ResultRow) -> tuple[Any, ...]:
             result.variant, result.preserve_previous)
 
 
-def _label(result: ResultRow, mark_preserve: bool) -> str:
-    """As the other tables name the row (K_p said only when the runs differ in it)."""
-    name = f"{result.method}+{result.variant}" if result.variant else result.method
-    if not mark_preserve or result.preserve_previous is None:
-        return name
-    return f"{name} ({'with' if result.preserve_previous else 'no'} K_p)"
-
-
 Member = tuple[int, ResultRow, RunRecords | None]  # a run's seed, its row, its per-record values
 
 
@@ -94,7 +87,7 @@ def _metric_rows(model: str, members: list[Member], mark_preserve: bool) -> list
         values = [m.value for m, _, _ in found]
         per_seed = [None if records is None else records.get(
             (r.dataset, r.method, r.variant, r.preserve_previous, probe, key)) for _, r, records in found]
-        rows.append({"Model": model, "Dataset": first.dataset, "Method": _label(first, mark_preserve),
+        rows.append({"Model": model, "Dataset": first.dataset, "Method": method_label(first, mark_preserve),
                      "Metric": f"{probe} {key}", "seeds": len(values),
                      "mean": _pooled_mean(statistics.fmean(values), per_seed),
                      "sd": statistics.stdev(values) if len(values) > 1 else None})

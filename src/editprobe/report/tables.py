@@ -19,6 +19,7 @@ from ..paths import write_text_atomic
 from ..probes.base import ProbeOutcome
 from .cells import INTERVALS, csv_frame, split_metrics, text_rows
 from .curves import write_curves
+from .labels import preserve_differs, row_labeller
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
@@ -52,31 +53,6 @@ def load_summaries(run_dirs: Sequence[str | Path]) -> list[RunSummary]:
     return [parse_summary(read_summary(d), where=str(Path(d) / "summary.json")) for d in run_dirs]
 
 
-def _preserve_differs(summaries: Sequence[RunSummary]) -> bool:
-    return len({r.preserve_previous for s in summaries for r in s.results} - {None}) > 1
-
-
-def _seeds_differ(summaries: Sequence[RunSummary]) -> bool:
-    return len({s.seed for s in summaries}) > 1
-
-
-def _method_label(result: ResultRow, mark_preserve: bool, seed: int | None = None) -> str:
-    """The row's method, K_p said when the runs differ in it, its ``seed`` when given (the
-    runs differ in seed: two seeds' rows are told apart)."""
-    name = f"{result.method}+{result.variant}" if result.variant else result.method
-    if mark_preserve and result.preserve_previous is not None:  # None: K_p does not apply (ROME)
-        name = f"{name} ({'with' if result.preserve_previous else 'no'} K_p)"
-    return name if seed is None else f"{name} (seed {seed})"
-
-
-def _labeller(summaries: Sequence[RunSummary], mark_preserve: bool | None = None):
-    """``label(summary, result)`` of every per-run table: the method, K_p and seed marked only
-    where the runs differ in them (``mark_preserve`` False: never K_p)."""
-    mark = _preserve_differs(summaries) if mark_preserve is None else mark_preserve
-    seeds = _seeds_differ(summaries)
-    return lambda s, r: _method_label(r, mark, s.seed if seeds else None)
-
-
 def _no_edit_rows(summaries: Sequence[RunSummary], fields) -> list[dict[str, Any]]:
     """One "No edit" row per (model, dataset), from the first run that has it."""
     seen, rows = set(), []
@@ -108,7 +84,7 @@ def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
 def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """Table 2/3: PP, PN, NN, NP, the discrepancies and their Avg (the mean of those that
     exist: PP−PN alone on the No edit row and on runs edited positively only)."""
-    label = _labeller(summaries)
+    label = row_labeller(summaries)
     # No "No edit" row where it has no number (zsRE read toward answers[0] has no old object: the paper's A.7)
     rows = _no_edit_rows(summaries, lambda d: _negation_values(o) if (o := d.no_edit.get("negation")) and o.metrics
                          else None)
@@ -129,7 +105,7 @@ def _factcheck_values(outcome: ProbeOutcome | None) -> dict[str, Any] | None:
 def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """Tables 4/5: Eff (PP of the same edited model) beside fact-check Acc, and the control;
     the No edit row over the records whose old object the unedited model knows (Eff 100)."""
-    label = _labeller(summaries)
+    label = row_labeller(summaries)
     rows = _no_edit_rows(summaries, lambda d: _factcheck_values(d.no_edit.get("factcheck")))
     for s in summaries:
         for r in s.results:
@@ -142,10 +118,10 @@ def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
 def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     """Table 6: each method with and without the K_p K_pᵀ term; None when the runs do not
     differ in it (there is nothing to compare)."""
-    if not _preserve_differs(summaries):
+    if not preserve_differs(summaries):
         return None
     # Only what is compared: a method on a dataset run both with and without K_p.
-    label = _labeller(summaries, mark_preserve=False)
+    label = row_labeller(summaries, mark_preserve=False)
     values: dict[tuple[str, str, str], set[bool]] = {}
     for s in summaries:
         for r in s.results:
@@ -177,7 +153,7 @@ def classic_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[s
     column per metric, and a legend of each column's protocol. None when no run has any."""
     legend: dict[str, str] = {}
     rows = _no_edit_rows(summaries, lambda d: _classic_cells(d.no_edit, legend) or None)
-    label = _labeller(summaries)
+    label = row_labeller(summaries)
     for s in summaries:
         for r in s.results:
             cells = _classic_cells(r.probes, legend)
@@ -208,7 +184,7 @@ def _c0_corpus(c0: dict[str, Any]) -> str | None:
 def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     """What a reader needs to trust a row: the model dtype, where C0 came from and how many
     documents it read, and the hparams file (and why that one)."""
-    label = _labeller(summaries)
+    label = row_labeller(summaries)
     rows = []
     for s in summaries:
         for r in s.results:
@@ -256,7 +232,7 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     negation probe's milliseconds per query on the positively edited model (PP and PN, 2 per
     record; an in-context editor pays for its longer prompts here). None when no run
     recorded timings."""
-    rows, seen, label = [], set(), _labeller(summaries)
+    rows, seen, label = [], set(), row_labeller(summaries)
     for s in summaries:
         timings = s.timings or {}
         batches, probes = timings.get("batches") or {}, timings.get("probes") or {}
