@@ -19,7 +19,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,21 +26,15 @@ import torch
 from pydantic import BaseModel
 
 from ..data.transform import IDENTITY, PromptTransform
+from ..forms import QueryForm
 
 EditStage = Literal["positive", "negative"]
 
 
-class TrainedForm(str, Enum):
-    """A query form an editor's optimization sees for the fact it edits (or, for an editor
-    trained before editing, such as RLEdit's hypernetwork, the forms its training asked for
-    other facts). A probe of a form the editor trained on is not evidence that the edit
-    generalizes to it. Later probes extend the list."""
-
-    POSITIVE = "positive"  # the edited prompt itself ("The mother tongue of X is")
-    PARAPHRASE = "paraphrase"  # a rewording of the edited prompt
-    NEGATED = "negated"  # the prompt with its relation negated ("... is not")
-    PREFIXED = "prefixed"  # the prompt behind random context prefixes (the LTE templates)
-    QUESTION = "question"  # the fact asked as a question or a true/false statement
+# The forms an editor's optimization sees for the fact it edits (forms.py: shared with the probes,
+# which declare the forms their metrics ask). A probe of a form the editor trained on is not
+# evidence that the edit generalizes to it.
+TrainedForm = QueryForm
 
 
 # --- seeds ---------------------------------------------------------------------------------------

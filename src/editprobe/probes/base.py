@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.transform import IDENTITY, PromptTransform
 from ..errors import UserError
+from ..forms import QueryForm
 from ..registry import Registry
 from .intervals import bootstrap, wilson
 from .results import Score
@@ -178,6 +179,9 @@ class Probe(ABC):
     description: ClassVar[str] = ""
     default: ClassVar[bool] = True  # in a run's default probe list
     table: ClassVar[str] = "classic"  # which report table shows it
+    # The query forms each metric asks (forms.py): where the row's editor trained on one (other
+    # than the edited prompt itself), the run records the cell and every table marks it.
+    metric_forms: ClassVar[Mapping[str, frozenset[QueryForm]]] = {}
 
     def applies_to(self, ctx: ProbeContext) -> bool:
         """Whether this probe has anything to measure on the dataset (e.g. paraphrases)."""

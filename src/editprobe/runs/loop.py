@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from ..errors import UserError
+from ..forms import QueryForm, trained_metrics
 from ..data.options import dataset_notes, dataset_targets
 from ..probes.base import EDIT_STAGES, Probe, ProbeContext
 from .advice import resume_advice
@@ -177,10 +178,13 @@ class Experiment:
         # None where K_p does not apply (ROME), so no table calls it "with K_p"
         kp = hp.get("preserve_previous") if method.editor_cls.uses_preserved_keys else None
         self._records += record_lines(dataset.key, method.method, first.get("variant"), kp, outcomes)
+        trained = frozenset(QueryForm(f) for k in kinds for f in stages[k].get("trained_forms", []))
+        cells = {p.name: marked for p in probes if (marked := trained_metrics(p.metric_forms, trained))}
         return ResultRow(dataset=dataset.key, method=method.method, variant=first.get("variant"), preserve_previous=kp,
                          probes=outcomes, hparams=hp, hparams_file=method.choice.model_dump(mode="json"),
                          c0=first.get("c0"), edit_reports={k: stages[k]["edit_reports"] for k in kinds},
-                         curve=[point for k in kinds for point in stages[k].get("curve", [])])
+                         curve=[point for k in kinds for point in stages[k].get("curve", [])],
+                         trained_forms=sorted(f.value for f in trained), trained_cells=cells)
 
     def _baseline(self, dk: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
         """Every probe's measurement of the unedited model (one stage, stored together)."""
@@ -242,6 +246,7 @@ class Experiment:
             result: dict[str, Any] = {
                 "probes": states, "probe_seconds": seconds,
                 **editor.provenance(),  # hparams, variant, c0
+                "trained_forms": sorted(form.value for form in editor.trained_forms()),
                 "target_cache": cache.stats.as_dict() if cache is not None else None,
                 "edit_reports": reports,
                 "curve": curve.points() if curve is not None else [],

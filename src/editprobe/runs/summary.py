@@ -74,6 +74,10 @@ class ResultRow(BaseModel):
     hparams_file: dict[str, Any] | None = None
     c0: dict[str, Any] | None = None  # corpus, documents asked for and actually read per layer
     edit_reports: dict[str, Any] = Field(default_factory=dict)
+    # The query forms the row's editor trained on (forms.py), and per probe the metrics that
+    # ask one of them (other than the edited prompt): tables mark those cells.
+    trained_forms: list[str] = Field(default_factory=list)
+    trained_cells: dict[str, list[str]] = Field(default_factory=dict)
     # The curve over edits (eval: every): points in stage, batch, part order; empty otherwise.
     curve: list[CurvePoint] = Field(default_factory=list)
 

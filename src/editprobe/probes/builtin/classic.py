@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ...forms import QueryForm
 from ..base import (
     TEACHER_FORCED_EM, TEACHER_FORCED_PROB, TEACHER_FORCED_TOKENS, Metric, Probe, ProbeContext, ProbeOutcome, Rows,
     register_probe,
@@ -218,6 +219,7 @@ class EfficacyProbe(ClassicProbe):
     name = "efficacy"
     setting = "efficacy"
     description = "the edit prompt itself: o* preferred / produced"
+    metric_forms = {k: frozenset({QueryForm.POSITIVE}) for k in ("prob", "magnitude", "EM", "tokens")}
 
     def prompts(self, record):
         return [(record.query, None)]
@@ -228,6 +230,7 @@ class ParaphraseProbe(ClassicProbe):
     name = "paraphrase"
     setting = "paraphrase"
     description = "paraphrases of the edit prompt (generalization)"
+    metric_forms = {k: frozenset({QueryForm.PARAPHRASE}) for k in ("prob", "magnitude", "EM", "tokens")}
     em_label = "o* after each paraphrase prompt (probes/classic.py)"
     token_label = "o* after each paraphrase (rephrase) prompt"
 

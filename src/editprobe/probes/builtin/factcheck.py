@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...forms import QueryForm
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..exact import exact_match_batch
 from ..factcheck import FactCheckReply, FactCheckResult, ask_records, fact_check_result
@@ -62,6 +63,8 @@ class FactCheckProbe(Probe):
     description = "the edited model, in its chat template, judges the edited statement true or false"
     table = "factcheck"
     uses = ("negation",)  # Eff is the negation probe's PP
+    metric_forms = {"Eff": frozenset({QueryForm.POSITIVE}),
+                    **{k: frozenset({QueryForm.QUESTION}) for k in ("Acc", "Control", "Balanced")}}
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         model, tok, cfg = ctx.model, ctx.tokenizer, ctx.config.factcheck

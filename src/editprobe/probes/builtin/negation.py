@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...forms import QueryForm
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..baseline import NoEditBaseline, no_edit_baseline
 from ..intervals import paired
@@ -13,6 +14,8 @@ from ..negation import CONDITIONAL, NegationRun, conditional_leakage, negation_s
 from ..registry import NEGATION_DISCREPANCY, NEGATION_SETTINGS, NO_EDIT_PN, NO_EDIT_PP
 
 SETTINGS = ("PP", "PN", "NN", "NP")
+_EDITED, _OPPOSITE = frozenset({QueryForm.POSITIVE}), frozenset({QueryForm.NEGATED})
+_BOTH = _EDITED | _OPPOSITE
 DISCREPANCIES = ("PP-PN", "PP-NP", "NN-PN", "NN-NP")
 
 
@@ -87,6 +90,10 @@ class NegationProbe(Probe):
     stages = ("baseline", "positive", "negative")
     description = "exact match of o* after the positive and the negated query, edited both ways (PP/PN/NN/NP)"
     table = "negation"
+    # Relative to the edit request: the edited prompt (PP; NN, the negated edit's own prompt) and
+    # the query of opposite polarity (PN, NP) — the one ``negation: defend`` trains on.
+    metric_forms = {"PP": _EDITED, "NN": _EDITED, "PN": _OPPOSITE, "NP": _OPPOSITE,
+                    **{k: _BOTH for k in (*DISCREPANCIES, "Avg", "PN|PP", "NP|NN")}}
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         if stage == "baseline":
