@@ -19,6 +19,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from ..data.options import DatasetOptions, MquakeUnit, ZsreTarget
+from ..probes.battery import BatteryConfig
 from ..probes.factcheck import FactCheckConfig
 from ..errors import UserError, one_line, validation_message
 from ..yamlio import load_yaml
@@ -119,6 +120,8 @@ class RunConfig(ProfileDefaults):
     # E.g. {statement_template: "{query} {target}."} — SmolLM2-135M judges 4% of true
     # CounterFact statements true without the full stop and 42% with it.
     factcheck: FactCheckConfig = Field(default_factory=FactCheckConfig)
+    # The shortcut battery's settings (docs/battery.md): known facts only, question forms.
+    battery: BatteryConfig = Field(default_factory=BatteryConfig)
     # [choice, matches the AlphaEdit driver] evaluate once, on the final model ("final"); or
     # also after every ``eval_every`` batches of each editing stage ("every": the curve over
     # edits, docs/curves.md). ``eval_every`` alone implies "every".
@@ -216,7 +219,7 @@ class RunConfig(ProfileDefaults):
         layout of the run directory it was written with."""
         # Fields that came later are left out at their defaults, so runs saved before them still resume.
         later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error", "mquake_unit": "case",
-                 "sample": None}
+                 "sample": None, "battery": BatteryConfig()}
         exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
                                                                              if getattr(self, k) == v}
         if self.eval == "final":  # the curve's settings change nothing then (and runs made before lack them)
