@@ -15,7 +15,7 @@ from cli_helpers import invoke
 from scipy.stats import binomtest
 
 from editprobe.report.compare import signed
-from editprobe.report.paired import BOOTSTRAP_TEST, MCNEMAR, bootstrap_p, holm, mcnemar_p, paired_difference
+from editprobe.report.paired import MCNEMAR, PERMUTATION_TEST, holm, mcnemar_p, paired_difference, permutation_p
 from editprobe.report.power import mcnemar_power, mcnemar_pvalues
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "statistics.md"
@@ -32,11 +32,13 @@ def test_paired_difference_and_interval_against_a_hand_computation():
     idx = np.random.default_rng(0).integers(0, 5, size=(2000, 5))
     lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
     assert (found.lo, found.hi) == (round(lo, 1), round(hi, 1))
-    # The bootstrap test: the differences centred on 0, the same draws.
-    centred = (d - d.mean())[idx].mean(axis=1)
-    p = (1 + np.sum(np.abs(centred) >= d.mean() - 1e-12)) / 2001
-    assert found.test == BOOTSTRAP_TEST and found.p == pytest.approx(p)
-    assert bootstrap_p([0.0, 0.0, 0.0]) == 1.0
+    # The sign-flip test, exact at 5 records: the 32 sign assignments of d, by hand.
+    signs = np.array(np.meshgrid(*[[-1, 1]] * 5)).reshape(5, -1).T
+    means = (signs * d).mean(axis=1)
+    p = np.mean(np.abs(means) >= abs(d.mean()) - 1e-12)
+    assert found.test == PERMUTATION_TEST and found.p == pytest.approx(p) == pytest.approx(8 / 32)
+    assert permutation_p([0.0, 0.0, 0.0]) == 1.0
+    assert permutation_p([50.0] * 6) == pytest.approx(2 / 64)  # six equal differences: exact, not 1/2001
     assert paired_difference({"a": 1.0}, {"b": 1.0}) is None  # no shared record
 
 
@@ -49,8 +51,8 @@ def test_mcnemar_on_outcomes_against_scipy_and_hand_values():
     assert found.p == pytest.approx(2 * (1 + 6) / 64)  # 2·P(X ≤ 1), X ~ Binomial(6, 1/2)
     assert found.p == pytest.approx(binomtest(1, 6, 0.5).pvalue)
     assert mcnemar_p(0, 5) == pytest.approx(2 / 32) and mcnemar_p(0, 0) == 1.0
-    # A discrepancy's per-record values (points) are differences, not outcomes: the bootstrap.
-    assert paired_difference(a, b, unit="points").test == BOOTSTRAP_TEST
+    # A discrepancy's per-record values (points) are differences, not outcomes: the permutation test.
+    assert paired_difference(a, b, unit="points").test == PERMUTATION_TEST
     # The power simulation's vectorized p-values are scipy's.
     k, t = np.array([0, 1, 3, 7, 12, 30]), np.array([0, 6, 6, 20, 24, 61])
     expected = [1.0] + [binomtest(int(x), int(n), 0.5).pvalue for x, n in zip(k[1:], t[1:])]

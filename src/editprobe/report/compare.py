@@ -32,7 +32,7 @@ CSV_COLUMNS = ("dataset", "A", "B", "probe", "metric", "unit", "n", "difference"
 
 
 LEGEND = ("A − B over the records both rows have, in the metric's unit (points for a % metric), with its 95% paired "
-          "bootstrap interval; test: McNemar's exact test for hit/miss outcomes, else the paired bootstrap test; "
+          "bootstrap interval; test: McNemar's exact test for hit/miss outcomes, else the paired sign-flip permutation test; "
           "p (Holm): adjusted over every line of this table; verdict at Holm p < 0.05. \"No detectable difference\" "
           "is not \"equal\" (docs/statistics.md#is-a-better-than-b).")
 
