@@ -8,6 +8,7 @@ import pytest
 from editprobe.runs import RunConfig, run_experiment
 from editprobe.runs.summary import parse_summary
 
+BATTERY = {"question-forms", "two-choice"}
 DATASETS = {
     "zsre/zsre_mend_edit.json": ("zsre_mend_edit", {"negation", "factcheck", "efficacy", "paraphrase",
                                                      "neighborhood", "portability", "perplexity"}, "tokens"),
@@ -30,6 +31,7 @@ def ws(run_ws):
 @pytest.mark.parametrize("path", list(DATASETS))
 def test_default_probes_on_a_standard_dataset(ws, shared_data, path):
     key, expected, protocol = DATASETS[path]
+    expected = expected | BATTERY
     cfg = RunConfig.build({"model": str(ws["model"]), "methods": ["memit"], "datasets": [str(shared_data / path)],
                            "n": 2, "batch_size": 4, "out": ws["root"] / key, "hparams": "tiny",
                            "overrides": {"mom2_corpus": str(ws["corpus"])}})

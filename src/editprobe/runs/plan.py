@@ -277,12 +277,14 @@ class RunPlan:
         ``loaded``: a LoadedModel a caller already holds (its tokenizer counts the tokens;
         the model reference is not checked again)."""
         from ..data.negation import negation_function
+        from ..data.question_forms import question_table
 
         check_overrides(config)
         keys = config.dataset_keys()
         by_kind = choice_needs_kind(config)
         methods = {} if by_kind else _method_plans(config, keys, {})
         negate = negation_function(config.negation_table)  # a bad table fails here, not after the baseline
+        question_table(config.battery.question_table)  # so does a bad question table (battery: question_table)
         probes = tuple(order_probes([resolve_probe(spec) for spec in config.probes]))
         read, warnings = read_datasets(config.datasets, config.n + _heldout_pool(config),
                                        _prompt_lengths(config, probes, negate, loaded), config.on_bad_record,
