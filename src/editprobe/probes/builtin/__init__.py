@@ -1,3 +1,4 @@
 """The built-in probes; each registers itself. Their order is the default probe order."""
 
 from . import negation, factcheck, classic, portability, perplexity, fluency  # noqa: F401,I001  isort: skip
+from . import heldout_negation, distraction  # noqa: F401,I001  isort: skip  (the battery: docs/battery.md)
