@@ -13,7 +13,7 @@ from test_runs_helpers import NEGATIONS, config
 
 from editprobe.data import EditRecord
 from editprobe.data.records import PromptAnswer
-from editprobe.forms import QueryForm
+from editprobe.forms import QueryForm, trained_metrics
 from editprobe.models.tiny import tiny_facts
 from editprobe.probes import PROBES, ProbeContext, default_probes
 from editprobe.probes.battery import BatteryConfig
@@ -148,6 +148,14 @@ def test_zsre_questions_and_records_without_paraphrases_are_skipped_with_reasons
     assert [p["negated"] for p in pairs] == ["What family are not Ramalinaceae?"]
     assert [a["query"] for a in alts] == ["It is not true that X is a citizen of"]
     assert skipped == {SKIP_QUESTION_ALT: 1, SKIP_NO_PARAPHRASE: 1}
+
+
+def test_no_editor_training_form_marks_these_cells():
+    # what defend, FT's and LTE's augmentation and RLEdit train on: the held-out forms stay unmarked
+    trained = frozenset({QueryForm.POSITIVE, QueryForm.NEGATED, QueryForm.PREFIXED, QueryForm.PARAPHRASE})
+    for name in ("heldout-negation", "distraction"):
+        assert trained_metrics(PROBES[name].metric_forms, trained) == [], name
+    assert trained_metrics(PROBES["heldout-negation"].metric_forms, frozenset({QueryForm.NEGATED_PARAPHRASE}))
 
 
 def test_both_probes_are_in_the_default_set():
