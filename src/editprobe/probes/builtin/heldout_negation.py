@@ -19,7 +19,7 @@ from ...forms import QueryForm
 from ..base import TEACHER_FORCED_EM, Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..battery import BATTERY_TABLE, floor_flag, known_records, per_record_hits
 from ..battery_queries import (
-    KNOWN, Query, ask, has_old_object, known_ids, known_only, known_queries, known_share, sample_rows)
+    Query, ask, has_old_object, known_ids, known_only, known_queries, known_share, sample_rows)
 
 NPARA, NALT, PLAIN = "NPara", "NAlt", "paraphrase"
 # The second negation form: the edit prompt behind this, e.g. "It is not true that the mother
@@ -189,4 +189,4 @@ class HeldOutNegationProbe(Probe):
             sample_rows(asked, self.name, "positive")
 
 
-__all__ = ["HeldOutNegationProbe", "negated_paraphrase", "alt_query", "plan_queries", "KNOWN"]
+__all__ = ["HeldOutNegationProbe", "negated_paraphrase", "alt_query", "plan_queries"]
