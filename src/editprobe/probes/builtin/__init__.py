@@ -1,4 +1,6 @@
 """The built-in probes; each registers itself. Their order is the default probe order."""
 
 from . import negation, factcheck, classic, portability, perplexity, fluency  # noqa: F401,I001  isort: skip
+# The shortcut battery (docs/battery.md).
 from . import question_forms, two_choice  # noqa: F401,I001  isort: skip
+from . import heldout_negation, distraction  # noqa: F401,I001  isort: skip
