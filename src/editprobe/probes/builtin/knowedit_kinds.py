@@ -12,7 +12,9 @@ with the other kinds. Here each kind is its own metric, under the protocol its p
 - ``Subject_Aliasing``: EasyEdit's portability — the teacher-forced token accuracy of the
   prompt's answer (o*) after each alias prompt; No edit: of the old object o after them.
 
-Each value is a record's mean over its prompts, then the mean over records.
+Per record as its pool does it: the Relation_Specificity metrics over all the tokens of the
+record's prompts together (the neighborhood probe), Subject_Aliasing the mean of its prompts'
+token accuracies (the portability probe); then the mean over records.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ KINDS = (SPECIFICITY, ALIASING)
 
 LABELS = {
     SPECIFICITY: (f"{TEACHER_FORCED_TOKENS}: KnowEdit Relation_Specificity prompts, the edited model's argmax equals "
-                  "the unedited model's at each token of the prompt's answer (EasyEdit locality); mean over a "
-                  "record's prompts, then over records"),
+                  "the unedited model's at each token of the prompt's answer (EasyEdit locality); mean over the "
+                  "tokens of a record's prompts, then over records"),
     TRUTH: (f"{TEACHER_FORCED_TOKENS}: KnowEdit Relation_Specificity prompts, their own answer (ground truth); "
-            "mean over a record's prompts, then over records"),
+            "mean over the tokens of a record's prompts, then over records"),
     ALIASING: (f"{TEACHER_FORCED_TOKENS}: o* after KnowEdit's Subject_Aliasing prompts (the edited prompt with the "
                "subject's aliases; EasyEdit portability); mean over a record's prompts, then over records"),
 }
@@ -107,8 +109,11 @@ class KnowEditKindsProbe(Probe):
         for metric, items in self._values(state, baseline).items():
             per_record: dict[str, list[float]] = {}
             for i, hits in items:
+                # As each pool does: locality pools a record's tokens (the neighborhood probe),
+                # portability averages its questions' token accuracies.
                 if hits:
-                    per_record.setdefault(state["record_ids"][i], []).append(sum(hits) / len(hits))
+                    per_record.setdefault(state["record_ids"][i], []).extend(
+                        hits if metric != ALIASING else [sum(hits) / len(hits)])
                 rows.append({"edited_with": edited_with, "record_id": state["record_ids"][i],
                              "setting": f"{self.name}/{metric}", "probe": self.name, "query": state["prompts"][i],
                              "expected": state["targets"][i], "generated": None, "match": bool(hits) and all(hits),
