@@ -149,8 +149,8 @@ def test_knowedit_kinds_match_the_pooled_probes_on_their_prompts(shared_data, ti
     base = probe.measure(_ctx(before, records), "baseline", None)
     edited = probe.measure(_ctx(after, records), "positive", base)
     outcome, rows = probe.combine(_ctx(after, records), {"baseline": base, "positive": edited}, {})
-    only = {SPECIFICITY: [r.model_copy(update={"neighborhood": tuple(p for p in r.neighborhood if p.kind == SPECIFICITY)})
-                          for r in records],
+    only = {SPECIFICITY: [r.model_copy(update={"neighborhood": tuple(p for p in r.neighborhood
+                                                                     if p.kind == SPECIFICITY)}) for r in records],
             ALIASING: [r.model_copy(update={"portability": tuple(p for p in r.portability if p.kind == ALIASING)})
                        for r in records]}
     for kind, pooled_probe, metric in ((SPECIFICITY, "neighborhood", "tokens"), (ALIASING, "portability", "tokens")):
