@@ -11,15 +11,19 @@ from editprobe.runs.summary import parse_summary
 BATTERY = {"question-forms", "two-choice"}
 DATASETS = {
     "zsre/zsre_mend_edit.json": ("zsre_mend_edit", {"negation", "factcheck", "efficacy", "paraphrase",
-                                                     "neighborhood", "portability", "perplexity"}, "tokens"),
+                                                     "neighborhood", "portability", "perplexity", "subject-bleed"},
+                                    "tokens"),
     "zsre/ZsRE-test-all.json": ("ZsRE-test-all", {"negation", "factcheck", "efficacy", "paraphrase", "neighborhood",
-                                                   "portability", "perplexity"}, "tokens"),
+                                                   "portability", "perplexity", "subject-bleed",
+                                                   "knowedit-kinds"}, "tokens"),
     "wiki_counterfact/test_cf.json": ("test_cf", {"negation", "factcheck", "efficacy", "paraphrase", "neighborhood",
-                                                  "portability", "perplexity"}, "tokens"),
-    "mquake/MQuAKE-hard.json": ("MQuAKE-hard", {"negation", "factcheck", "efficacy", "multihop", "perplexity"}, "prob"),
+                                                  "portability", "perplexity", "subject-bleed",
+                                                  "knowedit-kinds"}, "tokens"),
+    "mquake/MQuAKE-hard.json": ("MQuAKE-hard", {"negation", "factcheck", "efficacy", "multihop", "perplexity",
+                                                  "subject-bleed"}, "prob"),
     "counterfact/counterfact_filtered.json": ("counterfact_filtered", {"negation", "factcheck", "efficacy",
-                                                                       "paraphrase", "neighborhood", "perplexity"},
-                                              "prob"),
+                                                                       "paraphrase", "neighborhood", "perplexity",
+                                                                       "subject-bleed"}, "prob"),
 }
 # #27's battery probes in the default set (each on every format: tests/test_probes_battery_*.py)
 BATTERY = {"heldout-negation", "distraction"}

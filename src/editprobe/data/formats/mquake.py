@@ -29,6 +29,7 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
         answers = (entry.text("new_answer"),) + entry.answers("new_answer_alias")
         multi_hop = tuple(PromptAnswer(prompt=q, answers=tuple(dict.fromkeys(answers)), kind="multi_hop") for q in questions)
     rewrites = entry.children("requested_rewrite")
+    hops = _single_hops(entry)
     records = []
     for j, rewrite in enumerate(rewrites):
         subject = rewrite.text("subject")
@@ -36,6 +37,8 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
         question = rewrite.optional_text("question")
         if question:
             extra["question"] = question  # a single-hop question about this very edit
+        if hops:
+            extra["single_hops"] = hops  # the case's facts one by one (subject-bleed asks them)
         records.append(
             EditRecord(
                 id=f"{case_id}_{j}",
@@ -51,6 +54,20 @@ def convert(entry: RawEntry, index: int) -> list[EditRecord]:
             )
         )
     return records
+
+
+def _single_hops(entry: RawEntry) -> list[dict[str, str]]:
+    """The case's single-hop facts, before and after the edits, as ``{cloze, answer}`` (each
+    cloze once): the dataset's own facts about its subjects, for the subject-bleed probe."""
+    hops: dict[str, str] = {}
+    for key in ("single_hops", "new_single_hops"):
+        items = entry.get(key)
+        # Optional context, not the edit: a malformed item is passed over, not an error.
+        for hop in items if isinstance(items, list) else ():
+            cloze, answer = (hop.get("cloze"), hop.get("answer")) if isinstance(hop, dict) else (None, None)
+            if isinstance(cloze, str) and isinstance(answer, str) and cloze.strip() and answer.strip():
+                hops.setdefault(cloze.strip(), answer.strip())
+    return [{"cloze": c, "answer": a} for c, a in hops.items()]
 
 
 FORMAT = DatasetFormat(
