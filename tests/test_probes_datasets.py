@@ -8,7 +8,6 @@ import pytest
 from editprobe.runs import RunConfig, run_experiment
 from editprobe.runs.summary import parse_summary
 
-BATTERY = {"question-forms", "two-choice"}
 DATASETS = {
     "zsre/zsre_mend_edit.json": ("zsre_mend_edit", {"negation", "factcheck", "efficacy", "paraphrase",
                                                      "neighborhood", "portability", "perplexity", "subject-bleed"},
@@ -26,7 +25,7 @@ DATASETS = {
                                                                        "subject-bleed"}, "prob"),
 }
 # #27's battery probes in the default set (each on every format: tests/test_probes_battery_*.py)
-BATTERY = {"heldout-negation", "distraction"}
+BATTERY = {"question-forms", "two-choice", "heldout-negation", "distraction"}
 
 
 @pytest.fixture(scope="module")
