@@ -26,7 +26,8 @@ def test_memit_pipeline_on_smollm2(smollm2, tmp_path, monkeypatch):
     data = typed.datasets["counterfact-sample"]
     assert data.n_records == 6 and sum(data.negation_rules.values()) == 6
     # The default probes: the paper's two, the classic metrics of CounterFact, perplexity.
-    assert data.probes == ["negation", "factcheck", "efficacy", "paraphrase", "neighborhood", "perplexity"]
+    assert data.probes == ["negation", "factcheck", "efficacy", "paraphrase", "neighborhood", "perplexity",
+                           "grounded"]
     assert set(data.no_edit) == set(data.probes)
     (result,) = typed.results
     assert result.probes["factcheck"].details["chat_template"] is True  # SmolLM2-Instruct has one
