@@ -10,14 +10,17 @@ from editprobe.runs.summary import parse_summary
 
 DATASETS = {
     "zsre/zsre_mend_edit.json": ("zsre_mend_edit", {"negation", "factcheck", "efficacy", "paraphrase",
-                                                     "neighborhood", "portability", "perplexity"}, "tokens"),
+                                                     "neighborhood", "portability", "perplexity", "grounded"},
+                                 "tokens"),
     "zsre/ZsRE-test-all.json": ("ZsRE-test-all", {"negation", "factcheck", "efficacy", "paraphrase", "neighborhood",
-                                                   "portability", "perplexity"}, "tokens"),
+                                                   "portability", "perplexity", "grounded"}, "tokens"),
     "wiki_counterfact/test_cf.json": ("test_cf", {"negation", "factcheck", "efficacy", "paraphrase", "neighborhood",
-                                                  "portability", "perplexity"}, "tokens"),
-    "mquake/MQuAKE-hard.json": ("MQuAKE-hard", {"negation", "factcheck", "efficacy", "multihop", "perplexity"}, "prob"),
+                                                  "portability", "perplexity", "grounded"}, "tokens"),
+    "mquake/MQuAKE-hard.json": ("MQuAKE-hard", {"negation", "factcheck", "efficacy", "multihop", "perplexity",
+                                                "grounded"}, "prob"),
     "counterfact/counterfact_filtered.json": ("counterfact_filtered", {"negation", "factcheck", "efficacy",
-                                                                       "paraphrase", "neighborhood", "perplexity"},
+                                                                       "paraphrase", "neighborhood", "perplexity",
+                                                                       "grounded"},
                                               "prob"),
 }
 
