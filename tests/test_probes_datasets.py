@@ -25,7 +25,7 @@ DATASETS = {
                                                                        "subject-bleed"}, "prob"),
 }
 # #27's battery probes in the default set (each on every format: tests/test_probes_battery_*.py)
-BATTERY = {"question-forms", "two-choice", "heldout-negation", "distraction"}
+BATTERY = {"question-forms", "two-choice", "heldout-negation", "distraction", "grounded"}
 
 
 @pytest.fixture(scope="module")

@@ -160,6 +160,9 @@ class ProbeContext:
     # The editor's prompt transform (in-context editors put their facts into the prompt); the
     # identity for the unedited model and for weight editors. Probes ask every query through it.
     transform: PromptTransform = IDENTITY
+    # The unedited model's outcomes of the probes before this one (probe name -> ProbeOutcome),
+    # filled by the run as each no_edit returns: a probe that combines others (grounded) reads theirs.
+    no_edit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def formats(self) -> set[str]:

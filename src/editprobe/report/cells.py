@@ -5,11 +5,18 @@ Every rendering shows a metric the same way (docs/statistics.md#display):
 ``97.0 [93.1, 99.4]`` in Markdown, LaTeX and HTML, ``97.0 [–]`` where no interval exists (a
 summary written before intervals, a corpus-level figure), ``–`` where there is no value; the
 CSV gets separate columns ``<column>``, ``<column> lo``, ``<column> hi``, ``<column> n``.
+
+A cell may carry a mark (``df.attrs["marks"]``: per row, column -> mark), appended to its text:
+``†`` where the row's editor trained on the query form the column asks (docs/battery.md#trained-forms),
+``‡`` where the probe is at its floor or at chance on the model. The notes that explain them
+(``df.attrs["notes"]``) go under the table; the CSV gets one column per mark naming the marked
+columns of each row (``trained on``, ``flagged``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -18,6 +25,14 @@ from ..probes.base import Metric
 from ..probes.intervals import shown
 
 INTERVALS = "intervals"
+NO_EDIT = "No edit"  # the unedited model's row in every table
+MARKS_KEY = "_marks"  # a row's marked cells (column -> mark), taken off by table_frame
+MARKS, NOTES = "marks", "notes"
+TRAINED_MARK, FLAG_MARK = "†", "‡"
+TRAINED_NOTE = (f"{TRAINED_MARK} the editor trained on the query form this column asks: a training objective read "
+                "back, not held-out evidence")
+# The CSV column per mark: the row's marked columns.
+MARK_COLUMNS = {TRAINED_MARK: "trained on", FLAG_MARK: "flagged"}
 Bounds = tuple[Any, Any, Any]  # (lo, hi, n)
 _NONE: Bounds = (None, None, None)
 
@@ -61,9 +76,32 @@ def cell_text(value: Any, interval: Bounds | None) -> str:
     return str(value)
 
 
+def mark(df: pd.DataFrame, column: str, row: int) -> str:
+    """The cell's marks ("" for none; ``row``: the position in the table)."""
+    marks = df.attrs.get(MARKS)
+    return marks[row].get(column, "") if marks else ""
+
+
+def notes(df: pd.DataFrame) -> list[str]:
+    """The lines under the table that explain its marks (none for a table without marks)."""
+    return list(df.attrs.get(NOTES) or [])
+
+
+def set_marks(df: pd.DataFrame, marks: list[dict[str, str]], extra_notes: list[str] | None = None) -> None:
+    """Put the rows' marks (in row order) and their notes on ``df``: nothing when no cell is
+    marked, so a table without marks renders as it always did."""
+    kept = [{c: m for c, m in row.items() if c in df.columns} for row in marks]
+    if any(kept):
+        df.attrs[MARKS] = kept
+    found = {m for row in kept for text in row.values() for m in text}
+    lines = ([TRAINED_NOTE] if TRAINED_MARK in found else []) + list(extra_notes or [])
+    if lines:
+        df.attrs[NOTES] = lines
+
+
 def text_rows(df: pd.DataFrame) -> list[list[str]]:
-    """Every row of ``df`` as cell texts."""
-    return [[cell_text(v, bounds(df, c, i)) for c, v in zip(df.columns, row)]
+    """Every row of ``df`` as cell texts (a marked cell that has a value: its marks appended)."""
+    return [[cell_text(v, bounds(df, c, i)) + ("" if missing(v) else mark(df, c, i)) for c, v in zip(df.columns, row)]
             for i, row in enumerate(df.itertuples(index=False))]
 
 
@@ -77,4 +115,34 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
             for j, part in enumerate(("lo", "hi", "n")):
                 out[f"{column} {part}"] = pd.array([b[j] for b in intervals[column]],
                                                    dtype="Int64" if part == "n" else "Float64")
+    marks = df.attrs.get(MARKS) or []
+    for symbol, name in MARK_COLUMNS.items():
+        if any(symbol in m for row in marks for m in row.values()):
+            out[name] = ["; ".join(c for c in df.columns if symbol in row.get(c, "") and not missing(df[c].iloc[i]))
+                         for i, row in enumerate(marks)]
     return out
+
+
+def trained_marks(result: Any, probe: str, columns: dict[str, str] | None = None) -> dict[str, str]:
+    """The cells of ``probe`` in a result row (runs/summary.py ResultRow) whose metric asks a form
+    the row's editor trained on (column -> the mark); ``columns``: metric key -> column, where
+    they differ."""
+    return {(columns or {}).get(key, key): TRAINED_MARK for key in result.trained_cells.get(probe, ())}
+
+
+def table_frame(rows: list[dict[str, Any]], columns: Sequence[str], counts: Sequence[str] = (),
+                extra_notes: list[str] | None = None) -> pd.DataFrame:
+    """The rows as a table of ``columns``: metric cells split into values and intervals, the
+    ``counts`` columns kept integers, each row's marks (``MARKS_KEY``) and ``extra_notes`` put
+    on it (:func:`set_marks`)."""
+    marks = [row.pop(MARKS_KEY, None) or {} for row in rows]
+    # An infinity (in a summary written before non-finite numbers became null) is no number either.
+    rows, intervals = split_metrics(rows)
+    rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
+    df = pd.DataFrame(rows, columns=list(columns))
+    df.attrs[INTERVALS] = {c: v for c, v in intervals.items() if c in df.columns}
+    for count in counts:  # counts stay integers even where a row has none
+        if count in df.columns:
+            df[count] = df[count].astype("Int64")
+    set_marks(df, marks, extra_notes)
+    return df

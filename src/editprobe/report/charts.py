@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .cells import bounds
+from .cells import TRAINED_MARK, bounds, mark
 from .style import COLOURS as _COLOURS, DPI as _DPI
 from .tables import SETTINGS
 
@@ -54,10 +54,12 @@ def grouped_bars(
     ylabel: str = "%",
     ymax: float = 100.0,
     errors: Sequence[Sequence[Any]] | None = None,
+    note: str | None = None,
 ) -> Figure:
     """Bars of ``values[g][s]`` (group g, series s); a missing value draws no bar (and is
     labelled "–" so that an absent bar is not read as 0). ``errors[g][s]``: the bar's 95%
-    interval (lo, hi) drawn as an error bar, or None for none."""
+    interval (lo, hi) drawn as an error bar, or None for none. ``note``: one more legend entry
+    without a swatch (what a mark on a group's label means)."""
     n_series = max(len(series), 1)
     width = 0.8 / n_series
     fig = Figure(figsize=(max(4.8, 1.2 + 0.3 * len(groups) * n_series), 3.4), layout="constrained")
@@ -85,7 +87,9 @@ def grouped_bars(
     # Own handles: a series whose first bar is missing (hidden) would get a blank legend entry.
     # Outside the axes: bars reach 100 % and a legend inside would cover them.
     handles = [Patch(color=_COLOURS[j % len(_COLOURS)], label=name) for j, name in enumerate(series)]
-    fig.legend(handles=handles, loc="outside lower center", ncols=n_series, fontsize=8, frameon=False)
+    if note:
+        handles.append(Patch(color="none", label=note))
+    fig.legend(handles=handles, loc="outside lower center", ncols=n_series + bool(note), fontsize=8, frameon=False)
     return fig
 
 
@@ -109,6 +113,21 @@ def _intervals(df: pd.DataFrame, rows: pd.DataFrame, columns: Sequence[str]) -> 
     return out
 
 
+def _marked_groups(df: pd.DataFrame, rows: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Each row's method, marked † where the row's editor trained on a form one of the charted
+    columns asks (the tables mark the cells themselves)."""
+    positions = {label: i for i, label in enumerate(df.index)}
+    return [f"{method} {TRAINED_MARK}" if any(TRAINED_MARK in mark(df, c, positions[label]) for c in columns)
+            else str(method) for label, method in zip(rows.index, rows["Method"])]
+
+
+TRAINED_CHART_NOTE = f"{TRAINED_MARK} the editor trained on a query form charted here: not held-out evidence"
+
+
+def _trained_note(groups: Sequence[str]) -> str | None:
+    return TRAINED_CHART_NOTE if any(g.endswith(TRAINED_MARK) for g in groups) else None
+
+
 def _per_model_dataset(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, rows) per (model, dataset), in first-seen order; the model is named only when
     the report holds several."""
@@ -121,7 +140,7 @@ def _per_model_dataset(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def _render(kind: str, title: str, alt: str, groups: list[str], series: Sequence[str],
             values: list[list[Any]], errors: list[list[Any]] | None = None) -> Chart:
-    fig = grouped_bars(groups, series, values, title, errors=errors)
+    fig = grouped_bars(groups, series, values, title, errors=errors, note=_trained_note(groups))
     return Chart(kind=kind, title=title, alt=alt, data_uri=_png_data_uri(fig))
 
 
@@ -132,7 +151,7 @@ def negation_charts(negation: pd.DataFrame) -> list[Chart]:
         title = f"Exact match (%) on positive and negated queries: {name}"
         values = [[row[s] for s in SETTINGS] for _, row in rows.iterrows()]
         charts.append(_render("negation", title, f"Bar chart of PP, PN, NN, NP per method for {name}, with 95% "
-                              "intervals", [str(m) for m in rows["Method"]], SETTINGS, values,
+                              "intervals", _marked_groups(negation, rows, SETTINGS), SETTINGS, values,
                               _intervals(negation, rows, SETTINGS)))
     return charts
 
@@ -144,6 +163,6 @@ def factcheck_charts(factcheck: pd.DataFrame) -> list[Chart]:
         title = f"Efficacy (Eff) vs fact-check accuracy (Acc), %: {name}"
         values = [[row["Eff"], row["Acc"]] for _, row in rows.iterrows()]
         charts.append(_render("factcheck", title, f"Bar chart of Eff and Acc per method for {name}, with 95% "
-                              "intervals", [str(m) for m in rows["Method"]], ("Eff", "Acc"), values,
+                              "intervals", _marked_groups(factcheck, rows, ("Eff", "Acc")), ("Eff", "Acc"), values,
                               _intervals(factcheck, rows, ("Eff", "Acc"))))
     return charts

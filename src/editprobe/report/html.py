@@ -26,7 +26,7 @@ from ..jsontext import finite
 from ..paths import write_text_atomic
 from ..runs.store import SAMPLES, SUMMARY, read_samples
 from ..runs.summary import RunSummary
-from .cells import text_rows
+from .cells import notes, text_rows
 from .tables import NO_EDIT, all_tables, factcheck_table, negation_table
 from ..errors import UserError
 
@@ -161,6 +161,7 @@ def _tables_section(summaries: Sequence[RunSummary], run_dirs: Sequence[Path] | 
         else:
             caption = escape(caption)
         parts += [f"<h3>{caption}</h3>", _df_table(df, name)]
+        parts += [f'<p class="note ep-marks">{escape(line)}</p>' for line in notes(df)]  # what the marks mean
         if legend:
             items = "".join(f"<li><strong>{escape(c)}</strong>: {escape(label)}</li>" for c, label in legend.items())
             parts.append(f'<ul class="legend ep-legend-{name}">{items}</ul>')

@@ -56,7 +56,7 @@ _SYMBOLS = MappingProxyType({
     "“": "``", "”": "''", "‘": "`", "’": "'", "«": "``", "»": "''", "„": ",,", "\u00a0": "~",
     "§": r"\S{}", "¶": r"\P{}", "©": r"\copyright{}", "ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}",
     "œ": r"\oe{}", "Œ": r"\OE{}", "ø": r"\o{}", "Ø": r"\O{}", "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}",
-    "✓": r"$\surd$", "€": "EUR", "£": r"\pounds{}",
+    "✓": r"$\surd$", "†": r"\dag{}", "‡": r"\ddag{}", "∧": r"$\wedge$", "€": "EUR", "£": r"\pounds{}",
     **_greek(),
 })
 
@@ -98,19 +98,20 @@ def escape(text: object) -> str:
 
 def tabular_table(header: Sequence[str], rows: Sequence[Sequence[str]], spec: str, caption: str,
                   legend: Mapping[str, str] | None = None, caption_tex: str | None = None,
-                  header_tex: Mapping[str, str] | None = None) -> str:
+                  header_tex: Mapping[str, str] | None = None, notes: Sequence[str] = ()) -> str:
     """The float: ``caption`` (or ``caption_tex``, already LaTeX), the booktabs tabular of
     ``header`` (a column may be given as LaTeX in ``header_tex``) and ``rows`` (text), and
-    the legend of the columns below it."""
+    the legend of the columns and the ``notes`` on its marks below it."""
     header_tex = header_tex or {}
     lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption_tex or escape(caption)}}}",
              f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(header_tex.get(c) or escape(c) for c in header) + r" \\", r"\midrule"]
     lines += [" & ".join(escape(v) for v in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
-    if legend:
+    if legend or notes:
         lines += [r"\par\smallskip", r"{\footnotesize\raggedright"]
-        lines += [f"\\textbf{{{escape(column)}}}: {escape(label)}\\par" for column, label in legend.items()]
+        lines += [f"\\textbf{{{escape(column)}}}: {escape(label)}\\par" for column, label in (legend or {}).items()]
+        lines += [f"{escape(note)}\\par" for note in notes]
         lines.append("}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,6 @@ Table 6), method rows say which, and the ablation table sets the two side by sid
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ import pandas as pd
 
 from ..paths import write_text_atomic
 from ..probes.base import ProbeOutcome
-from .cells import INTERVALS, csv_frame, split_metrics, text_rows
+from .cells import MARKS_KEY, NO_EDIT, TRAINED_MARK, csv_frame, notes, table_frame, text_rows, trained_marks
 from .curves import write_curves
 from .labels import preserve_differs, row_labeller
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
+from .battery import battery_table
 from .seeds import seed_table
 
 SETTINGS = ("PP", "PN", "NN", "NP")
@@ -41,7 +41,6 @@ CLASSIC_KEYS = ("Model", "Dataset", "Method")
 COST_COLUMNS = ("Model", "Dataset", "Method", "edit s/request", "negation probe ms/query")
 SETTINGS_COLUMNS = ("Model", "Dataset", "Method", "dtype", "C0 corpus", "C0 documents", "hparams file", "chosen by",
                     "intervals")
-NO_EDIT = "No edit"
 # Where LaTeX says it better than the escaped text: the preserved keys K_p K_pᵀ as math.
 LATEX_HEADERS = {"K_p": r"$K_p$"}
 LATEX_CAPTIONS = {"ablation": r"With and without the preserved keys $K_p K_p^{\top}$"}
@@ -72,6 +71,9 @@ def _values(outcome: ProbeOutcome | None, keys: Sequence[str], columns: Sequence
     return {c: (outcome.metrics.get(k) if outcome else None) for k, c in zip(keys, columns or keys)}
 
 
+NEGATION_MARK_COLUMNS = dict(zip(DISCREPANCY_KEYS, DISCREPANCY_COLUMNS))
+
+
 def _negation_values(outcome: ProbeOutcome | None) -> dict[str, Any]:
     conditional = {}
     for key, count in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS):
@@ -91,7 +93,8 @@ def negation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     for s in summaries:
         for r in s.results:
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
-                         **_negation_values(r.probes.get("negation"))})
+                         **_negation_values(r.probes.get("negation")),
+                         MARKS_KEY: trained_marks(r, "negation", NEGATION_MARK_COLUMNS)})
     return _ordered(rows, NEGATION_COLUMNS)
 
 
@@ -111,7 +114,8 @@ def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
         for r in s.results:
             values = _factcheck_values(r.probes.get("factcheck"))
             if values is not None:
-                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **values})
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **values,
+                             MARKS_KEY: trained_marks(r, "factcheck")})
     return _ordered(rows, FACTCHECK_COLUMNS)
 
 
@@ -130,7 +134,8 @@ def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
     rows = [{"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
              "K_p": "with" if r.preserve_previous else "without",
              **_values(r.probes.get("negation"), ("PP", "PN", "NN", "NP", "PP-PN", "Avg"),
-                       ("PP", "PN", "NN", "NP", "PP−PN", "Avg"))}
+                       ("PP", "PN", "NN", "NP", "PP−PN", "Avg")),
+             MARKS_KEY: trained_marks(r, "negation", NEGATION_MARK_COLUMNS)}
             for s in summaries for r in s.results if len(values.get((s.model, r.dataset, label(s, r)), ())) == 2]
     rows.sort(key=lambda row: (row["Model"], row["Dataset"], row["Method"], row["K_p"]))  # stable
     return _ordered(rows, ABLATION_COLUMNS)
@@ -158,7 +163,9 @@ def classic_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[s
         for r in s.results:
             cells = _classic_cells(r.probes, legend)
             if cells:
-                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **cells})
+                marks = {f"{name} {key}": TRAINED_MARK for name, keys in r.trained_cells.items() for key in keys}
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **cells,
+                             MARKS_KEY: marks})
     if not legend:
         return None
     return _ordered(rows, (*CLASSIC_KEYS, *legend)), legend
@@ -255,15 +262,7 @@ def cost_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:
 
 
 def _ordered(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    # An infinity (in a summary written before non-finite numbers became null) is no number either.
-    rows, intervals = split_metrics(rows)
-    rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
-    df = pd.DataFrame(rows, columns=list(columns))
-    df.attrs[INTERVALS] = {c: v for c, v in intervals.items() if c in df.columns}
-    for count in ("n", *CONDITIONAL_COUNTS):  # counts stay integers even where a row has none
-        if count in df.columns:
-            df[count] = df[count].astype("Int64")
-    return df
+    return table_frame(rows, columns, ("n", *CONDITIONAL_COUNTS))
 
 
 def _numeric(df: pd.DataFrame, column: str) -> bool:
@@ -280,7 +279,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     header = "| " + " | ".join(_md_escape(str(c)) for c in df.columns) + " |"
     align = "|" + "|".join("---:" if _numeric(df, c) else "---" for c in df.columns) + "|"
     body = ["| " + " | ".join(_md_escape(cell) for cell in row) + " |" for row in text_rows(df)]
-    return "\n".join([header, align, *body]) + "\n"
+    below = [""] + notes(df) if notes(df) else []  # what the table's marks mean
+    return "\n".join([header, align, *body, *below]) + "\n"
 
 
 def to_latex(df: pd.DataFrame, caption: str, legend: dict[str, str] | None = None,
@@ -289,7 +289,8 @@ def to_latex(df: pd.DataFrame, caption: str, legend: dict[str, str] | None = Non
     character escaped, symbols as LaTeX: :mod:`editprobe.report.latex`); ``legend`` below it.
     Own writer, so the output does not depend on pandas' Styler."""
     spec = "".join("r" if _numeric(df, c) else "l" for c in df.columns)
-    return tabular_table(list(df.columns), text_rows(df), spec, caption, legend, caption_tex, LATEX_HEADERS)
+    return tabular_table(list(df.columns), text_rows(df), spec, caption, legend, caption_tex, LATEX_HEADERS,
+                         notes(df))
 
 
 def legend_markdown(legend: dict[str, str]) -> str:
@@ -309,6 +310,10 @@ def all_tables(summaries: Sequence[RunSummary], run_dirs: Sequence[str | Path] |
     classic = classic_table(summaries)
     if classic is not None:
         tables.append(("classic", "Classic edit metrics (each column's protocol below)", *classic))
+    battery = battery_table(summaries)
+    if battery is not None:
+        tables.append(("battery", "Shortcut battery: grounded efficacy first, then each probe (protocols below)",
+                       *battery))
     cost = cost_table(summaries)
     if cost is not None:
         tables.append(("cost", "Cost: editing seconds per request, negation-probe milliseconds per query", cost, None))

@@ -143,7 +143,7 @@ class Experiment:
         probes = [p for p in self.plan.probes if p.applies_to(ctx)]
         base = self._baseline(dk, ctx, probes)
         self._heldout = self._heldout_baseline(dataset) if self.config.eval == "every" else None
-        no_edit = {}
+        no_edit = ctx.no_edit  # filled in probe order: a probe's no_edit may read those before it
         for p in probes:
             if "baseline" in p.stages:
                 outcome, rows = p.no_edit(ctx, base[p.name])

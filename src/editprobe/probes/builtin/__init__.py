@@ -5,3 +5,4 @@ from . import negation, factcheck, classic, portability, perplexity, fluency  # 
 from . import question_forms, two_choice  # noqa: F401,I001  isort: skip
 from . import heldout_negation, distraction  # noqa: F401,I001  isort: skip
 from . import subject_bleed, knowedit_kinds  # noqa: F401,I001  isort: skip
+from . import grounded  # noqa: F401,I001  isort: skip  (after its parts)
