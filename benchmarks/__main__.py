@@ -4,8 +4,9 @@ printed as one table of ratios (benchmarks/table.py); ``--json`` keeps the recor
 Stages: target optimization (vs the per-request full-model loop, and vs its arithmetic at
 the measured matmul peak), evaluation (vs one batched forward over the same prompts), C0
 (vs a bare truncated forward over the same tokens), a whole edit batch (vs the sum of its
-parts' floors), the metrics' intervals (vs the textbook bootstrap; no model). ``--only`` runs
-a subset.
+parts' floors), the metrics' intervals (vs the textbook bootstrap; no model), the shortcut
+battery (vs the run's other probes on the same records; goal: at most 30 %). ``--only`` runs a
+subset.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-STAGES = ("target", "evaluation", "c0", "batch", "intervals")
+STAGES = ("target", "evaluation", "c0", "batch", "intervals", "battery")
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
 
     from editprobe.models import load_model
 
-    from . import batch, c0, evaluation, intervals, target_opt
+    from . import batch, battery, c0, evaluation, intervals, target_opt
     from .table import format_table
 
     started = time.perf_counter()
@@ -56,6 +57,8 @@ def main() -> None:
         rows += batch.run(loaded, floor, n=args.n, model_id=args.model)
     if "intervals" in args.only:
         rows += intervals.run()
+    if "battery" in args.only:
+        rows += battery.run(loaded, n=args.eval_n)
     print()
     print(format_table(rows))
     print(f"(one run, {torch.get_num_threads()} threads, {time.perf_counter() - started:.0f} s)")

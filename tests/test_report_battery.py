@@ -155,3 +155,20 @@ def test_a_row_trained_on_the_negated_query_shows_the_mark_on_pn_np(run_ws, tmp_
     battery_df, _ = battery_table(summaries)
     assert list(battery_df["Method"]) == ["No edit", "memit", "memit+defend"]
     assert not any("†" in cell for row in text_rows(battery_df) for cell in row)  # PP only: the edited prompt
+
+
+def test_a_fact_check_at_its_floor_is_flagged_in_its_table():
+    from editprobe.report.tables import factcheck_table
+
+    flag = "at its floor: the unedited model scores 0.0 on the true fact"
+
+    def factcheck(acc, flagged):
+        return ProbeOutcome(probe="factcheck", version=1, table="factcheck", details={"flag": flag if flagged else None},
+                            metrics={"Eff": metric(97.0), "Acc": metric(acc), "Control": metric(1.0)})
+
+    rows = [{"method": "memit", "probes": {"factcheck": factcheck(3.0, True)}},
+            {"method": "alphaedit", "probes": {"factcheck": factcheck(2.0, False)}}]
+    df = factcheck_table([summary(rows)])
+    text = to_markdown(df)
+    assert "3.0 [–]‡" in text and "2.0 [–]‡" not in text and f"‡ fact-check (m, cf): {flag}" in text
+    assert list(csv_frame(df)["flagged"].fillna("")) == ["Acc", ""]

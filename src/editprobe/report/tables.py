@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..paths import write_text_atomic
 from ..probes.base import ProbeOutcome
-from .cells import MARKS_KEY, NO_EDIT, TRAINED_MARK, csv_frame, notes, table_frame, text_rows, trained_marks
+from .cells import FLAG_MARK, MARKS_KEY, NO_EDIT, TRAINED_MARK, csv_frame, notes, table_frame, text_rows, trained_marks
 from .curves import write_curves
 from .labels import preserve_differs, row_labeller
 from ..runs.store import read_summary
@@ -110,13 +110,18 @@ def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
     the No edit row over the records whose old object the unedited model knows (Eff 100)."""
     label = row_labeller(summaries)
     rows = _no_edit_rows(summaries, lambda d: _factcheck_values(d.no_edit.get("factcheck")))
+    flag_notes: dict[str, None] = {}
     for s in summaries:
         for r in s.results:
             values = _factcheck_values(r.probes.get("factcheck"))
             if values is not None:
-                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **values,
-                             MARKS_KEY: trained_marks(r, "factcheck")})
-    return _ordered(rows, FACTCHECK_COLUMNS)
+                marks = trained_marks(r, "factcheck")
+                flag = r.probes["factcheck"].details.get("flag")
+                if flag:  # the model cannot speak to it: Acc carries the flag
+                    marks = {**marks, "Acc": marks.get("Acc", "") + FLAG_MARK}
+                    flag_notes.setdefault(f"{FLAG_MARK} fact-check ({s.model}, {r.dataset}): {flag}")
+                rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **values, MARKS_KEY: marks})
+    return table_frame(rows, FACTCHECK_COLUMNS, ("n", *CONDITIONAL_COUNTS), list(flag_notes))
 
 
 def ablation_table(summaries: Sequence[RunSummary]) -> pd.DataFrame | None:

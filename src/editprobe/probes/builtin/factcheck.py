@@ -12,6 +12,7 @@ from typing import Any
 
 from ...forms import QueryForm
 from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
+from ..battery import floor_flag
 from ..exact import exact_match_batch
 from ..factcheck import FactCheckReply, FactCheckResult, ask_records, fact_check_result
 from ..intervals import bootstrap, wilson
@@ -23,6 +24,12 @@ BALANCED_LABEL = ("fact-check via chat template; mean of 'true' to the o* statem
 
 OWN_EFF_LABEL = ("exact match of o* after the edit prompt, over every edited record (the negation settings leave "
                  "out records whose query cannot be negated)")
+
+
+def _flag(no_edit: ProbeOutcome | None) -> str | None:
+    """The unedited model's flag (it judges almost no true statement true: at its floor, so
+    Acc cannot show an edit), carried on every row of the dataset."""
+    return no_edit.details.get("flag") if no_edit is not None else None
 
 
 def _replies(rows: list[dict]) -> list[FactCheckReply]:
@@ -106,7 +113,8 @@ class FactCheckProbe(Probe):
         for r in kept:
             counts[r.answer] = counts.get(r.answer, 0) + 1
         return self.outcome(metrics, counts=counts, n_with_old_object=len(replies),
-                            chat_template=all(r.chat_template for r in replies)), rows
+                            chat_template=all(r.chat_template for r in replies),
+                            flag=floor_flag(metrics["Acc"].value)), rows
 
     def combine(self, ctx: ProbeContext, states, others) -> tuple[ProbeOutcome, Rows]:
         base, after = states["baseline"], states["positive"]
@@ -138,4 +146,5 @@ class FactCheckProbe(Probe):
             sources[reply.statement_source] = sources.get(reply.statement_source, 0) + 1
         return self.outcome(metrics, n_records=result.n_records, before_counts=result.before_counts,
                             after_counts=result.after_counts, chat_template=result.chat_template,
-                            statement_sources=sources, label=FACTCHECK_ACCURACY.label), rows
+                            statement_sources=sources, label=FACTCHECK_ACCURACY.label,
+                            flag=_flag(ctx.no_edit.get(self.name))), rows
