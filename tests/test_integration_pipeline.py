@@ -27,7 +27,7 @@ def test_memit_pipeline_on_smollm2(smollm2, tmp_path, monkeypatch):
     assert data.n_records == 6 and sum(data.negation_rules.values()) == 6
     # The default probes: the paper's two, the classic metrics of CounterFact, perplexity, the battery.
     assert data.probes == ["negation", "factcheck", "efficacy", "paraphrase", "neighborhood", "perplexity",
-                           "question-forms", "two-choice", "heldout-negation", "distraction", "subject-bleed", "grounded"]
+                           "question-forms", "two-choice", "grounded"]
     assert set(data.no_edit) == set(data.probes)
     (result,) = typed.results
     assert result.probes["factcheck"].details["chat_template"] is True  # SmolLM2-Instruct has one

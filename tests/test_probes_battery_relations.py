@@ -186,8 +186,8 @@ def test_default_set_on_every_standard_format(shared_data, tiny, path):
     records = load_records(shared_data / path).records[:4]
     before = tiny("llama", seed=0)
     after = tiny("llama", seed=3, tokenizer=before.tokenizer)
+    assert "knowedit-kinds" in default_probes() and "subject-bleed" not in default_probes()  # opt-in: its cost
     for name in ("subject-bleed", "knowedit-kinds"):
-        assert name in default_probes()
         probe = PROBES[name]
         applies = probe.applies_to(_ctx(before, records))
         assert applies == (name in FORMATS[path]), (name, SKIP_REASON)

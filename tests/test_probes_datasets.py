@@ -10,22 +10,20 @@ from editprobe.runs.summary import parse_summary
 
 DATASETS = {
     "zsre/zsre_mend_edit.json": ("zsre_mend_edit", {"negation", "factcheck", "efficacy", "paraphrase",
-                                                     "neighborhood", "portability", "perplexity", "subject-bleed"},
+                                                     "neighborhood", "portability", "perplexity"},
                                     "tokens"),
     "zsre/ZsRE-test-all.json": ("ZsRE-test-all", {"negation", "factcheck", "efficacy", "paraphrase", "neighborhood",
-                                                   "portability", "perplexity", "subject-bleed",
+                                                   "portability", "perplexity",
                                                    "knowedit-kinds"}, "tokens"),
     "wiki_counterfact/test_cf.json": ("test_cf", {"negation", "factcheck", "efficacy", "paraphrase", "neighborhood",
-                                                  "portability", "perplexity", "subject-bleed",
+                                                  "portability", "perplexity",
                                                   "knowedit-kinds"}, "tokens"),
-    "mquake/MQuAKE-hard.json": ("MQuAKE-hard", {"negation", "factcheck", "efficacy", "multihop", "perplexity",
-                                                  "subject-bleed"}, "prob"),
+    "mquake/MQuAKE-hard.json": ("MQuAKE-hard", {"negation", "factcheck", "efficacy", "multihop", "perplexity"}, "prob"),
     "counterfact/counterfact_filtered.json": ("counterfact_filtered", {"negation", "factcheck", "efficacy",
-                                                                       "paraphrase", "neighborhood", "perplexity",
-                                                                       "subject-bleed"}, "prob"),
+                                                                       "paraphrase", "neighborhood", "perplexity"}, "prob"),
 }
 # #27's battery probes in the default set (each on every format: tests/test_probes_battery_*.py)
-BATTERY = {"question-forms", "two-choice", "heldout-negation", "distraction", "grounded"}
+BATTERY = {"question-forms", "two-choice", "grounded"}
 
 
 @pytest.fixture(scope="module")

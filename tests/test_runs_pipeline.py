@@ -44,8 +44,7 @@ def test_summary_has_config_versions_and_metrics(finished):
     d = s["datasets"]["cf"]
     assert d["n_records"] == 6 and d["negation_rules"] == {"user-table": 6}
     assert s["schema_version"] == 2 and d["probes"] == ["negation", "factcheck", "efficacy", "perplexity",
-                                                   "two-choice", "heldout-negation", "distraction",
-                                                   "subject-bleed", "grounded"]
+                                                   "two-choice", "grounded"]
     neg = d["no_edit"]["negation"]
     assert neg["details"]["available"] and neg["metrics"]["PP"]["value"] == 100.0  # the model knows its facts
     assert neg["metrics"]["Avg"]["value"] == neg["metrics"]["PP-PN"]["value"]  # the only discrepancy there

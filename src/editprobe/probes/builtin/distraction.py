@@ -79,6 +79,9 @@ class DistractionProbe(Probe):
     stages = ("baseline", "positive")
     description = "the edited statement, then an unrelated query about the subject or a neighbour: o* answered?"
     table = BATTERY_TABLE
+    # Opt-in [measured]: with it in the default set the battery would cost more than 30 % of a run's
+    # evaluation (docs/battery.md#cost; make bench, stage "battery").
+    default = False
     metric_forms = {DISTRACTED: frozenset({QueryForm.DISTRACTION}), DELTA: frozenset({QueryForm.DISTRACTION})}
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
