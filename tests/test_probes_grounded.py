@@ -89,3 +89,19 @@ def test_forms_are_the_parts_forms_and_it_runs_after_its_parts():
     names = [p.name for p in order_probes([PROBES["grounded"], PROBES["negation"], PROBES["paraphrase"]])]
     assert names == ["negation", "paraphrase", "grounded"]
     assert "grounded" in {name for name, p in PROBES.items() if p.default}
+
+
+def test_a_part_flagged_on_this_model_is_left_out_and_named():
+    from editprobe.probes.builtin.grounded import GroundedProbe
+
+    flag = "at its floor: the unedited model scores 0.0 on the true fact"
+    two_choice = outcome("two-choice", both={"r1": 0, "r2": 0})
+    flagged = two_choice.model_copy(update={"details": {"flag": flag}})
+    others = {"negation": outcome("negation", PP={"r1": 100, "r2": 100}), "two-choice": flagged}
+    c = ctx(probes=("negation", "two-choice", "grounded"), no_edit={"two-choice": flagged})
+    out, _ = GroundedProbe().combine(c, {}, others)
+    assert out.metrics["grounded"].value == 100.0 and out.details["flagged_out"] == ["two-choice both"]
+    # Not flagged: the part decides.
+    c = ctx(probes=("negation", "two-choice", "grounded"), no_edit={"two-choice": two_choice})
+    out, _ = GroundedProbe().combine(c, {}, {**others, "two-choice": two_choice})
+    assert out.metrics["grounded"].value == 0.0 and out.details["flagged_out"] == []

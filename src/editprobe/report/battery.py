@@ -40,7 +40,9 @@ def _parts_text(outcome: ProbeOutcome) -> str | None:
     if every is None and some is None:
         return None
     text = ", ".join(every or []) or "–"
-    return f"{text}; some records: {', '.join(some)}" if some else text
+    text = f"{text}; some records: {', '.join(some)}" if some else text
+    flagged = outcome.details.get("flagged_out")
+    return f"{text}; left out (flagged): {', '.join(flagged)}" if flagged else text
 
 
 class _Layout:

@@ -5,7 +5,9 @@ paraphrase hit, negated-paraphrase miss, question-form hit, two-choice picks o* 
 orders. It measures nothing itself: it reads the per-record values of the probes that ran
 before it (``others``; ``uses`` orders it after them). A part whose probe is not in the run,
 or that a record lacks, is left out for that record, and the outcome says over which parts
-each number was computed.
+each number was computed. A part whose probe is flagged on this model (at its floor or at
+chance on the true fact: ``details.flag``) is left out of every row of the dataset, and named
+(``flagged_out``): it cannot speak, and would decide the conjunction alone.
 
 The No-edit row is the same conjunction on the unedited model's no-edit values (the run hands
 them over in ``ProbeContext.no_edit``), on the true fact o: over the records the unedited model
@@ -71,14 +73,26 @@ def grounded_values(parts: Mapping[Part, Mapping[str, float]], only: set[str] | 
 
 def part_records(outcomes: Mapping[str, ProbeOutcome], skip: frozenset[Part] = frozenset()
                  ) -> dict[Part, dict[str, float]]:
-    """The per-record values of every part that ran (in ``outcomes``) and keeps them."""
+    """The per-record values of every part that ran (in ``outcomes``) and keeps them, except
+    a part whose probe is flagged on this model (at its floor or at chance: it cannot speak,
+    and would decide the conjunction alone — SmolLM2-135M answers every two-choice "A")."""
     out = {}
     for part in GROUNDED_PARTS:
         outcome = outcomes.get(part[0])
         metric = outcome.metrics.get(part[1]) if outcome is not None else None
-        if part not in skip and metric is not None and metric.records is not None:
+        if part not in skip and metric is not None and metric.records is not None and not _flagged(outcome):
             out[part] = dict(metric.records)
     return out
+
+
+def flagged_parts(outcomes: Mapping[str, ProbeOutcome]) -> list[str]:
+    """The parts left out because their probe is flagged (``details.flag``) on this model."""
+    return [part_name(p) for p in GROUNDED_PARTS
+            if (o := outcomes.get(p[0])) is not None and p[1] in o.metrics and _flagged(o)]
+
+
+def _flagged(outcome: ProbeOutcome | None) -> bool:
+    return bool(outcome is not None and outcome.details.get("flag"))
 
 
 def coverage(values: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
@@ -120,12 +134,16 @@ class GroundedProbe(Probe):
         metric = Metric.of_records({rid: float(h) for rid, h in hits.items()}, NO_EDIT_LABEL)
         flag = floor_flag(metric.value)
         return (self.outcome({"grounded": metric}, **coverage(values), flag=flag,
-                             left_out=[part_name(p) for p in sorted(NOT_ON_TRUE_FACT)]),
+                             left_out=[part_name(p) for p in sorted(NOT_ON_TRUE_FACT)],
+                             flagged_out=flagged_parts(ctx.no_edit)),
                 _rows(hits, values, "none"))
 
     def combine(self, ctx: ProbeContext, states, others) -> tuple[ProbeOutcome, Rows]:
-        hits, values = grounded_values(part_records(others))
-        details = coverage(values)
+        # A part flagged on the unedited model is left out of every row of the dataset.
+        flagged = set(flagged_parts(ctx.no_edit))
+        hits, values = grounded_values(part_records(others, skip=frozenset(p for p in GROUNDED_PARTS
+                                                                           if part_name(p) in flagged)))
+        details = {**coverage(values), "flagged_out": sorted(flagged)}
         if not hits:
             details["skipped"] = ("none of its parts ran on this dataset (or kept per-record values): "
                                   + ", ".join(part_name(p) for p in GROUNDED_PARTS))
