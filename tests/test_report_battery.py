@@ -172,3 +172,22 @@ def test_a_fact_check_at_its_floor_is_flagged_in_its_table():
     text = to_markdown(df)
     assert "3.0 [–]‡" in text and "2.0 [–]‡" not in text and f"‡ fact-check (m, cf): {flag}" in text
     assert list(csv_frame(df)["flagged"].fillna("")) == ["Acc", ""]
+
+
+def test_the_table_says_what_each_probe_skipped_and_which_did_not_apply():
+    from editprobe.report.battery import skipped_text
+
+    assert skipped_text({"the paraphrase holds braces": 1, "cannot be negated": 0}) == "1 (the paraphrase holds braces)"
+    assert skipped_text({"question": {"no table entry": 2}, "cloze": {}}) == "question: 2 (no table entry)"
+    assert skipped_text({}) == "" and skipped_text(None) == ""
+    outcomes = battery(40.0, 20.0)
+    held = outcomes["heldout-negation"]
+    outcomes["heldout-negation"] = held.model_copy(update={"details": {"skipped": {"no paraphrase prompts": 3}}})
+    s = summary([{"method": "memit", "probes": {"negation": negation(), **outcomes}}])
+    s = s.model_copy(update={"config": {"model": "m", "probes": ["negation", "heldout-negation", "question-forms",
+                                                                 "grounded"]}})
+    s.datasets["cf"].probes = ["negation", "heldout-negation", "grounded"]
+    df, _ = battery_table([s])
+    text = to_markdown(df)
+    assert "heldout-negation (m, cf) skipped: 3 (no paraphrase prompts)" in text
+    assert "question-forms (m, cf): not asked: it applies to none of the dataset's records" in text

@@ -2,7 +2,9 @@
 other battery probe's metrics, one column each as the classic table has them, each probe
 followed by its n; the No-edit row on the true fact; a probe at its floor or at chance on the
 model has its cells marked ``‡`` and the reason in a note under the table, and the cells of a
-form the row's editor trained on are marked ``†`` as in every table.
+form the row's editor trained on are marked ``†`` as in every table. Notes under the table also
+say what each probe skipped (its ``details.skipped`` counts) and which battery probes a run
+asked for did not apply to a dataset.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..probes.base import ProbeOutcome
+from ..probes.base import PROBES, ProbeOutcome
 from ..probes.battery import BATTERY_TABLE
 from ..runs.summary import RunSummary
 from .cells import FLAG_MARK, MARKS_KEY, NO_EDIT, table_frame, trained_marks
@@ -69,8 +71,34 @@ class _Layout:
             if flag:
                 marks.update({column_of(name, key): FLAG_MARK for key in outcome.metrics})
                 self.notes.setdefault(f"{FLAG_MARK} {name} ({model}, {dataset}): {flag}")
+            skipped = skipped_text(outcome.details.get("skipped"))
+            if skipped:
+                self.notes.setdefault(f"{name} ({model}, {dataset}) skipped: {skipped}")
         self.columns.update(dict.fromkeys(cells))
         return {**cells, MARKS_KEY: marks} if cells else {}
+
+
+def skipped_text(skipped: Any, within: str = "") -> str:
+    """A probe's skip counts (``{reason: n}``, or per metric ``{metric: {reason: n}}``) as one
+    phrase, e.g. ``1 (the paraphrase holds braces)``; empty when nothing was skipped."""
+    if isinstance(skipped, str):
+        return f"{within}{skipped}"
+    if not isinstance(skipped, dict):
+        return ""
+    parts = []
+    for key, value in skipped.items():
+        if isinstance(value, dict):
+            parts.append(skipped_text(value, f"{within}{key}: "))
+        elif isinstance(value, int) and value:
+            parts.append(f"{within}{value} ({key})")
+    return "; ".join(p for p in parts if p)
+
+
+def not_applied(summary: RunSummary) -> list[str]:
+    """Notes for the battery probes a run asked for that applied to none of a dataset's records."""
+    asked = [p for p in summary.config.get("probes", []) if p in PROBES and PROBES[p].table == BATTERY_TABLE]
+    return [f"{name} ({summary.model}, {dk}): not asked: it applies to none of the dataset's records "
+            f"(docs/battery.md)" for dk, d in summary.datasets.items() for name in asked if name not in d.probes]
 
 
 def battery_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[str, str]] | None:
@@ -91,6 +119,8 @@ def battery_table(summaries: Sequence[RunSummary]) -> tuple[pd.DataFrame, dict[s
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r), **cells})
     if not layout.columns:
         return None
+    for s in summaries:
+        layout.notes.update(dict.fromkeys(not_applied(s)))
     counts = [c for c in layout.columns if c.endswith(" n")]
     return table_frame(rows, (*KEYS, *layout.columns), counts, list(layout.notes)), layout.legend
 
