@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,10 @@ class Negation(BaseModel):
         return self.rule.split(":", 1)[0]
 
 
-def _key(template: str) -> str:
-    """Lookup key: tables match templates up to runs of whitespace."""
+def template_key(template: str) -> str:
+    """Lookup key: tables (negation, question forms) match templates up to runs of whitespace."""
     return " ".join(template.split())
+
 
 
 def _check_pair(template: Any, negated: Any, path: str | Path | None, where: str) -> None:
@@ -79,7 +80,7 @@ def _check_pair(template: Any, negated: Any, path: str | Path | None, where: str
             one_subject_slot(text)  # a "{x}" or a lone brace would fail only when the run negates
         except ValueError as exc:
             raise NegationTableError(path, f"the {side} {exc}", entry) from None
-    if _key(template) == _key(negated):
+    if template_key(template) == template_key(negated):
         raise NegationTableError(path, "the negation is the template unchanged", entry)
 
 
@@ -95,27 +96,31 @@ class NegationTable(BaseModel):
     def from_mapping(cls, mapping: Mapping[Any, Any], source: str | Path | None = None) -> "NegationTable":
         for template, negated in mapping.items():
             _check_pair(template, negated, source, "")
-        return cls(entries={_key(t): n for t, n in mapping.items()}, source=str(source) if source else None)
+        return cls(entries={template_key(t): n for t, n in mapping.items()}, source=str(source) if source else None)
 
     def get(self, template: str) -> str | None:
-        return self.entries.get(_key(template))
+        return self.entries.get(template_key(template))
 
 
-def _read_yaml(path: str | Path) -> Any:
+def read_table_yaml(path: str | Path, error: Callable[[str | Path, str], Exception] | None = None) -> Any:
+    """A user table's YAML, any failure as one ``error(path, reason)`` (a negation table's
+    by default; the question-forms table passes its own)."""
+    error = error or NegationTableError
     try:
         return load_yaml(Path(path))
     except OSError as err:
-        raise NegationTableError(path, f"cannot read: {err.strerror or err}") from err
+        raise error(path, f"cannot read: {err.strerror or err}") from err
     except YAMLInputError as err:
-        raise NegationTableError(path, str(err)) from None
+        raise error(path, str(err)) from None
     except yaml.YAMLError as err:
-        raise NegationTableError(path, f"not valid YAML: {err}") from err
+        raise error(path, f"not valid YAML: {err}") from err
+
 
 
 def load_negation_table(path: str | Path) -> NegationTable:
     """Read a user YAML table, a mapping ``template: negated``; every entry is checked
     (strings, exactly one "{}" on each side, the negation differs from the template)."""
-    data = _read_yaml(path)
+    data = read_table_yaml(path)
     if data is None:
         return NegationTable(source=str(path))
     if not isinstance(data, dict):
@@ -155,7 +160,7 @@ class RelationTable(BaseModel):
     def lookup(self, template: str, relation_id: str | None) -> tuple[str, str] | None:
         """(negated, rule) from the table, or None. A template listed under another
         relation is used too: negation depends on the wording, not on the relation."""
-        key = _key(template)
+        key = template_key(template)
         entry = self.relations.get(relation_id) if relation_id else None
         if entry is not None:
             if key in entry.templates:
@@ -173,7 +178,7 @@ class RelationTable(BaseModel):
 
 def load_relation_table(path: str | Path) -> RelationTable:
     """Read a per-relation YAML table (the format of ``builtin/negation_relations.yaml``)."""
-    data = _read_yaml(path)
+    data = read_table_yaml(path)
     if not isinstance(data, dict):
         raise NegationTableError(path, "must be a mapping 'relation_id: {name, templates, patterns}'")
     relations: dict[str, RelationEntry] = {}
@@ -197,7 +202,7 @@ def load_relation_table(path: str | Path) -> RelationTable:
             patterns.append(RelationPattern(match=item["match"], replace=item["replace"]))
         relations[str(rid)] = RelationEntry(
             name=str(body.get("name", "")),
-            templates={_key(t): n for t, n in templates.items()},
+            templates={template_key(t): n for t, n in templates.items()},
             patterns=tuple(patterns),
         )
     return RelationTable(relations=relations, source=str(path))

@@ -16,12 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import quoted
-from ..yamlio import YAMLInputError, load_yaml
 from .errors import DataError
+from .negation import read_table_yaml, template_key
 from .placeholders import one_subject_slot
 
 BUILTIN_QUESTION_FORMS = Path(__file__).resolve().parent / "builtin" / "question_forms.yaml"
@@ -43,11 +42,6 @@ class QuestionForms(BaseModel):
 
     question: str
     cloze: str | None = None
-
-
-def template_key(template: str) -> str:
-    """Lookup key: tables match templates up to runs of whitespace."""
-    return " ".join(template.split())
 
 
 class QuestionTable(BaseModel):
@@ -97,14 +91,7 @@ def _entry(path: str | Path, template: Any, body: Any) -> QuestionForms:
 def load_question_table(path: str | Path) -> QuestionTable:
     """Read a YAML table ``template: {question, cloze}``; every entry is checked (strings,
     exactly one "{}" in each, no form equal to its template)."""
-    try:
-        data = load_yaml(Path(path))
-    except OSError as err:
-        raise QuestionTableError(path, f"cannot read: {err.strerror or err}") from err
-    except YAMLInputError as err:
-        raise QuestionTableError(path, str(err)) from None
-    except yaml.YAMLError as err:
-        raise QuestionTableError(path, f"not valid YAML: {err}") from err
+    data = read_table_yaml(path, QuestionTableError)
     if data is None:
         return QuestionTable(sources=(str(path),))
     if not isinstance(data, dict):

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ..data.question_forms import QuestionTable, question_table, template_key
+from ..data.negation import template_key
+from ..data.question_forms import QuestionTable, question_table
 from .battery import BatteryConfig, known_records
 from .exact import match_and_decode
 
