@@ -57,6 +57,29 @@ def floor_flag(no_edit_value: float | None, chance: float | None = None) -> str 
     return None
 
 
+def battery_settings(ctx) -> BatteryConfig:
+    """The run's ``battery:`` settings (the defaults for a context without a run config)."""
+    return getattr(ctx.config, "battery", None) or BatteryConfig()
+
+
+def has_old_object(record) -> bool:
+    """A declarative record with a true object o (zsRE questions have none)."""
+    return not record.is_question and bool(record.target_true and record.target_true.strip())
+
+
+def known_fact_ids(ctx) -> list[str] | None:
+    """With ``battery.known_only``: the ids of the records whose old object o the unedited model
+    exact-matches after the edit prompt (the A.7 filter of the negation baseline); None otherwise
+    (every record is scored). Asked of ``ctx``'s model: call it at the baseline stage."""
+    if not battery_settings(ctx).known_only:
+        return None
+    from .exact import exact_match_batch  # torch only when a probe measures
+
+    rows = [r for r in ctx.records if has_old_object(r)]
+    hits = exact_match_batch(ctx.model, ctx.tokenizer, [(r.query, r.target_true) for r in rows])
+    return [r.id for r, hit in zip(rows, hits) if hit]
+
+
 def known_records(records: Iterable, known_ids: Iterable[str] | None) -> list:
     """The records the unedited model knows when ``known_ids`` is given, else all."""
     if known_ids is None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .base import ProbeContext
+from .battery import battery_settings, has_old_object, known_records
 from .exact import match_and_decode
 from .negation import DECODE_EXTRA
 
@@ -31,11 +32,6 @@ def ask(ctx: ProbeContext, queries: Sequence[Query]) -> list[Query]:
     return [{**q, "match": bool(m), "generated": d.text} for q, m, d in zip(queries, matches, decoded)]
 
 
-def has_old_object(record) -> bool:
-    """A declarative record with a true object o (zsRE questions have none)."""
-    return not record.is_question and bool(record.target_true and record.target_true.strip())
-
-
 def known_queries(records: Iterable) -> list[Query]:
     """The edit prompt with o, per record that has one (the A.7 filter's query)."""
     return [{"record_id": r.id, "setting": KNOWN, "query": r.query, "expected": r.target_true}
@@ -43,12 +39,26 @@ def known_queries(records: Iterable) -> list[Query]:
 
 
 def known_only(ctx: ProbeContext) -> bool:
-    battery = getattr(ctx.config, "battery", None)
-    return bool(battery is not None and battery.known_only)
+    return battery_settings(ctx).known_only
 
 
 def known_ids(asked: Iterable[Query]) -> list[str]:
     return [q["record_id"] for q in asked if q["setting"] == KNOWN and q["match"]]
+
+
+def known_at(ctx: ProbeContext, stage: str, baseline: dict[str, Any] | None) -> tuple[list[Query], list[str], list]:
+    """The A.7 filter as these probes keep it: at the baseline the edit prompt asked with o (the
+    asked rows: samples, and the floor flag's basis) and the ids it hits; at an edit stage the
+    ids the baseline stored (``known_ids``). With the records to score: those ids under
+    ``battery.known_only``, else every record."""
+    known: list[Query] = []
+    if stage == "baseline":
+        known = ask(ctx, known_queries(ctx.records))
+        ids = known_ids(known)
+    else:
+        ids = (baseline or {}).get("known_ids", [])
+    records = known_records(ctx.records, ids) if known_only(ctx) else list(ctx.records)
+    return known, ids, records
 
 
 def known_share(asked: Sequence[Query]) -> tuple[float | None, int]:

@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 from ..data.negation import template_key
 from ..data.question_forms import QuestionTable, question_table
-from .battery import BatteryConfig, known_records
-from .exact import match_and_decode
+from .battery import battery_settings, known_fact_ids, known_records
 
 Form = Literal["question", "cloze"]
 QUESTION_FRAME = "Q: {} A:"  # a bare question as a completion prompt; the answer follows
@@ -32,16 +31,14 @@ _BLANK = re.compile(r"\s*(_{2,}|\[MASK\]|<mask>)\s*[.?]?\s*$")
 _FRAMED = re.compile(r"^\s*(Q|Question)\s*:\s*(?P<q>.*?)\s*(A|Answer)\s*:\s*$", re.S)
 
 
-def battery_config(ctx) -> BatteryConfig:
-    return getattr(ctx.config, "battery", None) or BatteryConfig()
-
-
 def table_of(ctx) -> QuestionTable:
     """The question table of the run (a bad user table fails in the run's plan, before work)."""
-    return question_table(battery_config(ctx).question_table)
+    return question_table(battery_settings(ctx).question_table)
 
 
-def has_old_object(record) -> bool:
+def has_true_object(record) -> bool:
+    """A record with a true object o to ask the unedited model (a zsRE question read toward
+    alt has one; unlike the A.7 filter, questions count)."""
     return bool(record.target_true and record.target_true.strip())
 
 
@@ -95,20 +92,10 @@ def cloze_query(record, table: QuestionTable) -> tuple[str | None, str]:
 
 
 # --- the records scored ----------------------------------------------------------------------------
-def measure_known(ctx) -> list[str] | None:
-    """With ``battery.known_only``, the ids of the records whose true fact the unedited model
-    knows: o exact-matches after the edit prompt (the A.7 filter); None otherwise."""
-    if not battery_config(ctx).known_only:
-        return None
-    rows = [r for r in ctx.records if has_old_object(r) and not r.is_question]
-    matches, _ = match_and_decode(ctx.model, ctx.tokenizer, [(r.query, r.target_true) for r in rows], None)
-    return [r.id for r, hit in zip(rows, matches) if hit]
-
-
 def scored_records(ctx, stage: str, baseline: dict[str, Any] | None) -> tuple[list, list[str] | None]:
     """(the records to score at ``stage``, the known ids or None): the baseline measures the
     known ids (when asked), the edit stages read them from it."""
-    known = measure_known(ctx) if stage == "baseline" else (baseline or {}).get("known")
+    known = known_fact_ids(ctx) if stage == "baseline" else (baseline or {}).get("known")
     return known_records(ctx.records, known), known
 
 

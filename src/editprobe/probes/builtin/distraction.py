@@ -15,8 +15,8 @@ from typing import Any
 
 from ...forms import QueryForm
 from ..base import TEACHER_FORCED_EM, Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
-from ..battery import BATTERY_TABLE, FLOOR, floor_flag, known_records, per_record_hits
-from ..battery_queries import Query, ask, known_ids, known_only, known_queries, known_share, sample_rows
+from ..battery import BATTERY_TABLE, FLOOR, floor_flag, per_record_hits
+from ..battery_queries import ask, known_at, known_only, known_share, sample_rows
 
 # Generic relation prompts about the subject (our wording), asked after the statement; one per
 # record, chosen by seed among those whose template differs from the record's.
@@ -85,15 +85,7 @@ class DistractionProbe(Probe):
     metric_forms = {DISTRACTED: frozenset({QueryForm.DISTRACTION}), DELTA: frozenset({QueryForm.DISTRACTION})}
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
-        records = ctx.records
-        known: list[Query] = []
-        if stage == "baseline":
-            known = ask(ctx, known_queries(records))
-            ids = known_ids(known)
-        else:
-            ids = (baseline or {}).get("known_ids", [])
-        if known_only(ctx):
-            records = known_records(records, ids)
+        known, ids, records = known_at(ctx, stage, baseline)
         seed = getattr(ctx.config, "seed", 0) or 0
         queries = [{"record_id": r.id, "expected": r.target_new, **q} for r in records
                    for q in distraction_queries(r, seed)]

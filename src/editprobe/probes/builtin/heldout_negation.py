@@ -17,9 +17,9 @@ from typing import Any
 from ...data.negation import negate, negation_function, record_negation
 from ...forms import QueryForm
 from ..base import TEACHER_FORCED_EM, Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
-from ..battery import BATTERY_TABLE, floor_flag, known_records, per_record_hits
+from ..battery import BATTERY_TABLE, floor_flag, has_old_object, per_record_hits
 from ..battery_queries import (
-    Query, ask, has_old_object, known_ids, known_only, known_queries, known_share, sample_rows)
+    Query, ask, known_at, known_only, known_share, sample_rows)
 
 NPARA, NALT, PLAIN = "NPara", "NAlt", "paraphrase"
 # The second negation form: the edit prompt behind this, e.g. "It is not true that the mother
@@ -143,15 +143,7 @@ class HeldOutNegationProbe(Probe):
         return bool(pairs or alts)
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
-        records = ctx.records
-        known: list[Query] = []
-        if stage == "baseline":
-            known = ask(ctx, known_queries(records))
-            ids = known_ids(known)
-        else:
-            ids = (baseline or {}).get("known_ids", [])
-        if known_only(ctx):
-            records = known_records(records, ids)
+        known, ids, records = known_at(ctx, stage, baseline)
         pairs, alts, skipped = plan_queries(records, _negate_fn(ctx))
         by_id = {r.id: r for r in records}
         if stage == "baseline":  # the true fact o, where the record has one

@@ -24,9 +24,8 @@ from typing import Any
 from ...data.formats import formats_of
 from ...forms import QueryForm
 from ..base import TEACHER_FORCED_TOKENS, Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
-from ..battery import BATTERY_TABLE, floor_flag, known_records
+from ..battery import BATTERY_TABLE, floor_flag, known_fact_ids, known_records
 from ..scoring import teacher_forced
-from .subject_bleed import known_ids
 
 SPECIFICITY, ALIASING = "Relation_Specificity", "Subject_Aliasing"
 TRUTH = f"{SPECIFICITY}_truth"
@@ -70,7 +69,7 @@ class KnowEditKindsProbe(Probe):
         return any(kind_prompts(r, k) for r in ctx.records for k in KINDS)
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
-        known = known_ids(ctx) if stage == "baseline" else (baseline or {}).get("known")
+        known = known_fact_ids(ctx) if stage == "baseline" else (baseline or {}).get("known")
         rows = []  # (record id, kind, prompt, target)
         for r in known_records(ctx.records, known):
             rows += [(r.id, SPECIFICITY, p, a) for p, a in kind_prompts(r, SPECIFICITY)]

@@ -13,7 +13,7 @@ from ..base import Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_pro
 from ..battery import BATTERY_TABLE, floor_flag, per_record_hits
 from ..negation import DECODE_EXTRA, score_queries
 from ..questions import (
-    NO_OLD_OBJECT, cloze_query, count, has_old_object, question_query, scored_records, table_of,
+    NO_OLD_OBJECT, cloze_query, count, has_true_object, question_query, scored_records, table_of,
 )
 from ..registry import ProbeDefinition, register_definition
 from ..results import ProbeSample
@@ -76,8 +76,8 @@ class QuestionFormsProbe(Probe):
         records, known = scored_records(ctx, stage, baseline)
         no_old = []
         if stage == "baseline":  # the unedited model is asked the true fact
-            no_old = [r for r in records if not has_old_object(r)]
-            records = [r for r in records if has_old_object(r)]
+            no_old = [r for r in records if not has_true_object(r)]
+            records = [r for r in records if has_true_object(r)]
         asked, skipped, sources = _queries(ctx, records)
         for form in FORMS:
             if no_old:

@@ -21,8 +21,8 @@ from typing import Any
 
 from ...forms import QueryForm
 from ..base import TEACHER_FORCED_EM, Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
-from ..battery import BATTERY_TABLE, known_records, per_record_hits
-from ..exact import exact_match_batch, match_and_decode
+from ..battery import BATTERY_TABLE, known_fact_ids, known_records, per_record_hits
+from ..exact import match_and_decode
 
 
 @dataclass(frozen=True)
@@ -110,17 +110,6 @@ def bleed_prompts(record, records: list, seed: int) -> list[tuple[str, str]]:
     return prompts
 
 
-def known_ids(ctx: ProbeContext) -> list[str] | None:
-    """With ``battery.known_only``: the records whose old object the unedited model exact-matches
-    after the edit prompt (the A.7 filter); None otherwise (every record)."""
-    battery = getattr(ctx.config, "battery", None)
-    if battery is None or not battery.known_only:
-        return None
-    with_old = [r for r in ctx.records if r.target_true and not r.is_question]
-    hits = exact_match_batch(ctx.model, ctx.tokenizer, [(r.query, r.target_true) for r in with_old])
-    return [r.id for r, hit in zip(with_old, hits) if hit]
-
-
 @register_probe
 class SubjectBleedProbe(Probe):
     name = "subject-bleed"
@@ -133,7 +122,7 @@ class SubjectBleedProbe(Probe):
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         if stage == "baseline" or baseline is None:
-            known = known_ids(ctx) if stage == "baseline" else None
+            known = known_fact_ids(ctx) if stage == "baseline" else None
             seed = getattr(ctx.config, "seed", 0)
             rows = [(r.id, p, s, r.target_new) for r in known_records(ctx.records, known)
                     for p, s in bleed_prompts(r, ctx.records, seed)]

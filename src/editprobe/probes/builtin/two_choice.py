@@ -22,7 +22,7 @@ from ...models.tokens import continuation_ids
 from ..base import TEACHER_FORCED_PROB, Metric, Probe, ProbeContext, ProbeOutcome, Rows, register_probe
 from ..battery import BATTERY_TABLE, floor_flag
 from ..generation import query_ids
-from ..questions import NO_OLD_OBJECT, bare_question, count, has_old_object, scored_records, table_of
+from ..questions import NO_OLD_OBJECT, bare_question, count, has_true_object, scored_records, table_of
 from ..scoring import score_and_decode
 
 NAME = "two-choice"
@@ -57,7 +57,7 @@ def _distractors(records: list, seed: int) -> dict[str, str | None]:
         by_template.setdefault(" ".join(r.template.split()), []).append(r.target_new)
     out: dict[str, str | None] = {}
     for r in records:
-        if has_old_object(r):
+        if has_true_object(r):
             out[r.id] = r.target_true
             continue
         others = sorted({t for t in by_template[" ".join(r.template.split())] if t.strip().lower() !=
