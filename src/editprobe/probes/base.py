@@ -185,6 +185,9 @@ class Probe(ABC):
     # The query forms each metric asks (forms.py): where the row's editor trained on one (other
     # than the edited prompt itself), the run records the cell and every table marks it.
     metric_forms: ClassVar[Mapping[str, frozenset[QueryForm]]] = {}
+    # Metrics a curve point (eval: every, runs/curve.py) leaves out: those that on one editing
+    # stage only repeat another (the negation Avg is then its one discrepancy).
+    not_on_curve: ClassVar[frozenset[str]] = frozenset()
 
     def applies_to(self, ctx: ProbeContext) -> bool:
         """Whether this probe has anything to measure on the dataset (e.g. paraphrases)."""

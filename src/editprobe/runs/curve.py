@@ -28,8 +28,6 @@ from ..probes.base import Probe, ProbeContext, ProbeOutcome
 from .store import RunDir
 
 EDITED, HELDOUT = "edited", "heldout"
-# Left out of a point: the negation Avg of one stage's point is its one discrepancy again.
-NOT_ON_THE_CURVE = frozenset({("negation", "Avg")})
 
 
 @dataclass
@@ -113,7 +111,7 @@ class StageCurve:
                 else {self.kind: state}
             outcome, _ = p.combine(self.ctx, states, outcomes)
             outcomes[p.name] = outcome
-        restricted = {name: _restricted(o, ids) for name, o in outcomes.items()}
+        restricted = {p.name: _restricted(outcomes[p.name], ids, p.not_on_curve) for p in self.probes}
         return _point(self.kind, batch, edits, EDITED, len(ids), {k: o for k, o in restricted.items() if o.metrics})
 
     def _heldout(self, transform, batch: int, edits: int) -> dict[str, Any]:
@@ -130,10 +128,11 @@ class StageCurve:
                       {k: o.model_copy(update={"details": {}}) for k, o in outcomes.items()})
 
 
-def _restricted(outcome: ProbeOutcome, ids: list[str]) -> ProbeOutcome:
-    """The outcome's per-record metrics over ``ids``; the others dropped (they are over every record)."""
+def _restricted(outcome: ProbeOutcome, ids: list[str], left_out: frozenset[str]) -> ProbeOutcome:
+    """The outcome's per-record metrics over ``ids`` but those its probe leaves off a curve; the
+    others dropped (they are over every record)."""
     metrics = {k: m.restricted_to(ids) for k, m in outcome.metrics.items()
-               if m.records is not None and (outcome.probe, k) not in NOT_ON_THE_CURVE}
+               if m.records is not None and k not in left_out}
     return outcome.model_copy(update={"metrics": metrics, "details": {}})
 
 

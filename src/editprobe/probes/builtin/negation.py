@@ -94,6 +94,7 @@ class NegationProbe(Probe):
     # the query of opposite polarity (PN, NP) — the one ``negation: defend`` trains on.
     metric_forms = {"PP": _EDITED, "NN": _EDITED, "PN": _OPPOSITE, "NP": _OPPOSITE,
                     **{k: _BOTH for k in (*DISCREPANCIES, "Avg", "PN|PP", "NP|NN")}}
+    not_on_curve = frozenset({"Avg"})  # one stage's Avg is its one discrepancy again
 
     def measure(self, ctx: ProbeContext, stage, baseline) -> dict[str, Any]:
         if stage == "baseline":
