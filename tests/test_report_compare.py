@@ -71,15 +71,18 @@ def test_the_display_convention_shows_the_sign():
 
 
 # --- --compare on constructed runs ----------------------------------------------------------------
-def _run_dir(root: Path, name: str, rows: dict[str, dict[str, dict[str, float]]]) -> Path:
-    """A finished run directory: method -> metric -> record id -> value (negation metrics)."""
+def _run_dir(root: Path, name: str, rows: dict[str, dict[str, dict[str, float]]],
+             trained: dict[str, list[str]] | None = None) -> Path:
+    """A finished run directory: method -> metric -> record id -> value (negation metrics);
+    ``trained``: method -> the negation metrics whose query form it trained on."""
     d = root / name
     d.mkdir()
     metric = {"value": 0.0, "n": 1, "label": "x"}
     summary = {"schema_version": 2, "config": {"model": "m"}, "datasets": {"d": {"n_records": 40}},
                "results": [{"dataset": "d", "method": m, "probes": {"negation": {
                    "probe": "negation", "version": 1, "table": "negation",
-                   "metrics": {k: metric for k in metrics}}}} for m, metrics in rows.items()]}
+                   "metrics": {k: metric for k in metrics}}},
+                   "trained_cells": {"negation": (trained or {}).get(m, [])}} for m, metrics in rows.items()]}
     (d / "summary.json").write_text(json.dumps(summary))
     lines = [{"dataset": "d", "method": m, "probe": "negation", "metric": k, "unit": "%", "values": v}
              for m, metrics in rows.items() for k, v in metrics.items()]
@@ -114,6 +117,26 @@ def test_compare_finds_the_significant_metric_and_not_the_other(tmp_path):
     result = invoke(["report", a, b, "--compare", "rome", "memit", "--out", out])
     assert pd.read_csv(out / "compare.csv").set_index("metric").loc["PP", "verdict"] == "B higher"
     assert invoke(["report", a, b, "--out", out]).exit_code == 0 and not (out / "compare.md").exists()
+
+
+def test_compare_marks_the_metrics_an_editor_trained_on(tmp_path):
+    # A (as memit+defend) trained on the negated query: its PN line is marked, PP is not.
+    a = _run_dir(tmp_path, "a", {"memit": {"PP": _outcomes(set(range(30))), "PN": _outcomes(set(range(3)))}},
+                 trained={"memit": ["PN"]})
+    b = _run_dir(tmp_path, "b", {"rome": {"PP": _outcomes(set(range(30))), "PN": _outcomes(set(range(25)))}})
+    out = tmp_path / "rep"
+    result = invoke(["report", a, b, "--compare", "memit", "rome", "--out", out])
+    assert result.exit_code == 0, result.output
+    csv = pd.read_csv(out / "compare.csv", keep_default_na=False).set_index("metric")
+    assert csv.loc["PN", "trained_on"] == "A" and csv.loc["PP", "trained_on"] == ""
+    md = (out / "compare.md").read_text()
+    assert "| negation PN† |" in md and "| negation PP |" in md and "trained on the query form" in md
+    result = invoke(["report", a, b, "--compare", "rome", "memit", "--out", out])
+    assert pd.read_csv(out / "compare.csv", keep_default_na=False).set_index("metric").loc["PN", "trained_on"] == "B"
+    # no row trained on anything compared: no mark, no note
+    c = _run_dir(tmp_path, "c", {"memit": {"PN": _outcomes(set(range(3)))}})
+    assert invoke(["report", b, c, "--compare", "rome", "memit", "--out", out]).exit_code == 0
+    assert "†" not in (out / "compare.md").read_text()
 
 
 def test_compare_errors_are_one_line_naming_the_selector(tmp_path):

@@ -11,7 +11,7 @@ Holm's correction over every line the report prints, and a plain verdict.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,25 @@ from ..paths import write_text_atomic
 from ..probes.intervals import shown
 from ..runs.records import RecordValues, read_record_values
 from ..runs.summary import RunSummary
+from .cells import TRAINED_MARK
 from .paired import PairedDifference, holm, paired_difference
 
 ALPHA = 0.05
 NO_EDIT_ROW = "none"
 COLUMNS = ("Dataset", "A", "B", "Metric", "n", "difference [interval]", "test", "p", "p (Holm)", "verdict")
 CSV_COLUMNS = ("dataset", "A", "B", "probe", "metric", "unit", "n", "difference", "lo", "hi", "test", "p", "p_holm",
-               "verdict")
+               "verdict", "trained_on")
 
 
 LEGEND = ("A − B over the records both rows have, in the metric's unit (points for a % metric), with its 95% paired "
           "bootstrap interval; test: McNemar's exact test for hit/miss outcomes, else the paired sign-flip permutation test; "
           "p (Holm): adjusted over every line of this table; verdict at Holm p < 0.05. \"No detectable difference\" "
           "is not \"equal\" (docs/statistics.md#is-a-better-than-b).")
+
+
+TRAINED_LEGEND = (f"{TRAINED_MARK} A or B (column trained_on of compare.csv says which) trained on the query form "
+                  "this metric asks: its difference reads a training objective back, not held-out evidence "
+                  "(docs/battery.md#trained-forms).")
 
 
 class CompareError(UserError, ValueError):
@@ -47,6 +53,8 @@ class Row:
 
     run: Path
     label: str  # method or method+variant; "none" for the no-edit row
+    # (dataset, probe, metric) whose query form the row's editor trained on (ResultRow.trained_cells)
+    trained: frozenset[tuple[str, str, str]] = field(default=frozenset(), compare=False)
 
     def __str__(self) -> str:
         return f"{self.run}:{self.label}"
@@ -70,9 +78,13 @@ def available_rows(runs: Sequence[Path], summaries: Sequence[RunSummary]) -> lis
     """Every row of the runs (from their summaries): the no-edit row where a dataset has one."""
     rows: list[Row] = []
     for run, summary in zip(runs, summaries):
-        labels = ([NO_EDIT_ROW] if any(d.no_edit for d in summary.datasets.values()) else []) + [
-            row_label(r.method, r.variant) for r in summary.results]
-        rows += [Row(Path(run), label) for label in dict.fromkeys(labels)]
+        trained: dict[str, set[tuple[str, str, str]]] = {}
+        if any(d.no_edit for d in summary.datasets.values()):
+            trained[NO_EDIT_ROW] = set()
+        for r in summary.results:
+            trained.setdefault(row_label(r.method, r.variant), set()).update(
+                (r.dataset, probe, metric) for probe, metrics in r.trained_cells.items() for metric in metrics)
+        rows += [Row(Path(run), label, frozenset(cells)) for label, cells in trained.items()]
     return rows
 
 
@@ -159,6 +171,12 @@ def _names(lines: Sequence[Line]) -> dict[Row, str]:
     return {r: r.label if counts[r.label] == 1 else str(r) for r in rows}
 
 
+def trained_on(line: Line) -> str:
+    """Which of the two rows trained on the query form the line's metric asks: "A", "B", "A, B" or ""."""
+    cell = (line.dataset, line.probe, line.metric)
+    return ", ".join(side for side, row in (("A", line.a), ("B", line.b)) if cell in row.trained)
+
+
 def compare_frames(lines: Sequence[Line]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the table as text cells, the CSV frame with numbers in their own columns)."""
     adjusted = holm([line.result.p for line in lines])
@@ -167,10 +185,12 @@ def compare_frames(lines: Sequence[Line]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for line, p_holm in zip(lines, adjusted):
         r = line.result
         verdict = _verdict(r.difference, p_holm)
-        text.append([line.dataset, names[line.a], names[line.b], f"{line.probe} {line.metric}", str(r.n),
+        trained = trained_on(line)
+        metric = f"{line.probe} {line.metric}" + (TRAINED_MARK if trained else "")
+        text.append([line.dataset, names[line.a], names[line.b], metric, str(r.n),
                      signed(r.difference, r.lo, r.hi), r.test, _p_text(r.p), _p_text(p_holm), verdict])
         numbers.append([line.dataset, names[line.a], names[line.b], line.probe, line.metric, line.unit, r.n,
-                        r.difference, r.lo, r.hi, r.test, r.p, p_holm, verdict])
+                        r.difference, r.lo, r.hi, r.test, r.p, p_holm, verdict, trained])
     return pd.DataFrame(text, columns=list(COLUMNS)), pd.DataFrame(numbers, columns=list(CSV_COLUMNS))
 
 
@@ -196,7 +216,8 @@ def write_compare(lines: Sequence[Line], out: str | Path) -> str:
     from ..workdir import WorkDir
 
     text, numbers = compare_frames(lines)
-    md = f"{compare_markdown(text)}\n{LEGEND}\n" if lines else "No metric with per-record values in both rows.\n"
+    legend = LEGEND + (f"\n\n{TRAINED_LEGEND}" if any(numbers["trained_on"]) else "")
+    md = f"{compare_markdown(text)}\n{legend}\n" if lines else "No metric with per-record values in both rows.\n"
     work = WorkDir(out, "report")
     with work.hold():
         work.own("compare.md", "compare.csv")
