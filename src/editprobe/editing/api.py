@@ -116,6 +116,11 @@ class Editor(ABC):
     # and FT: the context templates; IKE: its demonstrations. A field its settings lack is
     # passed over.
     seed_fields: ClassVar[tuple[str, ...]] = ("template_seed",)
+    # Whether the edited model's weights hold the whole edit, so that saving them as a
+    # checkpoint (``edit --save-model``, a run's ``save_model``) and reloading it gives the
+    # edited model back. False for an editor whose edit lives elsewhere: IKE's prompt, a
+    # codebook or a side memory consulted by hooks in the forward (GRACE, WISE).
+    edit_in_weights: ClassVar[bool] = True
 
     hp: BaseModel  # the validated hyperparameters (an instance of ``hparams_cls``)
 
