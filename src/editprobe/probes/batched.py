@@ -253,7 +253,7 @@ def run_prompts(model, tok, prompts: Sequence[Sequence[int]],
     (predicted, logprobs) per continuation) and ``decode[i]`` greedy tokens decoded after
     it, stopping after an id in ``eos``. ``decode`` may be a function of (prompt index, its
     scored continuations): decode only what scoring did not show. The model must be
-    :func:`~editprobe.models.replay.supports_prefix_cache`."""
+    :func:`~editprobe.models.resume_forward.supports_prefix_cache`."""
     from transformers import DynamicCache
 
     if any(not p for p in prompts):

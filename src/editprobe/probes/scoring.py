@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.replay import supports_prefix_cache
+from ..models.resume_forward import supports_prefix_cache
 from ..models.tokens import continuation_ids, make_batch
 from .batched import TOKEN_BUDGET, run_prompts
 from .generation import _eos_ids, greedy_decode, query_ids

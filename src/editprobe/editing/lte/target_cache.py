@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 # The modules whose code decides the values a target optimization returns.
 _CODE = ("editing/lte/targets.py", "editing/lte/layout.py", "editing/prompts.py", "editing/lte/objective.py",
-         "editing/lte/negation_terms.py", "models/replay.py", "models/tokens.py", "models/hooks.py")
+         "editing/lte/negation_terms.py", "models/resume_forward.py", "models/tokens.py", "models/hooks.py")
 _PACKAGE = Path(__file__).resolve().parents[2]
 
 
