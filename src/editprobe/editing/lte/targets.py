@@ -81,6 +81,9 @@ class TargetResult:
     forward_tokens: int = 0
     history: list[float] = field(default_factory=list)  # summed loss per step
     terms: dict[str, list[float]] = field(default_factory=dict)  # each loss term's value per request (last step)
+    # forward-replay targets per edit layer, [n, d] (the engine fills it after the
+    # optimization; never cached: forward_replay.py)
+    by_layer: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class _Adam:
