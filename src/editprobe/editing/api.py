@@ -228,6 +228,12 @@ class Editor(ABC):
         it right after the model loads, before any work (none by default)."""
         return []
 
+    @classmethod
+    def check_records(cls, hparams: BaseModel, records: list) -> None:
+        """Refuse, in one line (a UserError), the records a run will edit and evaluate before
+        any work, when they clash with data the editor trains on (WISE: its irrelevant
+        prompts must share no subject with them). Nothing by default."""
+
     def remote_requirements(self) -> list[RemoteCheck]:
         """What this editor will fetch that preflight must find reachable (none by default)."""
         return []

@@ -90,6 +90,9 @@ class Experiment:
     # --- the loop -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunSummary:
         self.preflight(resume)
+        for method in self.plan.methods.values():  # data an editor trains on, disjoint from the records (WISE)
+            for dataset in self.plan.datasets:
+                method.editor_cls.check_records(method.hparams, list(dataset.records))
         loaded = self.loaded  # before the directory is touched: a failed load leaves none
         n_layers = loaded.adapter.n_layers(loaded.model)
         for method in self.plan.methods.values():
