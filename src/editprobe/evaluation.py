@@ -17,53 +17,54 @@ from typing import Any
 from .errors import OptionError
 
 
-def evaluate(edited_model, original_model, tokenizer=None, records: str | Path | Sequence[dict] = "counterfact-sample",
+def evaluate(edited_model: Any, original_model: Any, tokenizer: Any = None, records: str | Path | Sequence[dict] = "counterfact-sample",
              probes: Sequence[str] | None = None, out: str | Path | None = None, *, n: int | None = None,
              label: str | None = None, negation_table: str | None = None, dtype: str | None = None,
              device: str | None = None) -> list:
     """Measure ``edited_model`` against ``original_model`` on the records it was edited with.
 
-    Parameters
-    ----------
-    edited_model
-        The edited model: a ``transformers`` model in memory, or a checkpoint directory or hub
-        id (safetensors weights). Its weights are written into ``original_model`` for the
-        edited model's measurements and put back afterwards.
-    original_model
-        The unedited model: a model in memory (measured, then edited in place and restored
-        bit for bit), or a built-in name, directory or hub id to load.
-    tokenizer
-        The models' tokenizer (needed with a model in memory; its pad token and padding
-        side are set as editprobe's loader sets them). None: the loaded original's.
-    records
-        The records the edit was made with: a dataset file or built-in name, or a list of
-        records in a format editprobe reads (e.g. CounterFact dicts).
-    probes
-        The probes to measure (names or ``module:attribute``); None: every default probe, where
-        it applies. NN and NP need the negated edit, which a checkpoint lacks: they are "–".
-    out
-        A run directory to write (``editprobe report`` reads it beside editprobe's runs);
-        None: nothing is kept.
-    n
-        How many records (None: all of them).
-    label
-        Shown beside ``external`` in the rows (None: the checkpoint's name, or ``in-memory``).
-    negation_table, dtype, device
-        As ``editprobe run`` takes them; ``dtype`` and ``device`` apply to an original
-        model that is loaded here.
+    A run of the ``external`` editor (editing/external.py): the original model is measured
+    first (the baseline), then the edited weights are written into it for the edited
+    model's measurements, and put back. NN and NP need the negated edit, which an edited
+    model does not hold: they are "–".
 
-    Returns
-    -------
-    list of ResultRow
-        One row per dataset (``method`` ``external``, ``variant`` the label), its probe
-        outcomes as ``editprobe run`` writes them in ``summary.json``; the row's ``hparams``
-        hold the checkpoint's ``fingerprint``.
+    Parameters:
+        edited_model: The edited model: a ``transformers`` model in memory, or a checkpoint
+            directory or hub id (safetensors weights, as ``editprobe evaluate --edited`` takes).
+        original_model: The unedited model: a model in memory (edited in place while the
+            edited model is measured, then restored bit for bit), or a built-in name,
+            directory or hub id to load.
+        tokenizer: The models' tokenizer (needed with a model in memory; its pad token and
+            padding side are set as ``load_model`` sets them). None: the loaded original's.
+        records: The records the edit was made with: a dataset file or built-in name, or a
+            list of records in a format editprobe reads (e.g. CounterFact dicts).
+        probes: The probes (names or ``module:attribute``); None: every default probe, where
+            it applies.
+        out: A run directory to write, which ``editprobe report`` reads beside editprobe's
+            runs; None: nothing is kept.
+        n: How many records (None: all of them).
+        label: Shown beside ``external`` in the rows (None: the checkpoint's directory name,
+            or ``in-memory``).
+        negation_table: A user YAML ``template: negated template``, as ``run`` takes it.
+        dtype: The dtype of an original model loaded here.
+        device: The device of an original model loaded here.
 
-    Examples
-    --------
-    >>> import editprobe
-    >>> rows = editprobe.evaluate(edited, original, tok, "facts.json", probes=["negation", "factcheck"])  # doctest: +SKIP
-    >>> rows[0].probes["negation"].metrics["PP"].value  # doctest: +SKIP
+    Returns:
+        One :class:`~editprobe.runs.summary.ResultRow` per dataset: ``method`` ``external``,
+        ``variant`` the label, the probes' outcomes as ``summary.json`` holds them, and the
+        checkpoint's ``fingerprint`` among its ``hparams``.
+
+    Examples:
+        ```python
+        import editprobe
+        from editprobe.models import load_model
+
+        original = load_model("smollm2-135m")
+        edited = load_model("runs/memit/models/counterfact-sample__memit").model
+        rows = editprobe.evaluate(edited, original.model, original.tokenizer, "counterfact-sample",
+                                  n=100, probes=["negation", "factcheck"], out="runs/memit-external")
+        print(rows[0].probes["negation"].metrics["PP"].value)
+        ```
     """
     from .editing.external import SETTINGS_FILE, in_memory
     from .models.checkpoint import fingerprint, module_fingerprint, resolve_checkpoint
