@@ -86,6 +86,8 @@ class EvaluateJob:
         original = _given_or_saved(cfg.original, sidecar, "original_model", "--original")
         data = _given_or_saved(cfg.data, sidecar, "data", "--data")
         warnings: list[str] = []
+        if sidecar.get("original_model") not in (None, original):
+            warnings.append(f"--original {original}: the checkpoint says it is an edit of {sidecar['original_model']}")
         original_config = _original_config(original)
         if original_config is not None:
             check_same_structure(read_config(path), original_config, f"--edited {cfg.edited}")
