@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...models.replay import logits_at
+from ...models.resume_forward import logits_at
 from ...models.tokens import Batch, make_batch
 
 STOP_TOLERANCE = 1e-4  # EasyEdit's EarlyStopMeter: two losses this close, the last below early_stop_loss
