@@ -17,7 +17,7 @@ of the key. Per layer and ε, the share of records whose
 
 ``--edit`` also edits the records with GRACE (one batch, the shipped settings with the
 layer and ε swept) and prints exact-match efficacy, paraphrase and negated-query success
-and neighbourhood accuracy before/after. One thread by default: it shares the machine.
+and neighbourhood exact-match accuracy before/after. One thread by default: it shares the machine.
 """
 
 from __future__ import annotations
@@ -81,15 +81,16 @@ def hit_rates(model, tok, module, sets, eps_values) -> dict[float, dict[str, flo
 
 def edit_scores(model, tok, model_key, records, sets, layer, eps) -> dict[str, float]:
     requests = [r.request() for r in records]
+    neighbours = [(r.neighborhood[0].prompt, r.neighborhood[0].answer) for r in records if r.neighborhood]
+    scored = {"neigh_acc_before": exact_match_batch(model, tok, neighbours)}
     editor = make_editor("grace", model, tok, model_key, overrides={"layer": layer, "eps": eps})
     editor.apply(requests)
     try:
-        scored = {"efficacy": exact_match_batch(model, tok, [(r.query, r.target) for r in requests])}
+        scored["efficacy"] = exact_match_batch(model, tok, [(r.query, r.target) for r in requests])
         for kind in ("para", "neg"):
             pairs = [(s[kind], r.target) for s, r in zip(sets, requests) if s[kind]]
             scored[kind] = exact_match_batch(model, tok, pairs)
-        pairs = [(r.neighborhood[0].prompt, r.neighborhood[0].answer()) for r in records if r.neighborhood]
-        scored["neigh_acc"] = exact_match_batch(model, tok, pairs)
+        scored["neigh_acc"] = exact_match_batch(model, tok, neighbours)
     finally:
         editor.restore()
     return {k: 100 * sum(v) / max(len(v), 1) for k, v in scored.items()}
