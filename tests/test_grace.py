@@ -16,9 +16,11 @@ from editprobe.editing.lte.state import StateError
 from editprobe.editing.memory.codebook import Codebook
 from editprobe.editing.memory.grace import GraceEditor
 from editprobe.editing.settings.hparams import HParamsError
+from editprobe.models.decoding import decoding_from, decoding_positions
 from editprobe.models.tiny import tiny_facts
 from editprobe.models.tokens import encode_open
-from editprobe.probes.exact import decode_targets, exact_match_batch, generate_exact_match
+from editprobe.probes.exact import decode_targets, exact_match_batch, generate_exact_match, match_and_decode
+from editprobe.probes.batched import shared_prefix
 from editprobe.probes.scoring import teacher_forced_ids
 
 FACTS = tiny_facts(0)
@@ -200,6 +202,45 @@ def test_the_key_is_found_under_padding_batched_as_alone(lm):
     decoded = decode_targets(lm.model, lm.tokenizer, pairs, extra_tokens=0, batch_size=len(pairs))
     assert [d.match for d in decoded] == [generate_exact_match(lm.model, lm.tokenizer, q, a)[0] for q, a in pairs]
     assert [d.match for d in decoded[:6]] == [True] * 6
+    # the probes' prompt engine: left-padded prompt passes, a shared prefix, suffixes from the cache
+    matches, cached = match_and_decode(lm.model, lm.tokenizer, pairs, extra_tokens=1)
+    assert matches == [b.exact for b in batched] and [c.match for c in cached] == [d.match for d in decoded]
+    template = requests[0].template  # one template: the prompts share a prefix run once
+    same = [(r.query, r.target) for r in requests if r.template == template]
+    same += [(template.format(s), o) for t, s, o in FACTS[30:] if t == template][:3]
+    assert shared_prefix([encode_open(lm.tokenizer, q) for q, _ in same]) >= 4 and len(same) > 2
+    assert match_and_decode(lm.model, lm.tokenizer, same, extra_tokens=None)[0] == \
+        [generate_exact_match(lm.model, lm.tokenizer, q, a)[0] for q, a in same]
+
+
+def test_a_prompt_that_contains_the_edit_prompt_is_not_answered_from_its_inner_position(lm):
+    editor = _editor(lm)
+    request = _requests(0, 1)[0]
+    longer = request.query + " and"  # the edit prompt's key sits at its second-to-last position
+    plain = _logits(lm, longer)
+    editor.apply([request])
+    x = _module_inputs(lm, editor, longer)
+    dist, _ = editor.codebook.nearest(x)
+    assert float(dist[-2]) < 1e-3 and float(dist[-1]) > float(editor.codebook.radii[0])
+    assert torch.equal(_logits(lm, longer), plain)  # GRACE reads the last token only
+    # ... while a teacher-forced pass over the edit prompt + target routes from its last token on
+    assert exact_match_batch(lm.model, lm.tokenizer, [(request.query, request.target)]) == [True]
+
+
+def test_decoding_positions_under_padding_caches_and_declarations():
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert decoding_positions(ids, right).tolist() == [[False, True, False, False], [False, False, False, True]]
+    assert decoding_positions(ids, left)[:, -1].all() and decoding_positions(ids, left).sum() == 2
+    assert decoding_positions(ids, None).tolist() == [[False, False, False, True]] * 2
+    step = torch.zeros(2, 1, dtype=torch.long)  # a decoding step after 5 cached positions
+    assert decoding_positions(step, torch.ones(2, 6, dtype=torch.long)).tolist() == [[True], [True]]
+    with decoding_from([1, 3]):
+        assert decoding_positions(ids, right).tolist() == [[False, True, True, True], [False, False, False, True]]
+        with decoding_from(4):
+            assert not decoding_positions(ids, right).any()
+    assert decoding_positions(ids, right).sum() == 2
 
 
 def test_save_load_and_the_next_batch_is_bit_identical(lm, tmp_path):

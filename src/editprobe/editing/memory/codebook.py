@@ -1,14 +1,13 @@
 """GRACE's codebook (docs/grace.md): keys, values, deferral radii and the target each key was
 trained for, and the routing that a forward hook on the adapted module applies.
 
-Routing is per position: every position whose module input lies within the radius of its
-nearest key gets that key's value as the module's output. GRACE (Hartvigsen et al., 2023)
-checks the last token of the input; in a teacher-forced pass over query + target (how the
-probes score, probes/scoring.py) every position is the last token of the decoding step that
-predicts the next one, so checking every position gives the same answer as checking the last
-token at each step of greedy decoding, and no pass has to say where its query ends. Padding
-needs no care either: a pad position may be replaced, but no real token attends to it and
-nobody reads its logits.
+Routing is per decoding step: GRACE (Hartvigsen et al., 2023) checks the last token of the
+input, so a position whose module input lies within the radius of its nearest key gets that
+key's value only where it is the last token of a step (models/decoding.py): a prompt's last
+real token, and in a teacher-forced pass over query + target (how the probes score) every
+position from the query's last token on. A prompt that merely contains an edit prompt
+("X is not" contains "X is") is not answered from the key at its inner position. A pad
+position may be replaced, but no real token attends to it and nobody reads its logits.
 """
 
 from __future__ import annotations
@@ -90,19 +89,25 @@ class Codebook:
         dist = torch.cdist(inputs.float(), self.keys, compute_mode="donot_use_mm_for_euclid_dist")
         return dist.min(1)
 
-    def route(self, inputs: torch.Tensor, output: torch.Tensor, values: torch.Tensor | None = None,
+    def route(self, inputs: torch.Tensor, output: torch.Tensor, eligible: torch.Tensor | None = None,
+              values: torch.Tensor | None = None,
               forced: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor | None:
-        """The module's output with each position inside a key's radius replaced by that key's
-        value; None where no position is (the output stays the very tensor the module made).
-        ``values``: the values to use (while training, with the trained ones in place);
-        ``forced``: (flat positions, entries) that take those entries' values whatever the
-        distance (the edit prompts' own positions while their values are trained)."""
+        """The module's output with each ``eligible`` position (flat booleans; None: all) inside
+        a key's radius replaced by that key's value; None where no position is (the output
+        stays the very tensor the module made). ``values``: the values to use (while
+        training, with the trained ones in place); ``forced``: (flat positions, entries) that
+        take those entries' values whatever the distance (the edit prompts' own positions
+        while their values are trained)."""
         if not len(self):
             return None
         values = self.values if values is None else values
         flat_in = inputs.reshape(-1, inputs.shape[-1])
+        if eligible is not None and not bool(eligible.any()) and forced is None:
+            return None
         dist, nearest = self.nearest(flat_in)
         hit = dist <= self.radii[nearest]
+        if eligible is not None:
+            hit = hit & eligible
         if forced is not None:
             hit = hit.index_fill(0, forced[0], True)
             nearest = nearest.index_put((forced[0],), forced[1])

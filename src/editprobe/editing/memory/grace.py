@@ -28,6 +28,7 @@ from torch import nn
 from ...data.records import EditRequest
 from ...jsontext import dumps
 from ...models.adapters import get_adapter
+from ...models.decoding import decoding_from, decoding_positions
 from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, continuation_ids, encode_open, make_batch
 from ...paths import atomic_path
@@ -115,26 +116,37 @@ class GraceEditor(Editor):
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or model.config.model_type
         self.module = model.get_submodule(self.adapter.path("mlp_out", hparams.layer))
         self.codebook: Codebook | None = None
-        self._hook = None
+        self._hooks: list = []
+        self._steps: torch.Tensor | None = None  # the current pass's decoding steps (rows, width)
         self._training: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None  # values, forced
         self._batches = self._n_edits = 0
 
-    # --- the hook -----------------------------------------------------------------------------
+    # --- the hooks ----------------------------------------------------------------------------
+    def _note_steps(self, _model, args, kwargs):
+        """Before each forward of the model: which of its positions are decoding steps."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs["inputs_embeds"]
+        self._steps = decoding_positions(ids, kwargs.get("attention_mask"))
+
     def _route(self, _module, args, kwargs, output):
         inputs = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+        eligible = self._steps.reshape(-1) if self._steps is not None else None
         if self._training is None:
-            return self.codebook.route(inputs, output)
+            return self.codebook.route(inputs, output, eligible)
         values, forced = self._training
-        return self.codebook.route(inputs, output, values, forced)
+        return self.codebook.route(inputs, output, eligible, values, forced)
 
     def _attach(self) -> None:
-        if self._hook is None:
-            self._hook = self.module.register_forward_hook(self._route, with_kwargs=True)
+        if not self._hooks:
+            self._hooks = [self.model.register_forward_pre_hook(self._note_steps, with_kwargs=True),
+                           self.module.register_forward_hook(self._route, with_kwargs=True)]
 
     def _detach(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._steps = None
 
     # --- keys and values ----------------------------------------------------------------------
     @torch.no_grad()
@@ -169,7 +181,10 @@ class GraceEditor(Editor):
         batch = make_batch(self.tok, [r.ids for r in rows], "right").to(self.device)
         self._training = (values, forced)
         try:
-            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            # As the probes ask: each position from the edit prompt's last token on is a step.
+            with decoding_from([r.key_position for r in rows]):
+                logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                    use_cache=False).logits
         finally:
             self._training = None
         losses = []
