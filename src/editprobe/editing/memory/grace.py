@@ -6,11 +6,11 @@ was read for its settings and names. One module (the MLP output projection of ``
 EasyEdit's ``inner_params``) gets a forward hook. An edit's key is that module's input at
 the last token of the edit prompt; its value, an output vector trained by Adam for
 ``n_iter`` steps so that the model, with the module's output replaced by it there, gives the
-target. At query time a position whose input lies within the radius of its nearest key gets
-that key's value; elsewhere the module runs as it is (deferral). The weights never change:
-the edit lives in the codebook and the hook, which stay on the model from ``apply`` to
-``restore``, so every probe asks the edited model (codebook.py says why routing is per
-position).
+target. At query time a decoding step (a prompt's last token; in a teacher-forced pass, every
+position from the query's last token on: models/decoding.py) whose input lies within the
+radius of its nearest key gets that key's value; elsewhere the module runs as it is
+(deferral). The weights never change: the edit lives in the codebook and the hooks, which
+stay on the model from ``apply`` to ``restore``, so every probe asks the edited model.
 """
 
 from __future__ import annotations
