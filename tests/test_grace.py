@@ -272,6 +272,7 @@ def test_restore_removes_the_hook_and_the_codebook(lm):
     assert not torch.equal(_logits(lm, query), plain)
     editor.restore()
     assert editor.codebook is None and not editor.module._forward_hooks
+    assert not lm.model._forward_pre_hooks and not lm.model._forward_hooks
     assert torch.equal(_logits(lm, query), plain)
 
 
@@ -326,3 +327,18 @@ def test_a_layer_outside_the_model_is_refused_and_the_default_is_three_quarters_
     with pytest.raises(HParamsError, match="outside the model's layers 0..3"):
         _editor(lm, layer=4)
     assert make_editor("grace", lm.model, lm.tokenizer, {}).hp.layer == 3
+
+
+@pytest.mark.parametrize("model_type,dtype", [("gpt2", torch.float32), ("llama", torch.bfloat16)])
+def test_other_architectures_and_dtypes_keep_an_fp32_codebook(tiny, model_type, dtype):
+    lm = tiny(model_type)
+    lm.model.to(dtype)
+    request = EditRequest(id="x", subject="Alice", template="The mother tongue of {} is", target="Italian")
+    editor = make_editor("grace", lm.model, lm.tokenizer, "tiny", {"layer": 1})
+    try:
+        editor.apply([request])
+        assert editor.codebook.keys.dtype == editor.codebook.values.dtype == editor.codebook.radii.dtype == torch.float32
+        logits = _logits(lm, request.query)
+        assert logits.dtype == dtype and torch.isfinite(logits.float()).all()
+    finally:
+        editor.restore()

@@ -129,9 +129,14 @@ class GraceEditor(Editor):
             ids = kwargs["inputs_embeds"]
         self._steps = decoding_positions(ids, kwargs.get("attention_mask"))
 
+    def _forget_steps(self, *_args) -> None:
+        self._steps = None
+
     def _route(self, _module, args, kwargs, output):
         inputs = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        eligible = self._steps.reshape(-1) if self._steps is not None else None
+        # A call that bypassed the model's forward (a submodule run alone): each row's last position.
+        steps = self._steps if self._steps is not None else decoding_positions(inputs[..., 0], None)
+        eligible = steps.reshape(-1)
         if self._training is None:
             return self.codebook.route(inputs, output, eligible)
         values, forced = self._training
@@ -140,6 +145,7 @@ class GraceEditor(Editor):
     def _attach(self) -> None:
         if not self._hooks:
             self._hooks = [self.model.register_forward_pre_hook(self._note_steps, with_kwargs=True),
+                           self.model.register_forward_hook(self._forget_steps, always_call=True),
                            self.module.register_forward_hook(self._route, with_kwargs=True)]
 
     def _detach(self) -> None:
