@@ -75,3 +75,16 @@ def test_a_run_killed_inside_grace_resumes_to_the_uninterrupted_run(runs):
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr
     assert comparable(read_summary(runs["killed"])) == comparable(read_summary(runs["reference"]))
     assert read_samples(runs["killed"]) == read_samples(runs["reference"])
+
+
+def test_the_edit_job_edits_with_grace(run_ws, tmp_path):
+    from editprobe.jobs.edit import EditConfig, EditJob
+
+    loaded = load_model(str(run_ws["model"]))
+    job = EditJob(EditConfig.build(dict(model=str(run_ws["model"]), method="grace", data=str(run_ws["data"]), n=3,
+                                        batch_size=3, out=tmp_path / "out", hparams="tiny")), loaded=loaded)
+    job.preflight()
+    report = job.run()
+    assert report["method"] == "grace" and report["n"] == 3
+    assert report["efficacy_before"] == 0.0 and report["efficacy_after"] == 100.0
+    assert [r["placement"] for r in report["batches"][0]["requests"]] == ["added"] * 3
