@@ -65,7 +65,7 @@ def probe_sets(records):
     return sets
 
 
-def hit_rates(model, tok, module, sets, eps_values) -> dict[float, dict[str, float]]:
+def hit_rates(model, tok, module, sets, eps_values) -> tuple[dict[float, dict[str, float]], dict[str, float]]:
     keys = last_token_inputs(model, tok, module, [s["edit"] for s in sets])
     dists: dict[str, list[float]] = {}
     for kind in ("para", "neg", "neigh"):

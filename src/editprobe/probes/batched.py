@@ -181,8 +181,9 @@ def _score_suffix(model, tok, g: _Group, pairs, logprobs: bool) -> list[Scored]:
         cache = _cache_with(model, [(k[sel], v[sel]) for k, v in g.kv])
         suffix = make_batch(tok, [list(pairs[j][1][:-1]) for j in chunk], "right").to(last.device)
         width = suffix.input_ids.shape[1]
+        mask = torch.cat([g.mask[sel], suffix.attention_mask], 1)
         with decoding_from(0):  # every continuation position is a decoding step (models/decoding.py)
-            logits = model(input_ids=suffix.input_ids, attention_mask=torch.cat([g.mask[sel], suffix.attention_mask], 1),
+            logits = model(input_ids=suffix.input_ids, attention_mask=mask,
                            position_ids=g.n_prompt[sel] + torch.arange(width, device=last.device),
                            past_key_values=cache, use_cache=True).logits.float()
         TIMER.forwards += 1
