@@ -62,7 +62,7 @@ def test_every_registered_method_is_a_complete_editor(method):
 
 def test_lte_methods_are_the_engine_s():
     assert sorted(lte_methods()) == sorted(LTE)
-    assert not {"ft", "ike", "rledit", "wise"} & set(lte_methods())
+    assert not {"ft", "ike", "rledit", "wise", "grace"} & set(lte_methods())
 
 
 class _Settings(BaseModel):
@@ -140,6 +140,12 @@ def test_ike_trains_nothing_and_rledit_its_prompt_and_paraphrases(lm):
     assert _rledit(lm).trained_forms() == {P, PARA} == RLEditEditor.trains_on
 
 
+def test_grace_trains_on_the_edit_prompt_alone_and_its_edit_is_not_in_the_weights(lm):
+    grace = make_editor("grace", lm.model, lm.tokenizer, "tiny")
+    assert grace.trained_forms() == {P} and not grace.edit_in_weights
+    assert grace.deltas == {} and grace.prompt_transform() is IDENTITY
+
+
 def _editors(lm, tmp_path):
     yield _lte(lm, tmp_path=tmp_path)
     yield _lte(lm, "rome", tmp_path=tmp_path, mom2_adjustment=False)  # needs_covariance from its settings
@@ -147,6 +153,7 @@ def _editors(lm, tmp_path):
     yield make_editor("ike", lm.model, lm.tokenizer, {"n_demos": 0})
     yield _rledit(lm)
     yield make_editor("wise", lm.model, lm.tokenizer, "tiny")
+    yield make_editor("grace", lm.model, lm.tokenizer, "tiny")
 
 
 def test_provenance_is_what_runs_recorded_before_the_contract(lm, tmp_path):
@@ -162,7 +169,7 @@ def test_provenance_is_what_runs_recorded_before_the_contract(lm, tmp_path):
 
 
 def test_the_non_lte_editors_take_no_preserve_previous_and_runs_hand_it_to_those_that_do():
-    for method in ("ft", "ike", "rledit", "wise"):
+    for method in ("ft", "ike", "rledit", "wise", "grace"):
         assert PRESERVE_PREVIOUS not in method_class(method).hparams_cls.model_fields
         assert overrides_for(method, {PRESERVE_PREVIOUS: True, "x": 1}) == {"x": 1}
         with pytest.raises(UserError, match="preserve_previous"):
@@ -177,7 +184,8 @@ def test_only_the_lte_editors_take_a_target_cache(lm, tmp_path):
     assert use_target_cache(memit, enabled=False) is None
     for editor in (make_editor("ft", lm.model, lm.tokenizer, "tiny"),
                    make_editor("ike", lm.model, lm.tokenizer, {"n_demos": 0}), _rledit(lm),
-                   make_editor("wise", lm.model, lm.tokenizer, "tiny")):
+                   make_editor("wise", lm.model, lm.tokenizer, "tiny"),
+                   make_editor("grace", lm.model, lm.tokenizer, "tiny")):
         assert not editor.attach_target_cache(TargetCache(tmp_path)) and use_target_cache(editor) is None
 
 
