@@ -31,6 +31,8 @@ from editprobe.probes.exact import exact_match_batch
 GRIDS = {
     "full": {"layer": [21, 24, 27], "edit_lr": [0.5, 0.9], "act_margin": [[2.0, 20.0, 10.0], [1.0, 10.0, 5.0],
                                                                           [5.0, 40.0, 20.0]]},
+    # what a 2-core CPU affords: the depth and the margins, at EasyEdit's learning rate
+    "cpu": {"layer": [18, 23, 27], "edit_lr": [0.9], "act_margin": [[2.0, 20.0, 10.0], [5.0, 40.0, 20.0]]},
     "small": {"layer": [27], "edit_lr": [0.9], "act_margin": [[2.0, 20.0, 10.0]]},
 }
 
