@@ -28,7 +28,7 @@ def _bare_key_passes(model, tok, adapter, requests, templates, layers: list[int]
     """The key passes' arithmetic: rows cut at the edited token, the first pass from the
     embeddings to the critical layer, each later one from the block written last (its
     input given), no hooks but the stop. Inputs are captured in an untimed pass."""
-    from editprobe.models.replay import block_output_arity, replay_from
+    from editprobe.models.resume_forward import block_output_arity, resume_from
 
     rows = [replace(r, ids=r.ids[: r.subject_index + 1]) for r in key_rows(tok, requests, templates)]
     b = batch_rows(tok, rows, "right").batch.to(next(model.parameters()).device)
@@ -49,7 +49,7 @@ def _bare_key_passes(model, tok, adapter, requests, templates, layers: list[int]
         for start in starts:
             h = given[adapter.path("block", start)]
             t = time.perf_counter()
-            with replay_from(model, adapter, start - 1, arity, lambda _x: h), capture(model, [], stop_after=stop):
+            with resume_from(model, adapter, start - 1, arity, lambda _x: h), capture(model, [], stop_after=stop):
                 run_until_stop(forward)
             total += time.perf_counter() - t
     return total

@@ -392,8 +392,18 @@ def test_add_editor(page):
     assert rows["recall"]["preserve_previous"] is None and rows["memit"]["preserve_previous"] is True
     assert set(rows["recall"]["edit_reports"]) == {"positive", "negative"}
     assert all(rows[m]["probes"]["negation"]["metrics"] for m in rows)
-    report = run.result("report").stdout
+    report = run.result("report", "runs/recall-vs-memit").stdout
     assert "recall" in report and "memit" in report
+    # Wrapping another toolkit's editor: beside MEMIT, its saved model evaluated again
+    theirs = json.loads((run.workdir / "runs/theirs-vs-memit/summary.json").read_text())
+    again = json.loads((run.workdir / "runs/theirs-again/summary.json").read_text())
+    (row,) = [r for r in theirs["results"] if r["method"] == "their-ft"]
+    (external,) = again["results"]
+    assert external["method"] == "external" and external["variant"] == "facts__their-ft"
+    for metric in ("PP", "PN"):
+        assert external["probes"]["negation"]["metrics"][metric] == row["probes"]["negation"]["metrics"][metric]
+    assert external["probes"]["efficacy"] == row["probes"]["efficacy"]
+    assert "external+facts__their-ft" in run.result("report", "runs/theirs-again").stdout
 
 
 def test_add_probe(page):

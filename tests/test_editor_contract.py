@@ -62,7 +62,7 @@ def test_every_registered_method_is_a_complete_editor(method):
 
 def test_lte_methods_are_the_engine_s():
     assert sorted(lte_methods()) == sorted(LTE)
-    assert not {"ft", "ike", "rledit"} & set(lte_methods())
+    assert not {"ft", "ike", "rledit", "wise", "grace"} & set(lte_methods())
 
 
 class _Settings(BaseModel):
@@ -123,9 +123,27 @@ def test_ft_trains_on_its_rows(lm):
     assert bare.trained_forms() == {P}
 
 
+def test_wise_trains_on_the_prompt_and_its_prefixes_and_keeps_its_edit_out_of_the_weights(lm):
+    wise = make_editor("wise", lm.model, lm.tokenizer, "tiny")
+    assert wise.trained_forms() == {P, PRE} and not wise.edit_in_weights
+    assert make_editor("wise", lm.model, lm.tokenizer, {"context_templates": []}).trained_forms() == {P}
+    assert {"ike", "wise"} <= {m for m in METHODS if not method_class(m).edit_in_weights}
+
+
+def test_only_editors_that_train_on_other_data_check_the_records():
+    # the default refuses nothing; WISE's irrelevant prompts are its own (tests/test_wise.py)
+    assert all(method_class(m).check_records(resolve_hparams(m, {}), []) is None for m in ("ft", "ike", "rledit"))
+
+
 def test_ike_trains_nothing_and_rledit_its_prompt_and_paraphrases(lm):
     assert make_editor("ike", lm.model, lm.tokenizer, {"n_demos": 0}).trained_forms() == frozenset()
     assert _rledit(lm).trained_forms() == {P, PARA} == RLEditEditor.trains_on
+
+
+def test_grace_trains_on_the_edit_prompt_alone_and_its_edit_is_not_in_the_weights(lm):
+    grace = make_editor("grace", lm.model, lm.tokenizer, "tiny")
+    assert grace.trained_forms() == {P} and not grace.edit_in_weights
+    assert grace.deltas == {} and grace.prompt_transform() is IDENTITY
 
 
 def _editors(lm, tmp_path):
@@ -134,6 +152,8 @@ def _editors(lm, tmp_path):
     yield make_editor("ft", lm.model, lm.tokenizer, "tiny")
     yield make_editor("ike", lm.model, lm.tokenizer, {"n_demos": 0})
     yield _rledit(lm)
+    yield make_editor("wise", lm.model, lm.tokenizer, "tiny")
+    yield make_editor("grace", lm.model, lm.tokenizer, "tiny")
 
 
 def test_provenance_is_what_runs_recorded_before_the_contract(lm, tmp_path):
@@ -149,7 +169,7 @@ def test_provenance_is_what_runs_recorded_before_the_contract(lm, tmp_path):
 
 
 def test_the_non_lte_editors_take_no_preserve_previous_and_runs_hand_it_to_those_that_do():
-    for method in ("ft", "ike", "rledit"):
+    for method in ("ft", "ike", "rledit", "wise", "grace"):
         assert PRESERVE_PREVIOUS not in method_class(method).hparams_cls.model_fields
         assert overrides_for(method, {PRESERVE_PREVIOUS: True, "x": 1}) == {"x": 1}
         with pytest.raises(UserError, match="preserve_previous"):
@@ -163,7 +183,9 @@ def test_only_the_lte_editors_take_a_target_cache(lm, tmp_path):
     assert isinstance(cache, TargetCache) and memit.target_cache is cache
     assert use_target_cache(memit, enabled=False) is None
     for editor in (make_editor("ft", lm.model, lm.tokenizer, "tiny"),
-                   make_editor("ike", lm.model, lm.tokenizer, {"n_demos": 0}), _rledit(lm)):
+                   make_editor("ike", lm.model, lm.tokenizer, {"n_demos": 0}), _rledit(lm),
+                   make_editor("wise", lm.model, lm.tokenizer, "tiny"),
+                   make_editor("grace", lm.model, lm.tokenizer, "tiny")):
         assert not editor.attach_target_cache(TargetCache(tmp_path)) and use_target_cache(editor) is None
 
 

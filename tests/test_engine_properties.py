@@ -10,7 +10,7 @@ from test_engine_helpers import corpus, fresh, random_edits, store
 
 from editprobe.editing import make_editor
 from editprobe.editing.lte.keys import compute_keys
-from editprobe.models.replay import block_output_arity, final_hidden, replay_from
+from editprobe.models.resume_forward import block_output_arity, final_hidden, resume_from
 from editprobe.editing.lte.targets import Site, TargetOptimizer, TargetSettings
 from editprobe.models.hooks import capture, edit_output
 from editprobe.models.tokens import encode, make_batch
@@ -87,7 +87,7 @@ def test_replay_equals_full_forward_with_the_same_delta(model_type, tiny):
     calls = []
     lower = adapter.block(model, 0).register_forward_hook(lambda *a: calls.append(1))
     try:
-        with replay_from(model, adapter, layer, arity, lambda _ignored: add(h_layer)):
+        with resume_from(model, adapter, layer, arity, lambda _ignored: add(h_layer)):
             replayed = final_hidden(model, batch)
     finally:
         lower.remove()
@@ -101,7 +101,7 @@ def test_replay_equals_full_forward_with_the_same_delta(model_type, tiny):
     (g_full,) = torch.autograd.grad(full[mask].square().sum(), delta)
     (g_replay,) = torch.autograd.grad(replayed[mask].square().sum(), delta)
     assert torch.allclose(g_replay, g_full, atol=1e-4, rtol=1e-4)
-    with torch.no_grad(), replay_from(model, adapter, layer, arity, lambda _ignored: h_layer):
+    with torch.no_grad(), resume_from(model, adapter, layer, arity, lambda _ignored: h_layer):
         assert torch.allclose(final_hidden(model, batch)[mask], plain[mask], atol=1e-5, rtol=1e-5)
 
 

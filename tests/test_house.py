@@ -36,7 +36,7 @@ FLOORS = [
     {"models"},  # may read a corpus (the tiny models' C0 text); data never imports models
     {"editing", "probes"},
     {"runs"},
-    {"studies", "jobs"},  # the other commands' rooms, above the experiment and its kit
+    {"studies", "jobs", "evaluation"},  # the other commands' rooms, above the experiment and its kit
     {"analysis", "report"},
     {"cli"},
     {"__main__"},
@@ -69,8 +69,14 @@ def test_no_import_cycles(house):
     assert not found, _report("import cycles (module-level, in functions and under TYPE_CHECKING)", found)
 
 
+# The package's public entry points above the ground floor, imported lazily by its __init__
+# (``editprobe.evaluate``, so ``import editprobe`` stays light): the one sanctioned climb.
+ROOT_EXPORTS = {("editprobe", "editprobe.evaluation")}
+
+
 def test_imports_never_climb_a_floor(house):
-    found = layer_violations(import_edges(house), house, FLOORS, leaves=LEAVES)
+    edges = [e for e in import_edges(house) if not ((e.source, e.target) in ROOT_EXPORTS and e.how == "in a function")]
+    found = layer_violations(edges, house, FLOORS, leaves=LEAVES)
     assert not found, _report("imports against the floors (tests/test_house.py FLOORS)", found)
 
 

@@ -136,7 +136,7 @@ def test_fact_check_answers_equal_generate():
 
 def test_sliding_window_models_take_the_plain_path():
     """Gemma-2's cache layers slide: no cache surgery, the plain passes give the same."""
-    from editprobe.models.replay import supports_prefix_cache as cacheable
+    from editprobe.models.resume_forward import supports_prefix_cache as cacheable
     from editprobe.probes.scoring import score_and_decode
 
     loaded = tiny_model("gemma2", seed=9)

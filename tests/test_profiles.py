@@ -45,7 +45,7 @@ def test_the_paper_profile_runs_float32_unless_a_dtype_is_given():
     assert RunConfig.build({"model": "Qwen/Qwen2.5-7B-Instruct", "profile": "paper"}).dtype == "float32"
     assert RunConfig.build({"profile": "paper", "dtype": "bfloat16"}).dtype == "bfloat16"
     assert RunConfig.build({}).dtype is None
-    with pytest.raises(RunConfigError, match="field 'profile': unknown profile 'nope'; profiles: paper, paper-code"):
+    with pytest.raises(RunConfigError, match="field 'profile': unknown profile 'nope'; profiles: fe, paper, paper-code"):
         RunConfig.build({"profile": "nope"})
 
 

@@ -82,7 +82,7 @@ class DirKind:
 
 KINDS: dict[str, DirKind] = {kind.name: kind for kind in (
     DirKind("run", "a run", ("config.json", "progress.json", "checkpoints", "stages", "samples.jsonl", "summary.json",
-                             "records.jsonl", "report"), _run_config),
+                             "records.jsonl", "report", "models"), _run_config),
     DirKind("study", "a study", ("study.yaml", "status", "runs"),
             lambda root: _is_file(root, "study.yaml") and ((root / "status").is_dir() or (root / "runs").is_dir())),
     DirKind("edit", "an edit result", ("state", "report.json"),

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..models.adapters import ModelAdapter
 from ..models.hooks import capture, edit_output
-from ..models.replay import (ForwardInputs, block_output_arity, final_hidden, logits_at, replay_from,
+from ..models.resume_forward import (ForwardInputs, block_output_arity, final_hidden, logits_at, resume_from,
                              supports_prefix_cache)
 from .trace_types import Prepared, TraceSettings
 
@@ -166,7 +166,7 @@ def restored_replayed(
                 if r < 0:
                     stack.enter_context(edit_output(embed, lambda _h, e=emitted: e))
                 else:
-                    stack.enter_context(replay_from(model, adapter, r, arity, lambda _h, e=emitted: e))
+                    stack.enter_context(resume_from(model, adapter, r, arity, lambda _h, e=emitted: e))
                 _restore_hooks(stack, model, adapter, chunk, clean, settings, num_layers, offset, skip_kinds=("block",))
                 hidden = final_hidden(model, step)[:, -1]
             probs = logits_at(model, hidden).softmax(-1)[:, prep.target_id]

@@ -22,7 +22,7 @@ exact savings (the results equal the straightforward computation up to float rou
   job's own block, the first layer of an mlp/attn window) a job computes exactly what the
   plain corrupted run computes. The corrupted run is done once per record, keeping every
   block's output and the keys/values of every layer; jobs are grouped by where they start
-  and each group's forward starts there (``models.replay``), with the block output
+  and each group's forward starts there (``models.resume_forward``), with the block output
   restored in the emitted state for block jobs;
 * positions before the restored one are not run either: a restoration at position t
   changes nothing at earlier positions, so those come from the corrupted run's KV cache

@@ -43,6 +43,9 @@ def edit(
     mquake_unit: MquakeUnitChoice = mquake_unit_option(MquakeUnitChoice.case),
     negation_table: Optional[str] = typer.Option(None, help="user YAML 'template: negated template' for the requests' "
                                                           "opposite query (FT's negation augmentation, negation: defend)"),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="also save the edited model as a Hugging Face "
+                                                                       "checkpoint (safetensors, config, tokenizer and "
+                                                                       "what made it) in this directory"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
@@ -56,7 +59,7 @@ def edit(
                                "device": device, "seed": seed, "overwrite": overwrite, "target_cache": target_cache,
                                "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value,
                                "zsre_target": zsre_target.value, "mquake_unit": mquake_unit.value,
-                               "negation_table": negation_table})
+                               "negation_table": negation_table, "save_model": save_model})
     set_threads(threads)
     job = EditJob(config)
     for line in job.preflight():
@@ -68,6 +71,8 @@ def edit(
     typer.echo(f"PP efficacy (%, {report['metric']}): before {_with_interval(report, 'efficacy_before')}  "
                f"after {_with_interval(report, 'efficacy_after')}")
     typer.echo(f"state and report in {out}")
+    if save_model is not None:
+        typer.echo(f"edited model in {save_model} (editprobe evaluate --edited {save_model} --original {model})")
 
 
 def _with_interval(report: dict, key: str) -> str:

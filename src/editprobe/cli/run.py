@@ -50,6 +50,9 @@ def run(
     on_bad_record: Optional[OnBadRecordChoice] = on_bad_record_option(),
     zsre_target: Optional[ZsreTargetChoice] = zsre_target_option(),
     mquake_unit: Optional[MquakeUnitChoice] = mquake_unit_option(),
+    save_model: Optional[bool] = typer.Option(None, "--save-model/--no-save-model",
+                                              help="save each method's positively edited model as a Hugging Face "
+                                                   "checkpoint in OUT/models/<dataset>__<method>/"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (numbers can depend on it)"),
 ) -> None:
     """Edit and evaluate: no-edit baseline, positive and negated editing runs, fact-checking."""
@@ -63,7 +66,7 @@ def run(
              "max_prompt_tokens": max_prompt_tokens, "on_bad_record": on_bad_record.value if on_bad_record else None,
              "zsre_target": zsre_target.value if zsre_target else None,
              "mquake_unit": mquake_unit.value if mquake_unit else None,
-             "eval_every": eval_every, "eval": "every" if eval_every is not None else None}
+             "eval_every": eval_every, "eval": "every" if eval_every is not None else None, "save_model": save_model}
     if out is None and (config is None or "out" not in read_config_file(config)):
         fail("--out is required (or 'out:' in the config)")
     base = None

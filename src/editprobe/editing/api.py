@@ -116,6 +116,11 @@ class Editor(ABC):
     # and FT: the context templates; IKE: its demonstrations. A field its settings lack is
     # passed over.
     seed_fields: ClassVar[tuple[str, ...]] = ("template_seed",)
+    # Whether the edited model's weights hold the whole edit, so that saving them as a
+    # checkpoint (``edit --save-model``, a run's ``save_model``) and reloading it gives the
+    # edited model back. False for an editor whose edit lives elsewhere: IKE's prompt, a
+    # codebook or a side memory consulted by hooks in the forward (GRACE, WISE).
+    edit_in_weights: ClassVar[bool] = True
 
     hp: BaseModel  # the validated hyperparameters (an instance of ``hparams_cls``)
 
@@ -222,6 +227,12 @@ class Editor(ABC):
         """What an editor of these settings will fetch, known before one is built: a run checks
         it right after the model loads, before any work (none by default)."""
         return []
+
+    @classmethod
+    def check_records(cls, hparams: BaseModel, records: list) -> None:
+        """Refuse, in one line (a UserError), the records a run will edit and evaluate before
+        any work, when they clash with data the editor trains on (WISE: its irrelevant
+        prompts must share no subject with them). Nothing by default."""
 
     def remote_requirements(self) -> list[RemoteCheck]:
         """What this editor will fetch that preflight must find reachable (none by default)."""

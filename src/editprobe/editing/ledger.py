@@ -13,7 +13,8 @@ Keys are what the editor names its weights by: the edit layer (LTE, FT) or the m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -141,6 +142,22 @@ class WeightLedger(Generic[K]):
             weight = self._weight_of(key)
             weight.copy_(original.to(weight.dtype))
         self._original, self._accum = {}, {}
+
+    @contextmanager
+    def originals_written(self) -> Iterator[None]:
+        """The original weights in the model while the context is open, the edited ones
+        written back however it ends; the ledger itself is unchanged (forward-replay targets
+        made on the unedited model)."""
+        with torch.no_grad():
+            for key, original in self._original.items():
+                weight = self._weight_of(key)
+                weight.copy_(original.to(weight.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for key in self._original:
+                    self._write(key)
 
     # --- saving -------------------------------------------------------------------------------
     def tensors(self, prefix: str = "delta.") -> dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ from .lte import methods  # noqa: F401  (register the built-in methods)
 from .finetune import ft  # noqa: F401
 from .incontext import ike  # noqa: F401
 from . import rledit  # noqa: F401
+from .memory import grace, wise  # noqa: F401
+from . import external  # noqa: F401  (evaluate: an edit made elsewhere)
 from .settings.hparams import HParamsError, available, hparams_path, load_hparams_file
 
 __all__ = ["METHODS", "PRESERVE_PREVIOUS", "lte_methods", "make_editor", "method_class", "overrides_for",

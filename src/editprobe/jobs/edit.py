@@ -58,6 +58,8 @@ class EditConfig(ProfileDefaults):
     # A user YAML "template: negated" for the requests' opposite query (FT's negation
     # augmentation, negation: defend), over the rules; a record's own negated prompt wins.
     negation_table: str | None = None
+    # Also save the edited model as a Hugging Face checkpoint here (docs/evaluate.md).
+    save_model: Path | None = None
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "EditConfig":
@@ -110,6 +112,11 @@ class EditJob:
         self._method = self._method or plan(data.kind)
         self._records = list(data.records)
         self._work = check_edit_output(cfg.out, cfg.overwrite)
+        if cfg.save_model is not None:  # before any work: refused for an edit not in the weights
+            from ..runs.saved_models import check_save_location, refuse_unsavable
+
+            refuse_unsavable([cfg.method], "--save-model")
+            check_save_location(cfg.save_model, cfg.overwrite)
         if self._loaded is None:
             check_model_and_device(cfg.model, cfg.device)
         return warnings
@@ -157,8 +164,21 @@ class EditJob:
             "efficacy_after": 100 * sum(after) / len(after), **efficacy_intervals(before, after), "batches": reports,
             "target_cache": cache.stats.as_dict() if cache is not None else None,
         }
+        if cfg.save_model is not None:
+            self._save_model(loaded, editor)
         self._write_result(editor, report)
         return report
+
+    def _save_model(self, loaded, editor) -> None:
+        from ..runs.saved_models import made_by, model_dtype, save_model
+
+        cfg = self.config
+        fields = made_by(made_with="edit", model=cfg.model, method=cfg.method, editor=editor, data=cfg.data, n=cfg.n,
+                         records=self._records, seed=cfg.seed, batch_size=cfg.batch_size,
+                         dtype=model_dtype(loaded.model),
+                         options={"sample": None, "negation_table": cfg.negation_table, "zsre_target": cfg.zsre_target,
+                                  "mquake_unit": cfg.mquake_unit})
+        save_model(loaded.model, loaded.tokenizer, cfg.save_model, fields)
 
     def _write_result(self, editor, report: dict[str, Any]) -> None:
         """Stage state/ and report.json complete, then rename them into place, report.json

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.decoding import decoding_from
 from ..models.tokens import make_batch
 
 TOKEN_BUDGET = 4096  # padded prompt tokens per forward
@@ -180,9 +181,11 @@ def _score_suffix(model, tok, g: _Group, pairs, logprobs: bool) -> list[Scored]:
         cache = _cache_with(model, [(k[sel], v[sel]) for k, v in g.kv])
         suffix = make_batch(tok, [list(pairs[j][1][:-1]) for j in chunk], "right").to(last.device)
         width = suffix.input_ids.shape[1]
-        logits = model(input_ids=suffix.input_ids, attention_mask=torch.cat([g.mask[sel], suffix.attention_mask], 1),
-                       position_ids=g.n_prompt[sel] + torch.arange(width, device=last.device),
-                       past_key_values=cache, use_cache=True).logits.float()
+        mask = torch.cat([g.mask[sel], suffix.attention_mask], 1)
+        with decoding_from(0):  # every continuation position is a decoding step (models/decoding.py)
+            logits = model(input_ids=suffix.input_ids, attention_mask=mask,
+                           position_ids=g.n_prompt[sel] + torch.arange(width, device=last.device),
+                           past_key_values=cache, use_cache=True).logits.float()
         TIMER.forwards += 1
         TIMER.tokens += suffix.input_ids.numel()
         pred = logits.argmax(-1).tolist()
@@ -253,7 +256,7 @@ def run_prompts(model, tok, prompts: Sequence[Sequence[int]],
     (predicted, logprobs) per continuation) and ``decode[i]`` greedy tokens decoded after
     it, stopping after an id in ``eos``. ``decode`` may be a function of (prompt index, its
     scored continuations): decode only what scoring did not show. The model must be
-    :func:`~editprobe.models.replay.supports_prefix_cache`."""
+    :func:`~editprobe.models.resume_forward.supports_prefix_cache`."""
     from transformers import DynamicCache
 
     if any(not p for p in prompts):
@@ -266,8 +269,9 @@ def run_prompts(model, tok, prompts: Sequence[Sequence[int]],
     prefix_kv = None
     if shared:
         cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), past_key_values=cache,
-              use_cache=True, logits_to_keep=1)
+        with decoding_from(shared):  # a shared prefix ends no prompt: no decoding step in it
+            model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), past_key_values=cache,
+                  use_cache=True, logits_to_keep=1)
         TIMER.forwards += 1
         TIMER.tokens += shared
         prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.replay import supports_prefix_cache
+from ..models.resume_forward import supports_prefix_cache
+from ..models.decoding import decoding_from
 from ..models.tokens import continuation_ids, make_batch
 from .batched import TOKEN_BUDGET, run_prompts
 from .generation import _eos_ids, greedy_decode, query_ids
@@ -87,7 +88,9 @@ def teacher_forced_ids(model, tok, pairs: Sequence[IdPair], batch_size: int = 32
             width = max(len(t) for _, t in spans)
             kwargs["logits_to_keep"] = torch.tensor(
                 [[first + min(j, len(t) - 1) for j in range(width)] for first, t in spans], device=device)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False, **kwargs).logits
+        # From each query's last token on, every position is a decoding step (models/decoding.py).
+        with decoding_from([first for first, _ in spans]):
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False, **kwargs).logits
         for row, (i, (first, target)) in enumerate(zip(idx, spans)):
             offset = 0 if only_targets else first
             window = logits[row, offset : offset + len(target)].float()

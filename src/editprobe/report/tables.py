@@ -204,9 +204,11 @@ def settings_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
             rows.append({"Model": s.model, "Dataset": r.dataset, "Method": label(s, r),
                          "dtype": s.model_dtype, "C0 corpus": _c0_corpus(c0), "C0 documents": _c0_documents(r.c0),
                          "hparams file": hp_file.get("file"), "chosen by": hp_file.get("chosen_by"),
-                         "intervals": _interval_settings(s), "targets": _targets(s, r.dataset)})
-    # Only a report with zsRE rows says what they were edited toward.
-    columns = SETTINGS_COLUMNS + (("targets",) if any(row["targets"] for row in rows) else ())
+                         "intervals": _interval_settings(s), "targets": _targets(s, r.dataset),
+                         "checkpoint sha256": (r.hparams or {}).get("fingerprint")})
+    # Only a report with zsRE rows says what they were edited toward; only one with an
+    # evaluated checkpoint (editprobe evaluate) shows its fingerprint.
+    columns = SETTINGS_COLUMNS + tuple(c for c in ("targets", "checkpoint sha256") if any(row[c] for row in rows))
     return _ordered(rows, columns)
 
 

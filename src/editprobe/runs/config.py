@@ -152,6 +152,9 @@ class RunConfig(ProfileDefaults):
     # What n counts in MQuAKE (data/options.py): a case (its rewrites together), or a single
     # rewrite (the paper's grid: 2000 rewrites of MQuAKE-CF).
     mquake_unit: MquakeUnit = "case"
+    # Save each method's positively edited model as a Hugging Face checkpoint in
+    # OUT/models/<dataset>__<method>/ (docs/evaluate.md); a resumed run saves them too.
+    save_model: bool = False
 
     @field_validator("methods", "datasets", "probes")
     @classmethod
@@ -219,7 +222,7 @@ class RunConfig(ProfileDefaults):
         layout of the run directory it was written with."""
         # Fields that came later are left out at their defaults, so runs saved before them still resume.
         later = {"profile": None, "max_prompt_tokens": None, "on_bad_record": "error", "mquake_unit": "case",
-                 "sample": None, "battery": BatteryConfig()}
+                 "sample": None, "battery": BatteryConfig(), "save_model": False}
         exclude = {"out", "device", "checkpoint_every", "target_cache"} | {k for k, v in later.items()
                                                                              if getattr(self, k) == v}
         if self.eval == "final":  # the curve's settings change nothing then (and runs made before lack them)

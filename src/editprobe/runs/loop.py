@@ -90,6 +90,9 @@ class Experiment:
     # --- the loop -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunSummary:
         self.preflight(resume)
+        for method in self.plan.methods.values():  # data an editor trains on, disjoint from the records (WISE)
+            for dataset in self.plan.datasets:
+                method.editor_cls.check_records(method.hparams, list(dataset.records))
         loaded = self.loaded  # before the directory is touched: a failed load leaves none
         n_layers = loaded.adapter.n_layers(loaded.model)
         for method in self.plan.methods.values():
@@ -237,6 +240,8 @@ class Experiment:
         try:
             reports = self._edit_batches(editor, stage, label, requests, curve)
             editor.finalize()  # once after the last batch (PRUNE); idempotent, so resume-safe
+            if kind == "positive" and self.config.save_model:
+                self._save_model(dataset, method, editor, requests)
             measuring = [p for p in probes if kind in p.stages]
             self.console.print(escape(f"{label}: {', '.join(p.name for p in measuring)} on {plan.n_records} records"))
             # An in-context editor edits through the prompt: this stage's probes ask through its transform.
@@ -255,6 +260,18 @@ class Experiment:
             editor.restore()
         self.dir.save_stage(stage, result)
         return result
+
+    def _save_model(self, dataset: DatasetPlan, method: MethodPlan, editor, requests: list) -> None:
+        """The positively edited model as a checkpoint (runs/saved_models.py), before the stage's
+        result: a run killed between the two saves it again on resume."""
+        from .saved_models import made_by, model_dtype, run_model_dir, save_model
+
+        cfg, model = self.config, self.loaded.model
+        fields = made_by(made_with="run", model=cfg.model, method=method.method, editor=editor, data=dataset.spec,
+                         n=cfg.n, records=requests, seed=cfg.seed, batch_size=cfg.batch_size, dtype=model_dtype(model),
+                         options={"sample": cfg.sample, "negation_table": cfg.negation_table,
+                                  "zsre_target": cfg.zsre_target, "mquake_unit": cfg.mquake_unit})
+        save_model(model, self.loaded.tokenizer, run_model_dir(self.dir.root, dataset.key, method.method), fields)
 
     def _edit_batches(self, editor, stage: str, label: str, requests: list, curve: StageCurve | None = None
                       ) -> list[Any]:

@@ -280,6 +280,10 @@ class RunPlan:
         from ..data.question_forms import question_table
 
         check_overrides(config)
+        if config.save_model:  # before any work: IKE's (GRACE's, WISE's) edit is not in the weights
+            from .saved_models import refuse_unsavable
+
+            refuse_unsavable(config.methods, "save_model")
         keys = config.dataset_keys()
         by_kind = choice_needs_kind(config)
         methods = {} if by_kind else _method_plans(config, keys, {})

@@ -198,6 +198,7 @@ class IKEEditor(Editor):
     # Nothing is optimized: the facts are only put in the prompt (the demonstrations show
     # copy, paraphrase and opposite prompts of other facts, never of an edited one).
     trains_on: ClassVar[frozenset[TrainedForm]] = frozenset()
+    edit_in_weights = False  # the edit is the prompt's demonstrations
     # The run's seed chooses and orders the demonstrations (seed 0: the file's ``seed``).
     seed_fields: ClassVar[tuple[str, ...]] = ("seed",)
 

@@ -34,6 +34,7 @@ from ..prompts import RequestError, as_request
 from .solvers import NumericalError
 from .state import STATE_VERSION, read_lte_meta, read_lte_tensors, read_preserved, write_lte_state
 from .stats_source import StatsSource
+from .forward_replay import TargetConstruction
 from .target_cache import TargetCache
 from .targets import Site, TargetOptimizer, TargetResult, TargetSettings
 
@@ -42,7 +43,7 @@ class SolveError(FloatingPointError):
     pass
 
 
-class LTEEditor(Editor):
+class LTEEditor(TargetConstruction, Editor):
     """MEMIT-family editor: targets at the last edit layer, residual spread over the layers,
     a closed-form update per layer (``solve``), applied layer by layer."""
 
@@ -111,7 +112,7 @@ class LTEEditor(Editor):
     def target_settings(self) -> TargetSettings:
         site = Site(self.site_kind, self.hp.clamp_norm_factor, self.hp.v_weight_decay)
         return TargetSettings(
-            layer=self.critical_layer, sites=(site,), lr=self.hp.v_lr, steps=self.hp.v_num_grad_steps,
+            layer=self.target_layer, sites=(site,), lr=self.hp.v_lr, steps=self.hp.v_num_grad_steps,
             kl_factor=self.hp.kl_factor, early_stop_loss=self.hp.early_stop_loss, kl_prompt=self.hp.kl_prompt,
             locate=self.hp.locate,
         )
@@ -127,16 +128,13 @@ class LTEEditor(Editor):
         return TargetOptimizer(self.model, self.tok, self.adapter, self.target_settings(), self.loss_terms())
 
     def variant(self) -> str | None:
-        """A short label for non-default negation settings ("defend", "last-token",
-        "defend+last-token"), None for the method as published."""
+        """A short label for non-default negation and target settings ("defend", "last-token",
+        "fe", "defend+fe", ...), None for the method as published."""
+        fe = "fe" if self.hp.replay_targets == "per-batch" else "fe-precomputed"
         parts = [label for label, on in (("defend", self.hp.negation == "defend"),
-                                         ("last-token", self.hp.locate == "last-token")) if on]
+                                         ("last-token", self.hp.locate == "last-token"),
+                                         (fe, self.hp.targets == "forward-replay")) if on]
         return "+".join(parts) or None
-
-    def compute_targets(self, requests: list[EditRequest]) -> TargetResult:
-        if self.target_cache is None:
-            return self.target_optimizer().run(requests, self.templates().all)
-        return self.target_cache.run(self.target_optimizer(), requests, self.templates().all, self.hp.template_seed)
 
     # --- what a method states -----------------------------------------------------------------
     def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
@@ -245,15 +243,18 @@ class LTEEditor(Editor):
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys ``[d_ff, n]`` at ``layer`` and residuals ``[d, n]`` for the i-th edit layer, on
         the current model: R_i = (Z − H_cur) / (m − i)^spread_power (docs/engine.md, Spreading
-        over layers). NAMET's official residual differs (a mean over prompts)."""
-        z = targets.z[self.site_kind].T.to(self.device)  # [d, n]
+        over layers); with forward-replay targets R_i = z_i − h_i at layer i itself, in full.
+        NAMET's official residual differs (a mean over prompts)."""
+        replayed = self.hp.targets == "forward-replay"
+        z = (targets.by_layer[layer] if replayed else targets.z[self.site_kind]).T.to(self.device)  # [d, n]
         keys, h_cur = compute_keys(
             self.model, self.tok, self.adapter, requests, self.templates(), [layer],
-            hcur_layer=self.critical_layer, hcur_kind=self.residual_kind, locate=self.hp.locate,
+            hcur_layer=layer if replayed else self.critical_layer, hcur_kind=self.residual_kind, locate=self.hp.locate,
             replay=self._key_replay,
         )
         self._insert_keys[layer] = keys[layer]
-        return keys[layer], (z - h_cur) / (len(self.layers) - i) ** self.spread_power
+        divisor = 1 if replayed else (len(self.layers) - i) ** self.spread_power
+        return keys[layer], (z - h_cur) / divisor
 
     def after_batch(self, requests: list[EditRequest]) -> None:
         """Add this batch's keys, recomputed on the edited model (the choice of the official
@@ -342,7 +343,7 @@ class LTEEditor(Editor):
     def load_state(self, directory: str | Path) -> None:
         """Re-apply a saved state to this editor's (unedited) model."""
         directory = Path(directory)
-        meta = read_lte_meta(directory, self.name, self.model.config.model_type, self.layers)
+        meta = read_lte_meta(directory, self.name, self.model.config.model_type, self.layers, self.hp)
         if self.needs_covariance:
             self.stats_source.check_saved_corpus(directory, meta)
         preserved = read_preserved(directory, meta)

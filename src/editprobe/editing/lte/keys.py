@@ -12,7 +12,7 @@ import torch
 from ...data.records import EditRequest
 from ...models.adapters import ModelAdapter
 from ...models.hooks import capture, run_until_stop
-from ...models.replay import block_output_arity, replay_from
+from ...models.resume_forward import block_output_arity, resume_from
 from .context import ContextTemplates
 from ..prompts import batch_rows, chunks, key_rows
 
@@ -84,7 +84,7 @@ def read_at_subject(
 
             if start is not None and start > 0 and replay.arity is not None:
                 given = replay.inputs[c]
-                stack.enter_context(replay_from(model, adapter, start - 1, replay.arity, lambda _h: given))
+                stack.enter_context(resume_from(model, adapter, start - 1, replay.arity, lambda _h: given))
                 run()
             elif replay is not None and replay.arity is None:  # replay's stand-ins copy it
                 replay.arity = block_output_arity(adapter.block(model, 0), run)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ...models.replay import ForwardInputs, supports_prefix_cache
+from ...models.resume_forward import ForwardInputs, supports_prefix_cache
 from ...models.tokens import Batch, make_batch, pad_id
 from ..prompts import Row, RowBatch
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ...data.records import EditRequest
-from ...models.replay import logits_at
+from ...models.resume_forward import logits_at
 from .objective import BaseLossTerm, StepContext, local_index, per_request_mean
 from ..prompts import RequestError, Row, target_row, validate_request
 

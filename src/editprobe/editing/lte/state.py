@@ -54,9 +54,10 @@ def write_lte_state(directory: Path, meta: dict, deltas: dict[str, torch.Tensor]
     return directory
 
 
-def read_lte_meta(directory: Path, method: str, model_type: str, layers: list[int]) -> dict:
+def read_lte_meta(directory: Path, method: str, model_type: str, layers: list[int], hp=None) -> dict:
     """``state.json`` of an LTE editor state, checked to fit an editor of ``method`` on a
-    ``model_type`` model editing ``layers``, in a version this editprobe reads."""
+    ``model_type`` model editing ``layers`` (and making targets as ``hp`` does), in a version
+    this editprobe reads."""
     try:
         meta = json.loads((directory / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -67,6 +68,10 @@ def read_lte_meta(directory: Path, method: str, model_type: str, layers: list[in
         raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {model_type}")
     if meta["hparams"]["layers"] != layers:
         raise StateError(f"{directory}: edit layers {meta['hparams']['layers']} differ from {layers}")
+    for field, default in (("targets", "spread"), ("replay_targets", "per-batch")):  # states before these fields
+        saved = meta["hparams"].get(field, default)
+        if hp is not None and saved != getattr(hp, field):
+            raise StateError(f"{directory}: state made with {field}: {saved}, this editor has {getattr(hp, field)}")
     if meta.get("version") not in (1, STATE_VERSION):
         raise StateError(f"{directory}: state version {meta.get('version')}, this editprobe reads 1 to "
                          f"{STATE_VERSION}")

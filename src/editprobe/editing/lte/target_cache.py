@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 # The modules whose code decides the values a target optimization returns.
 _CODE = ("editing/lte/targets.py", "editing/lte/layout.py", "editing/prompts.py", "editing/lte/objective.py",
-         "editing/lte/negation_terms.py", "models/replay.py", "models/tokens.py", "models/hooks.py")
+         "editing/lte/negation_terms.py", "models/resume_forward.py", "models/tokens.py", "models/hooks.py")
 _PACKAGE = Path(__file__).resolve().parents[2]
 
 
@@ -92,7 +92,10 @@ class TargetCache:
         self.root = Path(root) if root is not None else cache_dir() / "targets"
         self.stats = CacheStats()
 
-    def key(self, optimizer: TargetOptimizer, requests, templates: list[str], seed: int | None = None) -> str | None:
+    def key(self, optimizer: TargetOptimizer, requests, templates: list[str], seed: int | None = None,
+            construction: dict | None = None) -> str | None:
+        """``construction``: the editor's non-default target construction (forward replay),
+        so its entries and spread's never meet; None keeps spread's keys as they were."""
         from .covariance import model_fingerprint, tokenizer_fingerprint
 
         identity = optimizer_identity(optimizer)
@@ -106,6 +109,8 @@ class TargetCache:
             "optimizer": identity, "templates": list(templates), "seed": seed,
             "requests": [r.model_dump(mode="json", exclude={"id"}) for r in requests],
         }
+        if construction:
+            what["construction"] = construction
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def path(self, key: str) -> Path:
@@ -129,7 +134,7 @@ class TargetCache:
         """Write the entry atomically; a failed write is a warning (the cache is optional)."""
         tensors = {f"z.{k}": v.detach().contiguous().cpu() for k, v in result.z.items()}
         tensors.update({f"anchor.{k}": v.detach().contiguous().cpu() for k, v in result.anchor.items()})
-        meta = {f.name: getattr(result, f.name) for f in dataclasses.fields(TargetResult) if f.name not in ("z", "anchor")}
+        meta = {f.name: getattr(result, f.name) for f in dataclasses.fields(TargetResult) if f.name not in ("z", "anchor", "by_layer")}
         path = self.path(key)
         try:
             with atomic_path(path) as tmp:
@@ -137,10 +142,11 @@ class TargetCache:
         except OutputError as exc:
             warn_unwritten(exc, "the target cache is optional: going on without this entry")
 
-    def run(self, optimizer: TargetOptimizer, requests, templates: list[str], seed: int | None = None) -> TargetResult:
+    def run(self, optimizer: TargetOptimizer, requests, templates: list[str], seed: int | None = None,
+            construction: dict | None = None) -> TargetResult:
         """``optimizer.run(requests, templates)``, read from the cache when the same batch
         was computed before on the same model state with the same settings."""
-        key = self.key(optimizer, requests, templates, seed)
+        key = self.key(optimizer, requests, templates, seed, construction)
         if key is None:
             self.stats.skipped += 1
             return optimizer.run(requests, templates)
@@ -183,7 +189,7 @@ def _checked_result(tensors: dict, header: dict, rows: int | None, width: int | 
     for name, t in tensors.items():
         check_tensor(name, t, shape)
     required = [f.name for f in dataclasses.fields(TargetResult) if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING and f.name not in ("z", "anchor")]
+                and f.default_factory is dataclasses.MISSING and f.name not in ("z", "anchor", "by_layer")]
     absent = [name for name in required if name not in meta]
     if absent:
         raise DamagedEntry(f"metadata field {absent[0]!r} is missing")

@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ...data.records import EditRequest
 from ...models.adapters import ModelAdapter
 from ...models.hooks import capture, edit_output, frozen_parameters
-from ...models.replay import block_output_arity, logits_at, replay_from
+from ...models.resume_forward import block_output_arity, logits_at, resume_from
 from .layout import GROUP_OVERHEAD_TOKENS, StepBatch, full_layout, prefix_cached_layout
 from .objective import LossTerm, LossTerms, StepContext, local_index, per_request_mean, per_request_sums
 from ..prompts import RowBatch, batch_rows, rewrite_rows
@@ -81,6 +81,9 @@ class TargetResult:
     forward_tokens: int = 0
     history: list[float] = field(default_factory=list)  # summed loss per step
     terms: dict[str, list[float]] = field(default_factory=dict)  # each loss term's value per request (last step)
+    # forward-replay targets per edit layer, [n, d] (the engine fills it after the
+    # optimization; never cached: forward_replay.py)
+    by_layer: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class _Adam:
@@ -110,8 +113,8 @@ class _Setup:
     """What ``run`` computes once before the steps."""
 
     ctx: StepContext
-    start: int  # the block whose output the steps replay from (-1: from the embeddings)
-    arity: int  # how many outputs a block returns (replay's stand-ins copy it)
+    start: int  # the block whose output the steps resume from (-1: from the embeddings)
+    arity: int  # how many outputs a block returns (resume_from's stand-ins copy it)
     h_start: torch.Tensor | None  # that block's output on every row, without δ
     edit_pos: torch.Tensor  # per layout row: the batch position of its edited token
     req_of_row: torch.Tensor
@@ -300,7 +303,7 @@ class TargetOptimizer:
     def _step(self, setup: _Setup, rb: StepBatch, keep: list[int], live: dict[str, torch.Tensor],
               active: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         """One forward with the live δ added at every row's edited token; the loss per active
-        request. Every hook and the replay are undone however the forward ends."""
+        request. Every hook and the resumed blocks are undone however the forward ends."""
         s, model, adapter, dev = self.s, self.model, self.adapter, self.device
         keep_t = torch.tensor(keep, device=dev)
         setup.ctx.live_rows = keep_t
@@ -315,7 +318,7 @@ class TargetOptimizer:
         with ExitStack() as stack:
             stack.callback(rb.after_step)  # drop this step's keys/values from the prefix cache
             if setup.start >= 0:
-                stack.enter_context(replay_from(model, adapter, setup.start, setup.arity, emit))
+                stack.enter_context(resume_from(model, adapter, setup.start, setup.arity, emit))
             for site in s.sites:
                 if site.kind != "block":
                     module = model.get_submodule(adapter.path(site.kind, s.layer))

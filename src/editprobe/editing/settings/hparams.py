@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from ...data.placeholders import one_subject_slot
 from ...errors import UserError, clip, one_line, quoted, validation_message
 from ...yamlio import load_yaml
@@ -22,6 +23,8 @@ class LTEHParams(BaseModel):
     """Settings shared by the MEMIT-style engine (docs/methods/memit.md, Settings)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Why a method cannot take forward-replay targets (None: it can); the check names it.
+    forward_replay_refusal: ClassVar[str | None] = None
 
     method: str
     source: str = Field("", description="where these values come from (paper, repo:path, or our sweep)")
@@ -61,6 +64,14 @@ class LTEHParams(BaseModel):
     # test model and most edits failed.
     negation_kl: float = Field(0.0625, ge=0.0)
     locate: Literal["subject", "last-token"] = "subject"
+    # target construction (docs/methods/forward-replay.md): "spread" optimizes z at the last
+    # edit layer and spreads z − h over the layers (MEMIT); "forward-replay" (FE) optimizes it
+    # at the first edit layer and reads the later layers' targets from one forward with it
+    # patched in, each layer taking its full z_l − h_l.
+    targets: Literal["spread", "forward-replay"] = "spread"
+    # when forward-replay targets are made: on the current model at each batch, or on the
+    # unedited model (FE's precompute_z.py), recomputed with the original weights swapped in
+    replay_targets: Literal["per-batch", "precomputed"] = "per-batch"
     # keys rows per forward pass
     rows_per_pass: int = Field(128, ge=1)
 
@@ -71,6 +82,14 @@ class LTEHParams(BaseModel):
             raise ValueError("at least one layer")
         if sorted(set(v)) != v:
             raise ValueError(f"layers must be strictly increasing, got {v}")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_supported(cls, v: str, info: ValidationInfo) -> str:
+        if v == "forward-replay" and cls.forward_replay_refusal:
+            method = info.data.get("method", "this method")
+            raise ValueError(f"{method} cannot use forward-replay targets: {cls.forward_replay_refusal}")
         return v
 
     @field_validator("kl_prompt")
@@ -95,6 +114,12 @@ class LTEHParams(BaseModel):
     def _lambda_per_layer(self):
         if isinstance(self.mom2_update_weight, list) and len(self.mom2_update_weight) != len(self.layers):
             raise ValueError("mom2_update_weight as a list needs one value per layer")
+        return self
+
+    @model_validator(mode="after")
+    def _replay_timing(self):
+        if self.replay_targets != "per-batch" and self.targets != "forward-replay":
+            raise ValueError("replay_targets: precomputed needs targets: forward-replay (spread targets are made per batch)")
         return self
 
     def lam(self, layer: int) -> float:

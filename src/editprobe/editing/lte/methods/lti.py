@@ -35,7 +35,7 @@ from pydantic import Field
 
 from ....data.records import EditRequest
 from ....models.hooks import capture, first_tensor
-from ....models.replay import final_hidden, logits_at
+from ....models.resume_forward import final_hidden, logits_at
 from ....models.tokens import join_target
 from ...settings.hparams import HParamsError
 from ..objective import BaseLossTerm, LossTerm, StepContext, local_index, per_request_mean

@@ -137,7 +137,8 @@ class NAMETEditor(MEMITEditor):
                                     official=self.hp.padding == "official", loss_terms=self.loss_terms())
 
     def layer_inputs(self, requests, targets, i, layer):
-        if self.hp.padding != "official":
+        # forward replay reads the bare prompt's residual at each layer, as FE's NAMET does
+        if self.hp.padding != "official" or self.hp.targets == "forward-replay":
             return super().layer_inputs(requests, targets, i, layer)
         assert isinstance(targets, NAMETTargets) and targets.row_z is not None
         templates = self.templates()

@@ -25,7 +25,7 @@ Attention weights are never written: the engine writes only ``mlp_out``; the tes
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -36,6 +36,9 @@ from ...plugins import register_method
 
 
 class PMETHParams(MEMITHParams):
+    # AdaEdit inherits this: its targets are PMET's too.
+    forward_replay_refusal: ClassVar[str | None] = ("its targets are MLP outputs (PMET's two sites), not residual-stream "
+                                                    "states")
     method: str = "pmet"
     nll_loss_factor: float = 1.0
     adaptive_nll: bool = True

@@ -9,6 +9,8 @@ bare prompt's — the official code mixes the two, which is known to collapse mo
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ....data.records import EditRequest
@@ -21,6 +23,7 @@ from ...plugins import register_method
 
 
 class ROMEHParams(LTEHParams):
+    forward_replay_refusal: ClassVar[str | None] = "ROME edits one layer, so there are no later layers to replay to"
     method: str = "rome"
     template_groups: list[tuple[int, int]] = [(5, 10), (10, 10)]
     template_flat: bool = True

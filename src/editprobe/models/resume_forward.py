@@ -5,8 +5,8 @@ changes, so its output is computed once; each step then starts from it. The bloc
 are temporarily replaced by stand-ins (a pass-through, and at the start layer a module
 that emits the stored state), which keeps every model-level detail (masks, rotary
 embeddings, final norm) in the model's own code for any architecture. Logits are then
-computed only at the positions the loss needs. Causal tracing replays its restored runs
-the same way.
+computed only at the positions the loss needs. Causal tracing resumes its restored runs
+the same way. (Not the forward-replay *targets* of editing/lte/forward_replay.py.)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def block_output_arity(block: nn.Module, probe: Callable[[], object]) -> int | N
 
 
 @contextmanager
-def replay_from(
+def resume_from(
     model: nn.Module, adapter: ModelAdapter, layer: int, arity: int, emit: Callable[[torch.Tensor], torch.Tensor]
 ) -> Iterator[None]:
     """Within the context, blocks ``0..layer`` are skipped and block ``layer``'s output is
