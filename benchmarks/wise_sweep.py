@@ -68,7 +68,10 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     model, tok, _ = load_model(args.model)
     records = load_records("counterfact-train").records
-    edits, held_out = records[: args.n], records[500:600]
+    # edits share no subject with the irrelevant prompts (records 1000-2000): WISE refuses that
+    irrelevant_subjects = {r.subject.strip().lower() for r in records[1000:2000]}
+    edits = [r for r in records[:500] if r.subject.strip().lower() not in irrelevant_subjects][: args.n]
+    held_out = records[500:600]
     requests = [r.request() for r in edits]
     local = [n.prompt for r in edits for n in r.neighborhood[:1]]
     local_before = next_tokens(model, tok, local)
