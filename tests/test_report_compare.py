@@ -139,6 +139,26 @@ def test_compare_marks_the_metrics_an_editor_trained_on(tmp_path):
     assert "†" not in (out / "compare.md").read_text()
 
 
+def test_a_large_difference_stays_detectable_in_a_long_table(tmp_path):
+    # 60 metrics × 100 records: one with a large shift of graded values (not 0/100 outcomes, so the
+    # permutation test), the rest equal. With a fixed 2000 draws its p could not go below 2/2001 and
+    # Holm (× 60) would call it undetectable; the draws grow with the table.
+    from editprobe.report.paired import permutation_draws
+
+    rng = np.random.default_rng(0)
+    base = {f"r{i}": float(v) for i, v in enumerate(rng.uniform(10, 60, 100))}
+    shifted = {rid: v + 30.0 + float(rng.uniform(-5, 5)) for rid, v in base.items()}
+    same = {f"M{k}": base for k in range(59)}
+    a = _run_dir(tmp_path, "a", {"memit": {"big": shifted, **same}})
+    b = _run_dir(tmp_path, "b", {"rome": {"big": base, **same}})
+    out = tmp_path / "rep"
+    assert invoke(["report", a, b, "--compare", "memit", "rome", "--out", out]).exit_code == 0
+    csv = pd.read_csv(out / "compare.csv", keep_default_na=False).set_index("metric")
+    assert len(csv) == 60 and csv.loc["big", "test"] == PERMUTATION_TEST
+    assert csv.loc["big", "p"] <= 2 / (permutation_draws(60) + 1) and csv.loc["big", "verdict"] == "A higher"
+    assert permutation_draws(10) == 2000 and permutation_draws(60) == 6000
+
+
 def test_compare_errors_are_one_line_naming_the_selector(tmp_path):
     a = _run_dir(tmp_path, "a", {"memit": {"PP": _outcomes({1})}})
     b = _run_dir(tmp_path, "b", {"memit": {"PP": _outcomes({2})}, "rome": {"PP": _outcomes({3})}})

@@ -23,7 +23,7 @@ from ..probes.intervals import shown
 from ..runs.records import RecordValues, read_record_values
 from ..runs.summary import RunSummary
 from .cells import TRAINED_MARK
-from .paired import PairedDifference, holm, paired_difference
+from .paired import PairedDifference, holm, paired_difference, permutation_draws, shared_records
 
 ALPHA = 0.05
 NO_EDIT_ROW = "none"
@@ -133,17 +133,19 @@ class Line:
 def compare_lines(pairs: Sequence[tuple[Row, Row]]) -> list[Line]:
     """One line per dataset both rows have × metric both hold per-record values for."""
     cache: dict[Path, list[RecordValues]] = {}
-    lines = []
+    candidates = []
     for a, b in pairs:
         values_a, values_b = _record_values(a, cache), _record_values(b, cache)
         for dataset in (d for d in values_a if d in values_b):
             for key, line_a in values_a[dataset].items():
                 line_b = values_b[dataset].get(key)
-                if line_b is None or line_b.unit != line_a.unit:
-                    continue
-                result = paired_difference(line_a.values, line_b.values, line_a.unit)
-                if result is not None:
-                    lines.append(Line(dataset, a, b, key[0], key[1], line_a.unit, result))
+                if line_b is not None and line_b.unit == line_a.unit and shared_records(line_a.values, line_b.values):
+                    candidates.append((dataset, a, b, key, line_a, line_b))
+    draws = permutation_draws(len(candidates))  # Holm over all of them must be able to find a difference
+    lines = []
+    for dataset, a, b, key, line_a, line_b in candidates:
+        result = paired_difference(line_a.values, line_b.values, line_a.unit, resamples=draws)
+        lines.append(Line(dataset, a, b, key[0], key[1], line_a.unit, result))
     return lines
 
 

@@ -10,8 +10,8 @@ difference of two rows' per-record values, its interval, a p-value, Holm's corre
   **paired sign-flip permutation test** (``scipy.stats.permutation_test``): under the null
   hypothesis of no difference each record's difference is as likely negative as positive; p is
   the share of sign assignments whose mean is at least as far from 0 as the observed one (every
-  assignment while there are at most ``RESAMPLES`` of them, i.e. n ≤ 10: exact; else
-  ``RESAMPLES`` seeded draws). [choice] Not a bootstrap test: centred-bootstrap p-values are
+  assignment while there are at most as many as the draws: exact; else seeded draws, as many
+  as :func:`permutation_draws` gives for the table's number of lines). [choice] Not a bootstrap test: centred-bootstrap p-values are
   far too small on a few records (six equal differences gave 0.0005; the exact answer is 2/64).
 - :func:`holm`: Holm's step-down adjustment over every test one report prints.
 """
@@ -63,6 +63,14 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
     return float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
 
 
+def permutation_draws(n_tests: int) -> int:
+    """The sign-flip draws of each permutation test in a table of ``n_tests`` lines. A test from
+    B draws cannot give p below 2/(B + 1); Holm multiplies the smallest p by the number of
+    lines, so with a fixed 2000 draws a table of 50 lines or more could never find a difference
+    however large. 100 draws per line keep that floor, Holm-adjusted, at 0.02 (below 0.05)."""
+    return max(RESAMPLES, 100 * n_tests)
+
+
 def permutation_p(differences: Sequence[float], seed: int = BOOTSTRAP_SEED, resamples: int = RESAMPLES) -> float:
     """The two-sided sign-flip permutation p-value of a mean difference (1 when it is 0)."""
     from scipy.stats import permutation_test
@@ -75,8 +83,8 @@ def permutation_p(differences: Sequence[float], seed: int = BOOTSTRAP_SEED, resa
     return float(found.pvalue)
 
 
-def paired_difference(a: Mapping[str, float], b: Mapping[str, float], unit: str = "%", digits: int = 1
-                      ) -> PairedDifference | None:
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float], unit: str = "%", digits: int = 1,
+                      resamples: int = RESAMPLES) -> PairedDifference | None:
     """A − B over the records both have (None when they share none). McNemar's test where
     both are hit rates (``unit`` %) of 0/100 outcomes; a discrepancy's per-record values
     (points: −100, 0, 100) are differences, not outcomes, and get the permutation test."""
@@ -92,7 +100,7 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float], unit: str 
         a_only = sum(x > y for x, y in zip(av, bv))
         b_only = sum(y > x for x, y in zip(av, bv))
         return PairedDifference(len(ids), mean, lo, hi, MCNEMAR, mcnemar_p(a_only, b_only), (a_only, b_only))
-    return PairedDifference(len(ids), mean, lo, hi, PERMUTATION_TEST, permutation_p(differences))
+    return PairedDifference(len(ids), mean, lo, hi, PERMUTATION_TEST, permutation_p(differences, resamples=resamples))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
