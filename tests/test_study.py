@@ -137,8 +137,11 @@ def test_the_negation_remedies_study_expands_with_each_runs_settings():
     path = Path(__file__).resolve().parents[1] / "studies" / "negation-remedies.yaml"
     runs = expand(load_study(path), Path("/tmp/never-written"))
     got = sorted((r.config.methods[0], tuple(sorted(r.config.overrides.items()))) for r in runs)
-    assert got == [("alphaedit", ()), ("ft", ()), ("ike", ()), ("memit", ()), ("memit", (("locate", "last-token"),)),
-                   ("memit", (("negation", "defend"),))]
+    assert got == [("alphaedit", ()), ("ft", ()), ("grace", ()), ("ike", ()), ("memit", ()),
+                   ("memit", (("locate", "last-token"),)), ("memit", (("negation", "defend"),)),
+                   ("memit", (("targets", "forward-replay"),)), ("wise", ())]
+    # FE-MEMIT's positive model is saved (docs/evaluate.md), and only it: the others' runs stay as they were
+    assert [r.config.overrides for r in runs if r.config.save_model] == [{"targets": "forward-replay"}]
     assert {(r.config.n, r.config.batch_size) for r in runs} == {(100, 20)}
     for r in runs:  # every run's settings resolve (shipped files for the built-in model, known --set keys)
         check_overrides(r.config)
