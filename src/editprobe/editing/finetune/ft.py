@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...data.negation import negate
@@ -34,14 +33,12 @@ from ...data.records import EditRequest
 from ...models.adapters import get_adapter
 from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, make_batch
-from ...jsontext import dumps
-from ...paths import atomic_path
 from ..api import Editor, TrainedForm
 from ..lte.context import ContextTemplates, TemplateSpec, generate_templates
 from ..ledger import WeightLedger
 from ..plugins import register_method
 from ..prompts import RequestError, as_request, chunks
-from ..lte.state import StateError, read_state_meta
+from ..lte.state import StateError, read_editor_state, write_editor_state
 
 STATE_VERSION = 1
 
@@ -311,27 +308,15 @@ class FTEditor(Editor):
     def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
         """Hyperparameters, templates and deltas (``include_stats``: FT has no statistics)."""
         directory = Path(directory)
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            save_file(self.ledger.tensors(), tmp / "deltas.safetensors")
-            (tmp / "state.json").write_text(dumps({
-                "version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
-                "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
-                "batches": self._batches, "n_edits": self._n_edits,
-                "templates": self._templates.model_dump(mode="json") if self._templates else None},
-                directory / "state.json", indent=2))
-        return directory
+        return write_editor_state(
+            directory, self, STATE_VERSION, "deltas.safetensors", self.ledger.tensors(),
+            batches=self._batches, n_edits=self._n_edits,
+            templates=self._templates.model_dump(mode="json") if self._templates else None)
 
     def load_state(self, directory: str | Path) -> None:
         """Re-apply a saved state to this editor's (unedited) model."""
         directory = Path(directory)
-        meta = read_state_meta(directory, self.name, (STATE_VERSION,))
-        try:
-            deltas = load_file(directory / "deltas.safetensors")
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{directory}: ft editor state without readable deltas ({exc})") from None
-        if meta.get("model_type") != self.model.config.model_type:
-            raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {self.model.config.model_type}")
+        meta, deltas = read_editor_state(directory, self, STATE_VERSION, "deltas.safetensors", "deltas")
         if meta["hparams"]["layers"] != self.layers:
             raise StateError(f"{directory}: edit layers {meta['hparams']['layers']} differ from {self.layers}")
         self.restore()

@@ -5,7 +5,9 @@ model id and type, hyperparameters, counts, templates, the method's metadata, th
 the preserved keys, the C0 corpus), ``deltas.safetensors`` (the weight ledger's accumulated
 updates, ``delta.<layer>``), ``preserved.safetensors`` (the keys behind K_p K_pᵀ) and
 ``stats.safetensors`` (C0 and the method's tensors; empty without statistics). FT and IKE
-read their ``state.json`` through :func:`read_state_meta` too.
+read their ``state.json`` through :func:`read_state_meta` too; the editors that keep one tensor
+file beside it (FT's deltas, GRACE's codebook, WISE's memories) write and read both through
+:func:`write_editor_state` and :func:`read_editor_state`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,34 @@ def read_state_meta(directory: Path, method: str, versions: tuple[int, ...]) -> 
         raise StateError(f"{directory}: state of {meta.get('method')!r} version {meta.get('version')}, "
                          f"not {method} version {' or '.join(map(str, versions))}")
     return meta
+
+
+def write_editor_state(directory: Path, editor, version: int, tensors_file: str, tensors: dict[str, torch.Tensor],
+                       **fields) -> Path:
+    """Atomically, ``tensors_file`` and ``state.json``: the header every editor's state carries
+    (version, method, model id and type, settings), then the editor's own ``fields``."""
+    meta = {"version": version, "method": editor.name, "model_id": editor.model_id,
+            "model_type": editor.model.config.model_type, "hparams": editor.hp.model_dump(mode="json"), **fields}
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        save_file(tensors, tmp / tensors_file)
+        (tmp / "state.json").write_text(dumps(meta, directory / "state.json", indent=2))
+    return directory
+
+
+def read_editor_state(directory: Path, editor, version: int, tensors_file: str, what: str,
+                      device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
+    """A state :func:`write_editor_state` wrote, checked to be ``editor``'s method in ``version``
+    and for its model type: (``state.json``, the tensors). ``what`` names the tensors in errors."""
+    meta = read_state_meta(directory, editor.name, (version,))
+    try:
+        tensors = load_file(directory / tensors_file, device=device)
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{directory}: {editor.name} editor state without readable {what} ({exc})") from None
+    model_type = editor.model.config.model_type
+    if meta.get("model_type") != model_type:
+        raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {model_type}")
+    return meta, tensors
 
 
 def write_lte_state(directory: Path, meta: dict, deltas: dict[str, torch.Tensor], preserved: PreservedKeys,

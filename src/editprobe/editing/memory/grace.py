@@ -22,18 +22,15 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...data.records import EditRequest
-from ...jsontext import dumps
 from ...models.adapters import get_adapter
 from ...models.decoding import decoding_from, decoding_positions
 from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, continuation_ids, encode_open, make_batch
-from ...paths import atomic_path
 from ..api import EditReport, Editor, RequestReport, TrainedForm
-from ..lte.state import StateError, read_state_meta
+from ..lte.state import StateError, read_editor_state, write_editor_state
 from ..plugins import register_method
 from ..prompts import RequestError, as_request
 from ..settings.hparams import HParamsError
@@ -277,26 +274,13 @@ class GraceEditor(Editor):
         """The codebook (keys, values, radii, targets' ids) and what made it (GRACE has no statistics)."""
         directory = Path(directory)
         tensors = self.codebook.tensors() if self.codebook is not None else {}
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            save_file(tensors, tmp / "codebook.safetensors")
-            (tmp / "state.json").write_text(dumps({
-                "version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
-                "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
-                "batches": self._batches, "n_edits": self._n_edits,
-                "edit_ids": self.codebook.edit_ids if self.codebook is not None else []},
-                directory / "state.json", indent=2))
-        return directory
+        return write_editor_state(
+            directory, self, STATE_VERSION, "codebook.safetensors", tensors, batches=self._batches,
+            n_edits=self._n_edits, edit_ids=self.codebook.edit_ids if self.codebook is not None else [])
 
     def load_state(self, directory: str | Path) -> None:
         directory = Path(directory)
-        meta = read_state_meta(directory, self.name, (STATE_VERSION,))
-        try:
-            tensors = load_file(directory / "codebook.safetensors")
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{directory}: grace editor state without a readable codebook ({exc})") from None
-        if meta.get("model_type") != self.model.config.model_type:
-            raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {self.model.config.model_type}")
+        meta, tensors = read_editor_state(directory, self, STATE_VERSION, "codebook.safetensors", "codebook")
         if meta["hparams"]["layer"] != self.hp.layer:
             raise StateError(f"{directory}: codebook at layer {meta['hparams']['layer']}, not {self.hp.layer}")
         self.restore()

@@ -26,19 +26,16 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...data.records import EditRequest
 from ...errors import UserError
-from ...jsontext import dumps
 from ...models.adapters import get_adapter
 from ...models.hooks import frozen_parameters
 from ...models.tokens import TokenizationError, continuation_ids, encode_open, join_target
-from ...paths import atomic_path
 from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..lte.context import ContextTemplates, TemplateSpec, generate_templates
-from ..lte.state import StateError, read_state_meta
+from ..lte.state import StateError, read_editor_state, write_editor_state
 from ..plugins import register_method
 from ..prompts import RequestError, as_request
 from .wise_memory import NO_EDIT, SideMemory, WiseRouter, ties_merge
@@ -312,28 +309,16 @@ class WISEEditor(Editor):
         def meta(m: SideMemory) -> dict:
             return {"min_act": None if m.min_act == NO_EDIT else m.min_act, "n_edits": m.n_edits, "merged": m.merged}
 
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            save_file({k: v.cpu() for k, v in tensors.items()}, tmp / "memories.safetensors")
-            (tmp / "state.json").write_text(dumps({
-                "version": STATE_VERSION, "method": self.name, "model_id": self.model_id,
-                "model_type": self.model.config.model_type, "hparams": self.hp.model_dump(mode="json"),
-                "memories": [meta(m) for m in self.memories],
-                "current": meta(self.current) if self.current is not None else None,
-                "shards": self.shards, "batches": self.batches, "n_edits": self.n_edits, "merges": self.merges,
-                "templates": self._templates.model_dump(mode="json") if self._templates else None},
-                directory / "state.json", indent=2))
-        return directory
+        return write_editor_state(
+            directory, self, STATE_VERSION, "memories.safetensors", {k: v.cpu() for k, v in tensors.items()},
+            memories=[meta(m) for m in self.memories], current=meta(self.current) if self.current is not None else None,
+            shards=self.shards, batches=self.batches, n_edits=self.n_edits, merges=self.merges,
+            templates=self._templates.model_dump(mode="json") if self._templates else None)
 
     def load_state(self, directory: str | Path) -> None:
         directory = Path(directory)
-        meta = read_state_meta(directory, self.name, (STATE_VERSION,))
-        try:
-            tensors = load_file(directory / "memories.safetensors", device=str(self.main.device))
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{directory}: wise editor state without readable memories ({exc})") from None
-        if meta.get("model_type") != self.model.config.model_type:
-            raise StateError(f"{directory}: state for a {meta.get('model_type')} model, not {self.model.config.model_type}")
+        meta, tensors = read_editor_state(directory, self, STATE_VERSION, "memories.safetensors", "memories",
+                                          device=str(self.main.device))
         if meta["hparams"]["layer"] != self.hp.layer:
             raise StateError(f"{directory}: edit layer {meta['hparams']['layer']} differs from {self.hp.layer}")
 
