@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
-from kill_driver import command
-from test_runs_helpers import comparable, config, subprocess_env, workspace
+from test_runs_helpers import cli_run, comparable, config, subprocess_env, workspace
 
 from editprobe.models import load_model
 from editprobe.runs import read_samples, read_summary, run_experiment
@@ -25,13 +22,7 @@ KILL_AFTER_5TH_CHECKPOINT = "editprobe.runs.store:RunDir.record_checkpoint:5:aft
 
 
 def _cli(ws, out, env, *extra, kill=None):
-    cli = command(kill, []) if kill else [sys.executable, "-m", "editprobe"]
-    args = [*cli, "run", "--model", str(ws["model"]), *[a for m in METHODS for a in ("--method", m)],
-            *[a for p in PROBES for a in ("--probe", p)],
-            "--data", str(ws["data"]), "--n", "6", "--batch-size", "3", "--out", str(out), "--hparams", "tiny",
-            "--set", f"mom2_corpus={ws['corpus']}", "--negation-table", str(ws["negations"]), "--seed", "0",
-            "--threads", "1", *extra]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    return cli_run(ws, out, env, METHODS, *extra, probes=PROBES, kill=kill)
 
 
 @pytest.fixture(scope="module")

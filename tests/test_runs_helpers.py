@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+from kill_driver import command
 from tiny_trained import save_workspace
 
 from editprobe.models.tiny import tiny_facts
@@ -65,3 +68,16 @@ def comparable(summary: dict) -> dict:
     out = {k: v for k, v in summary.items() if k != "timings"}
     out["config"] = {k: v for k, v in summary["config"].items() if k != "out"}
     return out
+
+
+def cli_run(ws: dict[str, Path], out: Path, env: dict[str, str], methods, *extra: str, probes=(), mom2: bool = True,
+            kill: str | None = None) -> subprocess.CompletedProcess:
+    """``editprobe run`` of ``methods`` on the workspace's 6 records in batches of 3 (tiny settings,
+    seed 0, one thread) in a subprocess; ``kill``: the kill driver's point to stop it at."""
+    cli = command(kill, []) if kill else [sys.executable, "-m", "editprobe"]
+    args = [*cli, "run", "--model", str(ws["model"]), *[a for m in methods for a in ("--method", m)],
+            *[a for p in probes for a in ("--probe", p)],
+            "--data", str(ws["data"]), "--n", "6", "--batch-size", "3", "--out", str(out), "--hparams", "tiny",
+            *(["--set", f"mom2_corpus={ws['corpus']}"] if mom2 else []), "--negation-table", str(ws["negations"]),
+            "--seed", "0", "--threads", "1", *extra]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)

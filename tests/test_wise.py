@@ -9,14 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
-from kill_driver import command
 from test_engine_helpers import all_weights, fresh, random_edits
-from test_runs_helpers import comparable, config, subprocess_env, workspace
+from test_runs_helpers import cli_run, comparable, config, subprocess_env, workspace
 
 from editprobe.data.transform import IDENTITY
 from editprobe.editing import METHODS, lte_methods, make_editor, resolve_hparams
@@ -244,11 +241,7 @@ KILL_AFTER_3RD_CHECKPOINT = "editprobe.runs.store:RunDir.record_checkpoint:3:aft
 
 
 def _cli(ws, out, env, *extra, kill=None):
-    cli = command(kill, []) if kill else [sys.executable, "-m", "editprobe"]
-    args = [*cli, "run", "--model", str(ws["model"]), "--method", "wise", "--data", str(ws["data"]), "--n", "6",
-            "--batch-size", "3", "--out", str(out), "--hparams", "tiny", "--negation-table", str(ws["negations"]),
-            "--probe", "negation", "--probe", "efficacy", "--seed", "0", "--threads", "1", *extra]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    return cli_run(ws, out, env, ("wise",), *extra, probes=("negation", "efficacy"), mom2=False, kill=kill)
 
 
 def test_wise_runs_beside_memit(ws, tmp_path):
