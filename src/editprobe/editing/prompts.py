@@ -108,6 +108,17 @@ def as_request(item, index: int = 0) -> EditRequest:
 LOCATES = ("subject", "last-token")
 
 
+def as_batch(requests) -> list[EditRequest]:
+    """A batch an editor's ``apply`` was given, as checked EditRequests: a list (or other
+    iterable) of requests or dicts, not one request, and not empty."""
+    if isinstance(requests, (EditRequest, dict, str)):
+        raise RequestError("apply takes a list of requests, not a single one")
+    batch = [as_request(r, i) for i, r in enumerate(requests)]
+    if not batch:
+        raise RequestError("empty batch of requests")
+    return batch
+
+
 def edit_index(subject_index: int, n_query_tokens: int, locate: str = "subject") -> int:
     """The one place the edited token is chosen: the subject's last token, or with
     ``last-token`` the query's last token (the one before the target). Causal attention

@@ -37,7 +37,7 @@ from ..api import Editor, TrainedForm
 from ..lte.context import ContextTemplates, TemplateSpec, generate_templates
 from ..ledger import WeightLedger
 from ..plugins import register_method
-from ..prompts import RequestError, as_request, chunks
+from ..prompts import RequestError, as_batch, chunks
 from ..lte.state import StateError, read_editor_state, write_editor_state
 
 STATE_VERSION = 1
@@ -243,11 +243,7 @@ class FTEditor(Editor):
     def apply(self, requests: list[EditRequest]) -> FTEditReport:
         """Edit the model in place with one batch; on any error the model and the editor
         are left exactly as before the batch."""
-        if isinstance(requests, (EditRequest, dict, str)):
-            raise RequestError("apply takes a list of requests, not a single one")
-        requests = [as_request(r, i) for i, r in enumerate(requests)]
-        if not requests:
-            raise RequestError("empty batch of requests")
+        requests = as_batch(requests)
         timings: dict[str, float] = {}
         t = time.perf_counter()
         rows, skipped = self.rows(requests)

@@ -40,7 +40,7 @@ from ...paths import atomic_path
 from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..settings.hparams import HParamsError
 from ..plugins import register_method
-from ..prompts import RequestError, as_request
+from ..prompts import as_batch
 from ..lte.state import read_state_meta
 
 STATE_VERSION = 1
@@ -250,11 +250,7 @@ class IKEEditor(Editor):
 
     # --- editing ------------------------------------------------------------------------------
     def apply(self, requests) -> EditReport:
-        if isinstance(requests, (dict, str)) or not isinstance(requests, (list, tuple)):
-            raise RequestError("apply takes a list of requests, not a single one")
-        requests = [as_request(r, i) for i, r in enumerate(requests)]
-        if not requests:
-            raise RequestError("empty batch of requests")
+        requests = as_batch(requests)
         started = time.perf_counter()
         before = list(self._facts)
         try:

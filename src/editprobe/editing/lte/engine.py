@@ -30,7 +30,7 @@ from ..ledger import WeightLedger
 from .negation_terms import negation_terms, with_opposite_template
 from .objective import LossTerm
 from .preserved import PreservedKeys
-from ..prompts import RequestError, as_request
+from ..prompts import RequestError, as_batch, as_request
 from .solvers import NumericalError
 from .state import STATE_VERSION, read_lte_meta, read_lte_tensors, read_preserved, write_lte_state
 from .stats_source import StatsSource
@@ -169,9 +169,7 @@ class LTEEditor(TargetConstruction, Editor):
     def apply(self, requests: list[EditRequest]) -> EditReport:
         """Edit the model in place for one batch. On any error the model is left exactly as
         before the batch and the error names the request or layer."""
-        if isinstance(requests, (EditRequest, dict, str)):
-            raise RequestError("apply takes a list of requests, not a single one")
-        requests = [as_request(r, i) for i, r in enumerate(requests)]
+        requests = as_batch(requests)
         if self.hp.negation != "off":
             # raises for a template without a known opposite
             requests = [with_opposite_template(r) for r in requests]

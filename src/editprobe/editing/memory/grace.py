@@ -32,7 +32,7 @@ from ...models.tokens import TokenizationError, continuation_ids, encode_open, m
 from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..lte.state import StateError, read_editor_state, write_editor_state
 from ..plugins import register_method
-from ..prompts import RequestError, as_request
+from ..prompts import RequestError, as_batch
 from ..settings.hparams import HParamsError
 from .codebook import Codebook, Placement
 
@@ -229,11 +229,7 @@ class GraceEditor(Editor):
     def apply(self, requests: list[EditRequest]) -> GraceEditReport:
         """Place the batch's edits in the codebook and train their values; on any error the
         codebook (and so the model) is left exactly as before the batch."""
-        if isinstance(requests, (EditRequest, dict, str)):
-            raise RequestError("apply takes a list of requests, not a single one")
-        requests = [as_request(r, i) for i, r in enumerate(requests)]
-        if not requests:
-            raise RequestError("empty batch of requests")
+        requests = as_batch(requests)
         rows = [_Row(self.tok, r) for r in requests]
         before = self.codebook.clone() if self.codebook is not None else None
         timings: dict[str, float] = {}

@@ -37,7 +37,7 @@ from ..api import EditReport, Editor, RequestReport, TrainedForm
 from ..lte.context import ContextTemplates, TemplateSpec, generate_templates
 from ..lte.state import StateError, read_editor_state, write_editor_state
 from ..plugins import register_method
-from ..prompts import RequestError, as_request
+from ..prompts import RequestError, as_batch
 from .wise_memory import NO_EDIT, SideMemory, WiseRouter, ties_merge
 from .wise_train import Row, SideTraining, request_acts, train_side
 
@@ -201,11 +201,7 @@ class WISEEditor(Editor):
     def apply(self, requests: list[EditRequest]) -> EditReport:
         """Train the current shard on one batch; close and merge shards when due. A batch that
         fails leaves every memory as it was."""
-        if isinstance(requests, (EditRequest, dict, str)):
-            raise RequestError("apply takes a list of requests, not a single one")
-        requests = [as_request(r, i) for i, r in enumerate(requests)]
-        if not requests:
-            raise RequestError("empty batch of requests")
+        requests = as_batch(requests)
         check_disjoint(self.pool(), requests, self.hp.irrelevant)
         timings: dict[str, float] = {}
         t = time.perf_counter()
