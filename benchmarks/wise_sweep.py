@@ -34,6 +34,7 @@ GRIDS = {
     # what a 2-core CPU affords: the depth and the margins, at EasyEdit's learning rate
     "cpu": {"layer": [18, 23, 27], "edit_lr": [0.9], "act_margin": [[2.0, 20.0, 10.0], [5.0, 40.0, 20.0]]},
     "small": {"layer": [27], "edit_lr": [0.9], "act_margin": [[2.0, 20.0, 10.0]]},
+    "shipped": {},  # the model's settings file as it is (with --set overrides)
 }
 
 
@@ -78,9 +79,12 @@ def main() -> None:
     unrelated = [r.query for r in held_out]
     grid = GRIDS[args.grid]
     print(f"{'layer':>5} {'lr':>5} {'margins':<18} {'efficacy':>8} {'locality':>8} {'routed':>7} {'mem':>4} {'s':>6}")
-    for layer, lr, margin in itertools.product(grid["layer"], grid["edit_lr"], grid["act_margin"]):
-        settings = {**overrides, "layer": layer, "edit_lr": lr, "act_margin": margin, "irrelevant_range": [1000, 2000]}
+    axes = ("layer", "edit_lr", "act_margin")
+    for values in itertools.product(*(grid.get(k, [None]) for k in axes)):
+        chosen = {k: v for k, v in zip(axes, values) if v is not None}
+        settings = {**overrides, **chosen, "irrelevant_range": [1000, 2000]}
         editor = make_editor("wise", model, tok, args.model, overrides=settings)
+        layer, lr, margin = editor.hp.layer, editor.hp.edit_lr, list(editor.hp.act_margin)
         t = time.perf_counter()
         for start in range(0, len(requests), args.batch_size):
             editor.apply(requests[start : start + args.batch_size])

@@ -74,6 +74,10 @@ class WISESettings(BaseModel):
     irrelevant: str = "counterfact-train"  # a dataset (built-in name or path) disjoint from the evaluated records
     irrelevant_range: tuple[int, int] | None = None  # [first, last) of its records; None: all
     irrelevant_per_edit: int = Field(1, ge=1)
+    # the paper's protocol: each request of a batch trains the shard on its own, one after the
+    # other (T sequential single edits); False: one joint objective over the batch, whose mean
+    # loss gives each edit 1/batch of the step (on SmolLM2 at batches of 20: mean target prob 0.09)
+    sequential: bool = True
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -175,10 +179,11 @@ class WISEEditor(Editor):
         """Before a run's work: the irrelevant prompts share no subject or prompt with its records."""
         check_disjoint(irrelevant_statements(hparams), records, hparams.irrelevant)
 
-    def rows(self, requests: list[EditRequest]) -> list[Row]:
-        """Each request's statements (bare and behind every prefix), then its irrelevant prompts
-        (drawn per batch, seeded by the settings' seed and the batch's number)."""
-        rng = random.Random(zlib.crc32(f"wise:{self.hp.seed}:{self.batches}".encode()))
+    def rows(self, requests: list[EditRequest], first: int) -> list[Row]:
+        """Each request's statements (bare and behind every prefix), then its irrelevant prompts,
+        drawn with the settings' seed and ``first``, the number of edits made before these: a
+        sequential batch of k draws what k batches of one would."""
+        rng = random.Random(zlib.crc32(f"wise:{self.hp.seed}:{first}".encode()))
         pool = self.pool()
         rows: list[Row] = []
         for r, req in enumerate(requests):
@@ -199,32 +204,23 @@ class WISEEditor(Editor):
 
     # --- editing -------------------------------------------------------------------------------
     def apply(self, requests: list[EditRequest]) -> EditReport:
-        """Train the current shard on one batch; close and merge shards when due. A batch that
-        fails leaves every memory as it was."""
+        """Train the current shard on one batch (request by request when ``sequential``); close
+        and merge shards when due. A batch that fails leaves every memory as it was."""
         requests = as_batch(requests)
         check_disjoint(self.pool(), requests, self.hp.irrelevant)
+        groups = [[req] for req in requests] if self.hp.sequential else [requests]
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        rows = self.rows(requests)
+        rows = [self.rows(group, self.n_edits + i * len(group)) for i, group in enumerate(groups)]
         timings["prepare_s"] = time.perf_counter() - t
         before = (list(self.memories), self.current, self.mask, self.shards, self.merges)
         try:
             t = time.perf_counter()
-            if self.current is None:
-                self.current, self.mask = SideMemory(self.main.clone()), self._shard_mask()
-                self.shards += 1
             self.router.remove()  # training sees the side weight alone, not the router
-            training = SideTraining(self.model, self.tok, self.module, self.main, self.bias, rows)
-            with frozen_parameters(self.model):
-                weight, steps, _history = train_side(training, self.current.weight, self.mask, self.hp, len(requests))
-                acts = request_acts(training, weight, len(requests))
-            if not torch.isfinite(weight).all():
-                raise FloatingPointError("wise: a side-memory weight has NaN/inf")
-            self.current = SideMemory(weight, min(self.current.min_act, *acts), self.current.n_edits + len(requests))
+            steps = [self._train(group, group_rows) for group, group_rows in zip(groups, rows)]
             timings["train_s"] = time.perf_counter() - t
-            self._close_and_merge()
             self.router.set_memories(self._consulted())
-            reports = self._request_reports(requests, steps)
+            reports = self._request_reports(requests, [n for group, n in zip(groups, steps) for _ in group])
         except BaseException:
             self.memories, self.current, self.mask, self.shards, self.merges = before
             self.router.remove()
@@ -234,6 +230,21 @@ class WISEEditor(Editor):
         self.n_edits += len(requests)
         return EditReport(method=self.name, batch=self.batches, n_requests=len(requests), requests=reports,
                           layers=[], timings=timings)
+
+    def _train(self, requests: list[EditRequest], rows: list[Row]) -> int:
+        """One training of the current shard (opened if none) on ``requests``; returns its steps."""
+        if self.current is None:
+            self.current, self.mask = SideMemory(self.main.clone()), self._shard_mask()
+            self.shards += 1
+        training = SideTraining(self.model, self.tok, self.module, self.main, self.bias, rows)
+        with frozen_parameters(self.model):
+            weight, steps, _history = train_side(training, self.current.weight, self.mask, self.hp, len(requests))
+            acts = request_acts(training, weight, len(requests))
+        if not torch.isfinite(weight).all():
+            raise FloatingPointError("wise: a side-memory weight has NaN/inf")
+        self.current = SideMemory(weight, min(self.current.min_act, *acts), self.current.n_edits + len(requests))
+        self._close_and_merge()
+        return steps
 
     def _close_and_merge(self) -> None:
         """Close the shard once it holds ``save_freq`` edits; merge when ``merge_freq`` edits
@@ -260,16 +271,16 @@ class WISEEditor(Editor):
         return self.memories + ([self.current] if self.current is not None else [])
 
     @torch.no_grad()
-    def _request_reports(self, requests: list[EditRequest], steps: int) -> list[RequestReport]:
+    def _request_reports(self, requests: list[EditRequest], steps: list[int]) -> list[RequestReport]:
         """Each request's target probability after its bare query, through the router."""
         device = self.main.device
         out = []
-        for req in requests:
+        for req, n_steps in zip(requests, steps):
             q, t = encode_open(self.tok, req.query), continuation_ids(self.tok, req.query, req.target)
             logits = self.model(input_ids=torch.tensor([q + t[:-1]], device=device), use_cache=False).logits
             logp = logits[0, len(q) - 1:].float().log_softmax(-1)[torch.arange(len(t)), torch.tensor(t)]
             nll = float(-logp.mean())
-            out.append(RequestReport(id=req.id, loss=nll, target_prob=float(torch.exp(torch.tensor(-nll))), steps=steps))
+            out.append(RequestReport(id=req.id, loss=nll, target_prob=float(torch.exp(torch.tensor(-nll))), steps=n_steps))
         return out
 
     # --- the editor contract -------------------------------------------------------------------
