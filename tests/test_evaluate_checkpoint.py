@@ -132,3 +132,28 @@ def test_a_missing_checkpoint_is_one_line(saved, tmp_path):
                      "--data", saved["ws"]["data"], "--out", tmp_path / "out"])
     assert result.exit_code != 0 and len(result.error_lines) == 1, result.output
     assert "--edited" in result.stderr and "no such directory" in result.stderr
+
+
+def test_a_hub_id_in_the_local_cache_evaluates_offline_like_its_directory(saved, tmp_path, monkeypatch):
+    """``--edited OWNER/NAME``: the checkpoint laid out as the Hugging Face cache holds a
+    downloaded repository (refs/main → snapshots/<revision>/), the hub switched off: found,
+    fingerprinted and evaluated to the directory's numbers, labelled by the repository."""
+    import huggingface_hub
+
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--someone--edited-tiny"
+    shutil.copytree(saved["checkpoint"], repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "external"
+    result = invoke(["evaluate", "--edited", "someone/edited-tiny", "--out", out] +
+                    [a for p in PROBES for a in ("--probe", p)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "summary.json").read_text())["results"]
+    assert row["variant"] == "edited-tiny" and row["hparams"]["fingerprint"] == fingerprint(saved["checkpoint"])
+    assert _numbers(row) == _numbers(saved["summary"]["results"][0])
+    missing = invoke(["evaluate", "--edited", "someone/not-downloaded", "--out", tmp_path / "none"])
+    assert missing.exit_code != 0 and len(missing.error_lines) == 1, missing.output
+    assert "someone/not-downloaded" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
