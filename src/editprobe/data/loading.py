@@ -167,14 +167,58 @@ def load_records(
 ) -> LoadResult:
     """Load a dataset file (or a built-in dataset name) as EditRecords.
 
-    ``format``: a name in ``DATASET_FORMATS``; None detects it from the content.
-    ``on_bad_record``: "error" raises a :class:`DataError` at the first bad record; "skip"
-    leaves it out and lists it in ``LoadResult.skipped``.
-    ``limit``: stop after this many good entries (cases, for MQuAKE: a case is never split).
-    ``options``: how the records are read (:class:`DatasetOptions`; default: zsRE edits
-    toward ``answers[0]``).
-    ``read``: how a file's entries are read (default: :func:`read_entries`; :func:`parse_once`
-    shares one parse between loads).
+    Args:
+        path: A JSON or JSON Lines file, a built-in dataset name (``counterfact-sample``,
+            ``counterfact-train``, ``zsre-sample``), or files joined with ``+``.
+        format: A name in ``DATASET_FORMATS`` (``counterfact``, ``zsre``, ``mquake``,
+            ``knowedit``, ``easyedit``, ``paper``, and any registered with
+            ``register_format``); None detects it from the content.
+        on_bad_record: ``"error"`` raises a :class:`DataError` naming the first bad record
+            (its index and field); ``"skip"`` leaves each bad record out and lists it in
+            ``LoadResult.skipped``.
+        limit: Stop after this many good entries (MQuAKE: cases, a case is never split;
+            with ``options.mquake_unit="rewrite"``, rewrites). None: all of them.
+        options: How the records are read (:class:`DatasetOptions`; default: zsRE edits
+            toward ``answers[0]``, MQuAKE by case).
+        read: How a file's entries are read (default: :func:`read_entries`; :func:`parse_once`
+            shares one parse between loads).
+
+    Returns:
+        The records with the format, the number of entries in the file, the skipped
+        entries and where each record came from (:class:`LoadResult`).
+
+    Raises:
+        DataError: The file cannot be read, the format is unknown or cannot be detected,
+            or a record is bad and ``on_bad_record`` is ``"error"``.
+        ValueError: ``on_bad_record`` is neither ``"error"`` nor ``"skip"``, or ``limit``
+            is negative.
+
+    Examples:
+        The built-in CounterFact sample:
+
+        >>> from editprobe.data import load_records
+        >>> result = load_records("counterfact-sample", limit=2)
+        >>> result.format, len(result.records)
+        ('counterfact', 2)
+        >>> record = result.records[0]
+        >>> record.subject, record.target_true, record.target_new
+        ('Danielle Darrieux', 'French', 'English')
+
+        A file with a bad record, skipped and counted instead of failing the load:
+
+        >>> import json
+        >>> good = {"case_id": 0, "requested_rewrite": {
+        ...     "prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux",
+        ...     "target_new": {"str": "English"}, "target_true": {"str": "French"}}}
+        >>> with open("facts.json", "w") as f:
+        ...     json.dump([good, {"case_id": 1}], f)
+        >>> result = load_records("facts.json", on_bad_record="skip")
+        >>> result.n_total, len(result.records), result.skipped[0].field
+        (2, 1, 'requested_rewrite')
+        >>> load_records("facts.json")
+        Traceback (most recent call last):
+        ...
+        editprobe.data.errors.DataError: facts.json: record 1: field 'requested_rewrite': missing
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")

@@ -94,7 +94,32 @@ class Editor(ABC):
     rest has defaults that fit an editor with no weights, no statistics and no cache.
     ``METHODS`` (editing/plugins.py) refuses a class that does not (docs/howto/add-editor.md).
     ``make_editor`` builds one as ``cls(model, tokenizer, hparams, **kwargs)``: a run and an
-    ``edit`` job pass ``model_id``, callers of the LTE engine its statistics store and corpus."""
+    ``edit`` job pass ``model_id``, callers of the LTE engine its statistics store and corpus.
+
+    Examples:
+        The life of an editor (fine-tuning on a tiny random Llama): edit, checkpoint,
+        undo, and reload the checkpoint on the unedited model.
+
+        >>> from editprobe.data import load_records
+        >>> from editprobe.editing import make_editor
+        >>> from editprobe.models.tiny import tiny_model
+        >>> model, tokenizer, adapter = tiny_model("llama")
+        >>> records = load_records("counterfact-sample", limit=2).records
+        >>> editor = make_editor("ft", model, tokenizer, "tiny")
+        >>> editor.prepare()
+        >>> report = editor.apply([r.request() for r in records])
+        >>> report.method, report.n_requests
+        ('ft', 2)
+        >>> edited = {name: p.clone() for name, p in model.named_parameters()}
+        >>> editor.save_state("state")  # doctest: +ELLIPSIS
+        PosixPath('state...')
+        >>> editor.restore()
+        >>> editor.load_state("state")
+        >>> all((p == edited[name]).all() for name, p in model.named_parameters())
+        True
+        >>> sorted(form.value for form in editor.trained_forms())
+        ['negated', 'positive', 'prefixed']
+    """
 
     name: ClassVar[str]  # what --method and make_editor take
     hparams_cls: ClassVar[type[BaseModel]]  # its settings: a pydantic model with ``check_model(n_layers)``
@@ -126,16 +151,35 @@ class Editor(ABC):
 
     # --- the life of an editor ------------------------------------------------------------------
     def prepare(self) -> None:
-        """Compute what the first batch needs (statistics, templates, demonstrations); called
-        before ``load_state`` on resume, on the unedited model."""
+        """Compute what the first batch needs (statistics, templates, demonstrations).
+
+        Called once on the unedited model, before the first ``apply`` and before
+        ``load_state`` on resume. Nothing by default.
+        """
 
     @abstractmethod
     def apply(self, requests: list) -> EditReport:
-        """Edit one batch (a list of EditRequest or request dicts); edits accumulate. A batch
-        that fails is rolled back before the error leaves."""
+        """Edit one batch; the edits of earlier batches stay (sequential editing).
+
+        Args:
+            requests: The batch: :class:`~editprobe.data.EditRequest` objects
+                (``record.request()``) or request dicts with the same fields.
+
+        Returns:
+            What the batch did: per request its loss, target probability and steps, per
+            layer the update's norm, and timings.
+
+        Raises:
+            UserError: The batch is empty or a request is malformed (one line). A batch that
+                fails for any reason is rolled back before the error leaves.
+        """
 
     def finalize(self) -> dict:
-        """Once after the last batch (PRUNE restrains the accumulated edit); idempotent."""
+        """Once after the last batch (PRUNE restrains the accumulated edit); idempotent.
+
+        Returns:
+            What the step did, for the run's record (empty by default).
+        """
         return {}
 
     @property
@@ -164,27 +208,53 @@ class Editor(ABC):
 
     @abstractmethod
     def restore(self) -> None:
-        """Back to the unedited model; the edits are forgotten (prepared statistics are kept)."""
+        """Back to the unedited model, bit for bit; the edits are forgotten (prepared
+        statistics are kept, so the editor can edit again without recomputing them)."""
 
     @abstractmethod
     def save_state(self, directory: str | Path, include_stats: bool = True) -> Path:
         """Write the edits (atomically) so that ``load_state`` on a fresh editor of the same
-        unedited model reproduces them bit for bit. ``include_stats=False`` leaves out what
-        a cache already holds (C0)."""
+        unedited model reproduces them bit for bit.
+
+        Args:
+            directory: Where to write (created, or replaced as a whole).
+            include_stats: False leaves out what a cache already holds (C0).
+
+        Returns:
+            The directory written.
+        """
 
     @abstractmethod
     def load_state(self, directory: str | Path) -> None:
-        """Re-apply a saved state to this editor's unedited model."""
+        """Re-apply a saved state to this editor's unedited model.
+
+        Args:
+            directory: What ``save_state`` wrote, for the same unedited model and settings.
+
+        Raises:
+            UserError: The directory holds no readable state, or one this editor cannot
+                take (e.g. other edit layers).
+        """
 
     # --- how the edited model is asked --------------------------------------------------------
     def prompt_transform(self) -> PromptTransform:
-        """What every probe asks through: the identity for editors that write weights."""
+        """What every probe asks through: the identity for editors that write weights.
+
+        Returns:
+            The transform every query passes through before the model sees it (IKE puts its
+            demonstrations and the edited facts into the prompt).
+        """
         return IDENTITY
 
     # --- what the run records -------------------------------------------------------------------
     def trained_forms(self) -> frozenset[TrainedForm]:
         """The query forms this editor, with its settings, trains on (``trains_on`` unless a
-        setting adds one, e.g. LTE's ``negation: defend`` the negated form)."""
+        setting adds one, e.g. LTE's ``negation: defend`` the negated form).
+
+        Returns:
+            The forms; a probe of one of them (other than the edited prompt) is marked in
+            every table, as it is no evidence that the edit generalizes to it.
+        """
         return self.trains_on
 
     def variant(self) -> str | None:

@@ -30,6 +30,8 @@ PRESERVE_PREVIOUS = "preserve_previous"
 
 
 def method_class(method: str) -> type[Editor]:
+    """The registered editor class of ``method`` (case-insensitive); an ``UnknownNameError``
+    naming the known methods when there is none."""
     return METHODS[method.lower()]
 
 
@@ -47,8 +49,34 @@ def overrides_for(method: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_hparams(method: str, hparams: str | Path | dict | BaseModel, overrides: dict | None = None) -> BaseModel:
-    """``hparams``: a model key with a shipped YAML (e.g. ``smollm2-135m``), a YAML path,
-    a dict, or an hparams object; ``overrides`` replace single fields."""
+    """The validated settings of ``method`` (an instance of its ``hparams_cls``).
+
+    Args:
+        method: A registered method name (``memit``, ``rome``, ``ft``, ...; case-insensitive).
+        hparams: A model key with a shipped YAML (``smollm2-135m``, ``llama3-8b-instruct``,
+            ``tiny``, ...: the files under ``editing/settings/hparams/<method>/``), a YAML
+            path, a dict of fields, or an hparams object (of this method or another: its
+            fields are validated again as this method's).
+        overrides: Single fields that replace those of ``hparams`` (what ``--set`` passes).
+
+    Returns:
+        The settings, validated (pydantic, unknown fields refused).
+
+    Raises:
+        UnknownNameError: ``method`` is not registered (a KeyError naming the known ones).
+        HParamsError: No shipped file for that model key, or a field is missing, unknown
+            or of the wrong type (one line naming the field).
+
+    Examples:
+        >>> from editprobe.editing import resolve_hparams
+        >>> hp = resolve_hparams("memit", "tiny", {"layers": [1]})
+        >>> type(hp).__name__, hp.layers
+        ('MEMITHParams', [1])
+        >>> resolve_hparams("memit", "no-such-model")
+        Traceback (most recent call last):
+        ...
+        editprobe.editing.settings.hparams.HParamsError: no memit hyperparameters for model key 'no-such-model'; ...
+    """
     cls = method_class(method).hparams_cls
     overrides = dict(overrides or {})
     if isinstance(hparams, (BaseModel, dict)):  # an hparams object of any method, or a dict
@@ -71,6 +99,52 @@ def resolve_hparams(method: str, hparams: str | Path | dict | BaseModel, overrid
 
 
 def make_editor(method: str, model, tokenizer, hparams, overrides: dict | None = None, **kwargs) -> Editor:
-    """``make_editor("memit", model, tok, "smollm2-135m")`` -> an editor that owns its state."""
+    """An editor of ``method`` for ``model``, holding its own state (the edits, C0, caches).
+
+    Nothing is edited yet: ``apply`` edits in place and ``restore`` undoes it (the
+    :class:`~editprobe.editing.api.Editor` contract).
+
+    Args:
+        method: A registered method name (``METHODS``: the ten LTE methods, ``ft``,
+            ``ike``, ``rledit``, ``grace``, ``wise``, ``external`` and any plug-in).
+        model: The ``transformers`` causal LM to edit (as :func:`~editprobe.models.load_model`
+            returns it).
+        tokenizer: Its tokenizer.
+        hparams: The settings, as :func:`resolve_hparams` takes them: a shipped model key,
+            a YAML path, a dict or an hparams object.
+        overrides: Single settings fields that replace those of ``hparams``.
+        **kwargs: Passed to the editor's constructor. The LTE methods take ``stats`` (a
+            ``CovarianceStore``: where C0 is cached), ``corpus`` (the C0 corpus instead of
+            the settings' ``mom2_corpus``), ``model_id`` (the name C0 is cached under) and
+            ``target_cache``.
+
+    Returns:
+        The editor (an instance of the method's registered class).
+
+    Raises:
+        UnknownNameError: ``method`` is not registered (a KeyError naming the known ones).
+        HParamsError: The settings do not validate, or name layers the model lacks.
+
+    Examples:
+        MEMIT on a tiny random Llama, its C0 from a small corpus cached in ``stats/``:
+
+        >>> from editprobe.editing import make_editor
+        >>> from editprobe.editing.lte.covariance import CovarianceStore
+        >>> from editprobe.models.tiny import tiny_corpus, tiny_model
+        >>> model, tokenizer, adapter = tiny_model("llama")
+        >>> editor = make_editor("memit", model, tokenizer, "tiny", {"layers": [1, 2]},
+        ...                      stats=CovarianceStore(root="stats", progress=False),
+        ...                      corpus=tiny_corpus())
+        >>> editor.name, editor.hp.layers
+        ('memit', [1, 2])
+
+        The built-in model with its shipped settings (not run here: it downloads the model
+        and reads a corpus for C0):
+
+        ```python
+        model, tokenizer, adapter = load_model("smollm2-135m")
+        editor = make_editor("memit", model, tokenizer, "smollm2-135m")
+        ```
+    """
     cls = method_class(method)
     return cls(model, tokenizer, resolve_hparams(method, hparams, overrides), **kwargs)

@@ -26,6 +26,11 @@ _DTYPES = {
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"`` -> ``torch.bfloat16`` (the names :func:`load_model` takes); a dtype or None as is.
+
+    Raises:
+        OptionError: an unknown name.
+    """
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
@@ -93,9 +98,64 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM with its tokenizer and its ModelAdapter.
 
-    ``name_or_path``: a built-in name (``smollm2-135m``; cached on first use), a local
-    directory, or a hub id (needs the network). ``trust_remote_code`` stays off unless the
-    caller asks for it.
+    The model comes back in eval mode with gradients off; the tokenizer pads on the right
+    (its pad token is the EOS token when it has none), as editing writes targets at
+    right-padded positions.
+
+    Args:
+        name_or_path: A built-in name (``smollm2-135m``: downloaded and cached on first
+            use, then offline), a local directory (``./x``, ``/x``, ``~/x`` or an existing
+            directory; a missing one is an error, never a hub lookup) or a hub id (offline
+            when it is in the local Hugging Face cache, else looked up once with a short
+            timeout).
+        dtype: The weights' dtype: ``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``,
+            ``"bfloat16"``/``"bf16"``, ``"float64"`` or a ``torch.dtype``. None: the
+            checkpoint's own dtype (``transformers``' default).
+        device: Where to move the whole model after loading (``"cpu"``, ``"cuda"``,
+            ``"cuda:1"``, ``"mps"``). Checked before loading: a device this machine lacks
+            fails at once. None: where ``transformers`` loads it (the CPU, unless
+            ``device_map`` says otherwise). Ignored for the move when ``device_map`` is given.
+        device_map: Passed to ``from_pretrained`` to place or shard the layers
+            (``"auto"`` spreads a large model over the visible GPUs; needs ``accelerate``).
+            None: no map.
+        trust_remote_code: Run the checkpoint's own modelling code (``transformers``'
+            flag of the same name). Off unless you ask for it.
+
+    Returns:
+        The model, its tokenizer, the ``ModelAdapter`` of its architecture and the name it
+        was loaded by; it unpacks as ``model, tokenizer, adapter``.
+
+    Raises:
+        OptionError: ``dtype`` is not one of the names above.
+        DeviceError: ``device`` is not a device, is not available here, or the model does
+            not fit on it.
+        ModelReferenceError: ``name_or_path`` names no built-in, directory or hub model,
+            or ``transformers`` cannot load it.
+        UnsupportedModelError: the architecture has no ``ModelAdapter``
+            (docs/howto/add-adapter.md).
+
+    Examples:
+        A model saved with ``save_pretrained`` (here a tiny random Llama), loaded from its
+        directory in bfloat16 on the CPU:
+
+        >>> from editprobe.models import load_model
+        >>> from editprobe.models.tiny import tiny_model
+        >>> tiny = tiny_model("llama")
+        >>> tiny.model.save_pretrained("tiny-llama")
+        >>> tiny.tokenizer.save_pretrained("tiny-llama")  # doctest: +ELLIPSIS
+        (...)
+        >>> model, tokenizer, adapter = load_model("./tiny-llama", dtype="bf16", device="cpu")
+        >>> model.dtype, adapter.model_type, tokenizer.padding_side
+        (torch.bfloat16, 'llama', 'right')
+
+        The built-in model (downloaded once, about 270 MB), or a hub model placed over
+        the GPUs, as not-run snippets:
+
+        ```python
+        model, tokenizer, adapter = load_model("smollm2-135m")
+        model, tokenizer, adapter = load_model("meta-llama/Meta-Llama-3-8B-Instruct",
+                                               dtype="bf16", device_map="auto")
+        ```
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

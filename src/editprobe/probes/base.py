@@ -174,7 +174,47 @@ Rows = list[dict[str, Any]]
 
 class Probe(ABC):
     """A metric family of a run. Subclasses set the class attributes and implement
-    :meth:`measure`, :meth:`no_edit` (optional) and :meth:`combine`."""
+    :meth:`measure`, :meth:`no_edit` (optional) and :meth:`combine`.
+
+    A run calls :meth:`measure` once per stage in ``stages`` (the unedited model at
+    ``baseline``, after the positive edits at ``positive``, after the negated edits at
+    ``negative``), then :meth:`combine` on what it measured to give the method's row. A
+    probe of your own is registered with :func:`register_probe` and named in a run's
+    ``probes`` (docs/howto/add-probe.md).
+
+    Attributes:
+        name: What a run's ``probes`` and ``--probe`` name it by.
+        version: Raised whenever the numbers change meaning; every result carries it.
+        stages: The model states it measures.
+        description: One line for ``probes list`` and the docs.
+        default: Whether a run measures it when its config names no probes.
+        table: The report table that shows it: ``negation``, ``factcheck`` or ``classic``.
+
+    Examples:
+        A probe that measures the new targets' length, run by hand on two records (a run
+        does the same with the model in each state):
+
+        >>> from editprobe.data import load_records
+        >>> from editprobe.probes import Metric, Probe, ProbeContext
+        >>> class TargetLength(Probe):
+        ...     name = "target-length"
+        ...     description = "mean length of the new targets, in characters"
+        ...     default = False
+        ...     def measure(self, ctx, stage, baseline):
+        ...         return {"chars": [len(r.target_new) for r in ctx.records]}
+        ...     def combine(self, ctx, states, others):
+        ...         chars = states["positive"]["chars"]
+        ...         metric = Metric.mean(chars, "Target length", unit="chars", scale=1.0)
+        ...         return self.outcome({"chars": metric}), []
+        >>> records = load_records("counterfact-sample", limit=2).records
+        >>> ctx = ProbeContext(dataset="counterfact-sample", records=records, plan=None,
+        ...                    model=None, tokenizer=None, config=None)
+        >>> probe = TargetLength()
+        >>> states = {stage: probe.measure(ctx, stage, None) for stage in probe.stages}
+        >>> outcome, rows = probe.combine(ctx, states, {})
+        >>> outcome.probe, outcome.value("chars")
+        ('target-length', 6.5)
+    """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
@@ -190,21 +230,45 @@ class Probe(ABC):
     not_on_curve: ClassVar[frozenset[str]] = frozenset()
 
     def applies_to(self, ctx: ProbeContext) -> bool:
-        """Whether this probe has anything to measure on the dataset (e.g. paraphrases)."""
+        """Whether this probe has anything to measure on the dataset (e.g. paraphrases);
+        a run leaves it out of a dataset where it has not. True by default."""
         return True
 
     @abstractmethod
     def measure(self, ctx: ProbeContext, stage: Stage, baseline: dict[str, Any] | None) -> dict[str, Any]:
-        """Measure the model in ``ctx`` (in state ``stage``); JSON-able. ``baseline`` is what
-        this probe measured on the unedited model (None at the baseline stage itself)."""
+        """Measure the model in ``ctx`` in its state ``stage``.
+
+        Args:
+            ctx: The records, the model as it is now, the prompt transform to ask through
+                and the run's config.
+            stage: ``baseline``, ``positive`` or ``negative``.
+            baseline: What this probe measured on the unedited model (None at the
+                baseline stage itself).
+
+        Returns:
+            The measurements, JSON-able (a checkpoint keeps them; a resumed run reads them
+            back instead of measuring again).
+        """
 
     def no_edit(self, ctx: ProbeContext, baseline: dict[str, Any]) -> tuple[ProbeOutcome | None, Rows]:
+        """The unedited model's row (the tables' No-edit row) from the baseline measurements;
+        None (no row) by default. Returns it with its sample rows."""
         return None, []
 
     @abstractmethod
     def combine(self, ctx: ProbeContext, states: dict[str, dict[str, Any]],
                 others: dict[str, ProbeOutcome]) -> tuple[ProbeOutcome, Rows]:
-        """A method's outcome from this probe's measurements at each of its stages."""
+        """A method's outcome from this probe's measurements at each of its stages.
+
+        Args:
+            ctx: As :meth:`measure` received it.
+            states: What :meth:`measure` returned, by stage.
+            others: The outcomes of the probes combined before this one, by name.
+
+        Returns:
+            The outcome (its metrics, made with :meth:`outcome`) and the sample rows the
+            run writes to ``samples.jsonl`` (one dict per record and query).
+        """
 
     def outcome(self, metrics: dict[str, Metric], **details: Any) -> ProbeOutcome:
         return ProbeOutcome(probe=self.name, version=self.version, metrics=metrics, table=self.table, details=details)
@@ -214,7 +278,33 @@ PROBES: Registry[Probe] = Registry("probe", key=lambda probe: probe.name)
 
 
 def register_probe(cls: type[Probe] | Probe, replace: bool = False):
-    """Register a probe class (as a decorator) or instance; returns what it was given."""
+    """Register a probe class (as a decorator) or instance; returns what it was given.
+
+    Args:
+        cls: A :class:`Probe` subclass (registered as an instance of it) or an instance.
+        replace: Replace a different probe registered under the same name; without it,
+            registering the same class again (a re-import) is a no-op and another class
+            under a taken name an error.
+
+    Returns:
+        ``cls``, so that it works as a class decorator.
+
+    Raises:
+        RegistryError: The name is taken by another probe, or the class is incomplete.
+
+    Examples:
+        >>> from editprobe.probes import PROBES, Probe, register_probe
+        >>> @register_probe
+        ... class NoOp(Probe):
+        ...     name = "no-op"
+        ...     default = False
+        ...     def measure(self, ctx, stage, baseline):
+        ...         return {}
+        ...     def combine(self, ctx, states, others):
+        ...         return self.outcome({}), []
+        >>> PROBES["no-op"].name
+        'no-op'
+    """
     instance = cls() if isinstance(cls, type) else cls
     if type(PROBES.get(instance.name)) is type(instance) and not replace:
         return cls  # the same class again (a re-import): a no-op
@@ -227,8 +317,26 @@ class ProbeSpecError(UserError, ValueError):
 
 
 def resolve_probe(spec: str) -> Probe:
-    """A registered probe name, or ``module:attribute`` naming a Probe class or instance
-    (imported and registered on first use)."""
+    """The probe a run's ``probes`` entry names.
+
+    Args:
+        spec: A registered probe name (``negation``, ``factcheck``, ``efficacy``, ...), or
+            ``module:attribute`` naming a Probe class or instance (imported and registered
+            on first use).
+
+    Returns:
+        The registered probe instance.
+
+    Raises:
+        UnknownNameError: No probe of that name (a KeyError listing the registered ones).
+        ProbeSpecError: The module cannot be imported or holds no such Probe.
+
+    Examples:
+        >>> from editprobe.probes import resolve_probe
+        >>> probe = resolve_probe("negation")
+        >>> probe.table, probe.stages
+        ('negation', ('baseline', 'positive', 'negative'))
+    """
     if ":" not in spec:
         return PROBES[spec]
     module_name, _, attribute = spec.partition(":")

@@ -47,6 +47,22 @@ LATEX_CAPTIONS = {"ablation": r"With and without the preserved keys $K_p K_p^{\t
 
 
 def load_summaries(run_dirs: Sequence[str | Path]) -> list[RunSummary]:
+    """The ``summary.json`` of each finished run, parsed, in the order given.
+
+    Args:
+        run_dirs: Run directories (what ``editprobe run --out`` wrote).
+
+    Returns:
+        One summary per directory, as the tables and the HTML report read them.
+
+    Raises:
+        ValueError: No directory given.
+        UserError: A directory holds no readable ``summary.json`` (one line naming it).
+
+    Examples:
+        Not run here (it needs finished runs): ``load_summaries(["runs/memit", "runs/rome"])``;
+        :func:`write_tables` shows them written as a report.
+    """
     if not run_dirs:
         raise ValueError("give at least one run directory")
     return [parse_summary(read_summary(d), where=str(Path(d) / "summary.json")) for d in run_dirs]
@@ -338,7 +354,30 @@ def write_tables(summaries: Sequence[RunSummary], out: str | Path,
     """Write ``<name>.md/.csv/.tex`` for every table into the report directory ``out`` (an
     editprobe ``report`` directory: the tables of an earlier report there are replaced, a
     user's own files kept), and the curves over edits where runs have them (curves.py);
-    return the Markdown of all. ``run_dirs``: as :func:`all_tables`."""
+    what ``editprobe report RUN... --out DIR`` does.
+
+    Args:
+        summaries: The runs' summaries (:func:`load_summaries`).
+        out: The report directory (created).
+        run_dirs: The runs' directories, in the order of ``summaries``: with them the
+            tables that read per-record results (seeds) are written too. As :func:`all_tables`.
+
+    Returns:
+        The Markdown of every table, as ``editprobe report`` prints it.
+
+    Raises:
+        UserError: ``out`` is not a report directory editprobe wrote, or another process
+            is writing it.
+
+    Examples:
+        Not run here (they need finished runs):
+
+        ```python
+        from editprobe.report import load_summaries, write_tables
+        runs = ["runs/memit", "runs/alphaedit"]
+        markdown = write_tables(load_summaries(runs), "report", run_dirs=runs)
+        ```
+    """
     from ..workdir import WorkDir
 
     tables = all_tables(summaries, run_dirs)

@@ -95,6 +95,65 @@ class CurveConfig(BaseModel):
 
 
 class RunConfig(ProfileDefaults):
+    """The settings of a run: what ``editprobe run CONFIG.yaml`` reads (the YAML's keys are
+    these fields) and :func:`~editprobe.runs.run_experiment` takes. Frozen; an unknown
+    field is refused.
+
+    Attributes:
+        model: A built-in name, a local directory or a hub id (as ``load_model`` takes).
+        methods: The registered methods to run, each on every dataset.
+        datasets: Dataset files or built-in names (``load_records``).
+        n: Records per dataset (the first n; the paper: 2000).
+        sample: Draw this many of the first ``n`` records by seed (their order too)
+            instead of taking the first n; None: the first n, in file order.
+        batch_size: Requests per sequential batch (the paper: 100).
+        preserve_previous: Keep the keys of earlier batches (K_p, Table 6's switch); None:
+            the hparams file's setting.
+        seed: Seeds every batch, so a resumed run equals an uninterrupted one.
+        out: The run directory written.
+        hparams: A model key, a YAML or a folder of ``<method>.yaml``; None: the profile's
+            or the shipped file for ``model``.
+        profile: A named set of hparams files with its run settings (``paper``: the
+            paper's settings, float32); an explicit ``hparams`` still wins.
+        overrides: Single hparams fields, applied to every method that has them.
+        negation_table: A user YAML ``template: negated template`` that overrides the
+            negation rules.
+        factcheck: The fact-check probe's wording (``FactCheckConfig``).
+        battery: The shortcut battery's settings (``BatteryConfig``).
+        eval: ``final``: evaluate the final model only; ``every``: also after every
+            ``eval_every`` batches (the curve over edits).
+        eval_every: Batches between curve points; alone it implies ``eval: every``.
+        curve: What each curve point measures (``CurveConfig``).
+        probes: The probes measured (registered names or ``module:attribute``); default:
+            every default probe, each where it applies.
+        checkpoint_every: Checkpoint after every k-th batch (and the last).
+        dtype: The model's dtype (``float32``, ``bf16``, ...); None: the checkpoint's.
+        device: The model's device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+        target_cache: Reuse a batch's optimized target vectors when the same batch was
+            optimized before on the same model state with the same settings (identical
+            numbers either way).
+        max_prompt_tokens: The most tokens any query may have (None: the model's context
+            length), checked before the model loads.
+        on_bad_record: ``error``: a malformed or over-long record fails the run before
+            work starts; ``skip``: it is left out and counted.
+        zsre_target: zsRE's edit target: ``answers`` (answers[0], the paper's convention)
+            or ``alt`` (EasyEdit's).
+        mquake_unit: What ``n`` counts in MQuAKE: a ``case`` or a single ``rewrite``.
+        save_model: Save each method's positively edited model as a Hugging Face
+            checkpoint in ``OUT/models/<dataset>__<method>/``.
+
+    Examples:
+        >>> from editprobe.runs import RunConfig
+        >>> config = RunConfig(methods=["memit", "alphaedit"], n=100, batch_size=50, out="runs/first")
+        >>> config.methods, config.datasets, config.eval
+        (('memit', 'alphaedit'), ('counterfact-sample',), 'final')
+        >>> RunConfig(n=10, sample=20)
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for RunConfig
+        ...
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "smollm2-135m"  # built-in name, local directory or hub id

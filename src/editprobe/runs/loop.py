@@ -333,5 +333,33 @@ def _measure(ctx: ProbeContext, stage: str, probes: list[Probe], baseline: dict[
 
 
 def run_experiment(config: RunConfig, resume: bool = False, loaded=None, progress: bool = True) -> dict[str, Any]:
-    """The run of ``config``; returns its summary as ``summary.json`` holds it (a dict)."""
+    """The run of ``config`` (what ``editprobe run`` does): every method on every dataset,
+    edited in batches, measured by the probes, checkpointed after every
+    ``checkpoint_every`` batches, written to ``config.out``.
+
+    Args:
+        config: The run's settings.
+        resume: Continue the run in ``config.out`` from its checkpoints (the config must be
+            the one it started with); False: ``config.out`` must not hold a run yet.
+        loaded: The model already loaded (``load_model``'s result) instead of loading
+            ``config.model``.
+        progress: Show progress (bars on a terminal).
+
+    Returns:
+        The run's summary as ``summary.json`` holds it (a dict: the config, one result row
+        per dataset and method with every probe's metrics, timings).
+
+    Raises:
+        UserError: Anything wrong with the config, the data, the model or the output
+            directory, found before work starts where it can be (one line).
+
+    Examples:
+        Not run here (it downloads the built-in model and edits 100 records):
+
+        ```python
+        from editprobe.runs import RunConfig, run_experiment
+        config = RunConfig(methods=("memit", "alphaedit"), n=100, batch_size=50, out="runs/first")
+        summary = run_experiment(config)
+        ```
+    """
     return Experiment(config, loaded=loaded, progress=progress).run(resume=resume).model_dump(mode="json")

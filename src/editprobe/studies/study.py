@@ -122,6 +122,27 @@ def _slug(text: str) -> str:
 
 
 def load_study(path: str | Path) -> Study:
+    """Read and validate a study file (YAML: ``defaults`` and a list of ``runs``).
+
+    Args:
+        path: The study file.
+
+    Returns:
+        The study; :func:`expand` gives its runs.
+
+    Raises:
+        StudyError: The file cannot be read, is not a mapping, or a field is bad (one line
+            naming the field).
+
+    Examples:
+        >>> from pathlib import Path
+        >>> from editprobe.studies.study import load_study
+        >>> _ = Path("study.yaml").write_text(
+        ...     "{defaults: {n: 10}, runs: [{methods: [memit, alphaedit]}]}")
+        >>> study = load_study("study.yaml")
+        >>> len(study.runs), study.defaults
+        (1, {'n': 10})
+    """
     path = Path(path)
     try:
         raw = load_yaml(path)
@@ -333,7 +354,28 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
 def run_study(study: StudyDir, runs: list[StudyRun], on_run: Callable[[StudyRun, str, str], None] | None = None,
               loaded=None) -> dict[str, str]:
     """Run every unfinished run, one after another (the local backend); an unfinished one
-    resumes from its checkpoints. A failure is recorded and the next run starts."""
+    resumes from its checkpoints. A failure is recorded and the next run starts.
+
+    Args:
+        study: The study's directory.
+        runs: The runs (:func:`expand` of the loaded study).
+        on_run: Called as ``on_run(run, state, message)`` when a run starts and when it ends.
+        loaded: A model already loaded, shared by the runs of that model.
+
+    Returns:
+        Each run's final state by name (``finished``, ``failed``, ...).
+
+    Examples:
+        Not run here (``editprobe study FILE --out DIR`` does this and more: the lock,
+        the copied study file, the Ray backend):
+
+        ```python
+        from pathlib import Path
+        from editprobe.studies.study import StudyDir, expand, load_study, run_study
+        runs = expand(load_study("studies/smollm2.yaml"), Path("studies-out/smollm2"))
+        states = run_study(StudyDir("studies-out/smollm2"), runs)
+        ```
+    """
     states: dict[str, str] = {}
     for run in runs:
         state, _ = study.state(run)
