@@ -1,7 +1,8 @@
 """The documentation site works opened from disk (file://site/index.html), with no network:
 it is built here (mkdocs build --strict, as `make docs`), every internal link and anchor of the
 built pages resolves on disk, and in headless Chromium search lists a hit, a formula is
-typeset by the vendored MathJax and a mermaid diagram is drawn by the vendored mermaid. The
+typeset by the vendored MathJax, a mermaid diagram is drawn by the vendored mermaid and the
+widest tables fit the content column at 1400 px. The
 browser test skips where Chromium is not installed, as the HTML report's does."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 MATH_PAGE = "protocol.html"  # $...$ and $$...$$ through pymdownx.arithmatex
 MERMAID_PAGE = "engine.html"
 SEARCH_QUERY = "negation"
+# The pages with the widest tables (12-14 columns, or intervals in every cell) before they were reshaped.
+WIDE_TABLE_PAGES = ("getting-started.html", "negation-remedies.html", "methods/memit.html", "tune.html")
 LINK_ATTRS = {"href", "src"}
 
 
@@ -188,3 +191,14 @@ def test_mermaid_diagram_is_drawn_from_disk(driver, site):
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
     assert drawn and not driver.find_elements("css selector", "pre.mermaid")
     assert not _remote_requests(driver)
+
+
+@pytest.mark.parametrize("page", WIDE_TABLE_PAGES)
+def test_wide_tables_fit_at_1400_px(driver, site, page):
+    """No table scrolls sideways at 1400 px (docs/stylesheets/extra.css; the widest are split)."""
+    driver.get((site / page).as_uri())
+    hidden = driver.execute_script(
+        "return [...document.querySelectorAll('.md-typeset__scrollwrap')]"
+        ".filter(w => w.scrollWidth > w.clientWidth + 1)"
+        ".map(w => w.querySelector('tr').innerText.replace(/\\s+/g, ' ').slice(0, 80))")
+    assert not hidden, f"{page}: tables wider than the column: {hidden}"
