@@ -21,12 +21,12 @@ demo: setup
 	$(VENV)/bin/editprobe models pull smollm2-135m
 	$(VENV)/bin/editprobe demo
 
-# The HTML report's browser test drives headless Chromium (Debian packages); without them
-# that one test skips with a message.
+# The HTML report's and the docs site's browser tests drive headless Chromium (Debian
+# packages); without them those tests skip with a message.
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
-	  echo "chromium could not be installed: the HTML report's browser test will skip"
+	  echo "chromium could not be installed: the browser tests (HTML report, docs site) will skip"
 
 # The report's LaTeX tables are compiled by pdflatex in their test (booktabs is in
 # texlive-latex-recommended; both packages: ~15 MB download, ~220 MB installed, ~25 s);
