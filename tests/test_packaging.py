@@ -132,3 +132,30 @@ def test_wheel_installs_no_deps_and_runs(tmp_path):
 @pytest.mark.parametrize("name", ["LICENSE", "CITATION.cff", "CHANGELOG.md"])
 def test_project_files_exist(name):
     assert (ROOT / name).stat().st_size > 0
+
+
+def _install_page_blocks() -> list[tuple[str, str]]:
+    """(the line before the fence, the block) for each fenced block of docs/install.md."""
+    lines = (ROOT / "docs" / "install.md").read_text().splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("```"):
+            start = i
+            i += 1
+            while not lines[i].lstrip().startswith("```"):
+                i += 1
+            before = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()), "")
+            blocks.append((before, "\n".join(line.strip() for line in lines[start + 1:i])))
+        i += 1
+    return blocks
+
+
+def test_install_page_blocks_are_run_or_marked_not_run(capsys):
+    """Every block is marked `<!-- not-run: REASON -->` but the installation check, which runs here."""
+    unmarked = [block for before, block in _install_page_blocks()
+                if not (before.startswith("<!-- not-run: ") and before.endswith("-->"))]
+    assert unmarked == ["editprobe --version\neditprobe models list"]
+    for line in unmarked[0].splitlines():
+        assert main(line.split()[1:]) == 0
+    out = capsys.readouterr().out
+    assert f"editprobe {metadata.version('editprobe')}" in out and "smollm2-135m" in out
