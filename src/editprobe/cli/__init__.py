@@ -62,8 +62,18 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 DEBUG_ENV = "EDITPROBE_DEBUG"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib import metadata  # the installed distribution's version, as pip sees it
+
+        typer.echo(f"editprobe {metadata.version('editprobe')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback"),
+          version: bool = typer.Option(False, "--version", is_eager=True, expose_value=False,
+                                       callback=_print_version, help="print the version and exit")) -> None:
     """Knowledge editing, evaluated beyond the literal target string."""
 
 
