@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from cli_helpers import invoke
 
+from editprobe.probes.intervals import wilson
+from editprobe.report.charts import grouped_bars
 from editprobe.report.html import embed_json
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,6 +27,7 @@ DATASETS = ("mcf", "zsre")
 METHODS = ("memit", "alphaedit")
 N_RECORDS = 40  # 2 runs × 2 datasets × 16 rows per record = 2560 samples: more than the 500 drawn
 PAYLOAD = '</script><script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> pwned'
+PN_WILSON = wilson(35, 40)  # runA's PN: 87.5 = 35 of 40 records
 NEG = {"PP": 98.2, "PN": 69.4, "NN": 97.8, "NP": 81.5, "PP-PN": 28.8, "PP-NP": 16.7, "NN-PN": 28.4, "NN-NP": 16.3,
        "Avg": 22.6}
 
@@ -55,15 +58,18 @@ def _summary_v1(preserve: bool) -> dict:
     v0 = _summary(preserve)
     classic_none = {"efficacy": _outcome("efficacy", "classic", {"prob": 12.5, "magnitude": -3.1, "EM": 0.0}),
                     "perplexity": _outcome("perplexity", "classic", {"ppl": 21.37}, "ppl")}
+    pn = {"value": 87.5, "n": 40, "lo": PN_WILSON[0], "hi": PN_WILSON[1], "label": "negation PN", "unit": "%"}
     return {
-        "schema_version": 1, "config": v0["config"],
+        "schema_version": 1, "config": v0["config"], "versions": {"editprobe": "9.9.9"},
+        "timings": {"finished": "2026-01-02T03:04:05Z"},
         "datasets": {dk: {"n_records": N_RECORDS, "no_edit": {
             "negation": _outcome("negation", "negation", {"PP": 100.0, "PN": 15.4, "PP-PN": 84.6, "Avg": 84.6}),
             "factcheck": {**_outcome("factcheck", "factcheck", {"Eff": 100.0, "Acc": 91.1}),
                           "metrics": {"Eff": _metric(100.0), "Acc": {**_metric(91.1), "n": 90}}},
             **classic_none}} for dk in DATASETS},
         "results": [{"dataset": r["dataset"], "method": r["method"], "preserve_previous": preserve, "probes": {
-            "negation": _outcome("negation", "negation", r["negation"]),
+            "negation": {**_outcome("negation", "negation", r["negation"]),
+                         "metrics": {**_outcome("negation", "negation", r["negation"])["metrics"], "PN": pn}},
             "factcheck": {**_outcome("factcheck", "factcheck", {}),
                           "metrics": {"Eff": _metric(r["factcheck"]["Eff"]), "Acc": {**_metric(64.6), "n": 80},
                                       "Control": _metric(12.5)}},
@@ -191,6 +197,31 @@ def test_samples_are_embedded_as_escaped_json(report):
     assert sum(r["query"] == PAYLOAD for r in rows) == 2  # the payload survives, as data
     assert "<" not in block.group(1)  # so no </script> or <!-- can end the block early
     assert html.count("</script>") == html.count("<script")
+
+
+def test_chart_titles_fit_the_figure():
+    """A long title is wrapped inside the image, not cut at its edges."""
+    title = "Exact match (%) on positive and negated queries: a-model-with-a-long-name — counterfact-sample-large"
+    for groups in (["No edit", "memit"], ["No edit", "memit", "alphaedit", "rome", "ft", "grace"]):
+        fig = grouped_bars(groups, ["PP", "PN", "NN", "NP"], [[1, 2, 3, 4]] * len(groups), title)
+        fig.canvas.draw()
+        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+        assert "\n" in fig.axes[0].get_title()
+
+
+def test_counts_balanced_and_legends_in_the_written_tables(report):
+    tables = report["root"] / "tables"
+    header = (tables / "factcheck.csv").read_text().splitlines()[0].split(",")
+    assert header[:9] == ["Model", "Dataset", "Method", "Eff", "Eff lo", "Eff hi", "Eff n", "Acc", "Acc lo"]
+    # Balanced added after every earlier column (its lo/hi/n only where a run has it)
+    assert header.index("Balanced") > max(i for i, c in enumerate(header) if c.startswith("Control"))
+    negation = (tables / "negation.md").read_text()
+    assert "- **PP**: edited with s r → o*" in negation and "- **Protocol**: docs/protocol.md#negated-queries" in negation
+    html = report["html"]
+    assert '<span class="ep-n" data-k="35" data-n="40">35/40</span>' in html  # runA's PN
+    assert f"87.5 [{PN_WILSON[0]:.1f}, {PN_WILSON[1]:.1f}]" in html  # the interval kept
+    assert "69.4 [–]<span" not in html  # 69.4 of 40 records is no k/40: no count
 
 
 def test_embed_json_round_trips_markup():
@@ -358,3 +389,84 @@ def test_screenshot(page, tmp_path):
     print(f"report screenshot: {SCREENSHOT_COPY} (also {shot})")
     page.set_window_size(1400, 1000)
     assert os.path.getsize(SCREENSHOT_COPY) == shot.stat().st_size
+
+
+def test_run_header(page):
+    facts = {dd.get_attribute("data-fact"): dd.text for dd in _by_css(page, "#runs dl.ep-facts dd")}
+    assert facts["model"] == "tiny" and facts["seed"] == "0" and facts["runs"] == "2"
+    assert "mcf (40), zsre (40)" in facts["datasets (records)"]
+    assert facts["editprobe"] == "9.9.9, unknown"  # runB (schema 0) recorded none
+    assert "2026-01-02 03:04 UTC" in facts["finished"] and "file time of summary.json" in facts["finished"]
+    rows = [tr.text for tr in _by_css(page, "#ep-table-runs tbody tr")]
+    assert len(rows) == 2 and rows[0].startswith("runA 2026-01-02 03:04 UTC 9.9.9 tiny")
+
+
+def test_counts_and_a_legend_under_every_table(page):
+    pn = [td for td in _by_css(page, "#ep-table-negation tbody td") if "35/40" in td.text]
+    assert len(pn) == len(METHODS) * len(DATASETS)  # runA's PN cells
+    assert pn[0].text.startswith("87.5 [") and pn[0].get_attribute("title") == "35 of 40 records"
+    assert "Balanced" in [th.text for th in _by_css(page, "#ep-table-factcheck thead th")]
+    tables = _by_css(page, "#tables table.ep-table")
+    assert len(tables) >= 5
+    for table in tables:
+        name = table.get_attribute("id").removeprefix("ep-table-")
+        block = page.execute_script("return arguments[0].parentElement.nextElementSibling", table)
+        assert block.get_attribute("data-table") == name
+        items = _by_css(block, "ul.ep-legend li")
+        assert items and all(li.is_displayed() for li in items), name
+    negation = _by_css(page, ".ep-legend-negation")[0].text
+    assert "PP:" in negation and "PN|PP:" in negation and "Protocol:" in negation and "No edit:" in negation
+
+
+def test_sample_view_shows_the_old_target_and_the_settings_side_by_side(page):
+    heads = [th.text for th in _by_css(page, "#ep-samples thead th")]
+    assert heads.index("Old target o") == heads.index("Expected") - 1
+    _select(page, "ep-f-method", "memit")
+    _select(page, "ep-f-setting", "PN")
+    row = _by_css(page, "#ep-samples tbody tr")[0]
+    assert "Rome" in row.text and "Paris" in row.text  # the old object o beside o*
+    _by_css(row, ".ep-record-link")[0].click()
+    panel = _by_css(page, "#ep-record")[0]
+    assert panel.is_displayed() and panel.get_attribute("data-record") == "mcf-0"
+    assert [th.text for th in _by_css(panel, "thead th")][1:] == ["PP", "PN", "NN", "NP"]
+    assert "old target o: Rome" in panel.text and "new target o*: Paris" in panel.text
+    answers = [td.text for td in _by_css(panel, "tbody tr")[2].find_elements("css selector", "td")]
+    assert len(answers) == 4 and all(a.strip() == "Paris, gen 0" for a in answers)  # what each setting answered
+    page.find_element("id", "ep-record-close").click()
+    assert not panel.is_displayed()
+
+
+def test_sorting_by_a_column(page):
+    _select(page, "ep-f-method", "alphaedit")
+    _select(page, "ep-f-setting", "PP")
+    before = [r["text"] for r in _rows(page)]
+    header = [th for th in _by_css(page, "#ep-samples thead th") if th.text.startswith("Record")][0]
+    header.click()
+    ids = page.execute_script("return Array.from(document.querySelectorAll('#ep-samples tbody .ep-record-link'))"
+                              ".map(function (b) { return b.textContent; });")
+    assert ids == sorted(ids) and [r["text"] for r in _rows(page)] != before
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    again = page.execute_script("return Array.from(document.querySelectorAll('#ep-samples tbody .ep-record-link'))"
+                                ".map(function (b) { return b.textContent; });")
+    assert again == sorted(ids, reverse=True) and header.get_attribute("aria-sort") == "descending"
+
+
+def test_csv_export_of_the_filtered_rows(page, report):
+    import csv
+    import io
+
+    _select(page, "ep-f-method", "alphaedit")
+    _select(page, "ep-f-setting", "NP")
+    _select(page, "ep-f-match", "no")
+    page.find_element("id", "ep-export").click()
+    link = page.find_element("id", "ep-export-link")
+    assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download") == "editprobe-samples.csv"
+    text = page.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "fetch(document.getElementById('ep-export-link').href).then(function (r) { return r.text(); }).then(done);")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    want = [s for s in report["samples"] if (s["method"], s["setting"], s["match"]) == ("alphaedit", "NP", False)]
+    assert len(rows) == len(want) == _count(page)["matching"] > 0
+    assert {(r["method"], r["setting"], r["match"]) for r in rows} == {("alphaedit", "NP", "no")}
+    assert {r["target_true"] for r in rows} == {"Rome"} and rows[0]["run"] == "runA"

@@ -4,6 +4,7 @@ editing runs, fact-checking, per-sample records, summary, and the refusal rules.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -41,6 +42,7 @@ def test_summary_has_config_versions_and_metrics(finished):
     assert set(s["timings"]["batches"]) == {f"cf__{m}__{k}" for m in ("memit", "alphaedit")
                                             for k in ("positive", "negative")}
     assert all(len(b) == 2 for b in s["timings"]["batches"].values())  # 6 records, batches of 3
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", s["timings"]["finished"])  # the report's run date
     d = s["datasets"]["cf"]
     assert d["n_records"] == 6 and d["negation_rules"] == {"user-table": 6}
     assert s["schema_version"] == 2 and d["probes"] == ["negation", "factcheck", "efficacy", "perplexity",

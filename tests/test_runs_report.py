@@ -50,12 +50,12 @@ def test_no_edit_row_once_per_model_and_dataset(tmp_path):
 
 def test_factcheck_table(tmp_path):
     df = factcheck_table(load_summaries([_write(tmp_path, "a", _summary(True))]))
-    assert list(df.columns) == ["Model", "Dataset", "Method", "Eff", "Acc", "n", "Control"]
+    assert list(df.columns) == ["Model", "Dataset", "Method", "Eff", "Acc", "n", "Control", "Balanced"]
     assert df.iloc[0]["Acc"] == 91.1 and pd.isna(df.iloc[0]["Eff"])
     assert (df.iloc[1]["Eff"], df.iloc[1]["Acc"], df.iloc[1]["n"]) == (98.2, 64.6, 80)
     md = to_markdown(df)
     # n stays an integer, missing is "–"; a summary written before intervals has none: "[–]"
-    assert "| m | mcf | No edit | – | 91.1 [–] | 90 | – |" in md
+    assert "| m | mcf | No edit | – | 91.1 [–] | 90 | – | – |" in md
 
 
 def test_ablation_only_when_runs_differ_in_preserve_previous(tmp_path):

@@ -6,6 +6,10 @@ Every rendering shows a metric the same way (docs/statistics.md#display):
 summary written before intervals, a corpus-level figure), ``–`` where there is no value; the
 CSV gets separate columns ``<column>``, ``<column> lo``, ``<column> hi``, ``<column> n``.
 
+A metric cell that is a share of records (k of n, in %) also keeps its count
+(``df.attrs["counts"]``: column -> (k, n) or None per row), which the HTML report prints beside
+the percentage ("83.3 [43.6, 97.0]" over "5/6"); the CSV already has ``<column> n``.
+
 A cell may carry a mark (``df.attrs["marks"]``: per row, column -> mark), appended to its text:
 ``†`` where the row's editor trained on the query form the column asks (docs/battery.md#trained-forms),
 ``‡`` where the probe is at its floor or at chance on the model. The notes that explain them
@@ -22,9 +26,10 @@ from typing import Any
 import pandas as pd
 
 from ..probes.base import Metric
-from ..probes.intervals import shown
+from ..probes.intervals import shown, wilson
 
 INTERVALS = "intervals"
+COUNTS = "counts"
 NO_EDIT = "No edit"  # the unedited model's row in every table
 MARKS_KEY = "_marks"  # a row's marked cells (column -> mark), taken off by table_frame
 MARKS, NOTES = "marks", "notes"
@@ -55,6 +60,38 @@ def split_metrics(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
             plain[column] = cell
         out.append(plain)
     return out, intervals
+
+
+def share_count(metric: Metric) -> tuple[int, int] | None:
+    """(k, n) where ``metric`` is k of n records in %: its value is 100·k/n at one decimal and
+    its interval, where it has one, is the Wilson interval of k/n (a mean of per-record values
+    that happens to equal some k/n has a bootstrap interval, so it gets no count)."""
+    n, value = metric.n, metric.value
+    if metric.unit != "%" or not n or n < 0 or value is None or not math.isfinite(value):
+        return None
+    k = round(value * n / 100)
+    if not 0 <= k <= n or abs(100 * k / n - value) > 0.051:
+        return None
+    if metric.lo is None or metric.hi is None:
+        return k, n
+    found = wilson(k, n)
+    return (k, n) if found and abs(found[0] - metric.lo) < 0.051 and abs(found[1] - metric.hi) < 0.051 else None
+
+
+def share_counts(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, int] | None]]:
+    """Each metric column's (k, n) per row (:func:`share_count`), for rows of Metric cells."""
+    counts: dict[str, list[tuple[int, int] | None]] = {}
+    for i, row in enumerate(rows):
+        for column, cell in row.items():
+            if isinstance(cell, Metric) and (found := share_count(cell)) is not None:
+                counts.setdefault(column, [None] * len(rows))[i] = found
+    return counts
+
+
+def count(df: pd.DataFrame, column: str, row: int) -> tuple[int, int] | None:
+    """(k, n) of a cell that is a share of records (``row``: the position in the table)."""
+    found = df.attrs.get(COUNTS, {}).get(column)
+    return None if found is None else found[row]
 
 
 def bounds(df: pd.DataFrame, column: str, row: int) -> Bounds | None:
@@ -136,11 +173,13 @@ def table_frame(rows: list[dict[str, Any]], columns: Sequence[str], counts: Sequ
     ``counts`` columns kept integers, each row's marks (``MARKS_KEY``) and ``extra_notes`` put
     on it (:func:`set_marks`)."""
     marks = [row.pop(MARKS_KEY, None) or {} for row in rows]
+    shares = share_counts(rows)
     # An infinity (in a summary written before non-finite numbers became null) is no number either.
     rows, intervals = split_metrics(rows)
     rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()} for row in rows]
     df = pd.DataFrame(rows, columns=list(columns))
     df.attrs[INTERVALS] = {c: v for c, v in intervals.items() if c in df.columns}
+    df.attrs[COUNTS] = {c: v for c, v in shares.items() if c in df.columns}
     for count in counts:  # counts stay integers even where a row has none
         if count in df.columns:
             df[count] = df[count].astype("Int64")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,17 @@ def _png_data_uri(fig: Figure) -> str:
     # No Software/date metadata: the same tables give byte-identical pages.
     fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+TITLE_SIZE = 10
+
+
+def wrap_title(title: str, width_in: float, fontsize: float = TITLE_SIZE) -> str:
+    """``title`` broken into lines that fit a figure ``width_in`` inches wide: matplotlib
+    never wraps a title, and the constrained layout does not shrink one, so a long one was cut
+    at both edges. An average glyph is taken as 0.6 em wide (DejaVu Sans is narrower)."""
+    chars = max(int((width_in - 0.5) * 72 / (0.6 * fontsize)), 16)  # 0.5 in: the y label's margin
+    return textwrap.fill(title, chars, break_on_hyphens=False)
 
 
 def grouped_bars(
@@ -80,7 +92,7 @@ def grouped_bars(
     ax.set_xticks(range(len(groups)), list(groups), rotation=20 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylim(0, ymax * 1.12)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(wrap_title(title, fig.get_figwidth()), fontsize=TITLE_SIZE)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)

@@ -20,36 +20,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import pandas as pd
-
-from ..jsontext import finite
 from ..paths import write_text_atomic
-from ..runs.store import SAMPLES, SUMMARY, read_samples
+from ..runs.store import SUMMARY
 from ..runs.summary import RunSummary
-from .cells import notes, text_rows
-from .tables import NO_EDIT, all_tables, factcheck_table, negation_table
+from .html_samples import SamplesReadError, run_labels, samples_section
+from .html_samples import collect_samples, embed_json  # noqa: F401  (importers of html.py read them here)
+from .html_tables import tables_section
+from .run_header import header_html
+from .tables import factcheck_table, negation_table
 from ..errors import UserError
 
 TRACE = "trace.json"
 ANALYSIS = "analysis.json"
-MAX_ROWS = 500  # sample rows put into the DOM at once; the rest are counted, not drawn
-# Fields of a samples.jsonl row that the browser shows or filters on; the rest stay out of
-# the page to keep it small.
-SAMPLE_FIELDS = ("dataset", "method", "edited_with", "setting", "record_id", "query", "expected", "generated",
-                 "match", "answer")
 _MIME = MappingProxyType({".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
                           ".svg": "image/svg+xml", ".webp": "image/webp"})
-SAMPLES_NOTE = (
-    "Every scored query of the runs. Match is the verdict the metrics count: exact match of the expected "
-    "object (teacher-forced) for query settings, a “true” answer for fact-check rows. Generated is a greedy "
-    "decode for reading (fact-check rows: the reply, → the parsed answer). Settings: PP/PN come from the "
-    "positively edited model, NN/NP from the negatively edited one, no-edit-* and factcheck-* from the "
-    "baseline and fact-checking.")
-HALLUCINATION_NOTE = (
-    "“Hallucinated under negation” = setting PN with match ✓: the model was edited with the positive "
-    "request (s r → o*), then asked the negated query (s not-r), and it still completes it with the new "
-    "object o* (exact match of o*, teacher-forced). The edit leaked into a statement that denies it. "
-    "NN rows are not included: there o* after the negated query is the requested edit itself.")
 
 
 class ReportInputError(UserError, ValueError):
@@ -94,13 +78,6 @@ def _asset(name: str) -> str:
     return (resources.files("editprobe.report") / "assets" / name).read_text(encoding="utf-8")
 
 
-def embed_json(obj: Any) -> str:
-    """JSON safe inside <script>: every < > & is written as a \\u escape (they can only occur
-    in strings), so neither </script> nor <!-- in the data can end or bend the block."""
-    text = json.dumps(finite(obj), ensure_ascii=False, allow_nan=False)  # NaN of older runs: null
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 # --- small pieces ---------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -117,21 +94,6 @@ def _fmt(value: Any) -> str:
 def _kv_table(pairs: Iterable[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(_fmt(v))}</td></tr>" for k, v in pairs)
     return f'<table class="ep-table ep-kv"><tbody>{body}</tbody></table>'
-
-
-def _df_table(df: pd.DataFrame, name: str) -> str:
-    shown = pd.DataFrame(text_rows(df), columns=df.columns)  # "97.0 [93.1, 99.4]", as in every output
-    html = shown.to_html(index=False, border=0, escape=True, classes=["ep-table", f"ep-{name}"],
-                         table_id=f"ep-table-{name}")
-    return f'<div class="table-wrap">{_mark_no_edit(html)}</div>'
-
-
-def _mark_no_edit(html: str) -> str:
-    """Give each "No edit" row class="no-edit" for the stylesheet (pandas can style single
-    rows only through its Styler, which needs jinja2)."""
-    head, *rows = html.split("<tr>")
-    cell = f"<td>{NO_EDIT}</td>"
-    return head + "".join(('<tr class="no-edit">' if cell in r.split("</tr>", 1)[0] else "<tr>") + r for r in rows)
 
 
 def _image(path: Path, caption: str) -> str:
@@ -153,23 +115,6 @@ def _figures(root: Path, figures: Any, what: str) -> str:
 
 
 # --- sections -------------------------------------------------------------------------------
-def _tables_section(summaries: Sequence[RunSummary], run_dirs: Sequence[Path] | None = None) -> str:
-    parts = ['<section id="tables"><h2>Tables</h2>']
-    for name, caption, df, legend in all_tables(summaries, run_dirs):
-        if name == "ablation":
-            caption = "With and without the preserved keys K<sub>p</sub>K<sub>p</sub><sup>T</sup>"
-        else:
-            caption = escape(caption)
-        parts += [f"<h3>{caption}</h3>", _df_table(df, name)]
-        parts += [f'<p class="note ep-marks">{escape(line)}</p>' for line in notes(df)]  # what the marks mean
-        if legend:
-            items = "".join(f"<li><strong>{escape(c)}</strong>: {escape(label)}</li>" for c, label in legend.items())
-            parts.append(f'<ul class="legend ep-legend-{name}">{items}</ul>')
-    parts.append('<p class="note">– = not applicable or not computed (never 0). A metric reads '
-                 '“value [low, high]”: its 95% interval (docs/statistics.md); [–]: none was computed.</p></section>')
-    return "".join(parts)
-
-
 def _charts_section(summaries: Sequence[RunSummary]) -> str:
     from .charts import factcheck_charts, negation_charts  # matplotlib only when drawing
 
@@ -221,55 +166,6 @@ def _analysis_panel(root: Path) -> str:
             f'{_figures(root, a.get("figures"), ANALYSIS)}</div>')
 
 
-def _run_labels(runs: Sequence[Path]) -> list[str]:
-    names = [p.resolve().name or str(p) for p in runs]
-    return names if len(set(names)) == len(names) else [str(p) for p in runs]
-
-
-def collect_samples(runs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The browser's rows (trimmed to SAMPLE_FIELDS, tagged with the run) and notes on runs
-    without per-sample records."""
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for label, root in zip(_run_labels(runs), runs):
-        if not (root / SAMPLES).is_file():
-            notes.append(f"{root}: no {SAMPLES}; its samples are not shown")
-            continue
-        try:
-            samples = read_samples(root)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ReportInputError(f"cannot read {root / SAMPLES}: {exc}") from exc
-        for s in samples:
-            rows.append({"run": label, **{k: s.get(k) for k in SAMPLE_FIELDS if k in s}})
-    return rows, notes
-
-
-def _samples_section(runs: Sequence[Path]) -> str:
-    rows, notes = collect_samples(runs)
-    note_html = "".join(f'<p class="missing">{escape(n)}</p>' for n in notes)
-    heads = ("Run", "Dataset", "Method", "Edited with", "Setting", "Record", "Query", "Expected", "Generated", "Match")
-    select = ('<label>{label}<select id="ep-f-{key}"><option value="">all</option>{extra}</select></label>')
-    controls = "".join([
-        select.format(label="Method", key="method", extra=""),
-        select.format(label="Dataset", key="dataset", extra=""),
-        select.format(label="Setting", key="setting", extra=""),
-        select.format(label="Match", key="match",
-                      extra='<option value="yes">matched</option><option value="no">not matched</option>'),
-        '<label>Search (query, expected, generated, record)<input type="search" id="ep-f-search" '
-        'placeholder="text…"></label>',
-        '<button type="button" class="preset" id="ep-preset-hallucinated" aria-pressed="false">'
-        "Hallucinated under negation</button>",
-        '<button type="button" id="ep-reset">Reset</button>',
-    ])
-    return (f'<section id="samples"><h2>Samples</h2>{note_html}'
-            f'<p class="note">{escape(SAMPLES_NOTE)} {escape(HALLUCINATION_NOTE)} '
-            f"At most {MAX_ROWS} rows are drawn at once.</p>"
-            f'<div class="controls">{controls}</div><div id="ep-count" aria-live="polite"></div>'
-            f'<div class="samples-wrap"><table class="ep-samples" id="ep-samples" data-max-rows="{MAX_ROWS}">'
-            f'<thead><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr></thead><tbody></tbody></table></div>'
-            f'<script type="application/json" id="ep-samples-data">{embed_json(rows)}</script></section>')
-
-
 # --- the page -------------------------------------------------------------------------------
 def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: str = "editprobe report") -> str:
     """The page for ``sources``; ``summaries`` are the runs' summary.json (as loaded by
@@ -277,8 +173,10 @@ def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: st
     sections, nav = [], []
     if summaries:
         dirs = sources.runs if len(sources.runs) == len(summaries) else None  # the seeds table's records
-        sections += [_tables_section(summaries, dirs), _charts_section(summaries)]
-        nav += [("tables", "Tables"), ("charts", "Charts")]
+        labels = run_labels(sources.runs) if dirs else [f"run {i + 1}" for i in range(len(summaries))]
+        sections += [header_html(summaries, dirs or [None] * len(summaries), labels),
+                     tables_section(summaries, dirs), _charts_section(summaries)]
+        nav += [("runs", "Runs"), ("tables", "Tables"), ("charts", "Charts")]
         curves = _curves_section(summaries)
         if curves:
             sections.append(curves)
@@ -292,7 +190,10 @@ def build_html(sources: Sources, summaries: Sequence[RunSummary] = (), title: st
                         + "".join(_analysis_panel(d) for d in sources.analyses) + "</section>")
         nav.append(("analyses", "Analyses"))
     if sources.runs:
-        sections.append(_samples_section(sources.runs))
+        try:
+            sections.append(samples_section(sources.runs))
+        except SamplesReadError as exc:
+            raise ReportInputError(str(exc)) from exc
         nav.append(("samples", "Samples"))
     by_kind = (("run", sources.runs), ("trace", sources.traces), ("analysis", sources.analyses))
     listed = "".join(f"<li>{kind}: <code>{escape(str(d))}</code></li>" for kind, dirs in by_kind for d in dirs)

@@ -19,6 +19,7 @@ from ..probes.base import ProbeOutcome
 from .cells import FLAG_MARK, MARKS_KEY, NO_EDIT, TRAINED_MARK, csv_frame, notes, table_frame, text_rows, trained_marks
 from .curves import write_curves
 from .labels import preserve_differs, row_labeller
+from .legends import legend_for
 from ..runs.store import read_summary
 from ..runs.summary import ResultRow, RunSummary, parse_summary
 from .latex import tabular_table
@@ -35,7 +36,7 @@ CONDITIONAL_KEYS = ("PN|PP", "NP|NN")
 CONDITIONAL_COUNTS = ("PP hits", "NN hits")
 NEGATION_COLUMNS = ("Model", "Dataset", "Method", *SETTINGS, *DISCREPANCY_COLUMNS, "Avg",
                     *(c for pair in zip(CONDITIONAL_KEYS, CONDITIONAL_COUNTS) for c in pair))
-FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control")
+FACTCHECK_COLUMNS = ("Model", "Dataset", "Method", "Eff", "Acc", "n", "Control", "Balanced")
 ABLATION_COLUMNS = ("Model", "Dataset", "Method", "K_p", "PP", "PN", "NN", "NP", "PP−PN", "Avg")
 CLASSIC_KEYS = ("Model", "Dataset", "Method")
 COST_COLUMNS = ("Model", "Dataset", "Method", "edit s/request", "negation probe ms/query")
@@ -118,7 +119,7 @@ def _factcheck_values(outcome: ProbeOutcome | None) -> dict[str, Any] | None:
     if outcome is None:
         return None
     acc = outcome.metrics.get("Acc")
-    return {**_values(outcome, ("Eff", "Acc")), "n": acc.n if acc else None, **_values(outcome, ("Control",))}
+    return {**_values(outcome, ("Eff", "Acc")), "n": acc.n if acc else None, **_values(outcome, ("Control", "Balanced"))}
 
 
 def factcheck_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
@@ -346,7 +347,9 @@ def all_tables(summaries: Sequence[RunSummary], run_dirs: Sequence[str | Path] |
                        "seed); the mean's 95% interval covers the sampling of records", seeds, None))
     tables.append(("settings", "Settings of each row: model dtype, C0 corpus and documents read, hparams file",
                    settings_table(summaries), None))
-    return tables
+    # The fixed tables' legends (legends.py), one text for every output.
+    return [(name, caption, df, legend if legend is not None else legend_for(name, df))
+            for name, caption, df, legend in tables]
 
 
 def write_tables(summaries: Sequence[RunSummary], out: str | Path,

@@ -128,7 +128,8 @@ class Experiment:
             model_dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
             versions=package_versions(), datasets=datasets, results=results,
             timings={"batches": self.dir.progress()["timings"], "probes": self._probe_seconds,
-                     "total_s": time.perf_counter() - started},
+                     "total_s": time.perf_counter() - started,
+                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},  # the report's run date
             intervals=interval_settings(),
         )
         self.dir.finish(summary.model_dump(mode="json"), samples, self._records)
