@@ -9,10 +9,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
 
+from ..progress import progress
 from .common import fail, parse_overrides, set_threads, warn
 
 console = Console()
@@ -81,11 +80,10 @@ def analyze(
         fail(f"--layer {target_layer} is outside the model's layers 0..{n_layers - 1}")
     hp = hparams_for_layer(hp, target_layer)
     editor = make_editor(method, loaded.model, loaded.tokenizer, hp, model_id=model)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(escape(f"{method}: targets at layer {editor.critical_layer}"), total=None)
+    with progress(f"targets at layer {editor.critical_layer}", label=method, console=console, unit="requests") as bar:
 
         def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            bar.update(completed=done, total=total)
 
         try:
             result = analyze_mechanism(editor, records, n, negate_fn=negate_fn, batch_size=batch_size,

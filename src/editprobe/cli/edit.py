@@ -7,9 +7,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 
+from ..progress import progress
 from .common import (
     MquakeUnitChoice, OnBadRecordChoice, ZsreTargetChoice, max_prompt_tokens_option, mquake_unit_option,
     on_bad_record_option, parse_overrides, set_threads, warn, zsre_target_option)
@@ -64,9 +63,8 @@ def edit(
     job = EditJob(config)
     for line in job.preflight():
         warn(line)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(escape(f"{method}: editing"), total=None)
-        report = job.run(on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    with progress("editing", label=method, console=console, unit="records") as bar:
+        report = job.run(on_progress=lambda done, total: bar.update(completed=done, total=total))
     typer.echo(f"{method} on {model}: {report['n']} edits in batches of {batch_size}")
     typer.echo(f"PP efficacy (%, {report['metric']}): before {_with_interval(report, 'efficacy_before')}  "
                f"after {_with_interval(report, 'efficacy_after')}")

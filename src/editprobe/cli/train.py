@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 
+from ..progress import progress
 from .common import parse_overrides, set_threads, warn
 
 app = typer.Typer(no_args_is_help=True)
@@ -47,10 +47,8 @@ def rledit(
     typer.echo(f"rledit on {model}: {len(job.records)} training records ({job.n_dropped} dropped: they share a "
                f"subject or prompt with {', '.join(config.exclude)}), {job.settings.n_steps} batches of "
                f"{job.settings.batch_size}")
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training", total=job.settings.n_steps)
-        info = job.run(resume=resume, on_step=lambda step, total, stats: progress.update(task, completed=step,
-                                                                                         total=total))
+    with progress("training", job.settings.n_steps, label="train rledit", console=console, unit="batch") as bar:
+        info = job.run(resume=resume, on_step=lambda step, total, stats: bar.update(completed=step, total=total))
     last = info["history"][-1] if info["history"] else {}
     typer.echo(f"trained in {info['seconds_this_process']:.0f} s; last batch loss {last.get('loss', float('nan')):.3f}, "
                f"edit loss after its shift {last.get('edit_loss', float('nan')):.3f}")

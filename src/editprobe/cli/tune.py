@@ -7,9 +7,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 
+from ..progress import progress
 from .common import (
     ZsreTargetChoice, max_prompt_tokens_option, parse_overrides, set_threads, warn, zsre_target_option)
 
@@ -88,15 +87,14 @@ def _search_and_write(tuner, config, out: Path):
     dev = tuner.dev
     with tune_lock(out.expanduser()):  # one tune per --out file, until it is written
         try:
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task(escape("tune: loading"), total=config.trials)
+            with progress("loading", config.trials, label="tune", console=console) as bar:
 
                 def on_stage(text: str) -> None:
-                    progress.update(task, description=escape(f"tune: {text}"))
+                    bar.update(description=text)
 
                 def on_trial(record, best: int) -> None:
-                    progress.console.print(escape(trial_line(record)), highlight=False)
-                    progress.update(task, advance=1, description=escape(f"tune: trials (best so far: {best})"))
+                    bar.print(trial_line(record))
+                    bar.update(advance=1, description=f"trials (best so far: {best})")
 
                 result = tuner.run(on_trial=on_trial, on_stage=on_stage)
         except TuneInterrupted as stopped:  # Ctrl-C: keep what the finished trials found
