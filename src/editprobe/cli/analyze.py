@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..progress import progress
-from .common import fail, parse_overrides, set_threads, warn
+from .common import fail, one_method, one_method_option, parse_overrides, set_threads, warn
 
 console = Console()
 
@@ -23,7 +23,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def analyze(
     model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
-    method: str = typer.Option("memit", help="rome | memit | emmet | alphaedit | pmet | ..."),
+    methods: list[str] = one_method_option("memit", "the editing method, one: rome | memit | emmet | alphaedit | "
+                                                    "pmet | ..."),
     data: str = typer.Option("counterfact-sample", help="dataset file or built-in name"),
     n: int = typer.Option(35, help="records to analyse: the first N whose unedited answers to p and neg(p) differ"),
     layer: Optional[int] = typer.Option(
@@ -51,6 +52,7 @@ def analyze(
     from ..workdir import WorkDir
     from ..runs.preflight import check_datasets, check_model_and_device
 
+    method = one_method(methods, "analyze", "an analysis is of one method's targets: run analyze once per method")
     if n < 1:
         fail(f"--n must be at least 1, not {n}")
     if batch_size < 1:

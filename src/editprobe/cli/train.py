@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from ..progress import progress
-from .common import parse_overrides, set_threads, warn
+from .common import fail, parse_overrides, set_threads, warn
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -21,7 +21,10 @@ def rledit(
     data: list[str] = typer.Option([], "--data", help="training records (repeatable; default: the built-in "
                                                       "counterfact-train, 2000 records disjoint from the samples)"),
     out: Path = typer.Option(..., help="training directory (new, or the one to --resume)"),
-    settings: Optional[str] = typer.Option(None, help="RLEdit settings: a model key or YAML (default: the model's)"),
+    hparams: Optional[str] = typer.Option(None, help="RLEdit's settings file: a model key or YAML (default: the "
+                                                     "model's), as --hparams of the other commands"),
+    # The earlier name of --hparams, kept for scripts; hidden beside --setting, which it resembled.
+    settings: Optional[str] = typer.Option(None, "--settings", hidden=True),
     setting: Optional[str] = typer.Option(None, help="a named setting of that file: reduced | reference"),
     set_: list[str] = typer.Option([], "--set", help="override one setting: key=value (YAML value)"),
     exclude: list[str] = typer.Option([], "--exclude", help="evaluation data whose subjects and prompts training "
@@ -36,6 +39,9 @@ def rledit(
     """Train RLEdit's hypernetwork on a sequence of edit batches."""
     from ..jobs.train_rledit import DEFAULT_DATA, DEFAULT_EXCLUDE, TrainConfig, TrainJob
 
+    if hparams is not None and settings is not None:
+        fail("--settings is the old name of --hparams (the settings file): give one")
+    settings = hparams if hparams is not None else settings
     config = TrainConfig.build({"model": model, "data": tuple(data) or DEFAULT_DATA, "out": out, "settings": settings,
                                 "setting": setting, "overrides": parse_overrides(set_),
                                 "exclude": tuple(exclude) or DEFAULT_EXCLUDE, "dtype": dtype, "device": device,
