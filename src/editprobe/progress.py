@@ -77,7 +77,8 @@ class PlainProgress:
         self._start = clock()
         self._start_done = completed  # steps done before this process (a resumed stage)
         self._last_line: float | None = None
-        self._line(force=True)
+        if total is not None:  # the work's size is known: say it began (else: at the first step)
+            self._line(force=True)
 
     def update(self, completed: int | None = None, total: int | None = None, description: str | None = None,
                advance: int = 0) -> None:

@@ -22,7 +22,8 @@ def rledit(
                                                       "counterfact-train, 2000 records disjoint from the samples)"),
     out: Path = typer.Option(..., help="training directory (new, or the one to --resume)"),
     hparams: Optional[str] = typer.Option(None, help="RLEdit's settings file: a model key or YAML (default: the "
-                                                     "model's), as --hparams of the other commands"),
+                                                     "model's), as --hparams of the other commands (--settings: its "
+                                                     "old name, still accepted)"),
     # The earlier name of --hparams, kept for scripts; hidden beside --setting, which it resembled.
     settings: Optional[str] = typer.Option(None, "--settings", hidden=True),
     setting: Optional[str] = typer.Option(None, help="a named setting of that file: reduced | reference"),

@@ -13,7 +13,7 @@ A study file (YAML)::
         datasets: [counterfact-sample]
         preserve_previous: [true, false]  # one run per value (Table 6)
         seeds: [0]                        # one run per seed
-        set: {mom2_n_samples: 1000}       # hparams overrides (as --set)
+        set: {mom2_n_samples: 1000}       # hparams overrides (as --set; old name: overrides)
         ray: {num_gpus: 1}                # this entry's Ray resources (over the top-level ray:)
     ray: {num_cpus: 1, max_retries: 2}    # --backend ray: each run's task (study_ray.RaySettings)
 
