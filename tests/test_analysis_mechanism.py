@@ -220,8 +220,9 @@ def test_no_qualifying_record_is_an_error(ws):
 # --- the command --------------------------------------------------------------------------------
 def _cli(ws, out, *extra):
     root = ws["root"]
+    method = [] if "--method" in extra else ["--method", "memit"]  # analyze takes one --method
     return invoke([
-        "analyze", "--model", str(root / "model"), "--method", "memit", "--data", str(root / "cf.json"),
+        "analyze", "--model", str(root / "model"), *method, "--data", str(root / "cf.json"),
         "--out", str(out), "--hparams", "tiny", "--negation-table", str(root / "neg.yaml"), "--threads", "1",
         *extra])
 

@@ -31,7 +31,7 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80
 # small shared modules may ("" is the package's own __init__). A new room must be placed here.
 # A leaf imports nothing but the ground floor: data (records, loaders, corpora) needs no model.
 FLOORS = [
-    {"", "errors", "forms", "jsontext", "yamlio", "locks", "paths", "registry", "workdir"},
+    {"", "errors", "forms", "jsontext", "yamlio", "locks", "paths", "progress", "registry", "workdir"},
     {"data"},  # records, corpora, negation: a leaf above the shared modules
     {"models"},  # may read a corpus (the tiny models' C0 text); data never imports models
     {"editing", "probes"},

@@ -52,7 +52,7 @@ with _ctrl_c_exits_while_importing():
 
     from ..errors import EditprobeWarning, UserError
     from ..registry import load_plugins
-    from . import analyze, data, demo, edit, evaluate, models, report, run, study, trace, train, tune
+    from . import analyze, catalog, data, demo, edit, evaluate, models, report, run, study, trace, train, tune
     from .common import print_error, warn
     from .stdout import guarded_stdout
 
@@ -79,6 +79,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="on an unexpected er
 
 app.add_typer(models.app, name="models", help="Built-in models and the model cache.")
 app.add_typer(data.app, name="data", help="Inspect and check datasets.")
+catalog.register(app)  # methods list, probes list
 for _module in (edit, demo, run, evaluate, study, report, trace, analyze, train, tune):
     _module.register(app)
 

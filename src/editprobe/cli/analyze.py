@@ -9,11 +9,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
 
-from .common import fail, parse_overrides, set_threads, warn
+from ..progress import progress
+from .common import fail, one_method, one_method_option, parse_overrides, set_threads, warn
 
 console = Console()
 
@@ -24,7 +23,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def analyze(
     model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
-    method: str = typer.Option("memit", help="rome | memit | emmet | alphaedit | pmet | ..."),
+    methods: list[str] = one_method_option("memit", "the editing method, one: rome | memit | emmet | alphaedit | "
+                                                    "pmet | ..."),
     data: str = typer.Option("counterfact-sample", help="dataset file or built-in name"),
     n: int = typer.Option(35, help="records to analyse: the first N whose unedited answers to p and neg(p) differ"),
     layer: Optional[int] = typer.Option(
@@ -52,6 +52,7 @@ def analyze(
     from ..workdir import WorkDir
     from ..runs.preflight import check_datasets, check_model_and_device
 
+    method = one_method(methods, "analyze", "an analysis is of one method's targets: run analyze once per method")
     if n < 1:
         fail(f"--n must be at least 1, not {n}")
     if batch_size < 1:
@@ -81,11 +82,10 @@ def analyze(
         fail(f"--layer {target_layer} is outside the model's layers 0..{n_layers - 1}")
     hp = hparams_for_layer(hp, target_layer)
     editor = make_editor(method, loaded.model, loaded.tokenizer, hp, model_id=model)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(escape(f"{method}: targets at layer {editor.critical_layer}"), total=None)
+    with progress(f"targets at layer {editor.critical_layer}", label=method, console=console, unit="requests") as bar:
 
         def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            bar.update(completed=done, total=total)
 
         try:
             result = analyze_mechanism(editor, records, n, negate_fn=negate_fn, batch_size=batch_size,

@@ -59,6 +59,20 @@ def mquake_unit_option(default: MquakeUnitChoice | None = None):
                                                        "rewrites, duplicates kept once: the paper's grid)")
 
 
+def one_method_option(default: str, help: str):
+    """``--method`` of a command that writes one result (edit, tune, analyze). Declared
+    repeatable only so that a second ``--method`` is refused (:func:`one_method`) instead of
+    silently replacing the first, as a single-valued option would."""
+    return typer.Option([default], "--method", metavar="<str>", help=help)
+
+
+def one_method(methods: list[str], command: str, several: str) -> str:
+    """The one ``--method`` given; two or more: one error line saying what to use instead."""
+    if len(methods) > 1:
+        fail(f"{command} takes one --method, got {len(methods)} ({', '.join(methods)}); {several}")
+    return methods[0]
+
+
 def print_error(message: object) -> None:
     """``error: ...`` on stderr: one line, no markup interpretation, no wrapping."""
     sys.stderr.write(f"error: {one_line(message)}\n")

@@ -7,19 +7,19 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 
+from ..progress import progress
 from .common import (
     MquakeUnitChoice, OnBadRecordChoice, ZsreTargetChoice, max_prompt_tokens_option, mquake_unit_option,
-    on_bad_record_option, parse_overrides, set_threads, warn, zsre_target_option)
+    on_bad_record_option, one_method, one_method_option, parse_overrides, set_threads, warn, zsre_target_option)
 
 console = Console()
 
 
 def edit(
     model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
-    method: str = typer.Option("memit", help="rome | memit | emmet | alphaedit | ..."),
+    methods: list[str] = one_method_option("memit", "the editing method, one (rome | memit | emmet | alphaedit | "
+                                                    "...; several: editprobe run)"),
     data: str = typer.Option("counterfact-sample", help="dataset file or built-in name"),
     n: int = typer.Option(100, help="number of records to edit"),
     batch_size: int = typer.Option(50, help="requests per batch (edits accumulate across batches)"),
@@ -51,6 +51,7 @@ def edit(
     """Edit N records sequentially in batches; save the editor state; print efficacy."""
     from ..jobs.edit import EditConfig, EditJob
 
+    method = one_method(methods, "edit", "use `editprobe run --method A --method B` for several (one result each)")
     overrides = parse_overrides(set_)
     if preserve_previous is not None:
         overrides["preserve_previous"] = preserve_previous
@@ -64,9 +65,8 @@ def edit(
     job = EditJob(config)
     for line in job.preflight():
         warn(line)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(escape(f"{method}: editing"), total=None)
-        report = job.run(on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    with progress("editing", label=method, console=console, unit="records") as bar:
+        report = job.run(on_progress=lambda done, total: bar.update(completed=done, total=total))
     typer.echo(f"{method} on {model}: {report['n']} edits in batches of {batch_size}")
     typer.echo(f"PP efficacy (%, {report['metric']}): before {_with_interval(report, 'efficacy_before')}  "
                f"after {_with_interval(report, 'efficacy_after')}")

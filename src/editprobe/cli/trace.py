@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 
+from ..progress import progress
 from .common import fail, set_threads, warn
 
 console = Console()
@@ -56,14 +56,14 @@ def _trace(model: str, data: str, out: Path, settings, records, device) -> None:
     # fp32: the effects are differences of probabilities, too small for bf16.
     loaded = load_model(model, dtype="float32", device=device)
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("causal tracing: finding known records", total=None)
+    # A line per record would be hundreds: at most one every 10 s off a terminal.
+    with progress("finding known records", label="causal tracing", console=console, every_s=10) as bar:
 
         def on_known(count: int) -> None:
-            progress.update(task, description="causal tracing", total=count, completed=0)
+            bar.update(description="records", total=count, completed=0)
 
         result = run_trace(loaded.model, loaded.tokenizer, loaded.adapter, records, settings,
-                           on_known=on_known, on_record=lambda _: progress.advance(task))
+                           on_known=on_known, on_record=lambda _: bar.advance())
     summary = save_trace(result, out, model, data, loaded.tokenizer)
     rec = summary["recommendation"]
     curve = summary["kinds"]["mlp"]["buckets_by_layer"][2]

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 
-from .common import parse_overrides, set_threads, warn
+from ..progress import progress
+from .common import fail, parse_overrides, set_threads, warn
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -21,7 +21,11 @@ def rledit(
     data: list[str] = typer.Option([], "--data", help="training records (repeatable; default: the built-in "
                                                       "counterfact-train, 2000 records disjoint from the samples)"),
     out: Path = typer.Option(..., help="training directory (new, or the one to --resume)"),
-    settings: Optional[str] = typer.Option(None, help="RLEdit settings: a model key or YAML (default: the model's)"),
+    hparams: Optional[str] = typer.Option(None, help="RLEdit's settings file: a model key or YAML (default: the "
+                                                     "model's), as --hparams of the other commands (--settings: its "
+                                                     "old name, still accepted)"),
+    # The earlier name of --hparams, kept for scripts; hidden beside --setting, which it resembled.
+    settings: Optional[str] = typer.Option(None, "--settings", hidden=True),
     setting: Optional[str] = typer.Option(None, help="a named setting of that file: reduced | reference"),
     set_: list[str] = typer.Option([], "--set", help="override one setting: key=value (YAML value)"),
     exclude: list[str] = typer.Option([], "--exclude", help="evaluation data whose subjects and prompts training "
@@ -36,6 +40,9 @@ def rledit(
     """Train RLEdit's hypernetwork on a sequence of edit batches."""
     from ..jobs.train_rledit import DEFAULT_DATA, DEFAULT_EXCLUDE, TrainConfig, TrainJob
 
+    if hparams is not None and settings is not None:
+        fail("--settings is the old name of --hparams (the settings file): give one")
+    settings = hparams if hparams is not None else settings
     config = TrainConfig.build({"model": model, "data": tuple(data) or DEFAULT_DATA, "out": out, "settings": settings,
                                 "setting": setting, "overrides": parse_overrides(set_),
                                 "exclude": tuple(exclude) or DEFAULT_EXCLUDE, "dtype": dtype, "device": device,
@@ -47,10 +54,8 @@ def rledit(
     typer.echo(f"rledit on {model}: {len(job.records)} training records ({job.n_dropped} dropped: they share a "
                f"subject or prompt with {', '.join(config.exclude)}), {job.settings.n_steps} batches of "
                f"{job.settings.batch_size}")
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training", total=job.settings.n_steps)
-        info = job.run(resume=resume, on_step=lambda step, total, stats: progress.update(task, completed=step,
-                                                                                         total=total))
+    with progress("training", job.settings.n_steps, label="train rledit", console=console, unit="batch") as bar:
+        info = job.run(resume=resume, on_step=lambda step, total, stats: bar.update(completed=step, total=total))
     last = info["history"][-1] if info["history"] else {}
     typer.echo(f"trained in {info['seconds_this_process']:.0f} s; last batch loss {last.get('loss', float('nan')):.3f}, "
                f"edit loss after its shift {last.get('edit_loss', float('nan')):.3f}")

@@ -7,18 +7,17 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
 
+from ..progress import progress
 from .common import (
-    ZsreTargetChoice, max_prompt_tokens_option, parse_overrides, set_threads, warn, zsre_target_option)
+    ZsreTargetChoice, max_prompt_tokens_option, one_method, one_method_option, parse_overrides, set_threads, warn, zsre_target_option)
 
 console = Console()
 
 
 def tune(
     model: str = typer.Option("smollm2-135m", help="built-in name, local directory or hub id"),
-    method: str = typer.Option("memit", help="a locate-then-edit method: memit | alphaedit | ..."),
+    methods: list[str] = one_method_option("memit", "a locate-then-edit method, one: memit | alphaedit | ..."),
     data: str = typer.Option(..., help="dev dataset (file or built-in name), disjoint from the evaluation records"),
     out: Path = typer.Option(..., help="the hparams YAML to write (with its evidence as comments)"),
     n: int = typer.Option(12, help="dev records edited by every trial"),
@@ -53,6 +52,7 @@ def tune(
     """Search the edit-layer window, v_lr, steps, clamp and λ (L2) with Optuna; write the best as hparams."""
     from ..jobs.tune.search import DEFAULT_EVAL, TuneConfig, Tuner, parse_range
 
+    method = one_method(methods, "tune", "a search writes one method's hparams file: run tune once per method")
     fields = {
         "model": model, "method": method, "data": data, "out": out, "n": n, "batch_size": batch_size,
         "trials": trials, "timeout_min": timeout, "seed": seed, "evaluation": tuple(eval_) or DEFAULT_EVAL,
@@ -88,15 +88,14 @@ def _search_and_write(tuner, config, out: Path):
     dev = tuner.dev
     with tune_lock(out.expanduser()):  # one tune per --out file, until it is written
         try:
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task(escape("tune: loading"), total=config.trials)
+            with progress("loading", config.trials, label="tune", console=console) as bar:
 
                 def on_stage(text: str) -> None:
-                    progress.update(task, description=escape(f"tune: {text}"))
+                    bar.update(description=text)
 
                 def on_trial(record, best: int) -> None:
-                    progress.console.print(escape(trial_line(record)), highlight=False)
-                    progress.update(task, advance=1, description=escape(f"tune: trials (best so far: {best})"))
+                    bar.print(trial_line(record))
+                    bar.update(advance=1, description=f"trials (best so far: {best})")
 
                 result = tuner.run(on_trial=on_trial, on_stage=on_stage)
         except TuneInterrupted as stopped:  # Ctrl-C: keep what the finished trials found

@@ -21,7 +21,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
 
 from ..errors import UserError
 from ..forms import QueryForm, trained_metrics
@@ -37,6 +36,7 @@ from .records import record_lines
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
 from ..probes.intervals import settings as interval_settings
+from ..progress import progress as progress_reporter
 from .summary import SCHEMA_VERSION, DatasetSummary, ResultRow, RunSummary
 
 __all__ = ["Experiment", "batch_seed", "run_experiment"]
@@ -198,7 +198,7 @@ class Experiment:
             self._probe_seconds[stage] = done.get("probe_seconds", {})
             return done["probes"]
         self.console.print(f"[bold]{escape(dk)}[/bold]: unedited model, {ctx.plan.n_records} records: "
-                           f"{escape(', '.join(p.name for p in probes if 'baseline' in p.stages))}")
+                           f"{escape(', '.join(p.name for p in probes if 'baseline' in p.stages))}", soft_wrap=True)
         states, seconds = _measure(ctx, "baseline", [p for p in probes if "baseline" in p.stages], None)
         self.dir.save_stage(stage, {"probes": states, "probe_seconds": seconds})
         self._probe_seconds[stage] = seconds
@@ -244,7 +244,8 @@ class Experiment:
             if kind == "positive" and self.config.save_model:
                 self._save_model(dataset, method, editor, requests)
             measuring = [p for p in probes if kind in p.stages]
-            self.console.print(escape(f"{label}: {', '.join(p.name for p in measuring)} on {plan.n_records} records"))
+            self.console.print(escape(f"{label}: {', '.join(p.name for p in measuring)} on {plan.n_records} records"),
+                               soft_wrap=True)  # one line in a log, whatever its length
             # An in-context editor edits through the prompt: this stage's probes ask through its transform.
             asked = dataclasses.replace(ctx, transform=editor.prompt_transform())
             states, seconds = _measure(asked, kind, measuring, base)
@@ -290,14 +291,16 @@ class Experiment:
         progress = self.dir.progress()
         reports = dict(progress.get("reports", {}).get(stage, {}))
         timings = dict(progress["timings"].get(stage, {}))
-        with Progress(console=self.console, disable=not self.progress, transient=True) as bar:
-            task = bar.add_task(escape(f"{label}: editing"), total=total, completed=start)
+        n = len(requests)
+        with progress_reporter("editing", total, start, label=label, console=self.console, enabled=self.progress,
+                               unit="batch", counts=lambda b: f"{min(b * bs, n)}/{n} records") as bar:
 
             def after_batch(b: int, report, seconds: float) -> None:
                 # Losses are kept (they are deterministic); the timings go to progress.
                 reports[str(b)] = [r.model_dump() for r in report.requests]
                 timings[str(b)] = seconds
-                bar.advance(task)
+                if bar is not None:
+                    bar.advance()
                 if curve is not None:
                     curve.evaluate(editor, b)
                 if (b + 1) % self.config.checkpoint_every and b + 1 < total:

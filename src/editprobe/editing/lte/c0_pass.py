@@ -92,7 +92,7 @@ def accumulate_second_moment(
     count = 0
     was_training = model.training
     model.eval()  # dropout would bias the statistic
-    bar = tqdm(desc=f"C0 layers {layers}", unit="tok", unit_scale=True, disable=not progress)
+    bar = _token_bar(f"C0 layers {layers}", progress)
     try:
         with _keys_until_last(model, [paths[layer] for layer in layers]) as store:
             for batch in batches:
@@ -123,3 +123,31 @@ def accumulate_second_moment(
             raise NumericalError(f"layer {layer}: the key second moment contains NaN or inf")
         out[layer] = LayerStats(layer, total, count, docs_read)
     return out
+
+
+class _TokenLines:
+    """The token count as plain lines (editprobe.progress), where stderr is not a terminal:
+    tqdm would write one endless line of carriage returns into a log."""
+
+    def __init__(self, description: str) -> None:
+        from ...progress import PlainProgress
+
+        self._lines = PlainProgress("", description, None, 0, unit="tokens", every_s=30)
+
+    def update(self, n_tok: int) -> None:
+        self._lines.advance(n_tok)
+
+    def set_postfix(self, **_: object) -> None:
+        """tqdm's docs counter: the lines leave it out (the stats say how many were read)."""
+
+    def close(self) -> None:
+        self._lines.finish()
+
+
+def _token_bar(description: str, enabled: bool):
+    """tqdm's bar on a terminal (or nothing when not ``enabled``), else plain lines."""
+    import sys
+
+    if enabled and not sys.stderr.isatty():
+        return _TokenLines(description)
+    return tqdm(desc=description, unit="tok", unit_scale=True, disable=not enabled)

@@ -156,7 +156,7 @@ def resolve_settings(model_key_or_path: str, name: str | None = None, overrides:
         path = SETTINGS_DIR / f"{model_key_or_path}.yaml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in SETTINGS_DIR.glob("*.yaml")))
-            raise HypernetError(f"no RLEdit settings for {model_key_or_path!r} (shipped: {known}); pass --settings FILE.yaml")
+            raise HypernetError(f"no RLEdit settings for {model_key_or_path!r} (shipped: {known}); pass --hparams FILE.yaml")
     try:
         named = load_yaml(path) or {}
     except (OSError, yaml.YAMLError) as exc:

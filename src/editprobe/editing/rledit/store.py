@@ -81,7 +81,7 @@ def default_hypernet(model, model_id: str | None) -> Hypernetwork:
         key_model = hparams_key(model_id or "")
     except Exception:  # noqa: BLE001 - a model without shipped settings: only --set hypernet works
         raise HypernetError(f"rledit needs a trained hypernetwork for {model_id}: train one with `editprobe train "
-                            f"rledit --model {model_id} --settings FILE.yaml --data TRAIN.json --out DIR`, then pass "
+                            f"rledit --model {model_id} --hparams FILE.yaml --data TRAIN.json --out DIR`, then pass "
                             "--set hypernet=DIR/hypernet") from None
     settings = resolve_settings(key_model)
     fingerprint = model_fingerprint(model)
