@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from test_runs_helpers import config, subprocess_env, workspace
 
-from editprobe.progress import PlainProgress, RichProgress, format_seconds, progress
+from editprobe.progress import PlainProgress, RichProgress, TeeProgress, format_seconds, progress
 
 
 class _Clock:
@@ -83,3 +83,20 @@ def test_demo_with_piped_output_prints_a_progress_line_per_batch(tmp_path):
         found = [m.groups() for m in re.finditer(pattern, done.stderr, flags=re.M)]
         assert found == [("0", "0"), ("1", "3"), ("2", "6")], done.stderr
     assert "ETA" in done.stderr
+
+
+def test_a_redirected_stdout_gets_the_lines_while_the_terminal_keeps_its_bar(monkeypatch):
+    """``make demo > log``: stderr is the terminal (the bar), stdout the log (the lines)."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", log)
+    terminal = Console(file=io.StringIO(), force_terminal=True, stderr=True)
+    with progress("editing batch", 2, label="cf memit positive", console=terminal,
+                  counts=lambda done: f"{3 * done}/6 records") as bar:
+        assert isinstance(bar, TeeProgress)
+        bar.update(advance=1)
+        bar.update(advance=1)
+    lines = log.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"[cf memit positive] editing batch {i}/2" for i in range(3)]
+    assert "(6/6 records)" in lines[-1] and "\r" not in log.getvalue()
+    with progress("editing", 2, console=Console(file=io.StringIO(), force_terminal=True)) as bar:
+        assert isinstance(bar, RichProgress)  # a console on stdout itself: no second copy

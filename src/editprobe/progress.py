@@ -2,7 +2,8 @@
 
 A bar redrawn in place means nothing in a log file or a pipe (rich draws nothing there, so
 ``make demo > log 2>&1`` showed nothing for minutes), so when the console is not a terminal each
-step is one line on stderr, with counts and an estimate of the time left::
+step is one line on stderr, with counts and an estimate of the time left (and when only stdout
+is redirected, ``make demo > log``, the bar stays on the terminal and the lines go to the log)::
 
     [counterfact-sample memit positive] editing batch 2/5 (40/100 records) 3m12s elapsed, ETA 4m48s
 
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["PlainProgress", "RichProgress", "format_seconds", "is_interactive", "progress"]
+__all__ = ["PlainProgress", "RichProgress", "TeeProgress", "format_seconds", "is_interactive", "progress"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -142,13 +143,45 @@ class PlainProgress:
         stream.flush()
 
 
+class TeeProgress:
+    """The terminal's bar and, for a log that stdout is redirected to (``make demo > log``), the
+    plain lines there too."""
+
+    def __init__(self, bar: RichProgress, log: PlainProgress) -> None:
+        self.bar, self.log, self.console = bar, log, bar.console
+
+    def update(self, *args, **kwargs) -> None:
+        self.bar.update(*args, **kwargs)
+        self.log.update(*args, **kwargs)
+
+    def advance(self, steps: int = 1) -> None:
+        self.bar.advance(steps)
+        self.log.advance(steps)
+
+    def finish(self) -> None:
+        self.log.finish()
+
+    def print(self, text: str) -> None:
+        self.bar.print(text)
+        self.log.print(text)
+
+
+def _stdout_is_a_log(console: Console) -> bool:
+    """stdout goes to a file or a pipe while the bar is drawn on stderr's terminal."""
+    try:
+        return console.stderr and not sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stdout
+        return False
+
+
 @contextmanager
 def progress(description: str, total: int | None = None, completed: int = 0, *, label: str = "",
              console: Console | None = None, enabled: bool = True, unit: str = "",
              counts: Callable[[int], str] | None = None, every_s: float = 0.0
              ) -> Iterator[RichProgress | PlainProgress | None]:
     """A progress reporter for the block: a rich bar when ``console`` (default: stderr's) is a
-    terminal, else :class:`PlainProgress` lines on stderr; ``None`` when not ``enabled``.
+    terminal (and plain lines on stdout too when stdout is redirected: ``make demo > log``),
+    else :class:`PlainProgress` lines on stderr; ``None`` when not ``enabled``.
 
     ``label`` names the work in a plain line (``[label]``); on a terminal the bar shows
     ``label: description``, as before."""
@@ -162,7 +195,13 @@ def progress(description: str, total: int | None = None, completed: int = 0, *, 
         return
     from rich.progress import Progress
 
+    log = sys.stdout if _stdout_is_a_log(console) else None  # before rich's Live redirects sys.stdout
     with Progress(console=console, transient=True) as bar:
         text = f"{label}: {description}" if label else description
         task = bar.add_task(escape(text), total=total, completed=completed)
-        yield RichProgress(bar, task, console, label)
+        shown = RichProgress(bar, task, console, label)
+        if log is not None:
+            yield TeeProgress(shown, PlainProgress(label, description, total, completed, unit=unit, counts=counts,
+                                                   every_s=every_s, stream=log))
+        else:
+            yield shown
