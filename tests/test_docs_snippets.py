@@ -28,10 +28,11 @@ Blocks run on the trained 4-layer tiny Llama of tests/tiny_trained.py and 8 Coun
 records of its facts, never the built-in model, so the whole module stays within about three
 minutes on two cores. Before a block runs:
 
-- shell: for the commands that load a model (``edit``, ``run``, ``tune``, ``trace``,
-  ``analyze``; not ``--resume``/``--config``): ``--model smollm2-135m`` (or none) becomes the
-  tiny model, ``--data counterfact-sample`` (or none) its facts, ``--hparams tiny`` is added
-  unless the block names hparams, ``--n`` and ``--batch-size`` are capped at 2;
+- shell: ``--model smollm2-135m`` and ``--original smollm2-135m`` become the tiny model,
+  ``--data counterfact-sample`` its facts, ``--n`` and ``--batch-size`` are capped at 2; the
+  commands that load a model (``edit``, ``run``, ``tune``, ``trace``, ``analyze``; not with
+  ``--resume``/``--config``) get the tiny model and its facts when they name none, and
+  ``edit``, ``run`` and ``analyze`` ``--hparams tiny`` unless the block names hparams;
   ``evaluate`` gets ``--original`` the tiny model and ``--data`` its facts when it names none;
 - Python: ``load_model("smollm2-135m")`` loads the tiny model, any other ``"smollm2-135m"``
   (``make_editor``'s model key) becomes ``"tiny"``, ``"counterfact-sample"`` the facts file;
@@ -114,11 +115,13 @@ def read_blocks(path: Path) -> tuple[list[Block], list[tuple[str, str]], list[st
         blocks.append(Block(lang=info[0].lower() if info else "", text=body + "\n", line=line,
                             not_run=marker["reason"].strip() if marker else None, file=file))
     for number, row in enumerate(lines, 1):  # a marker must sit right before a fence
-        if _MARKER_ANYWHERE.search(row) and number not in marker_lines and not _inside_block(source, number):
+        if _MARKER_ANYWHERE.match(row.strip()) and number not in marker_lines and not _inside_block(source, number):
             problems.append(f"line {number}: a not-run marker that is not on the line right before a fence "
                             f"(or not spelled `<!-- not-run: REASON -->`)")
     replacements = []
     for match in _DIRECTIVE.finditer(source):
+        if not _line_of(source, match.start()).lstrip().startswith("<!--"):
+            continue  # quoted in the prose (inline code), not a directive
         if _inside_block(source, source.count("\n", 0, match.start()) + 1):
             continue
         replace = _REPLACE.match(match["what"])
@@ -127,6 +130,12 @@ def read_blocks(path: Path) -> tuple[list[Block], list[tuple[str, str]], list[st
         elif not match["what"].startswith("file "):
             problems.append(f"unknown test directive {match['what']!r} (here: replace, file; or not-run: REASON)")
     return blocks, replacements, problems
+
+
+def _line_of(source: str, at: int) -> str:
+    start = source.rfind("\n", 0, at) + 1
+    end = source.find("\n", at)
+    return source[start:end if end >= 0 else len(source)]
 
 
 def _inside_block(source: str, line: int) -> bool:
@@ -175,14 +184,15 @@ def tiny_args(args: list[str], ws: dict[str, str]) -> list[str]:
         at = _option(args, name)
         if at is not None and args[at + 1].isdigit():
             args[at + 1] = str(min(int(args[at + 1]), cap))
-    for name, builtin, tiny in (("--model", "smollm2-135m", ws["model"]), ("--data", "counterfact-sample", ws["facts"])):
+    for name, builtin, tiny in (("--model", "smollm2-135m", ws["model"]), ("--original", "smollm2-135m", ws["model"]),
+                                ("--data", "counterfact-sample", ws["facts"])):
         args = [tiny if (a == builtin and i and args[i - 1] == name) else a for i, a in enumerate(args)]
     if command in LOADS_A_MODEL and "--resume" not in args and "--config" not in args:
         if "--model" not in args:
             args += ["--model", ws["model"]]
         if "--data" not in args:
             args += ["--data", ws["facts"]]
-        if "--hparams" not in args and command in ("edit", "run"):
+        if "--hparams" not in args and command in ("edit", "run", "analyze"):
             args += ["--hparams", "tiny"]
     if command == "evaluate":
         if "--original" not in args:
@@ -263,6 +273,16 @@ def ws(tmp_path_factory):
         yield {"root": str(root), "model": str(root / "model"), "facts": str(root / "facts.json")}
 
 
+def _fill(text: str, ws: dict[str, str]) -> str:
+    """``{name}`` of the workspace replaced; any other brace (a template's ``{}``) kept."""
+    return re.sub(r"\{(\w+)\}", lambda m: ws.get(m[1], m[0]), text)
+
+
+def _no_builtin_model(name: str):
+    raise AssertionError(f"a docs block loads the built-in model {name!r}: give it the tiny stand-in "
+                         "(the substitution table) or mark the block `<!-- not-run: REASON -->`")
+
+
 def _executable(block: Block) -> bool:
     return block.lang in PYTHON + SHELLS
 
@@ -299,6 +319,7 @@ def test_page_runs(path, ws, tmp_path, monkeypatch):
 
     saved = [dict(registry._items) for registry in (METHODS, DATASET_FORMATS, PROBES)]
     blocks, replacements, _ = read_blocks(path)
+    monkeypatch.setattr("editprobe.models.loading.pull", _no_builtin_model)  # never the real model
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace = None
@@ -308,7 +329,7 @@ def test_page_runs(path, ws, tmp_path, monkeypatch):
                 continue
             text = block.text
             for old, new in replacements:
-                text = text.replace(old, new.format(**ws))
+                text = text.replace(old, _fill(new, ws))
             where = f"{_name(path)} line {block.line}"
             if block.file:
                 (tmp_path / block.file).parent.mkdir(parents=True, exist_ok=True)
