@@ -23,28 +23,11 @@ from ..probes.battery import BatteryConfig
 from ..probes.factcheck import FactCheckConfig
 from ..errors import UserError, one_line, validation_message
 from ..yamlio import load_yaml
+from .overrides_key import one_overrides_key
 
 
 class RunConfigError(UserError, ValueError):
     pass
-
-
-# Hyperparameter overrides are written `set:` in a run config or a study (as `--set` on the
-# command line); `overrides:` is the earlier spelling, still read. Inside, the field keeps the
-# name `overrides`, so a saved run's config (and identity) is what it was.
-OVERRIDES_SPELLINGS = ("set", "overrides")
-
-
-def one_overrides_key(fields: dict[str, Any], where: str) -> dict[str, Any]:
-    """``fields`` with its hparams overrides under the field's name, whichever spelling the
-    user wrote; both spellings at once is an error naming ``where`` (a file, an entry)."""
-    given = [key for key in OVERRIDES_SPELLINGS if key in fields]
-    if len(given) > 1:
-        raise RunConfigError(f"{where}: both 'set' and 'overrides' given: they are one field, the hparams "
-                             f"overrides ('overrides' is the old name of 'set'); keep one")
-    if "set" not in fields:
-        return fields
-    return {**{k: v for k, v in fields.items() if k != "set"}, "overrides": fields["set"]}
 
 
 # The layout of a run directory's stage files; a run started under another layout cannot
@@ -329,7 +312,7 @@ class RunConfig(ProfileDefaults):
     @classmethod
     def build(cls, fields: dict[str, Any]) -> "RunConfig":
         """Validate ``fields`` with one clear error line naming the field."""
-        fields = one_overrides_key(fields, "run config")
+        fields = one_overrides_key(fields, "run config", RunConfigError)
         try:
             return cls.model_validate(fields)
         except ValidationError as exc:
@@ -352,7 +335,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise RunConfigError(f"cannot read run config {path}: {reason}") from None
     if not isinstance(raw, dict):
         raise RunConfigError(f"{path}: a run config must be a mapping of fields")
-    return one_overrides_key(raw, str(path))
+    return one_overrides_key(raw, str(path), RunConfigError)
 
 
 def may_hold_zsre(datasets: Sequence[str]) -> bool:

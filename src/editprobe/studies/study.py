@@ -41,7 +41,8 @@ from ..errors import UserError, clip, one_line, validation_message
 from ..paths import read_json_object, write_json_atomic, write_text_atomic
 from ..workdir import ForeignDirectoryError, WorkDir
 from ..yamlio import load_yaml
-from ..runs.config import RunConfig, RunConfigError, dataset_keys, one_overrides_key
+from ..runs.config import RunConfig, dataset_keys
+from ..runs.overrides_key import study_overrides_keys
 from ..runs.store import RunDir, RunFailedError
 from .backends.base import StudyRun, check_section_types, settings_models, split_sections, validate_sections
 
@@ -153,25 +154,10 @@ def load_study(path: str | Path) -> Study:
         sections = "".join(f", '{name}'" for name in settings_models())
         raise StudyError(f"{path}: a study file must be a mapping with 'runs' (and optional 'defaults'{sections})")
     try:
-        return Study.model_validate(_one_overrides_key(raw, path))
+        return Study.model_validate(study_overrides_keys(raw, str(path), StudyError))
     except ValidationError as exc:
         where, message = validation_message(exc)
         raise StudyError(f"{path}: field {where!r}: {message}") from None
-
-
-def _one_overrides_key(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The file with ``set:`` (or its old name ``overrides:``) under one key in the defaults
-    and in every entry; both in one place is an error naming it."""
-    try:
-        out = dict(raw)
-        if isinstance(raw.get("defaults"), dict):
-            out["defaults"] = one_overrides_key(raw["defaults"], f"{path}: defaults")
-        if isinstance(raw.get("runs"), list):
-            out["runs"] = [one_overrides_key(e, f"{path}: runs[{i}]") if isinstance(e, dict) else e
-                           for i, e in enumerate(raw["runs"])]
-    except RunConfigError as exc:
-        raise StudyError(str(exc)) from None
-    return out
 
 
 def _grid(entry: StudyEntry, defaults: dict[str, Any], models: list[str]):
