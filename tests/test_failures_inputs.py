@@ -10,6 +10,13 @@ from failure_harness import (  # noqa: F401 - ws is a fixture
     Case, check_case, data_file, drop, edit_args, fact_records, hparams_file, inject_bug, parametrize, run_args,
     without, write, ws)
 
+
+def _one_method(args: list[str], method: str) -> list[str]:
+    """``args`` with its one ``--method`` replaced (edit takes exactly one)."""
+    i = args.index("--method")
+    return args[: i + 1] + [method] + args[i + 2:]
+
+
 CASES = [
     Case("data-missing-file", lambda ws, t: edit_args(ws, t / "out", data=t / "nope.json"),
          ("nope.json", "no such file")),
@@ -40,7 +47,7 @@ CASES = [
     Case("edit-batch-size-zero", lambda ws, t: edit_args(ws, t / "out", "--batch-size", "0"), ("--batch-size", ">= 1")),
     Case("run-n-zero", lambda ws, t: run_args(ws, t / "out", "--n", "0"), ("'n'", ">= 1")),
     Case("run-batch-size-negative", lambda ws, t: run_args(ws, t / "out", "--batch-size", "-1"), ("'batch_size'",)),
-    Case("edit-unknown-method", lambda ws, t: edit_args(ws, t / "out", "--method", "nope"), ("unknown method 'nope'",)),
+    Case("edit-unknown-method", lambda ws, t: _one_method(edit_args(ws, t / "out"), "nope"), ("unknown method 'nope'",)),
     Case("run-unknown-method", lambda ws, t: run_args(ws, t / "out", "--method", "nope"), ("unknown method 'nope'",)),
     Case("set-without-equals", lambda ws, t: edit_args(ws, t / "out", "--set", "v_lr"), ("--set expects key=value",)),
     Case("set-bad-value", lambda ws, t: edit_args(ws, t / "out", "--set", "v_lr=fast"), ("--set v_lr='fast'", "number")),
