@@ -315,9 +315,13 @@ def _runnable_pages() -> list[Path]:
 def test_page_runs(path, ws, tmp_path, monkeypatch):
     from editprobe.data import DATASET_FORMATS
     from editprobe.editing import METHODS
+    from editprobe.models.adapters import ADAPTERS
     from editprobe.probes import PROBES
+    from editprobe.probes.registry import DEFINITIONS
+    from editprobe.studies.backends.base import BACKENDS
 
-    saved = [dict(registry._items) for registry in (METHODS, DATASET_FORMATS, PROBES)]
+    registries = (METHODS, DATASET_FORMATS, PROBES, DEFINITIONS, BACKENDS, ADAPTERS)  # a page may register into any
+    saved = [dict(registry._items) for registry in registries]
     blocks, replacements, _ = read_blocks(path)
     monkeypatch.setattr("editprobe.models.loading.pull", _no_builtin_model)  # never the real model
     monkeypatch.chdir(tmp_path)
@@ -341,6 +345,6 @@ def test_page_runs(path, ws, tmp_path, monkeypatch):
                 for command in shell_commands(text):
                     run_command(command, ws, monkeypatch, where)
     finally:
-        for registry, items in zip((METHODS, DATASET_FORMATS, PROBES), saved):
+        for registry, items in zip(registries, saved):
             registry._items = items
         sys.modules.pop("__docs__", None)
