@@ -36,6 +36,8 @@ def test_a_study_runs_its_grid_and_reports_it(ws, tmp_path):
     result = invoke(["study", study, "--out", str(tmp_path / "s"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "all 2 runs finished" in result.stdout
+    # off a terminal each run's batches are plain progress lines on stderr
+    assert result.stderr.count("editing batch 1/1 (3/3 records)") == 4, result.stderr  # 2 runs x 2 stages
     status = invoke(["study", str(tmp_path / "s"), "--status"])
     assert status.stdout.splitlines() == ["00__model__memit__cf__kp__seed0: finished",
                                           "00__model__memit__cf__nokp__seed0: finished"]

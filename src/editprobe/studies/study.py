@@ -338,7 +338,7 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
         on_start()
     try:
         plan = RunPlan.build(run.config, loaded=loaded)  # the run's checks, each file read once
-        Experiment(plan, loaded=loaded, progress=False).run(resume=RunDir(run.config.out).has_config)
+        Experiment(plan, loaded=loaded).run(resume=RunDir(run.config.out).has_config)  # progress: bars or lines
         study.set_state(run, "finished", attempt=attempt)
         return "finished"
     except UserError as exc:
