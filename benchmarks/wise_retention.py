@@ -23,6 +23,8 @@ from editprobe.editing import make_editor
 from editprobe.models import load_model
 from editprobe.models.tokens import continuation_ids, encode_open
 
+from .wise_sweep import IRRELEVANT_RANGE, tuning_edits
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.wise_retention")
@@ -32,10 +34,9 @@ def main() -> None:
     args = ap.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     model, tok, _ = load_model(args.model)
-    records = load_records("counterfact-train").records
-    irrelevant = {r.subject.strip().lower() for r in records[1000:2000]}
-    requests = [r.request() for r in records[:500] if r.subject.strip().lower() not in irrelevant][: args.n]
-    editor = make_editor("wise", model, tok, args.model, overrides={"irrelevant_range": [1000, 2000], **overrides})
+    requests = [r.request() for r in tuning_edits(load_records("counterfact-train").records, args.n)]
+    editor = make_editor("wise", model, tok, args.model,
+                         overrides={"irrelevant_range": list(IRRELEVANT_RANGE), **overrides})
 
     @torch.no_grad()
     def target_prob(req) -> tuple[float, bool]:

@@ -38,6 +38,16 @@ GRIDS = {
 }
 
 
+IRRELEVANT_RANGE = (1000, 2000)  # counterfact-train's records the margins' irrelevant prompts come from
+
+
+def tuning_edits(records, n: int) -> list:
+    """The first ``n`` of counterfact-train's records 0-500 whose subject no irrelevant prompt
+    shares (WISE refuses an overlap)."""
+    irrelevant = {r.subject.strip().lower() for r in records[slice(*IRRELEVANT_RANGE)]}
+    return [r for r in records[:500] if r.subject.strip().lower() not in irrelevant][:n]
+
+
 @torch.no_grad()
 def next_tokens(model, tok, prompts: list[str]) -> list[int]:
     device = next(model.parameters()).device
@@ -69,9 +79,7 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     model, tok, _ = load_model(args.model)
     records = load_records("counterfact-train").records
-    # edits share no subject with the irrelevant prompts (records 1000-2000): WISE refuses that
-    irrelevant_subjects = {r.subject.strip().lower() for r in records[1000:2000]}
-    edits = [r for r in records[:500] if r.subject.strip().lower() not in irrelevant_subjects][: args.n]
+    edits = tuning_edits(records, args.n)
     held_out = records[500:600]
     requests = [r.request() for r in edits]
     local = [n.prompt for r in edits for n in r.neighborhood[:1]]
@@ -82,7 +90,7 @@ def main() -> None:
     axes = ("layer", "edit_lr", "act_margin")
     for values in itertools.product(*(grid.get(k, [None]) for k in axes)):
         chosen = {k: v for k, v in zip(axes, values) if v is not None}
-        settings = {**overrides, **chosen, "irrelevant_range": [1000, 2000]}
+        settings = {**overrides, **chosen, "irrelevant_range": list(IRRELEVANT_RANGE)}
         editor = make_editor("wise", model, tok, args.model, overrides=settings)
         layer, lr, margin = editor.hp.layer, editor.hp.edit_lr, list(editor.hp.act_margin)
         t = time.perf_counter()

@@ -137,11 +137,14 @@ def read_page(name: str) -> Page:
 
 def shell_commands(text: str) -> list[str]:
     """The lines of a console block, ``\\`` continuations joined, comments and blanks dropped."""
+    return join_commands(row[2:] if row.startswith("$ ") else row for row in text.splitlines())
+
+
+def join_commands(rows) -> list[str]:
+    """Shell lines as commands: ``\\`` continuations joined, comments and blanks dropped."""
     commands, current = [], ""
-    for raw in text.splitlines():
+    for raw in rows:
         line = raw.rstrip()
-        if line.startswith("$ "):
-            line = line[2:]
         if line.endswith("\\"):
             current += line[:-1] + " "
             continue

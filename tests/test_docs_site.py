@@ -15,10 +15,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from browser_helpers import driver  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 MATH_PAGE = "protocol.html"  # $...$ and $$...$$ through pymdownx.arithmatex
 MERMAID_PAGE = "engine.html"
 SEARCH_QUERY = "negation"
@@ -103,30 +102,6 @@ def test_no_page_loads_a_script_or_style_from_the_network(site):
 
 
 # --- in headless Chromium -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def driver():
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER}: install Debian packages chromium "
-                    "and chromium-driver (make test does)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev extra: pip install -e '.[dev]'")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    # Explicit binaries and SE_OFFLINE: Selenium Manager must never try to download a driver.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SE_OFFLINE", "true")
-        drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            yield drv
-        finally:
-            drv.quit()
-
-
 def _wait_for(drv, css: str, what: str, timeout: float = 20.0):
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By

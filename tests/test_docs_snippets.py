@@ -58,7 +58,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import invoke
-from test_docs_howtos import _counterfact
+from test_docs_howtos import _counterfact, join_commands
 from tiny_trained import save_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,17 +153,7 @@ def shell_commands(text: str) -> list[str]:
     rows = text.splitlines()
     if any(row.startswith("$ ") for row in rows):
         rows = [row[2:] for row in rows if row.startswith("$ ")]
-    commands, current = [], ""
-    for raw in rows:
-        line = raw.rstrip()
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        if current.strip() and not current.lstrip().startswith("#"):
-            commands.append(current.strip())
-        current = ""
-    return commands
+    return join_commands(rows)
 
 
 # --- the tiny stand-ins -----------------------------------------------------------------------

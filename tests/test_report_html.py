@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser_helpers import driver  # noqa: F401 - a fixture
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from cli_helpers import invoke
@@ -20,8 +21,6 @@ from editprobe.probes.intervals import wilson
 from editprobe.report.charts import grouped_bars
 from editprobe.report.html import embed_json
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT_COPY = Path("/tmp/editprobe-report-screenshot.png")
 DATASETS = ("mcf", "zsre")
 METHODS = ("memit", "alphaedit")
@@ -253,30 +252,6 @@ def test_a_directory_of_nothing_known_is_refused(tmp_path):
 
 
 # --- in headless Chromium -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def driver():
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER}: install Debian packages chromium "
-                    "and chromium-driver (make test does)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev extra: pip install -e '.[dev]'")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    # Explicit binaries and SE_OFFLINE: Selenium Manager must never try to download a driver.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SE_OFFLINE", "true")
-        drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            yield drv
-        finally:
-            drv.quit()
-
-
 @pytest.fixture
 def page(driver, report):
     driver.get(report["page"].as_uri())  # a fresh page (and filter state) per test
