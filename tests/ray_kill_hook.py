@@ -9,6 +9,8 @@ ray_kill_hook.arm`` and the variables below); the product has no hook. No tests 
   runs to the end...
 - ``EDITPROBE_TEST_KILL_ALWAYS=1``: ...unless this is set: then every attempt is killed (one
   line appended to the marker per attempt), until Ray's retries are spent.
+- ``EDITPROBE_TEST_LINGER_S``: (no kill) each run waits this long after recording a stage or
+  progress line in its status, so the driver, polling every second, shows every line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import signal
 
 
 def arm() -> None:
+    linger = os.environ.get("EDITPROBE_TEST_LINGER_S")
+    if linger:
+        _linger(float(linger))
     target = os.environ.get("EDITPROBE_TEST_KILL_RUN")
     if not target:
         return
@@ -44,3 +49,17 @@ def arm() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     RunDir.record_checkpoint = record_checkpoint
+
+
+def _linger(seconds: float) -> None:
+    import time
+
+    from editprobe.studies.study import StudyDir
+
+    original = StudyDir.set_progress
+
+    def set_progress(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        time.sleep(seconds)
+
+    StudyDir.set_progress = set_progress

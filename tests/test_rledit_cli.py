@@ -85,6 +85,9 @@ def test_a_killed_training_resumes_to_the_uninterrupted_hypernetwork(ws, tmp_pat
     assert progress["settings"]["grad_handling"] == grad_handling
     resumed = invoke([*_args(ws, train, tmp_path / "cut", *sets), "--resume"])
     assert resumed.exit_code == 0, resumed.output
+    # the plain progress starts at the checkpoint's batch (its ETA counts only this process's batches)
+    lines = [line for line in resumed.stderr.splitlines() if line.startswith("[train rledit]")]
+    assert lines[0].startswith("[train rledit] training batch 2/4 0s elapsed"), lines
     whole = load_file(tmp_path / "whole" / "hypernet" / "hypernet.safetensors")
     cut = load_file(tmp_path / "cut" / "hypernet" / "hypernet.safetensors")
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)

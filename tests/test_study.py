@@ -95,6 +95,19 @@ def test_a_killed_study_resumes_to_the_report_of_an_uninterrupted_one(ws, tmp_pa
     assert deterministic_tables(tables[0]) == deterministic_tables(tables[1])
 
 
+def test_status_shows_a_runs_latest_line_and_where_a_killed_one_stopped(ws, tmp_path):
+    study = _study_file(ws, tmp_path / "grid.yaml")
+    # SIGKILL right after the first run announced its first edited stage's probes
+    done = subprocess.run(command("editprobe.runs.loop:Experiment._announce:2:after",
+                                  ["study", study, "--out", str(tmp_path / "s"), "--threads", "1"]),
+                          env=subprocess_env(ws["root"]), capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    first = invoke(["study", str(tmp_path / "s"), "--status"]).stdout.splitlines()[0]
+    assert first == ("00__model__memit__cf__kp__seed0: interrupted: its process ended without finishing it; "
+                     "--resume continues it from its checkpoints (its last line: cf memit positive: negation, "
+                     "factcheck on 3 records)"), first
+
+
 def test_split_gives_one_run_per_method_and_dataset(tmp_path):
     from pathlib import Path
 

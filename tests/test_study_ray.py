@@ -74,7 +74,8 @@ def _states(study_dir: Path) -> list[str]:
     return invoke(["study", study_dir, "--status"]).stdout.splitlines()
 
 
-def test_the_ray_backend_reports_what_the_local_one_does(ws, cluster, reference, tmp_path):
+def test_the_ray_backend_reports_what_the_local_one_does(ws, cluster, reference, tmp_path, monkeypatch):
+    _arm_kill(monkeypatch, EDITPROBE_TEST_LINGER_S="2.5")  # no kill: each status line stays long enough to be seen
     study = _study_file(ws, tmp_path / "grid.yaml")
     result = invoke(["study", study, "--out", tmp_path / "s", "--backend", "ray", "--address", cluster])
     assert result.exit_code == 0, result.output
@@ -83,6 +84,10 @@ def test_the_ray_backend_reports_what_the_local_one_does(ws, cluster, reference,
     runs = [line.split(": ")[0] for line in _states(reference)]
     for run in runs:  # the local backend's progress lines, in whatever order the tasks ran
         assert f"{run}: running" in lines and f"{run}: finished" in lines
+        # and what each worker's run is doing, from its status (the workers' output stays in Ray's logs)
+        assert f"{run}: running: cf memit positive: negation, factcheck on 3 records" in lines, lines
+        assert any(line.startswith(f"{run}: running: [cf memit positive] editing batch 1/1 (3/3 records)")
+                   for line in lines), lines
         assert comparable(_summary(tmp_path / "s", run)) == comparable(_summary(reference, run))
     assert _states(tmp_path / "s") == _states(reference)
     assert _tables(tmp_path / "s", tmp_path) == _tables(reference, tmp_path)

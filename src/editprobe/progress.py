@@ -67,13 +67,15 @@ class PlainProgress:
     """One line per step on ``stream``: ``[label] unit done/total (counts) elapsed, ETA``.
 
     ``counts(done)`` adds what a step holds (``40/100 records``); ``every_s`` leaves out lines
-    closer than that to the last one (never the first or the last step)."""
+    closer than that to the last one (never the first or the last step); ``listener`` gets each
+    line too (a study records its run's latest line for ``--status`` and the Ray driver)."""
 
     def __init__(self, label: str, description: str, total: int | None, completed: int, *, unit: str = "",
                  counts: Callable[[int], str] | None = None, every_s: float = 0.0, stream=None,
-                 console: Console | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 console: Console | None = None, clock: Callable[[], float] = time.monotonic,
+                 listener: Callable[[str], None] | None = None) -> None:
         self.label, self.description, self.total, self.completed = label, description, total, completed
-        self.unit, self.counts, self.every_s = unit, counts, every_s
+        self.unit, self.counts, self.every_s, self.listener = unit, counts, every_s, listener
         self._stream, self.console, self._clock = stream, console, clock
         self._start = clock()
         self._start_done = completed  # steps done before this process (a resumed stage)
@@ -135,7 +137,10 @@ class PlainProgress:
         if not (force or last or self._last_line is None or now - self._last_line >= self.every_s):
             return
         self._last_line = now
-        self._write(self.line())
+        line = self.line()
+        self._write(line)
+        if self.listener is not None:
+            self.listener(line)
 
     def _write(self, text: str) -> None:
         stream = self._stream or sys.stderr  # looked up late: a test's captured stderr
@@ -177,21 +182,22 @@ def _stdout_is_a_log(console: Console) -> bool:
 @contextmanager
 def progress(description: str, total: int | None = None, completed: int = 0, *, label: str = "",
              console: Console | None = None, enabled: bool = True, unit: str = "",
-             counts: Callable[[int], str] | None = None, every_s: float = 0.0
-             ) -> Iterator[RichProgress | PlainProgress | None]:
+             counts: Callable[[int], str] | None = None, every_s: float = 0.0,
+             listener: Callable[[str], None] | None = None) -> Iterator[RichProgress | PlainProgress | None]:
     """A progress reporter for the block: a rich bar when ``console`` (default: stderr's) is a
     terminal (and plain lines on stdout too when stdout is redirected: ``make demo > log``),
     else :class:`PlainProgress` lines on stderr; ``None`` when not ``enabled``.
 
     ``label`` names the work in a plain line (``[label]``); on a terminal the bar shows
-    ``label: description``, as before."""
+    ``label: description``, as before. ``listener`` gets every plain line (none while only a
+    bar is drawn)."""
     console = console or Console(stderr=True)
     if not enabled:
         yield None
         return
     if not is_interactive(console):
         yield PlainProgress(label, description, total, completed, unit=unit, counts=counts, every_s=every_s,
-                            console=console)
+                            console=console, listener=listener)
         return
     from rich.progress import Progress
 
@@ -202,6 +208,6 @@ def progress(description: str, total: int | None = None, completed: int = 0, *, 
         shown = RichProgress(bar, task, console, label)
         if log is not None:
             yield TeeProgress(shown, PlainProgress(label, description, total, completed, unit=unit, counts=counts,
-                                                   every_s=every_s, stream=log))
+                                                   every_s=every_s, stream=log, listener=listener))
         else:
             yield shown

@@ -54,7 +54,8 @@ def rledit(
     typer.echo(f"rledit on {model}: {len(job.records)} training records ({job.n_dropped} dropped: they share a "
                f"subject or prompt with {', '.join(config.exclude)}), {job.settings.n_steps} batches of "
                f"{job.settings.batch_size}")
-    with progress("training", job.settings.n_steps, label="train rledit", console=console, unit="batch") as bar:
+    with progress("training", job.settings.n_steps, job.checkpoint_step(resume), label="train rledit",
+                  console=console, unit="batch") as bar:
         info = job.run(resume=resume, on_step=lambda step, total, stats: bar.update(completed=step, total=total))
     last = info["history"][-1] if info["history"] else {}
     typer.echo(f"trained in {info['seconds_this_process']:.0f} s; last batch loss {last.get('loss', float('nan')):.3f}, "

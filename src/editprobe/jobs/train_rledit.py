@@ -110,6 +110,16 @@ class TrainJob:
         which opening the directory completes)."""
         return (self.out / "checkpoint" / "progress.json").is_file() or (self.out / f".checkpoint{OLD_SUFFIX}").is_dir()
 
+    def checkpoint_step(self, resume: bool) -> int:
+        """The batches a ``--resume`` starts past (0 when it starts from the beginning): a
+        progress line's ETA counts only the batches this process trains."""
+        if not resume:
+            return 0
+        try:
+            return int(read_json_object(self.out / "checkpoint" / "progress.json").get("step", 0))
+        except (ValueError, TypeError):  # no checkpoint yet, or one mid-swap: the run says so itself
+            return 0
+
     def _check_out(self, resume: bool) -> None:
         self.work = WorkDir(self.out, "train")
         self.work.check()

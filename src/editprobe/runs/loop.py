@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -47,13 +48,14 @@ class Experiment:
     ``Experiment(config)`` builds the plan (runs/plan.py) when it is first needed."""
 
     def __init__(self, plan: RunPlan | RunConfig, loaded=None, progress: bool = True,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, on_line: Callable[[str], None] | None = None) -> None:
         self._plan = plan if isinstance(plan, RunPlan) else None
         self.config: RunConfig = plan.config if isinstance(plan, RunPlan) else plan
         self.dir = RunDir(self.config.out)
         self._loaded = loaded  # a LoadedModel, for callers (tests) that already hold one
         self.progress = progress
         self.console = console or Console(stderr=True)
+        self.on_line = on_line  # each stage's line and each plain progress line (a study's status)
         self._probe_seconds: dict[str, dict[str, float]] = {}  # stage -> probe -> seconds of measure()
         self._records: list[dict[str, Any]] = []  # per-record values (runs/records.py), filled row by row
         self._heldout: HeldOut | None = None  # the dataset in flight's held-out slice (eval: every)
@@ -190,6 +192,14 @@ class Experiment:
                          curve=[point for k in kinds for point in stages[k].get("curve", [])],
                          trained_forms=sorted(f.value for f in trained), trained_cells=cells)
 
+    def _announce(self, text: str, bold: str = "") -> None:
+        """A stage's line: on the console (one line in a log, whatever its length; ``bold``, a
+        prefix of ``text``, bold on a terminal) and to ``on_line``."""
+        rest = escape(text.removeprefix(bold))
+        self.console.print(f"[bold]{escape(bold)}[/bold]{rest}" if bold else rest, soft_wrap=True)
+        if self.on_line is not None:
+            self.on_line(text)
+
     def _baseline(self, dk: str, ctx: ProbeContext, probes: list[Probe]) -> dict[str, Any]:
         """Every probe's measurement of the unedited model (one stage, stored together)."""
         stage = f"{dk}__baseline"
@@ -197,8 +207,8 @@ class Experiment:
         if done is not None:
             self._probe_seconds[stage] = done.get("probe_seconds", {})
             return done["probes"]
-        self.console.print(f"[bold]{escape(dk)}[/bold]: unedited model, {ctx.plan.n_records} records: "
-                           f"{escape(', '.join(p.name for p in probes if 'baseline' in p.stages))}", soft_wrap=True)
+        self._announce(f"{dk}: unedited model, {ctx.plan.n_records} records: "
+                       f"{', '.join(p.name for p in probes if 'baseline' in p.stages)}", bold=dk)
         states, seconds = _measure(ctx, "baseline", [p for p in probes if "baseline" in p.stages], None)
         self.dir.save_stage(stage, {"probes": states, "probe_seconds": seconds})
         self._probe_seconds[stage] = seconds
@@ -244,8 +254,7 @@ class Experiment:
             if kind == "positive" and self.config.save_model:
                 self._save_model(dataset, method, editor, requests)
             measuring = [p for p in probes if kind in p.stages]
-            self.console.print(escape(f"{label}: {', '.join(p.name for p in measuring)} on {plan.n_records} records"),
-                               soft_wrap=True)  # one line in a log, whatever its length
+            self._announce(f"{label}: {', '.join(p.name for p in measuring)} on {plan.n_records} records")
             # An in-context editor edits through the prompt: this stage's probes ask through its transform.
             asked = dataclasses.replace(ctx, transform=editor.prompt_transform())
             states, seconds = _measure(asked, kind, measuring, base)
@@ -293,7 +302,8 @@ class Experiment:
         timings = dict(progress["timings"].get(stage, {}))
         n = len(requests)
         with progress_reporter("editing", total, start, label=label, console=self.console, enabled=self.progress,
-                               unit="batch", counts=lambda b: f"{min(b * bs, n)}/{n} records") as bar:
+                               unit="batch", counts=lambda b: f"{min(b * bs, n)}/{n} records",
+                               listener=self.on_line) as bar:
 
             def after_batch(b: int, report, seconds: float) -> None:
                 # Losses are kept (they are deterministic); the timings go to progress.

@@ -299,6 +299,17 @@ class StudyDir:
             status["resumable"] = resumable
         write_json_atomic(self._status_path(run.name), status)
 
+    def set_progress(self, run: StudyRun, line: str) -> None:
+        """The running run's latest stage or progress line (``--status`` and the Ray driver show
+        it; the next state clears it)."""
+        status = self.status(run)
+        if status.get("state") == "running":
+            write_json_atomic(self._status_path(run.name), status | {"progress": line})
+
+    def progress(self, run: StudyRun) -> str:
+        """The latest line :meth:`set_progress` recorded ("" when none)."""
+        return str(self.status(run).get("progress", ""))
+
     def can_retry(self, names: list[str]) -> bool:
         """Whether ``--resume`` may finish any of these failed runs (a failure recorded before
         this was known counts as one it may)."""
@@ -309,9 +320,13 @@ class StudyDir:
         """The state --status shows: a run recorded as running whose directory no process
         holds was interrupted (its process died without recording how it ended)."""
         state, error = self.state(run)
-        if state == "running" and RunDir(run.config.out).holder() is None:
-            return INTERRUPTED, "its process ended without finishing it; --resume continues it from its checkpoints"
-        return state, error
+        if state != "running":
+            return state, error
+        last = self.progress(run)
+        if RunDir(run.config.out).holder() is None:
+            return INTERRUPTED, ("its process ended without finishing it; --resume continues it from its checkpoints"
+                                 + (f" (its last line: {last})" if last else ""))
+        return state, "; ".join(part for part in (error, last) if part)
 
     def status_lines(self) -> list[str]:
         lines = []
@@ -338,7 +353,8 @@ def execute_run(study: StudyDir, run: StudyRun, loaded=None, on_start: Callable[
         on_start()
     try:
         plan = RunPlan.build(run.config, loaded=loaded)  # the run's checks, each file read once
-        Experiment(plan, loaded=loaded).run(resume=RunDir(run.config.out).has_config)  # progress: bars or lines
+        Experiment(plan, loaded=loaded, on_line=functools.partial(study.set_progress, run)).run(
+            resume=RunDir(run.config.out).has_config)  # progress: bars or lines, the latest in the status
         study.set_state(run, "finished", attempt=attempt)
         return "finished"
     except UserError as exc:

@@ -190,8 +190,8 @@ class RayBackend(StudyBackend):
             done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for run in pending.values():
                 state, note = study.state(run)
-                if state == "running":
-                    show_running(run, note)
+                if state == "running":  # a retry's note, then the run's latest stage or progress line
+                    show_running(run, "; ".join(part for part in (note, study.progress(run)) if part))
             for ref in done:
                 run = pending.pop(ref)
                 try:
@@ -200,9 +200,9 @@ class RayBackend(StudyBackend):
                     study.set_state(run, "failed", _failure(ray, exc, run))
                     states[run.name] = "failed"
                 # The local backend's lines, and a retry's, even for a run too short to be seen.
-                attempt = study.status(run).get("attempt", 1)
-                if run.name not in shown or (attempt > 1 and shown[run.name] == ""):
-                    show_running(run, _retry_note(run, attempt))
+                retry = _retry_note(run, study.status(run).get("attempt", 1))
+                if run.name not in shown or (retry and not shown[run.name].startswith(retry)):
+                    show_running(run, retry)
                 if on_run is not None:
                     on_run(run, *study.state(run))
         return states
