@@ -29,7 +29,7 @@ DOCUMENTED = (
     "editprobe.probes.base.resolve_probe",
     "editprobe.runs.config.RunConfig",
     "editprobe.runs.loop.run_experiment",
-    "editprobe.studies.study.load_study",
+    "editprobe.studies.spec.load_study",
     "editprobe.studies.study.run_study",
     "editprobe.report.tables.load_summaries",
     "editprobe.report.tables.write_tables",

@@ -108,6 +108,13 @@ def test_status_shows_a_runs_latest_line_and_where_a_killed_one_stopped(ws, tmp_
                      "factcheck on 3 records)"), first
 
 
+def test_the_study_files_names_still_import_from_studies_study():
+    from editprobe.studies import spec, study
+
+    assert (study.Study, study.StudyEntry, study.StudyError, study.load_study, study.expand) == (
+        spec.Study, spec.StudyEntry, spec.StudyError, spec.load_study, spec.expand)
+
+
 def test_split_gives_one_run_per_method_and_dataset(tmp_path):
     from pathlib import Path
 
