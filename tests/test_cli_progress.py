@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from test_runs_helpers import config, subprocess_env, workspace
 
-from editprobe.progress import PlainProgress, RichProgress, TeeProgress, format_seconds, progress
+from editprobe.progress import PlainProgress, RichProgress, TeeProgress, announce, format_seconds, progress
 
 
 class _Clock:
@@ -100,3 +100,17 @@ def test_a_redirected_stdout_gets_the_lines_while_the_terminal_keeps_its_bar(mon
     assert "(6/6 records)" in lines[-1] and "\r" not in log.getvalue()
     with progress("editing", 2, console=Console(file=io.StringIO(), force_terminal=True)) as bar:
         assert isinstance(bar, RichProgress)  # a console on stdout itself: no second copy
+
+
+def test_a_redirected_stdout_gets_the_stage_lines_too(monkeypatch):
+    """``make demo > log``: a stage's line ("…: unedited model, 40 records: …") reaches the log
+    as one plain line, besides the terminal."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", log)
+    screen = io.StringIO()
+    text = "cf: unedited model, 40 records: " + ", ".join(["negation"] * 20)  # longer than a terminal line
+    announce(Console(file=screen, force_terminal=True, stderr=True, width=80), text, bold="cf")
+    assert log.getvalue() == text + "\n"
+    assert "\x1b[1mcf\x1b[0m: unedited model" in screen.getvalue()
+    announce(Console(file=io.StringIO(), force_terminal=False, stderr=True), text)  # no terminal: stderr only
+    assert log.getvalue() == text + "\n"

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["PlainProgress", "RichProgress", "TeeProgress", "format_seconds", "is_interactive", "progress"]
+__all__ = ["PlainProgress", "RichProgress", "TeeProgress", "announce", "format_seconds", "is_interactive",
+           "progress"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -177,6 +178,17 @@ def _stdout_is_a_log(console: Console) -> bool:
         return console.stderr and not sys.stdout.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stdout
         return False
+
+
+def announce(console: Console, text: str, bold: str = "") -> None:
+    """A stage's line (``bold``: a prefix of ``text``, bold on a terminal): one line on
+    ``console`` whatever its length, and on stdout too when stdout is a log while the bars are
+    drawn on the terminal (``make demo > log``), as the progress lines are."""
+    rest = escape(text.removeprefix(bold))
+    console.print(f"[bold]{escape(bold)}[/bold]{rest}" if bold else rest, soft_wrap=True, highlight=False)
+    if is_interactive(console) and _stdout_is_a_log(console):
+        sys.stdout.write(text.replace("\r", " ").replace("\n", " ") + "\n")
+        sys.stdout.flush()
 
 
 @contextmanager

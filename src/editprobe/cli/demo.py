@@ -68,7 +68,7 @@ def demo(
         for line in warnings:
             warn(line)
         console.print(escape(f"editing {cfg.model} with {', '.join(cfg.methods)}: {cfg.n} records of "
-                             f"{', '.join(cfg.datasets)} in batches of {cfg.batch_size} -> {out}"))
+                             f"{', '.join(cfg.datasets)} in batches of {cfg.batch_size} -> {out}"), soft_wrap=True)
         experiment.run(resume=run_dir.has_config)
     report_dir = out / "report"
     text = write_tables(load_summaries([out]), report_dir)

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from ..errors import UserError
 from ..forms import QueryForm, trained_metrics
@@ -37,7 +36,7 @@ from .records import record_lines
 from .sequential import batch_seed, edit_sequentially, n_batches
 from .store import RunDir, RunFailedError, package_versions
 from ..probes.intervals import settings as interval_settings
-from ..progress import progress as progress_reporter
+from ..progress import announce, progress as progress_reporter
 from .summary import SCHEMA_VERSION, DatasetSummary, ResultRow, RunSummary
 
 __all__ = ["Experiment", "batch_seed", "run_experiment"]
@@ -193,10 +192,9 @@ class Experiment:
                          trained_forms=sorted(f.value for f in trained), trained_cells=cells)
 
     def _announce(self, text: str, bold: str = "") -> None:
-        """A stage's line: on the console (one line in a log, whatever its length; ``bold``, a
-        prefix of ``text``, bold on a terminal) and to ``on_line``."""
-        rest = escape(text.removeprefix(bold))
-        self.console.print(f"[bold]{escape(bold)}[/bold]{rest}" if bold else rest, soft_wrap=True)
+        """A stage's line: on the console (and a log stdout goes to: progress.announce) and to
+        ``on_line``."""
+        announce(self.console, text, bold)
         if self.on_line is not None:
             self.on_line(text)
 
