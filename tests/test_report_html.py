@@ -294,8 +294,11 @@ def test_tables_charts_and_figures_render(page):
     classic = _by_css(page, "#ep-table-classic tbody tr")
     assert len(classic) == len(DATASETS) + len(METHODS) * len(DATASETS)
     header = _by_css(page, "#ep-table-classic thead th")
-    assert [th.text for th in header][3:] == ["efficacy prob", "efficacy magnitude", "efficacy EM", "perplexity ppl",
-                                              "perplexity change"]
+    # one model in every row: its column goes, said once above the table (the datasets differ: kept)
+    assert [th.text for th in header] == ["Dataset", "Method", "efficacy prob", "efficacy magnitude", "efficacy EM",
+                                          "perplexity ppl", "perplexity change"]
+    where = _by_css(page, "#tables p.ep-where")
+    assert where and all(p.text.startswith("Every row: model ") and "dataset" not in p.text for p in where)
     assert "21.4" in classic[0].text and "88.4" in _by_css(page, "#ep-table-classic")[0].text
     assert _by_css(page, "ul.ep-legend-classic li")[0].is_displayed()
     charts = _by_css(page, "figure.chart img")

@@ -51,10 +51,26 @@ def legend_html(name: str, df: pd.DataFrame, legend: dict[str, str] | None) -> s
     return f'<div class="ep-legend-block" data-table="{escape(name)}">{"".join(parts)}</div>'
 
 
+# Columns that name where a row comes from: one value in every row is said once above the table.
+_WHERE = ("Model", "Dataset")
+
+
+def _one_valued(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The table without its Model/Dataset columns that hold one value in every row (the widest
+    tables then fit the page), and the line that says them."""
+    same = [c for c in _WHERE if c in df.columns and len(df) > 0 and df[c].nunique(dropna=False) == 1]
+    if not same:
+        return df, ""
+    said = ", ".join(f"{c.lower()} {df[c].iloc[0]}" for c in same)
+    return df.drop(columns=same), f"Every row: {said}."
+
+
 def tables_section(summaries: Sequence[RunSummary], run_dirs: Sequence[Path] | None = None) -> str:
     parts = ['<section id="tables"><h2>Tables</h2>']
     for name, caption, df, legend in all_tables(summaries, run_dirs):
-        parts += [f"<h3>{_HTML_CAPTIONS.get(name) or escape(caption)}</h3>", table_html(df, name),
+        shown, where = _one_valued(df)
+        parts += [f"<h3>{_HTML_CAPTIONS.get(name) or escape(caption)}</h3>",
+                  f'<p class="note ep-where">{escape(where)}</p>' if where else "", table_html(shown, name),
                   legend_html(name, df, legend)]
     parts.append(f'<p class="note">{escape(TABLES_NOTE)}</p></section>')
     return "".join(parts)
