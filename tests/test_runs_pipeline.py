@@ -196,3 +196,23 @@ def test_the_run_line_shows_each_negation_figure_with_its_interval(finished):
     assert line.startswith(f"{row.dataset} memit: " + " ".join(cell(k) for k in ("PP", "PN", "NN", "NP", "Avg")))
     assert f" {cell('PN|PP')} (n={neg['PN|PP'].n}) {cell('NP|NN')} (n={neg['NP|NN'].n}) | fact-check Eff" in line
     assert "[" in cell("PN|PP")
+
+
+def test_fact_check_eff_over_records_the_negation_settings_leave_out_has_its_interval(tmp_path):
+    """A negation table without the birthplace template leaves those records out of the negation
+    settings (no rule negates "The birthplace of {}"); they are still edited, so the fact-check
+    measures Eff itself over every edited record, with its own n and Wilson interval."""
+    from editprobe.probes.intervals import wilson
+
+    ws = workspace(tmp_path)
+    partial = tmp_path / "mother-tongue-only.yaml"
+    partial.write_text('"The mother tongue of {}": "Not the mother tongue of {}"\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITPROBE_CACHE", str(tmp_path / "cache"))
+        summary = run_experiment(config(ws, tmp_path / "out", negation_table=str(partial),
+                                        probes=("negation", "factcheck")), progress=False)
+    d = summary["datasets"]["cf"]
+    assert d["n_excluded"] > 0 and d["n_records"] + d["n_excluded"] == 6
+    eff = summary["results"][0]["probes"]["factcheck"]["metrics"]["Eff"]
+    hits = round(eff["value"] * 6 / 100)
+    assert eff["n"] == 6 and (eff["lo"], eff["hi"]) == wilson(hits, 6)

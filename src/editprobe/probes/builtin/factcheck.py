@@ -125,14 +125,19 @@ class FactCheckProbe(Probe):
                                    control=_replies(after["control"]), config=ctx.config.factcheck)
         eff_label = (OWN_EFF_LABEL if own_eff is not None else
                      negation.metrics["PP"].label if negation and "PP" in negation.metrics else NO_EDIT_PP.label)
-        # Eff read from the negation probe's PP carries PP's interval; the own Eff (a stored
-        # rounded share) has none.
+        # Eff read from the negation probe's PP carries PP's interval; the own Eff carries a Wilson
+        # interval and its n from its per-record hits (a stage written before they were kept: none).
         pp = negation.metrics.get("PP") if negation is not None and own_eff is None else None
+        lo, hi, eff_n = (pp.lo, pp.hi, None) if pp else (None, None, None)
+        if own_eff is not None and after.get("eff_hits"):
+            hits = after["eff_hits"]
+            eff_n = len(hits)
+            lo, hi = wilson(sum(map(bool, hits.values())), eff_n) or (None, None)
         control = result.control_score
         included = [s for s in result.samples if s.included]
         metrics = {
-            "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True,
-                          lo=pp.lo if pp else None, hi=pp.hi if pp else None, records=_eff_records(pp, after)),
+            "Eff": Metric(value=result.eff, label=eff_label, higher_is_better=True, lo=lo, hi=hi, n=eff_n,
+                          records=_eff_records(pp, after)),
             "Acc": Metric.of_score(result.accuracy_score, True, {s.record_id: s.after == "true" for s in included}),
             "Control": Metric.of_score(control, None, {s.record_id: s.control == "true" for s in included
                                                        if s.control is not None})
