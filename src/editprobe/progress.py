@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 __all__ = ["PlainProgress", "RichProgress", "TeeProgress", "announce", "format_seconds", "is_interactive",
-           "progress"]
+           "progress", "write_line"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -144,9 +144,13 @@ class PlainProgress:
             self.listener(line)
 
     def _write(self, text: str) -> None:
-        stream = self._stream or sys.stderr  # looked up late: a test's captured stderr
-        stream.write(text.replace("\r", " ").replace("\n", " ") + "\n")
-        stream.flush()
+        write_line(self._stream or sys.stderr, text)  # stderr looked up late: a test's captured stderr
+
+
+def write_line(stream, text: str) -> None:
+    """``text`` as one line on ``stream``: no carriage return or newline inside, flushed."""
+    stream.write(text.replace("\r", " ").replace("\n", " ") + "\n")
+    stream.flush()
 
 
 class TeeProgress:
@@ -187,8 +191,7 @@ def announce(console: Console, text: str, bold: str = "") -> None:
     rest = escape(text.removeprefix(bold))
     console.print(f"[bold]{escape(bold)}[/bold]{rest}" if bold else rest, soft_wrap=True, highlight=False)
     if is_interactive(console) and _stdout_is_a_log(console):
-        sys.stdout.write(text.replace("\r", " ").replace("\n", " ") + "\n")
-        sys.stdout.flush()
+        write_line(sys.stdout, text)
 
 
 @contextmanager

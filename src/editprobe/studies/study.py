@@ -113,6 +113,11 @@ class StudyDir:
         """The latest line :meth:`set_progress` recorded ("" when none)."""
         return str(self.status(run).get("progress", ""))
 
+    def running_note(self, run: StudyRun) -> str:
+        """What follows ``running``: a retry's note, then the run's latest stage or progress line."""
+        _, note = self.state(run)
+        return "; ".join(part for part in (note, self.progress(run)) if part)
+
     def can_retry(self, names: list[str]) -> bool:
         """Whether ``--resume`` may finish any of these failed runs (a failure recorded before
         this was known counts as one it may)."""
@@ -125,11 +130,11 @@ class StudyDir:
         state, error = self.state(run)
         if state != "running":
             return state, error
-        last = self.progress(run)
         if RunDir(run.config.out).holder() is None:
+            last = self.progress(run)
             return INTERRUPTED, ("its process ended without finishing it; --resume continues it from its checkpoints"
                                  + (f" (its last line: {last})" if last else ""))
-        return state, "; ".join(part for part in (error, last) if part)
+        return state, self.running_note(run)
 
     def status_lines(self) -> list[str]:
         lines = []

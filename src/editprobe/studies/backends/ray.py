@@ -189,9 +189,8 @@ class RayBackend(StudyBackend):
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for run in pending.values():
-                state, note = study.state(run)
-                if state == "running":  # a retry's note, then the run's latest stage or progress line
-                    show_running(run, "; ".join(part for part in (note, study.progress(run)) if part))
+                if study.state(run)[0] == "running":
+                    show_running(run, study.running_note(run))
             for ref in done:
                 run = pending.pop(ref)
                 try:
