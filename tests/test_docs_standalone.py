@@ -32,3 +32,44 @@ def test_no_tracked_file_cites_the_external_design_notes():
             continue
         hits += [f"{path.relative_to(ROOT)}:{i}" for i, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line)]
     assert not hits, "cite docs/ pages instead: " + ", ".join(hits[:20])
+
+
+# `docs/page.md` or `docs/page.md#anchor` where code, study files, hparams files or the
+# README name a page for the reader to open.
+DOCS_PAGE = re.compile(r"docs/([\w./-]+?\.md)(?:#([\w-]+))?")
+
+
+def _anchors(page: Path) -> set[str]:
+    """The heading ids MkDocs gives a page (toc's default slugify: lower case, punctuation
+    dropped, spaces to hyphens); explicit `{#id}` attributes count too."""
+    ids = set()
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            continue
+        title = line.lstrip("#").strip()
+        explicit = re.search(r"\{#([\w-]+)\}\s*$", title)
+        if explicit:
+            ids.add(explicit.group(1))
+            continue
+        slug = re.sub(r"[^\w\s-]", "", re.sub(r"`|\*", "", title).lower()).strip()
+        ids.add(re.sub(r"[\s]+", "-", slug))
+    return ids
+
+
+def test_every_docs_page_named_outside_docs_exists():
+    missing = []
+    for path in _tracked():
+        if path.suffix not in {".py", ".yaml", ".yml", ".toml", ".cfg"} and path.name not in {"README.md", "Makefile"}:
+            continue
+        if path.is_relative_to(ROOT / "docs") or path.is_relative_to(ROOT / "tests"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for i, line in enumerate(text.splitlines(), 1):
+            for page, anchor in DOCS_PAGE.findall(line):
+                target = ROOT / "docs" / page
+                where = f"{path.relative_to(ROOT)}:{i}"
+                if not target.is_file():
+                    missing.append(f"{where} docs/{page}")
+                elif anchor and anchor not in _anchors(target):
+                    missing.append(f"{where} docs/{page}#{anchor}")
+    assert not missing, "named but not there: " + ", ".join(missing)

@@ -148,6 +148,14 @@ def test_the_shipped_study_files_expand():
     assert {d for r in smollm2 for d in r.config.datasets} == {"counterfact-sample", "zsre-sample"}
     assert {m for r in smollm2 for m in r.config.methods} == {"rome", "memit", "emmet", "alphaedit", "rect", "prune",
                                                              "pmet", "adaedit", "namet", "memit_lti"}
+    # The results page's study: one run per method and dataset (each lands and resumes on its own),
+    # CounterFact's ten first; RLEdit's two last (they need its trained network).
+    results = expand(load_study(root / "results.yaml"), Path("/tmp/never-written"))
+    assert all(len(r.config.methods) == 1 and len(r.config.datasets) == 1 for r in results)
+    assert [r.config.datasets[0] for r in results] == ["counterfact-sample"] * 10 + ["zsre-sample"] * 10 + \
+        ["counterfact-sample", "zsre-sample"]
+    assert {r.config.methods[0] for r in results[:10]} == {m for r in smollm2 for m in r.config.methods}
+    assert {(r.config.n, r.config.batch_size, r.config.preserve_previous) for r in results} == {(100, 20, True)}
 
 
 def test_the_negation_remedies_study_expands_with_each_runs_settings():
