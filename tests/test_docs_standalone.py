@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from markdown.extensions.toc import slugify
 
 ROOT = Path(__file__).resolve().parents[1]
 # Spelled in pieces so this file does not match itself.
@@ -40,8 +41,8 @@ DOCS_PAGE = re.compile(r"docs/([\w./-]+?\.md)(?:#([\w-]+))?")
 
 
 def _anchors(page: Path) -> set[str]:
-    """The heading ids MkDocs gives a page (toc's default slugify: lower case, punctuation
-    dropped, spaces to hyphens); explicit `{#id}` attributes count too."""
+    """The heading ids MkDocs gives a page (Markdown's toc slugify, MkDocs' default);
+    explicit `{#id}` attributes count too."""
     ids = set()
     for line in page.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
@@ -51,8 +52,7 @@ def _anchors(page: Path) -> set[str]:
         if explicit:
             ids.add(explicit.group(1))
             continue
-        slug = re.sub(r"[^\w\s-]", "", re.sub(r"`|\*", "", title).lower()).strip()
-        ids.add(re.sub(r"[\s]+", "-", slug))
+        ids.add(slugify(re.sub(r"`|\*", "", title), "-"))
     return ids
 
 
