@@ -67,4 +67,4 @@ def test_the_committed_study_holds_only_what_the_report_reads():
     allowed = {".editprobe.json", "config.json", "summary.json", "records.jsonl"}  # .editprobe.json: the run-directory mark
     extra = [str(p.relative_to(STUDY)) for p in (STUDY / "runs").rglob("*")
              if p.is_file() and p.name not in allowed]
-    assert not extra, f"keep the committed runs small (config.json, summary.json, records.jsonl): {extra}"
+    assert not extra, f"keep the committed runs small ({', '.join(sorted(allowed))}): {extra}"
